@@ -1,0 +1,369 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/smqgw/smqgw/smq"
+)
+
+// Disconnect reasons the broker sends.
+const (
+	reasonShutdown     = "shutdown"
+	reasonReconnect    = "reconnect"
+	reasonCorruptFrame = "corrupt frame"
+	reasonSlowConsumer = "slow consumer"
+)
+
+// finalWriteTimeout bounds the write of a last Disconnect to a client that is
+// being dropped.
+const finalWriteTimeout = 2 * time.Second
+
+// session is one client connection.
+type session struct {
+	b    *Broker
+	tr   transport
+	peer Peer
+
+	etid uint32
+	uid  string
+
+	// subs, observing and dropped are guarded by the registry's lock.
+	subs      map[uint32]struct{}
+	observing map[uint32]struct{}
+	dropped   bool // taken over or gone: must not subscribe or observe again
+
+	q           outQueue
+	writerDone  chan struct{}
+	abortOnce   sync.Once
+	closeReason atomic.Pointer[string] // why the session ended, first one wins
+
+	frag []byte // PubFrag reassembly buffer
+}
+
+// setReason records why the session ends, unless a reason is already set.
+func (s *session) setReason(r string) { s.closeReason.CompareAndSwap(nil, &r) }
+
+// errKicked ends a session whose last message, a Disconnect, is queued.
+var errKicked = errors.New("kicked")
+
+// errProtocol ends a session silently, like the reference broker does on
+// malformed input.
+var errProtocol = errors.New("protocol error")
+
+// ServeConn serves one client on conn, an already bootstrapped raw
+// connection: Init is sent at once. It returns when the session has ended;
+// conn is closed by then. peer.IP should be set; it is sent in Init.
+func (b *Broker) ServeConn(conn net.Conn, peer Peer) error {
+	return b.serve(newRawTransport(conn, nil), peer)
+}
+
+func (b *Broker) serve(tr transport, peer Peer) error {
+	s := &session{
+		b: b, tr: tr, peer: peer,
+		subs:       make(map[uint32]struct{}),
+		observing:  make(map[uint32]struct{}),
+		writerDone: make(chan struct{}),
+	}
+	s.q.init(b.cfg.queueBytes(), b.cfg.queueMessages())
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		_ = tr.close()
+		return ErrClosed
+	}
+	b.sessions[s] = struct{}{}
+	b.sessWG.Add(1)
+	b.mu.Unlock()
+	b.st.sessions.Add(1)
+	defer func() {
+		b.st.sessions.Add(-1)
+		b.mu.Lock()
+		delete(b.sessions, s)
+		b.mu.Unlock()
+		b.sessWG.Done()
+	}()
+
+	go s.writeLoop()
+	err := s.run()
+	b.reg.unregister(s)
+	if errors.Is(err, errProtocol) {
+		b.st.protocolErrors.Add(1)
+	}
+	// Let the writer send what is queued (a Connack refusal, a Disconnect),
+	// then close.
+	s.q.finish(nil, false)
+	<-s.writerDone
+	_ = tr.close()
+	b.logEnd(s, err)
+	return nil
+}
+
+func (b *Broker) logEnd(s *session, err error) {
+	if b.cfg.Logger == nil {
+		return
+	}
+	reason := ""
+	if r := s.closeReason.Load(); r != nil {
+		reason = *r
+	} else {
+		switch {
+		case err == nil, errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed),
+			websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway):
+			reason = "closed"
+		default:
+			reason = err.Error()
+		}
+	}
+	b.cfg.Logger.Info("smq session ended", "ip", s.peer.IP, "uid", s.uid, "etid", s.etid,
+		"websocket", s.peer.WebSocket, "reason", reason)
+}
+
+// send queues msg for the client; it reports whether it was queued. A client
+// whose queue overflows is disconnected as a slow consumer.
+func (s *session) send(msg []byte) bool {
+	if s.tr.isRaw() && len(msg) > smq.MaxRawMessage {
+		s.b.st.droppedTooBig.Add(1)
+		return false
+	}
+	switch s.q.push(msg) {
+	case pushed:
+		return true
+	case overflow:
+		if s.q.finish(smq.Disconnect{Reason: reasonSlowConsumer}.Append(nil), true) {
+			s.b.st.slowDisconnects.Add(1)
+			s.setReason(reasonSlowConsumer)
+			_ = s.tr.setWriteDeadline(time.Now().Add(finalWriteTimeout))
+		}
+	}
+	return false
+}
+
+// kick sends Disconnect with reason after what is already queued, then ends
+// the session.
+func (s *session) kick(reason string) {
+	if s.q.finish(smq.Disconnect{Reason: reason}.Append(nil), false) {
+		_ = s.tr.setWriteDeadline(time.Now().Add(finalWriteTimeout))
+	}
+}
+
+// abort closes the connection at once.
+func (s *session) abort() {
+	s.abortOnce.Do(func() { _ = s.tr.close() })
+}
+
+// writeLoop writes queued messages in batches until the queue is final and
+// empty, then closes the connection, which ends the reader too.
+func (s *session) writeLoop() {
+	defer close(s.writerDone)
+	defer s.abort()
+	wt := s.b.cfg.writeTimeout()
+	for range s.q.wake {
+		batch, final := s.q.take()
+		if len(batch) > 0 {
+			deadline := time.Now().Add(wt)
+			if final {
+				deadline = time.Now().Add(finalWriteTimeout)
+			}
+			if err := s.tr.writeBatch(batch, deadline); err != nil {
+				return
+			}
+		}
+		if final {
+			// A last take: finish may have raced with the take above.
+			if rest, _ := s.q.take(); len(rest) > 0 {
+				_ = s.tr.writeBatch(rest, time.Now().Add(finalWriteTimeout))
+			}
+			return
+		}
+	}
+}
+
+// reply queues a message built by the session itself.
+func (s *session) reply(m smq.Message) {
+	s.send(m.Append(nil))
+}
+
+// refuse answers Connect with a refusing Connack and ends the session.
+func (s *session) refuse(code smq.ConnackCode, reason string) error {
+	s.b.st.refused.Add(1)
+	s.reply(smq.Connack{Code: code, Reason: reason})
+	s.setReason(fmt.Sprintf("refused %v: %s", code, reason))
+	return nil
+}
+
+func (s *session) run() error {
+	seed := rand.Uint32()
+	s.reply(smq.Init{Version: 1, Seed: seed, IP: s.peer.IP})
+
+	_ = s.tr.setReadDeadline(time.Now().Add(s.b.cfg.connectTimeout()))
+	msg, err := s.tr.read()
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return s.refuse(smq.CodeServerUnavailable, "no Connect received in time")
+		}
+		return err
+	}
+	_ = s.tr.setReadDeadline(time.Time{})
+	if len(msg) == 0 || smq.Type(msg[0]) != smq.TypeConnect {
+		return s.refuse(smq.CodeBadVersion, "expected Connect")
+	}
+	m, err := smq.Decode(msg)
+	if err != nil {
+		return s.refuse(smq.CodeBadVersion, err.Error())
+	}
+	c := m.(smq.Connect)
+	if len(c.UID) <= 5 {
+		return s.refuse(smq.CodeBadVersion, "uid must be longer than 5 bytes")
+	}
+	if auth := s.b.cfg.Authenticate; auth != nil {
+		if code, reason := auth(&ConnectRequest{Peer: s.peer, Seed: seed, Connect: c}); code != smq.CodeAccepted {
+			return s.refuse(code, reason)
+		}
+	}
+	s.uid = c.UID
+	if old := s.b.reg.register(s); old != nil {
+		s.b.st.takeovers.Add(1)
+		old.setReason("taken over by a newer connection with the same uid")
+		old.kick(reasonReconnect)
+	}
+	s.b.st.accepted.Add(1)
+	s.reply(smq.Connack{Code: smq.CodeAccepted, ETID: s.etid})
+
+	for {
+		msg, err := s.tr.read()
+		if err != nil {
+			var me *smq.MessageError
+			if errors.As(err, &me) {
+				return fmt.Errorf("%w: %v", errProtocol, err)
+			}
+			return err
+		}
+		if err := s.handle(msg); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *session) client() *Client {
+	return &Client{ETID: s.etid, UID: s.uid, Peer: s.peer}
+}
+
+// handle processes one message from a connected client.
+func (s *session) handle(msg []byte) error {
+	if err := smq.Check(msg); err != nil {
+		return fmt.Errorf("%w: %v", errProtocol, err)
+	}
+	reg := &s.b.reg
+	cfg := &s.b.cfg
+	switch t := smq.Type(msg[0]); t {
+	case smq.TypePublish:
+		return s.publish(msg)
+	case smq.TypePubFrag:
+		return s.pubFrag(msg)
+	case smq.TypeSubscribe, smq.TypeCreate:
+		name := string(msg[1:])
+		ack := smq.Suback{Status: smq.AckDenied, Topic: name}
+		if cfg.PermitTopic == nil || cfg.PermitTopic(s.client(), t, name) {
+			ack.Status = smq.AckOK
+			if t == smq.TypeSubscribe {
+				ack.ID = reg.subscribe(s, name)
+			} else {
+				ack.ID = reg.create(name)
+			}
+		}
+		if t == smq.TypeSubscribe {
+			s.reply(ack)
+		} else {
+			s.reply(smq.Createack(ack))
+		}
+	case smq.TypeCreatesub:
+		name := string(msg[1:])
+		ack := smq.Createsuback{Status: smq.AckDenied, Topic: name}
+		if cfg.PermitSubTopic == nil || cfg.PermitSubTopic(s.client(), name) {
+			ack.Status, ack.ID = smq.AckOK, reg.subTopic(name)
+		}
+		s.reply(ack)
+	case smq.TypeUnsubscribe:
+		reg.unsubscribe(s, smq.ID(msg))
+	case smq.TypeObserve:
+		reg.observe(s, smq.ID(msg))
+	case smq.TypeUnobserve:
+		reg.unobserve(s, smq.ID(msg))
+	case smq.TypePing:
+		s.reply(smq.Pong{})
+	case smq.TypePong:
+	case smq.TypeDisconnect:
+		s.setReason("client disconnected")
+		return io.EOF
+	default:
+		// Connect again, or a message only a broker sends.
+		return fmt.Errorf("%w: unexpected %v from client", errProtocol, t)
+	}
+	return nil
+}
+
+// publish checks and delivers one Publish; msg is only valid during the call.
+func (s *session) publish(msg []byte) error {
+	if smq.PTID(msg) != s.etid {
+		s.setReason(fmt.Sprintf("publish with ptid %d, not its etid %d", smq.PTID(msg), s.etid))
+		s.kick(reasonCorruptFrame)
+		return errKicked
+	}
+	if hook := s.b.cfg.OnPublish; hook != nil {
+		p, _ := smq.DecodePublish(msg)
+		if !hook(s.client(), &p) {
+			return nil
+		}
+	}
+	s.b.st.published.Add(1)
+	// Subscribers share one copy; msg itself belongs to the reader.
+	n := s.b.reg.deliver(smq.ID(msg), append([]byte(nil), msg...))
+	s.b.st.delivered.Add(uint64(n))
+	return nil
+}
+
+// pubFrag reassembles PubFrag fragments; the last (non-zero tid) is
+// delivered as one Publish with its header.
+func (s *session) pubFrag(msg []byte) error {
+	if !s.tr.isRaw() {
+		return fmt.Errorf("%w: PubFrag over WebSocket", errProtocol)
+	}
+	payload := msg[1+smq.PublishHeaderLen:]
+	acc := len(payload)
+	if s.frag != nil {
+		acc += len(s.frag) - 1 - smq.PublishHeaderLen
+	}
+	if acc > smq.MaxPayload {
+		s.frag = nil
+		return fmt.Errorf("%w: PubFrag reassembly over %d bytes", errProtocol, smq.MaxPayload)
+	}
+	tid := smq.ID(msg)
+	if tid == 0 {
+		if s.frag == nil {
+			s.frag = make([]byte, 1+smq.PublishHeaderLen, 4096)
+		}
+		s.frag = append(s.frag, payload...)
+		return nil
+	}
+	if s.frag == nil {
+		s.frag = make([]byte, 1+smq.PublishHeaderLen, 1+smq.PublishHeaderLen+len(payload))
+	}
+	whole := append(s.frag, payload...)
+	s.frag = nil
+	if len(whole) > smq.MaxPayload {
+		return nil // dropped silently, like the reference broker
+	}
+	whole[0] = byte(smq.TypePublish)
+	copy(whole[1:1+smq.PublishHeaderLen], msg[1:1+smq.PublishHeaderLen])
+	return s.publish(whole)
+}
