@@ -14,6 +14,7 @@ type outQueue struct {
 	maxBytes int
 	maxMsgs  int
 	final    bool // no more pushes; close after the queued messages
+	wsCode   int  // WebSocket close code to end with, once final
 	wake     chan struct{}
 }
 
@@ -46,16 +47,17 @@ func (q *outQueue) push(m []byte) pushResult {
 	return pushed
 }
 
-// finish queues a last message (nil for none) and marks the queue final. With
-// discard, whatever is still queued is dropped first. It reports false if the
-// queue was already final.
-func (q *outQueue) finish(last []byte, discard bool) bool {
+// finish queues a last message (nil for none) and marks the queue final; a
+// WebSocket client then gets a close frame with wsCode. With discard,
+// whatever is still queued is dropped first. It reports false if the queue
+// was already final.
+func (q *outQueue) finish(last []byte, discard bool, wsCode int) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.final {
 		return false
 	}
-	q.final = true
+	q.final, q.wsCode = true, wsCode
 	if discard {
 		clear(q.msgs)
 		q.msgs = q.msgs[:0]
@@ -77,12 +79,19 @@ func (q *outQueue) signal() {
 
 // take returns everything queued and whether the queue is final. The slice
 // is valid until the next take.
-func (q *outQueue) take() ([][]byte, bool) {
+func (q *outQueue) take() (batch [][]byte, final bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	batch := q.msgs
+	batch = q.msgs
 	clear(q.spare)
 	q.msgs, q.spare = q.spare[:0], batch
 	q.bytes = 0
 	return batch, q.final
+}
+
+// closeCode returns the WebSocket close code given to finish.
+func (q *outQueue) closeCode() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.wsCode
 }

@@ -47,6 +47,11 @@ type session struct {
 	closeReason atomic.Pointer[string] // why the session ended, first one wins
 
 	frag []byte // PubFrag reassembly buffer
+
+	// ending is set once the last message is queued: whatever the client
+	// sends after that is read and ignored until it closes or the linger
+	// deadline passes.
+	ending atomic.Bool
 }
 
 // setReason records why the session ends, unless a reason is already set.
@@ -100,8 +105,16 @@ func (b *Broker) serve(tr transport, peer Peer) error {
 	}
 	// Let the writer send what is queued (a Connack refusal, a Disconnect),
 	// then close.
-	s.q.finish(nil, false)
+	s.end(nil, false, websocket.CloseNormalClosure)
 	<-s.writerDone
+	// Linger: read until the client closes or the deadline the writer set
+	// passes, so a close with unread input cannot reset the connection
+	// before the client has read our last message.
+	for {
+		if _, err := tr.read(); err != nil {
+			break
+		}
+	}
 	_ = tr.close()
 	b.logEnd(s, err)
 	return nil
@@ -138,19 +151,35 @@ func (s *session) send(msg []byte) bool {
 	case pushed:
 		return true
 	case overflow:
-		if s.q.finish(smq.Disconnect{Reason: reasonSlowConsumer}.Append(nil), true) {
+		s.setReason(reasonSlowConsumer)
+		if s.end(smq.Disconnect{Reason: reasonSlowConsumer}.Append(nil), true, websocket.ClosePolicyViolation) {
 			s.b.st.slowDisconnects.Add(1)
-			s.setReason(reasonSlowConsumer)
+			// Cut short the write the client is not reading.
 			_ = s.tr.setWriteDeadline(time.Now().Add(finalWriteTimeout))
 		}
 	}
 	return false
 }
 
+// end queues the session's last message (nil for none) and marks it ending;
+// with discard, what is still queued is dropped. It reports false if the
+// session was already ending.
+func (s *session) end(last []byte, discard bool, wsCode int) bool {
+	if !s.q.finish(last, discard, wsCode) {
+		return false
+	}
+	s.ending.Store(true)
+	return true
+}
+
 // kick sends Disconnect with reason after what is already queued, then ends
 // the session.
 func (s *session) kick(reason string) {
-	if s.q.finish(smq.Disconnect{Reason: reason}.Append(nil), false) {
+	code := websocket.CloseNormalClosure
+	if reason == reasonShutdown {
+		code = websocket.CloseGoingAway
+	}
+	if s.end(smq.Disconnect{Reason: reason}.Append(nil), false, code) {
 		_ = s.tr.setWriteDeadline(time.Now().Add(finalWriteTimeout))
 	}
 }
@@ -161,27 +190,30 @@ func (s *session) abort() {
 }
 
 // writeLoop writes queued messages in batches until the queue is final and
-// empty, then closes the connection, which ends the reader too.
+// empty. Then it closes the sending side and gives the reader a deadline to
+// see the client close; on a write error it closes the connection, which
+// ends the reader at once.
 func (s *session) writeLoop() {
 	defer close(s.writerDone)
-	defer s.abort()
 	wt := s.b.cfg.writeTimeout()
 	for range s.q.wake {
 		batch, final := s.q.take()
+		deadline := time.Now().Add(wt)
+		if final {
+			deadline = time.Now().Add(finalWriteTimeout)
+		}
 		if len(batch) > 0 {
-			deadline := time.Now().Add(wt)
-			if final {
-				deadline = time.Now().Add(finalWriteTimeout)
-			}
 			if err := s.tr.writeBatch(batch, deadline); err != nil {
+				s.abort()
 				return
 			}
 		}
 		if final {
-			// A last take: finish may have raced with the take above.
-			if rest, _ := s.q.take(); len(rest) > 0 {
-				_ = s.tr.writeBatch(rest, time.Now().Add(finalWriteTimeout))
+			if err := s.tr.closeWrite(s.q.closeCode(), deadline); err != nil {
+				s.abort()
+				return
 			}
+			_ = s.tr.setReadDeadline(deadline)
 			return
 		}
 	}
@@ -214,6 +246,9 @@ func (s *session) run() error {
 		return err
 	}
 	_ = s.tr.setReadDeadline(time.Time{})
+	if s.ending.Load() {
+		return nil // shut down while waiting for Connect
+	}
 	if len(msg) == 0 || smq.Type(msg[0]) != smq.TypeConnect {
 		return s.refuse(smq.CodeBadVersion, "expected Connect")
 	}
@@ -247,6 +282,9 @@ func (s *session) run() error {
 				return fmt.Errorf("%w: %v", errProtocol, err)
 			}
 			return err
+		}
+		if s.ending.Load() {
+			continue // the last message is queued; wait for the close
 		}
 		if err := s.handle(msg); err != nil {
 			return err

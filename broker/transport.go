@@ -18,7 +18,14 @@ type transport interface {
 	// writeBatch writes messages (type + body) in order, then flushes.
 	writeBatch(msgs [][]byte, deadline time.Time) error
 	setReadDeadline(t time.Time) error
+	// setWriteDeadline may be called from any goroutine to cut a blocked
+	// write short.
 	setWriteDeadline(t time.Time) error
+	// closeWrite ends the sending side after the last message: a TCP
+	// half-close, or a WebSocket close frame with code. The reader goes on
+	// until the peer closes, so unread input cannot turn the close into a
+	// reset that destroys the last message.
+	closeWrite(code int, deadline time.Time) error
 	close() error
 	isRaw() bool
 }
@@ -60,6 +67,13 @@ func (t *rawTransport) writeBatch(msgs [][]byte, deadline time.Time) error {
 func (t *rawTransport) setReadDeadline(d time.Time) error  { return t.conn.SetReadDeadline(d) }
 func (t *rawTransport) setWriteDeadline(d time.Time) error { return t.conn.SetWriteDeadline(d) }
 func (t *rawTransport) close() error                       { return t.conn.Close() }
+
+func (t *rawTransport) closeWrite(_ int, _ time.Time) error {
+	if cw, ok := t.conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return t.conn.Close()
+}
 func (t *rawTransport) isRaw() bool                        { return true }
 
 type wsTransport struct {
@@ -106,6 +120,13 @@ func (t *wsTransport) writeBatch(msgs [][]byte, deadline time.Time) error {
 }
 
 func (t *wsTransport) setReadDeadline(d time.Time) error  { return t.conn.SetReadDeadline(d) }
-func (t *wsTransport) setWriteDeadline(d time.Time) error { return t.conn.SetWriteDeadline(d) }
+func (t *wsTransport) setWriteDeadline(d time.Time) error {
+	// Not t.conn.SetWriteDeadline: that is a plain field of the writer's.
+	return t.conn.NetConn().SetWriteDeadline(d)
+}
+
+func (t *wsTransport) closeWrite(code int, deadline time.Time) error {
+	return t.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), deadline)
+}
 func (t *wsTransport) close() error                       { return t.conn.Close() }
 func (t *wsTransport) isRaw() bool                        { return false }

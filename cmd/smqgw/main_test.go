@@ -65,6 +65,10 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	if d := read(smq.TypeDisconnect).(smq.Disconnect); d.Reason != "shutdown" {
 		t.Fatalf("disconnect reason %q, want shutdown", d.Reason)
 	}
+	if _, err := r.Read(); err != io.EOF {
+		t.Fatalf("after Disconnect: %v, want EOF", err)
+	}
+	conn.Close()
 	if err := <-done; err != nil {
 		t.Fatalf("run: %v", err)
 	}
