@@ -88,15 +88,17 @@ func (r *registry) subTopic(name string) uint32 {
 }
 
 // register makes s a connected client. If another session has the same UID,
-// it is taken over: s gets its ETID, and the old session is returned with
-// its subscriptions and observations removed (it still has to be kicked).
+// it is taken over as the reference broker does: its subscriptions and
+// observations are removed (with Change to the topics' observers), the
+// observers of its ETID get Change(etid, 0) and are dropped, and s gets the
+// same ETID. The old session is returned; it still has to be kicked.
 func (r *registry) register(s *session) (old *session) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old = r.byUID[s.uid]
 	if old != nil {
 		s.etid = old.etid
-		r.dropLocked(old, false)
+		r.dropLocked(old)
 	} else {
 		s.etid = r.newID()
 	}
@@ -114,12 +116,12 @@ func (r *registry) unregister(s *session) {
 	if r.clients[s.etid] != s {
 		return // never registered, or taken over
 	}
-	r.dropLocked(s, true)
+	r.dropLocked(s)
 }
 
-// dropLocked removes s's subscriptions and observations and, when gone, s
-// itself and the observers of its ETID, notifying them.
-func (r *registry) dropLocked(s *session, gone bool) {
+// dropLocked removes s's subscriptions and observations, s itself, and the
+// observers of its ETID, notifying them all.
+func (r *registry) dropLocked(s *session) {
 	for tid := range s.subs {
 		if t := r.byID[tid]; t != nil {
 			delete(t.subs, s)
@@ -139,10 +141,8 @@ func (r *registry) dropLocked(s *session, gone bool) {
 	s.dropped = true
 	delete(r.clients, s.etid)
 	delete(r.byUID, s.uid)
-	if gone {
-		r.notifyLocked(s.etid, 0)
-		delete(r.observers, s.etid)
-	}
+	r.notifyLocked(s.etid, 0)
+	delete(r.observers, s.etid)
 }
 
 // notifyLocked sends Change(id, count) to the observers of id.

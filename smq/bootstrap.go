@@ -71,13 +71,28 @@ func peekHead(br *bufio.Reader, max int) (int, error) {
 			return 0, err
 		}
 		p, _ = br.Peek(br.Buffered())
-		if i := bytes.Index(p, []byte("\r\n\r\n")); i >= 0 {
-			return i + 4, nil
-		}
-		if i := bytes.Index(p, []byte("\n\n")); i >= 0 {
-			return i + 2, nil
+		if n := headLen(p); n > 0 {
+			if n > max {
+				return 0, fmt.Errorf("%w: HTTP head is larger than %d bytes", ErrBadBootstrap, max)
+			}
+			return n, nil
 		}
 	}
+}
+
+// headLen returns the length of the HTTP head at the start of p, through the
+// empty line that ends it, or 0 if p holds no empty line yet. Like
+// net/textproto, it takes "\n" or "\r\n" as the end of a line.
+func headLen(p []byte) int {
+	i := bytes.Index(p, []byte("\n\n"))
+	j := bytes.Index(p, []byte("\n\r\n"))
+	switch {
+	case i >= 0 && (j < 0 || i < j):
+		return i + 2
+	case j >= 0:
+		return j + 3
+	}
+	return 0
 }
 
 // ReadRequest reads one bootstrap request head from br (which should buffer
