@@ -11,6 +11,9 @@ package broker
 import (
 	"context"
 	"errors"
+	"io"
+	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -83,7 +86,11 @@ func (b *Broker) Stats() Stats {
 // Serve accepts HTTP connections on l and serves SMQ on every path. It
 // returns ErrClosed after Shutdown.
 func (b *Broker) Serve(l net.Listener) error {
-	srv := &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: log.New(io.Discard, "", 0)}
+	if b.cfg.Logger != nil {
+		srv.ErrorLog = slog.NewLogLogger(b.cfg.Logger.Handler(), slog.LevelDebug)
+	}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()

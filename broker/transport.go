@@ -74,7 +74,7 @@ func (t *rawTransport) closeWrite(_ int, _ time.Time) error {
 	}
 	return t.conn.Close()
 }
-func (t *rawTransport) isRaw() bool                        { return true }
+func (t *rawTransport) isRaw() bool { return true }
 
 type wsTransport struct {
 	conn *websocket.Conn
@@ -119,7 +119,7 @@ func (t *wsTransport) writeBatch(msgs [][]byte, deadline time.Time) error {
 	return nil
 }
 
-func (t *wsTransport) setReadDeadline(d time.Time) error  { return t.conn.SetReadDeadline(d) }
+func (t *wsTransport) setReadDeadline(d time.Time) error { return t.conn.SetReadDeadline(d) }
 func (t *wsTransport) setWriteDeadline(d time.Time) error {
 	// Not t.conn.SetWriteDeadline: that is a plain field of the writer's.
 	return t.conn.NetConn().SetWriteDeadline(d)
@@ -128,5 +128,5 @@ func (t *wsTransport) setWriteDeadline(d time.Time) error {
 func (t *wsTransport) closeWrite(code int, deadline time.Time) error {
 	return t.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), deadline)
 }
-func (t *wsTransport) close() error                       { return t.conn.Close() }
-func (t *wsTransport) isRaw() bool                        { return false }
+func (t *wsTransport) close() error { return t.conn.Close() }
+func (t *wsTransport) isRaw() bool  { return false }
