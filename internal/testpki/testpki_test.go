@@ -1,0 +1,99 @@
+package testpki_test
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+
+	"github.com/smqgw/smqgw/internal/testpki"
+)
+
+func TestFilesMatch(t *testing.T) {
+	ca := testpki.NewCA(t)
+	leaf := ca.Client(t, "device-1")
+	pem, err := os.ReadFile(ca.CertFile)
+	if err != nil || string(pem) != string(ca.CertPEM) {
+		t.Fatalf("CA file: %v", err)
+	}
+	pair, err := tls.LoadX509KeyPair(leaf.CertFile, leaf.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pair.Leaf.Equal(leaf.Cert) {
+		t.Error("certificate file does not hold Cert")
+	}
+	if leaf.Cert.Subject.CommonName != "device-1" {
+		t.Errorf("CN %q", leaf.Cert.Subject.CommonName)
+	}
+	opts := x509.VerifyOptions{Roots: ca.Pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	if _, err := leaf.Cert.Verify(opts); err != nil {
+		t.Errorf("client certificate does not verify for clientAuth: %v", err)
+	}
+	opts.KeyUsages = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	if _, err := leaf.Cert.Verify(opts); err == nil {
+		t.Error("client certificate verifies for serverAuth")
+	}
+}
+
+// TestHandshake runs a real mutual-TLS handshake over loopback with the
+// server and client certificates.
+func TestHandshake(t *testing.T) {
+	ca := testpki.NewCA(t)
+	for _, host := range []string{"127.0.0.1", "localhost", "::1"} {
+		t.Run(host, func(t *testing.T) {
+			srv := ca.Server(t)
+			cli := ca.Client(t, "device-2")
+			l, err := tls.Listen("tcp", "127.0.0.1:0", srv.ServerConfig(ca.Pool))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { l.Close() })
+			peer := make(chan string, 1)
+			go func() {
+				c, err := l.Accept()
+				if err != nil {
+					peer <- err.Error()
+					return
+				}
+				defer c.Close()
+				tc := c.(*tls.Conn)
+				if err := tc.Handshake(); err != nil {
+					peer <- err.Error()
+					return
+				}
+				peer <- tc.ConnectionState().PeerCertificates[0].Subject.CommonName
+				io.Copy(io.Discard, c)
+			}()
+			nc, err := net.Dial("tcp", l.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := tls.Client(nc, &tls.Config{RootCAs: ca.Pool, ServerName: host, Certificates: []tls.Certificate{cli.TLS}})
+			defer c.Close()
+			if err := c.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			if got := <-peer; got != "device-2" {
+				t.Errorf("server saw %q", got)
+			}
+		})
+	}
+}
+
+func TestIssue(t *testing.T) {
+	ca := testpki.NewCA(t)
+	expired := ca.Issue(t, &x509.Certificate{
+		NotBefore:   ca.Cert.NotBefore,
+		NotAfter:    ca.Cert.NotBefore.Add(1),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	_, err := expired.Cert.Verify(x509.VerifyOptions{Roots: ca.Pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	var ie x509.CertificateInvalidError
+	if !errors.As(err, &ie) || ie.Reason != x509.Expired {
+		t.Errorf("expired certificate: %v", err)
+	}
+}
