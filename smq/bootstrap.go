@@ -117,7 +117,8 @@ type Request struct {
 	// Python, Lua and Java clients do.
 	SendHTTPResponse bool
 	// Header holds extra headers (X-Forwarded-For, ...). Values are written
-	// with CR and LF replaced, so they cannot split the head.
+	// with control characters (CR and LF among them) replaced by spaces, so
+	// they cannot split the head; invalid names are dropped.
 	Header http.Header
 }
 
@@ -134,17 +135,43 @@ func (r *Request) Append(dst []byte) []byte {
 		b.WriteString("SendSmqHttpResponse: true\r\n")
 	}
 	h := r.Header.Clone()
-	for _, k := range []string{"Host", "Simplemq", "Sendsmqhttpresponse", "Upgrade", "Connection"} {
-		delete(h, k)
+	for k := range h {
+		switch http.CanonicalHeaderKey(k) {
+		case "Host", "Simplemq", "Sendsmqhttpresponse", "Upgrade", "Connection":
+			delete(h, k) // ours to set, whatever the key's case
+		}
 	}
-	_ = h.Write(&b) // http.Header.Write replaces CR/LF in values
+	for _, vs := range h {
+		for i, v := range vs {
+			vs[i] = headerValue(v)
+		}
+	}
+	_ = h.Write(&b) // http.Header.Write drops invalid names
 	b.WriteString("\r\n")
 	return b.Bytes()
 }
 
+// headerValue replaces the control characters (CR and LF among them) that a
+// header value may not hold with spaces, so that a value from a client
+// certificate can neither split the head nor make the broker reject it.
+func headerValue(v string) string {
+	if !strings.ContainsFunc(v, isCTL) {
+		return v
+	}
+	p := []byte(v)
+	for i, c := range p {
+		if isCTL(rune(c)) {
+			p[i] = ' '
+		}
+	}
+	return string(p)
+}
+
+func isCTL(r rune) bool { return (r < ' ' && r != '\t') || r == 0x7f }
+
 func sanitize(s string) string {
 	return strings.Map(func(r rune) rune {
-		if r == '\r' || r == '\n' || r == ' ' {
+		if r == ' ' || isCTL(r) {
 			return '_'
 		}
 		return r
