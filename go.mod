@@ -3,6 +3,6 @@ module github.com/smqgw/smqgw
 go 1.26.8
 
 require (
-	github.com/gorilla/websocket v1.5.3 // indirect
-	go.uber.org/goleak v1.3.0 // indirect
+	github.com/gorilla/websocket v1.5.3
+	go.uber.org/goleak v1.3.0
 )
