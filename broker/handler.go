@@ -55,15 +55,11 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // "::ffff:" prefix, or the last X-Forwarded-For entry when the peer is a
 // trusted proxy.
 func (b *Broker) clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	ip := hostIP(r.RemoteAddr)
+	addr, err := netip.ParseAddr(ip)
 	if err != nil {
-		host = r.RemoteAddr
+		return ip
 	}
-	addr, err := netip.ParseAddr(host)
-	if err != nil {
-		return host
-	}
-	addr = addr.Unmap()
 	if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 && b.trusted(addr) {
 		last := xff[len(xff)-1]
 		if i := strings.LastIndexByte(last, ','); i >= 0 {
@@ -83,4 +79,17 @@ func (b *Broker) trusted(a netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// hostIP returns the host part of a network address, an IPv4-mapped IPv6
+// address as plain IPv4; anything unparsable comes back as it is.
+func hostIP(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.Unmap().String()
+	}
+	return host
 }

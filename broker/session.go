@@ -68,6 +68,10 @@ var errProtocol = errors.New("protocol error")
 // connection: Init is sent at once. It returns when the session has ended;
 // conn is closed by then. peer.IP should be set; it is sent in Init.
 func (b *Broker) ServeConn(conn net.Conn, peer Peer) error {
+	if peer.IP == "" {
+		// Clients need an IP in Init (the C client at least 3 characters).
+		peer.IP = hostIP(conn.RemoteAddr().String())
+	}
 	return b.serve(newRawTransport(conn, nil), peer)
 }
 
