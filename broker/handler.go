@@ -10,6 +10,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/smqgw/smqgw/smq"
+	"github.com/smqgw/smqgw/wire"
 )
 
 // ServeHTTP serves SMQ on any path: a WebSocket upgrade, or a raw SMQ
@@ -33,7 +34,8 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		peer.WebSocket = true
-		_ = b.serve(newWSTransport(conn), peer)
+		// The reference broker reads WebSocket frames of up to 65,535 bytes.
+		_ = b.serve(wire.NewWS(conn, smq.MaxRawFrame), peer)
 		return
 	}
 	rc := http.NewResponseController(w)
@@ -48,7 +50,7 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = conn.Close()
 		return
 	}
-	_ = b.serve(newRawTransport(conn, brw.Reader), peer)
+	_ = b.serve(wire.NewRaw(conn, brw.Reader, 0), peer)
 }
 
 // clientIP returns the IP to put in Init: the peer address without a

@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/smqgw/smqgw/smq"
+	"github.com/smqgw/smqgw/wire"
 )
 
 // Disconnect reasons the broker sends.
@@ -30,7 +31,7 @@ const finalWriteTimeout = 2 * time.Second
 // session is one client connection.
 type session struct {
 	b    *Broker
-	tr   transport
+	tr   wire.Conn
 	peer Peer
 
 	etid uint32
@@ -72,10 +73,10 @@ func (b *Broker) ServeConn(conn net.Conn, peer Peer) error {
 		// Clients need an IP in Init (the C client at least 3 characters).
 		peer.IP = hostIP(conn.RemoteAddr().String())
 	}
-	return b.serve(newRawTransport(conn, nil), peer)
+	return b.serve(wire.NewRaw(conn, nil, 0), peer)
 }
 
-func (b *Broker) serve(tr transport, peer Peer) error {
+func (b *Broker) serve(tr wire.Conn, peer Peer) error {
 	s := &session{
 		b: b, tr: tr, peer: peer,
 		subs:       make(map[uint32]struct{}),
@@ -86,7 +87,7 @@ func (b *Broker) serve(tr transport, peer Peer) error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
-		_ = tr.close()
+		_ = tr.Close()
 		return ErrClosed
 	}
 	b.sessions[s] = struct{}{}
@@ -115,11 +116,11 @@ func (b *Broker) serve(tr transport, peer Peer) error {
 	// passes, so a close with unread input cannot reset the connection
 	// before the client has read our last message.
 	for {
-		if _, err := tr.read(); err != nil {
+		if _, err := tr.Read(); err != nil {
 			break
 		}
 	}
-	_ = tr.close()
+	_ = tr.Close()
 	b.logEnd(s, err)
 	return nil
 }
@@ -147,7 +148,7 @@ func (b *Broker) logEnd(s *session, err error) {
 // send queues msg for the client; it reports whether it was queued. A client
 // whose queue overflows is disconnected as a slow consumer.
 func (s *session) send(msg []byte) bool {
-	if s.tr.isRaw() && len(msg) > smq.MaxRawMessage {
+	if !s.tr.WebSocket() && len(msg) > smq.MaxRawMessage {
 		s.b.st.droppedTooBig.Add(1)
 		return false
 	}
@@ -159,7 +160,7 @@ func (s *session) send(msg []byte) bool {
 		if s.end(smq.Disconnect{Reason: reasonSlowConsumer}.Append(nil), true, websocket.ClosePolicyViolation) {
 			s.b.st.slowDisconnects.Add(1)
 			// Cut short the write the client is not reading.
-			_ = s.tr.setWriteDeadline(time.Now().Add(finalWriteTimeout))
+			_ = s.tr.SetWriteDeadline(time.Now().Add(finalWriteTimeout))
 		}
 	}
 	return false
@@ -184,13 +185,13 @@ func (s *session) kick(reason string) {
 		code = websocket.CloseGoingAway
 	}
 	if s.end(smq.Disconnect{Reason: reason}.Append(nil), false, code) {
-		_ = s.tr.setWriteDeadline(time.Now().Add(finalWriteTimeout))
+		_ = s.tr.SetWriteDeadline(time.Now().Add(finalWriteTimeout))
 	}
 }
 
 // abort closes the connection at once.
 func (s *session) abort() {
-	s.abortOnce.Do(func() { _ = s.tr.close() })
+	s.abortOnce.Do(func() { _ = s.tr.Close() })
 }
 
 // writeLoop writes queued messages in batches until the queue is final and
@@ -207,20 +208,33 @@ func (s *session) writeLoop() {
 			deadline = time.Now().Add(finalWriteTimeout)
 		}
 		if len(batch) > 0 {
-			if err := s.tr.writeBatch(batch, deadline); err != nil {
+			if err := writeBatch(s.tr, batch, deadline); err != nil {
 				s.abort()
 				return
 			}
 		}
 		if final {
-			if err := s.tr.closeWrite(s.q.closeCode(), deadline); err != nil {
+			if err := s.tr.CloseWrite(s.q.closeCode(), "", deadline); err != nil {
 				s.abort()
 				return
 			}
-			_ = s.tr.setReadDeadline(deadline)
+			_ = s.tr.SetReadDeadline(deadline)
 			return
 		}
 	}
+}
+
+// writeBatch writes msgs in order and flushes them, under one deadline.
+func writeBatch(c wire.Conn, msgs [][]byte, deadline time.Time) error {
+	if err := c.SetWriteDeadline(deadline); err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if err := c.Write(m); err != nil {
+			return err
+		}
+	}
+	return c.Flush()
 }
 
 // reply queues a message built by the session itself.
@@ -240,8 +254,8 @@ func (s *session) run() error {
 	seed := rand.Uint32()
 	s.reply(smq.Init{Version: 1, Seed: seed, IP: s.peer.IP})
 
-	_ = s.tr.setReadDeadline(time.Now().Add(s.b.cfg.connectTimeout()))
-	msg, err := s.tr.read()
+	_ = s.tr.SetReadDeadline(time.Now().Add(s.b.cfg.connectTimeout()))
+	msg, err := s.tr.Read()
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
@@ -249,7 +263,7 @@ func (s *session) run() error {
 		}
 		return err
 	}
-	_ = s.tr.setReadDeadline(time.Time{})
+	_ = s.tr.SetReadDeadline(time.Time{})
 	if s.ending.Load() {
 		return nil // shut down while waiting for Connect
 	}
@@ -279,7 +293,7 @@ func (s *session) run() error {
 	s.reply(smq.Connack{Code: smq.CodeAccepted, ETID: s.etid})
 
 	for {
-		msg, err := s.tr.read()
+		msg, err := s.tr.Read()
 		if err != nil {
 			var me *smq.MessageError
 			if errors.As(err, &me) {
@@ -377,7 +391,7 @@ func (s *session) publish(msg []byte) error {
 // pubFrag reassembles PubFrag fragments; the last (non-zero tid) is
 // delivered as one Publish with its header.
 func (s *session) pubFrag(msg []byte) error {
-	if !s.tr.isRaw() {
+	if s.tr.WebSocket() {
 		return fmt.Errorf("%w: PubFrag over WebSocket", errProtocol)
 	}
 	payload := msg[1+smq.PublishHeaderLen:]

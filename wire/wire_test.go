@@ -1,0 +1,165 @@
+package wire
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/smqgw/smqgw/smq"
+)
+
+// tcpPair returns both ends of a real loopback TCP connection.
+func tcpPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		accepted <- c
+	}()
+	a, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := <-accepted
+	if b == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+func TestRawRoundTripAndHalfClose(t *testing.T) {
+	a, b := tcpPair(t)
+	ca, cb := NewRaw(a, nil, 0), NewRaw(b, nil, 0)
+	msgs := [][]byte{smq.Ping{}.Append(nil), smq.Disconnect{Reason: "bye"}.Append(nil),
+		(&smq.Publish{TID: 7, PTID: 9, Payload: make([]byte, smq.MaxRawMessage-13)}).Append(nil)}
+	go func() {
+		for _, m := range msgs {
+			if err := ca.Write(m); err != nil {
+				t.Error(err)
+			}
+		}
+		if err := ca.CloseWrite(0, "", time.Now().Add(5*time.Second)); err != nil {
+			t.Error(err)
+		}
+	}()
+	for i, want := range msgs {
+		got, err := cb.Read()
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if string(got) != string(want) {
+			t.Fatalf("message %d: %d bytes differ from the %d sent", i, len(got), len(want))
+		}
+	}
+	if _, err := cb.Read(); err != io.EOF {
+		t.Fatalf("after CloseWrite: %v, want io.EOF", err)
+	}
+	// The half-closed side can still receive.
+	if err := cb.Write(smq.Pong{}.Append(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := cb.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ca.Read(); err != nil || smq.Type(got[0]) != smq.TypePong {
+		t.Fatalf("read on the half-closed side: %x, %v", got, err)
+	}
+}
+
+func TestRawRefusesWhatCannotBeFramed(t *testing.T) {
+	a, _ := tcpPair(t)
+	c := NewRaw(a, nil, 0)
+	for _, n := range []int{0, smq.MaxRawMessage + 1, 70000} {
+		msg := make([]byte, n)
+		if n > 0 {
+			msg[0] = byte(smq.TypePublish)
+		}
+		err := c.Write(msg)
+		if err == nil {
+			t.Fatalf("%d bytes: written", n)
+		}
+		if n > 0 && !errors.Is(err, smq.ErrTooBig) {
+			t.Fatalf("%d bytes: %v, want ErrTooBig", n, err)
+		}
+	}
+	if c.bw.Buffered() != 0 {
+		t.Fatalf("%d bytes buffered after refused writes", c.bw.Buffered())
+	}
+}
+
+func TestRawBuffered(t *testing.T) {
+	a, b := tcpPair(t)
+	two, _ := smq.AppendRawMessage(nil, smq.Ping{})
+	two, _ = smq.AppendRawMessage(two, smq.Pong{})
+	if _, err := a.Write(two); err != nil {
+		t.Fatal(err)
+	}
+	c := NewRaw(b, nil, 0)
+	if _, err := c.Read(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Buffered() != 3 {
+		t.Fatalf("Buffered = %d after the first of two frames read in one go, want 3", c.Buffered())
+	}
+}
+
+func TestWSRoundTripAndReadLimit(t *testing.T) {
+	got := make(chan []byte, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		c := NewWS(conn, 100)
+		defer c.Close()
+		for {
+			msg, err := c.Read()
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- append([]byte(nil), msg...)
+			if err := c.Write(msg); err != nil {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	conn, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := NewWS(conn, smq.MaxRawFrame)
+	// A text frame is accepted; the echo comes back binary.
+	if err := conn.WriteMessage(websocket.TextMessage, []byte{byte(smq.TypeSubscribe), 'a'}); err != nil {
+		t.Fatal(err)
+	}
+	if m := <-got; string(m) != "\x04a" {
+		t.Fatalf("server read %q", m)
+	}
+	typ, echo, err := conn.ReadMessage()
+	if err != nil || typ != websocket.BinaryMessage || string(echo) != "\x04a" {
+		t.Fatalf("echo: type %d %q %v", typ, echo, err)
+	}
+	// Over the server's limit of 100 bytes: close 1009.
+	if err := c.Write(make([]byte, 101)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(); !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
+		t.Fatalf("after an oversize message: %v, want close 1009", err)
+	}
+}
