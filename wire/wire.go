@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -118,6 +119,10 @@ type WS struct {
 	conn *websocket.Conn
 	buf  []byte
 	max  int
+	// wdl is the write deadline (Unix nanoseconds, 0 for none). gorilla
+	// sets the connection's deadline from its own field before every frame,
+	// so Write hands this one to gorilla on the writing goroutine.
+	wdl atomic.Int64
 }
 
 // NewWS returns a WebSocket Conn. maxRead bounds incoming messages (type +
@@ -149,6 +154,11 @@ func (c *WS) Write(msg []byte) error {
 		_, err := smq.AppendRaw(nil, msg)
 		return err
 	}
+	var dl time.Time
+	if n := c.wdl.Load(); n != 0 {
+		dl = time.Unix(0, n)
+	}
+	_ = c.conn.SetWriteDeadline(dl)
 	return c.conn.WriteMessage(websocket.BinaryMessage, msg)
 }
 
@@ -157,9 +167,17 @@ func (c *WS) Buffered() int                     { return 0 }
 func (c *WS) MaxMessage() int                   { return 1<<31 - 1 }
 func (c *WS) SetReadDeadline(t time.Time) error { return c.conn.SetReadDeadline(t) }
 
-// SetWriteDeadline goes to the network connection: gorilla's own write
-// deadline is a plain field of the writing goroutine's.
-func (c *WS) SetWriteDeadline(t time.Time) error { return c.conn.NetConn().SetWriteDeadline(t) }
+// SetWriteDeadline applies to the next writes and, through the network
+// connection, to a write in progress. (gorilla's own write deadline is a
+// plain field of the writing goroutine's.)
+func (c *WS) SetWriteDeadline(t time.Time) error {
+	var n int64
+	if !t.IsZero() {
+		n = t.UnixNano()
+	}
+	c.wdl.Store(n)
+	return c.conn.NetConn().SetWriteDeadline(t)
+}
 func (c *WS) Close() error                       { return c.conn.Close() }
 func (c *WS) WebSocket() bool                    { return true }
 

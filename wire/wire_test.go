@@ -163,3 +163,42 @@ func TestWSRoundTripAndReadLimit(t *testing.T) {
 		t.Fatalf("after an oversize message: %v, want close 1009", err)
 	}
 }
+
+// TestWSWriteDeadline: a peer that stops reading must trip the write
+// deadline set before the writes (gorilla would otherwise reset it).
+func TestWSWriteDeadline(t *testing.T) {
+	stop := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		<-stop // never reads
+		conn.Close()
+	}))
+	defer srv.Close()
+	defer close(stop)
+	conn, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := NewWS(conn, smq.MaxRawFrame)
+	if err := c.SetWriteDeadline(time.Now().Add(300 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	msg := make([]byte, 60000)
+	msg[0] = byte(smq.TypePublish)
+	for i := 0; ; i++ {
+		if err := c.Write(msg); err != nil {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Fatalf("write %d: %v, want a timeout", i, err)
+			}
+			return
+		}
+		if i > 10000 {
+			t.Fatal("600 MB written to a peer that reads nothing")
+		}
+	}
+}
