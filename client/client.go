@@ -168,7 +168,7 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 
 // handshake waits for Init, and only then sends Connect (never pipelined),
 // and reads the Connack.
-func (c *Client) handshake(ctx context.Context, tr transport) (uint32, error) {
+func (c *Client) handshake(ctx context.Context, tr *transport) (uint32, error) {
 	msg, err := tr.read()
 	if err != nil {
 		return 0, c.stageErr(ctx, "waiting for Init from", err)

@@ -10,12 +10,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
 	"github.com/smqgw/smqgw/broker"
@@ -833,4 +835,66 @@ func TestClose(t *testing.T) {
 		watcher.Close()
 	}
 	tb.shutdown(t)
+}
+
+// stalledWSBroker accepts one WebSocket client, answers its Connect
+// (Connack with ETID 99), and then reads nothing until release is closed.
+func stalledWSBroker(t *testing.T, release <-chan struct{}) (url string) {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer ws.Close()
+		if err := ws.WriteMessage(websocket.BinaryMessage, smq.Init{Version: 1, Seed: 7, IP: "127.0.0.1"}.Append(nil)); err != nil {
+			t.Error(err)
+			return
+		}
+		if _, msg, err := ws.ReadMessage(); err != nil || smq.Type(msg[0]) != smq.TypeConnect {
+			t.Errorf("reading Connect: % x %v", msg, err)
+			return
+		}
+		if err := ws.WriteMessage(websocket.BinaryMessage, smq.Connack{ETID: 99}.Append(nil)); err != nil {
+			t.Error(err)
+			return
+		}
+		<-release
+	}))
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/smq"
+}
+
+// TestWriteTimeout checks that WriteTimeout ends a session whose broker
+// stops reading, on both transports.
+func TestWriteTimeout(t *testing.T) {
+	for _, scheme := range transports {
+		t.Run(scheme, func(t *testing.T) {
+			release := make(chan struct{})
+			var url string
+			if scheme == "ws" {
+				url = stalledWSBroker(t, release)
+			} else {
+				var done <-chan struct{}
+				url, done = fakeBroker(t, func(*smq.Reader) { <-release })
+				t.Cleanup(func() { recv(t, done, "fake broker to finish") })
+			}
+			defer close(release)
+			c := dial(t, url, client.Options{UID: "fake-client", PingIdle: -1, WriteTimeout: 50 * time.Millisecond})
+			// Without a working timeout a write blocks for good: cut it short.
+			defer time.AfterFunc(waitFor, func() { c.Close() }).Stop()
+			payload := make([]byte, client.MaxPayload)
+			start := time.Now()
+			var err error
+			for err == nil && time.Since(start) < waitFor {
+				err = c.PublishTo(ctxT(t), 99, payload)
+			}
+			var ne net.Error // gorilla hides os.ErrDeadlineExceeded
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Fatalf("publishing to a broker that does not read: %v, want a write timeout", err)
+			}
+			recv(t, c.Done(), "the session to end")
+		})
+	}
 }

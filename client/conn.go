@@ -21,7 +21,7 @@ const closeGrace = 2 * time.Second
 // session (perhaps with a restarted broker) may hand out new ones.
 type conn struct {
 	c     *Client
-	tr    transport
+	tr    *transport
 	etid  uint32
 	start time.Time
 
@@ -65,7 +65,7 @@ type obsKey struct {
 	etid  uint32 // non-zero: a peer
 }
 
-func newConn(c *Client, tr transport, etid uint32) *conn {
+func newConn(c *Client, tr *transport, etid uint32) *conn {
 	return &conn{
 		c: c, tr: tr, etid: etid, start: time.Now(),
 		wsem:       make(chan struct{}, 1),

@@ -13,21 +13,79 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/smqgw/smqgw/smq"
+	"github.com/smqgw/smqgw/wire"
 )
 
-// transport is one broker connection in one of the two framings. read is
-// called by one goroutine only; write by one at a time.
-type transport interface {
-	// read returns the next message (type + body), valid until the next read.
-	read() ([]byte, error)
-	// write sends one message.
-	write(m smq.Message, deadline time.Time) error
-	// closeWrite tells the broker no more messages follow: a TCP half-close
-	// on raw, a close frame on WebSocket.
-	closeWrite(deadline time.Time) error
-	setReadDeadline(t time.Time) error
-	close() error
+// transport is one broker connection: a wire.Conn in either framing, with
+// the client's write discipline on top (one message at a time, flushed at
+// once, under a write deadline). read is called by one goroutine only; write
+// and closeWrite by one at a time, under the write token.
+type transport struct {
+	wc wire.Conn
+	// ws is the WebSocket under wc, nil on raw. gorilla sets the network
+	// connection's write deadline from its own before every frame it
+	// writes, so a write deadline must be given to it, not to the net.Conn
+	// under it (where wire.WS.SetWriteDeadline puts it).
+	ws *websocket.Conn
+	// nc is the dialer's connection, under everything: read deadlines set
+	// from outside the reading goroutine go there.
+	nc net.Conn
+	// halfClose: the raw connection can be half-closed. One that cannot is
+	// left open after the Disconnect, for the broker to close.
+	halfClose bool
+	wbuf      []byte
 }
+
+func newRawTransport(nc, conn net.Conn, br *bufio.Reader) *transport {
+	_, hc := conn.(interface{ CloseWrite() error })
+	return &transport{wc: wire.NewRaw(conn, br, 0), nc: nc, halfClose: hc}
+}
+
+func newWSTransport(nc net.Conn, wc *websocket.Conn) *transport {
+	return &transport{wc: wire.NewWS(wc, smq.MaxRawFrame), ws: wc, nc: nc}
+}
+
+// read returns the next message (type + body), valid until the next read.
+func (t *transport) read() ([]byte, error) { return t.wc.Read() }
+
+// write sends one message and flushes it. A message too big for the framing
+// fails with smq.ErrTooBig before anything is written.
+func (t *transport) write(m smq.Message, deadline time.Time) error {
+	b := m.Append(t.wbuf[:0])
+	if cap(b) <= 4<<10 {
+		t.wbuf = b // keep small buffers only
+	}
+	if err := t.setWriteDeadline(deadline); err != nil {
+		return err
+	}
+	if err := t.wc.Write(b); err != nil {
+		return err
+	}
+	return t.wc.Flush()
+}
+
+func (t *transport) setWriteDeadline(d time.Time) error {
+	if t.ws != nil {
+		return t.ws.SetWriteDeadline(d)
+	}
+	return t.wc.SetWriteDeadline(d)
+}
+
+// closeWrite tells the broker no more messages follow: a TCP (or TLS)
+// half-close on raw, a close frame on WebSocket.
+func (t *transport) closeWrite(deadline time.Time) error {
+	if t.ws == nil && !t.halfClose {
+		// wire would close the connection; leave that to the broker, who
+		// has our Disconnect.
+		_ = t.wc.SetWriteDeadline(deadline)
+		return t.wc.Flush()
+	}
+	return t.wc.CloseWrite(websocket.CloseNormalClosure, "", deadline)
+}
+
+// setReadDeadline may be called from any goroutine.
+func (t *transport) setReadDeadline(d time.Time) error { return t.nc.SetReadDeadline(d) }
+func (t *transport) close() error                      { return t.wc.Close() }
 
 // aLongTimeAgo is a deadline in the past: it makes blocked I/O return now.
 var aLongTimeAgo = time.Unix(1, 0)
@@ -44,7 +102,7 @@ func guard(ctx context.Context, nc net.Conn) (stop func() bool) {
 // dialed is a transport right after its bootstrap, with what it takes to
 // finish the handshake under a context.
 type dialed struct {
-	tr   transport
+	tr   *transport
 	nc   net.Conn    // the dialer's connection, under everything
 	stop func() bool // see guard
 }
@@ -78,7 +136,7 @@ func (c *Client) dialRaw(ctx context.Context) (*dialed, error) {
 	if _, err := smq.ReadResponse(br); err != nil {
 		return fail("bootstrap with", err)
 	}
-	d.tr = &rawTransport{conn: conn, r: smq.NewReader(br)}
+	d.tr = newRawTransport(nc, conn, br)
 	return d, nil
 }
 
@@ -127,8 +185,7 @@ func (c *Client) dialWS(ctx context.Context) (*dialed, error) {
 		_ = wc.Close()
 		return nil, c.stageErr(ctx, "websocket upgrade with", ctx.Err())
 	}
-	wc.SetReadLimit(smq.MaxRawFrame)
-	d.tr = &wsTransport{conn: wc}
+	d.tr = newWSTransport(d.nc, wc)
 	return d, nil
 }
 
@@ -156,78 +213,3 @@ func (c *Client) stageErr(ctx context.Context, stage string, err error) error {
 	}
 	return fmt.Errorf("client: %s %s: %w", stage, c.url.Host, err)
 }
-
-type rawTransport struct {
-	conn net.Conn
-	r    *smq.Reader
-	wbuf []byte
-}
-
-func (t *rawTransport) read() ([]byte, error) { return t.r.Read() }
-
-func (t *rawTransport) write(m smq.Message, deadline time.Time) error {
-	b, err := smq.AppendRawMessage(t.wbuf[:0], m)
-	if err != nil {
-		return err
-	}
-	if cap(b) <= 4<<10 {
-		t.wbuf = b // keep small buffers only
-	}
-	if err := t.conn.SetWriteDeadline(deadline); err != nil {
-		return err
-	}
-	_, err = t.conn.Write(b)
-	return err
-}
-
-func (t *rawTransport) closeWrite(deadline time.Time) error {
-	_ = t.conn.SetWriteDeadline(deadline)
-	if cw, ok := t.conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}
-
-func (t *rawTransport) setReadDeadline(d time.Time) error { return t.conn.SetReadDeadline(d) }
-func (t *rawTransport) close() error                      { return t.conn.Close() }
-
-type wsTransport struct {
-	conn       *websocket.Conn
-	rbuf, wbuf []byte
-}
-
-func (t *wsTransport) read() ([]byte, error) {
-	for {
-		typ, r, err := t.conn.NextReader()
-		if err != nil {
-			return nil, err
-		}
-		if typ != websocket.BinaryMessage && typ != websocket.TextMessage {
-			continue
-		}
-		t.rbuf, err = smq.ReadWS(r, t.rbuf, smq.MaxRawFrame)
-		if err != nil {
-			return nil, err
-		}
-		return t.rbuf, nil
-	}
-}
-
-func (t *wsTransport) write(m smq.Message, deadline time.Time) error {
-	b := m.Append(t.wbuf[:0])
-	if cap(b) <= 4<<10 {
-		t.wbuf = b
-	}
-	if err := t.conn.SetWriteDeadline(deadline); err != nil {
-		return err
-	}
-	return t.conn.WriteMessage(websocket.BinaryMessage, b)
-}
-
-func (t *wsTransport) closeWrite(deadline time.Time) error {
-	return t.conn.WriteControl(websocket.CloseMessage,
-		websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), deadline)
-}
-
-func (t *wsTransport) setReadDeadline(d time.Time) error { return t.conn.SetReadDeadline(d) }
-func (t *wsTransport) close() error                      { return t.conn.Close() }
