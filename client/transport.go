@@ -22,10 +22,7 @@ import (
 // and closeWrite by one at a time, under the write token.
 type transport struct {
 	wc wire.Conn
-	// ws is the WebSocket under wc, nil on raw. gorilla sets the network
-	// connection's write deadline from its own before every frame it
-	// writes, so a write deadline must be given to it, not to the net.Conn
-	// under it (where wire.WS.SetWriteDeadline puts it).
+	// ws is the WebSocket under wc, nil on raw.
 	ws *websocket.Conn
 	// nc is the dialer's connection, under everything: read deadlines set
 	// from outside the reading goroutine go there.
@@ -55,20 +52,13 @@ func (t *transport) write(m smq.Message, deadline time.Time) error {
 	if cap(b) <= 4<<10 {
 		t.wbuf = b // keep small buffers only
 	}
-	if err := t.setWriteDeadline(deadline); err != nil {
+	if err := t.wc.SetWriteDeadline(deadline); err != nil {
 		return err
 	}
 	if err := t.wc.Write(b); err != nil {
 		return err
 	}
 	return t.wc.Flush()
-}
-
-func (t *transport) setWriteDeadline(d time.Time) error {
-	if t.ws != nil {
-		return t.ws.SetWriteDeadline(d)
-	}
-	return t.wc.SetWriteDeadline(d)
 }
 
 // closeWrite tells the broker no more messages follow: a TCP (or TLS)
