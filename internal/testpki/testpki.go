@@ -31,12 +31,18 @@ type CA struct {
 	Key      crypto.Signer
 	CertPEM  []byte
 	CertFile string         // CertPEM written to the test's temporary directory
-	Pool     *x509.CertPool // holds only Cert: use as RootCAs or ClientCAs
+	Pool     *x509.CertPool // the trust anchor: Cert itself, or the root for an Intermediate; use as RootCAs or ClientCAs
+
+	// Chain is the DER of this CA's certificate and the intermediates above
+	// it, excluding the root: empty for a root CA. Leaves issued by the CA
+	// carry it after their own certificate in Leaf.TLS, so a TLS peer sends
+	// the whole path.
+	Chain [][]byte
 }
 
 // Leaf is a certificate issued by a CA, with its private key.
 type Leaf struct {
-	TLS      tls.Certificate // chain of Cert only; TLS.Leaf is set
+	TLS      tls.Certificate // Cert followed by the issuing CA's Chain (Cert only for a root CA); TLS.Leaf is set
 	Cert     *x509.Certificate
 	Key      crypto.Signer
 	CertPEM  []byte
@@ -45,8 +51,21 @@ type Leaf struct {
 	KeyFile  string // KeyPEM in the test's temporary directory
 }
 
-// NewCA returns a new CA, valid from an hour ago for a day.
+// NewCA returns a new CA, valid from an hour ago for a day. It cannot sign
+// intermediate CAs (path length zero); see NewRootCA.
 func NewCA(t testing.TB) *CA {
+	t.Helper()
+	return newRoot(t, 0)
+}
+
+// NewRootCA is NewCA for a CA that may sign one level of intermediate CAs
+// (see Intermediate).
+func NewRootCA(t testing.TB) *CA {
+	t.Helper()
+	return newRoot(t, 1)
+}
+
+func newRoot(t testing.TB, maxPathLen int) *CA {
 	t.Helper()
 	key := newKey(t)
 	now := time.Now()
@@ -58,7 +77,8 @@ func NewCA(t testing.TB) *CA {
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-		MaxPathLenZero:        true,
+		MaxPathLen:            maxPathLen,
+		MaxPathLenZero:        maxPathLen == 0,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
@@ -72,6 +92,36 @@ func NewCA(t testing.TB) *CA {
 	ca.Pool.AddCert(cert)
 	ca.CertFile = writeFile(t, "ca-*.pem", ca.CertPEM)
 	return ca
+}
+
+// Intermediate issues an intermediate CA signed by ca, which must come from
+// NewRootCA. tmpl may be nil; its zero fields get the defaults of Issue and
+// the subject "smqgw test intermediate CA"; the CA fields (IsCA, key usage,
+// path length zero) are always set. The result's Pool holds ca's root, so
+// leaves it issues verify against it.
+func (ca *CA) Intermediate(t testing.TB, tmpl *x509.Certificate) *CA {
+	t.Helper()
+	var c x509.Certificate
+	if tmpl != nil {
+		c = *tmpl
+	}
+	if c.Subject.CommonName == "" {
+		c.Subject.CommonName = "smqgw test intermediate CA"
+	}
+	c.BasicConstraintsValid = true
+	c.IsCA = true
+	c.MaxPathLen = 0
+	c.MaxPathLenZero = true
+	c.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
+	l := ca.Issue(t, &c)
+	return &CA{
+		Cert:     l.Cert,
+		Key:      l.Key,
+		CertPEM:  l.CertPEM,
+		CertFile: l.CertFile,
+		Pool:     ca.Pool,
+		Chain:    l.TLS.Certificate,
+	}
 }
 
 // Server issues a server certificate for hosts: IP addresses become IP SANs,
@@ -110,6 +160,20 @@ func (ca *CA) Client(t testing.TB, cn string) *Leaf {
 // KeyUsageDigitalSignature. tmpl is not modified.
 func (ca *CA) Issue(t testing.TB, tmpl *x509.Certificate) *Leaf {
 	t.Helper()
+	return issue(t, tmpl, ca.Cert, ca.Key, ca.Chain)
+}
+
+// SelfSigned returns a self-signed certificate (not a CA) made from tmpl with
+// the defaults of Issue, like a device that is known only by its key.
+func SelfSigned(t testing.TB, tmpl *x509.Certificate) *Leaf {
+	t.Helper()
+	return issue(t, tmpl, nil, nil, nil)
+}
+
+// issue signs tmpl with parentKey as parent, or self-signs it when parent is
+// nil, and appends chain to the TLS certificate.
+func issue(t testing.TB, tmpl *x509.Certificate, parent *x509.Certificate, parentKey crypto.Signer, chain [][]byte) *Leaf {
+	t.Helper()
 	c := *tmpl
 	if c.SerialNumber == nil {
 		c.SerialNumber = serial(t)
@@ -125,7 +189,10 @@ func (ca *CA) Issue(t testing.TB, tmpl *x509.Certificate) *Leaf {
 		c.KeyUsage = x509.KeyUsageDigitalSignature
 	}
 	key := newKey(t)
-	der, err := x509.CreateCertificate(rand.Reader, &c, ca.Cert, key.Public(), ca.Key)
+	if parent == nil {
+		parent, parentKey = &c, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, &c, parent, key.Public(), parentKey)
 	if err != nil {
 		t.Fatalf("testpki: issuing %q: %v", c.Subject.CommonName, err)
 	}
@@ -138,7 +205,7 @@ func (ca *CA) Issue(t testing.TB, tmpl *x509.Certificate) *Leaf {
 		t.Fatalf("testpki: encoding key: %v", err)
 	}
 	l := &Leaf{
-		TLS:     tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert},
+		TLS:     tls.Certificate{Certificate: append([][]byte{der}, chain...), PrivateKey: key, Leaf: cert},
 		Cert:    cert,
 		Key:     key,
 		CertPEM: pemBlock("CERTIFICATE", der),

@@ -97,3 +97,32 @@ func TestIssue(t *testing.T) {
 		t.Errorf("expired certificate: %v", err)
 	}
 }
+
+func TestIntermediate(t *testing.T) {
+	root := testpki.NewRootCA(t)
+	inter := root.Intermediate(t, nil)
+	leaf := inter.Client(t, "device-3")
+	if n := len(leaf.TLS.Certificate); n != 2 {
+		t.Fatalf("leaf chain has %d certificates, want 2", n)
+	}
+	mid := x509.NewCertPool()
+	mid.AddCert(inter.Cert)
+	opts := x509.VerifyOptions{Roots: inter.Pool, Intermediates: mid, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	chains, err := leaf.Cert.Verify(opts)
+	if err != nil {
+		t.Fatalf("leaf of intermediate does not verify: %v", err)
+	}
+	if got := len(chains[0]); got != 3 {
+		t.Errorf("chain length %d, want 3", got)
+	}
+}
+
+func TestSelfSigned(t *testing.T) {
+	l := testpki.SelfSigned(t, &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err := l.Cert.CheckSignatureFrom(l.Cert); err == nil {
+		t.Error("self-signed leaf is a CA") // CheckSignatureFrom needs a CA parent
+	}
+	if err := l.Cert.CheckSignature(l.Cert.SignatureAlgorithm, l.Cert.RawTBSCertificate, l.Cert.Signature); err != nil {
+		t.Errorf("not self-signed: %v", err)
+	}
+}
