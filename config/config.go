@@ -1,0 +1,315 @@
+// Package config is the smqgw TOML configuration: its schema, its defaults
+// and its validation. It decodes a file, applies every default, checks every
+// value (and that the files it names exist and are readable), and reports
+// all problems at once with file:line:col. It builds no live objects: the
+// gateway, tlsterm and upstream packages turn a Config into listeners,
+// certificate sources and dialers.
+package config
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/smqgw/smqgw/smq"
+)
+
+// Defaults of the keys Load leaves unset in the file.
+const (
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultRequestTimeout   = 10 * time.Second
+	DefaultConnectTimeout   = 10 * time.Second
+	DefaultIdleTimeout      = 30 * time.Minute
+	DefaultWSPingInterval   = 30 * time.Second
+	DefaultMaxSessions      = 10000
+	DefaultMaxMessageSize   = smq.MaxRawMessage
+	DefaultShutdownGrace    = 10 * time.Second
+	DefaultDialTimeout      = 5 * time.Second
+	DefaultBackoff          = 5 * time.Second
+)
+
+// Embedded is the upstream name of the in-process broker. No [upstream]
+// block may take it.
+const Embedded = "embedded"
+
+// DefaultDevHosts are the names a dev certificate is issued for when its
+// [certs] block has dev = true and no hosts.
+var DefaultDevHosts = []string{"localhost", "127.0.0.1", "::1"}
+
+// Config is a decoded, defaulted and validated configuration. Load and
+// Default return one with every default applied; fields documented with a
+// default hold that default when the file leaves the key out.
+type Config struct {
+	// StateDir (state_dir) is where smqgw keeps state: the dev CA and
+	// certificates (under StateDir/dev). Default: $STATE_DIRECTORY (its
+	// first entry), else $XDG_STATE_HOME/smqgw, else ~/.local/state/smqgw.
+	// A relative path is resolved against the config file's directory. It
+	// is "" only when no default could be found and nothing needs it.
+	StateDir string
+
+	Log    Log
+	Limits Limits
+	Admin  Admin
+
+	// Listeners ([[listener]]), in file order. At least one.
+	Listeners []Listener
+
+	// Upstreams ([upstream.NAME]) by name. Unused ones are allowed. The
+	// name "embedded" is reserved for the in-process broker.
+	Upstreams map[string]*Upstream
+
+	// Certs ([certs.NAME]) by name: the certificate sources listeners
+	// refer to with tls = "NAME". Unused ones are allowed.
+	Certs map[string]*Certs
+}
+
+// Log configures logging ([log]).
+type Log struct {
+	// Level (level) is the least severe level logged: "debug", "info",
+	// "warn" or "error". Default "info" (the zero value).
+	Level slog.Level
+	// Format (format) is "text" (slog's key=value lines) or "json".
+	// Default "text".
+	Format string
+}
+
+// Limits are the gateway-wide limits ([limits]). Every one has a default;
+// a duration in the file is a string for time.ParseDuration ("10s", "30m")
+// and must be greater than zero.
+type Limits struct {
+	// HandshakeTimeout (handshake_timeout) bounds the TLS handshake.
+	// Default 10s.
+	HandshakeTimeout time.Duration
+	// RequestTimeout (request_timeout) bounds reading the HTTP bootstrap
+	// request (raw SMQ or WebSocket upgrade). Default 10s.
+	RequestTimeout time.Duration
+	// ConnectTimeout (connect_timeout) bounds waiting for the client's
+	// Connect when the gateway answers itself, and for the upstream's Init
+	// and Connack. Default 10s.
+	ConnectTimeout time.Duration
+	// IdleTimeout (idle_timeout) ends a session when no message went either
+	// way for this long. Default 30m, longer than the C client's 20-minute
+	// ping.
+	IdleTimeout time.Duration
+	// WSPingInterval (ws_ping_interval) is the WebSocket ping period toward
+	// clients; no pong or message within two intervals ends the session.
+	// Default 30s.
+	WSPingInterval time.Duration
+	// MaxSessions (max_sessions) caps concurrent sessions per listener.
+	// Default 10000.
+	MaxSessions int
+	// MaxMessageSize (max_message_size) is the largest SMQ message (type
+	// byte + body) accepted from either side. Default and maximum 65533
+	// (smq.MaxRawMessage); larger values are an error.
+	MaxMessageSize int
+	// ShutdownGrace (shutdown_grace) is how long sessions may drain on
+	// shutdown before they are closed. Default 10s.
+	ShutdownGrace time.Duration
+}
+
+// Admin is the admin endpoint ([admin]), reserved for metrics.
+type Admin struct {
+	// Address (address) is the host:port of the admin endpoint. Default ""
+	// (off).
+	Address string
+}
+
+// Listener is one listening socket ([[listener]]).
+type Listener struct {
+	// Name (name) identifies the listener in logs and metrics. Required,
+	// unique.
+	Name string
+	// Address (address) is the host:port to listen on (":8443" is every
+	// interface; port 0 picks a free port). Required.
+	Address string
+	// TLS (tls) names the [certs.NAME] block whose certificate the
+	// listener serves. Default "": a plain (LAN) listener without TLS.
+	TLS string
+	// Routes ([[listener.route]]), in file order. At least one.
+	Routes []Route
+}
+
+// ClientAuth is a route's client-certificate policy.
+type ClientAuth string
+
+// The client_auth values.
+const (
+	// ClientAuthOff ignores client certificates. The default.
+	ClientAuthOff ClientAuth = "off"
+	// ClientAuthOptional accepts clients without a certificate; a client
+	// that presents one must pass the checks.
+	ClientAuthOptional ClientAuth = "optional"
+	// ClientAuthRequire refuses clients without an accepted certificate
+	// (Connack 0x04 / 0x05).
+	ClientAuthRequire ClientAuth = "require"
+)
+
+// Route maps a request path of a listener to an upstream
+// ([[listener.route]]), with the client-certificate policy and the
+// WebSocket Origin check that apply on that path.
+type Route struct {
+	// Path (path) is the request path matched, with net/http ServeMux
+	// semantics: "/" matches every path, a path ending in "/" matches its
+	// subtree, any other path matches exactly. Required, unique per
+	// listener, starts with "/".
+	Path string
+	// Upstream (upstream) is "embedded" (the in-process broker) or the
+	// name of an [upstream.NAME] block. Required.
+	Upstream string
+	// ClientAuth (client_auth) is the client-certificate policy: "off",
+	// "optional" or "require". Default "off". Must be "off" on a plain
+	// listener.
+	ClientAuth ClientAuth
+	// ClientCA (client_ca) lists PEM files of the CAs client certificates
+	// must chain to (with the clientAuth extended key usage). Required,
+	// unless Pins is set, when ClientAuth is not "off". Paths are absolute
+	// after Load.
+	ClientCA []string
+	// AllowCN, AllowOU, AllowDNS and AllowURI (allow_cn, allow_ou,
+	// allow_dns, allow_uri) restrict accepted certificates by subject CN,
+	// subject OU, DNS SAN and URI SAN, with globs where '*' matches any run
+	// of characters ("device-*", "spiffe://example.org/device/*"). Empty
+	// lists do not restrict. Only with ClientAuth not "off".
+	AllowCN  []string
+	AllowOU  []string
+	AllowDNS []string
+	AllowURI []string
+	// Pins (pins) accept certificates by public key: "sha256:" followed by
+	// the standard base64 of the SHA-256 of the SubjectPublicKeyInfo. Only
+	// with ClientAuth not "off".
+	Pins []string
+	// AllowedOrigins (allowed_origins) is the WebSocket Origin allow-list
+	// ("https://app.example.com"). Empty: only pages from the same host may
+	// open a WebSocket. "*" allows every site, which lets any web page a
+	// user visits use the user's client certificate and network position.
+	AllowedOrigins []string
+}
+
+// Upstream is a broker the gateway forwards sessions to ([upstream.NAME]).
+type Upstream struct {
+	// Name is the block's NAME.
+	Name string
+	// URLs (urls) are the broker's SMQ URLs, tried in order with failover:
+	// http:// and ws:// (plain), https:// and wss:// (TLS). Required,
+	// non-empty.
+	URLs []string
+	// DialTimeout (dial_timeout) bounds connecting to one URL (TCP, proxy,
+	// TLS and bootstrap). Default 5s.
+	DialTimeout time.Duration
+	// Backoff (backoff) is how long a URL that failed is skipped before it
+	// is tried again. Default 5s.
+	Backoff time.Duration
+	// Proxy (proxy) is how to reach the broker: "" connects directly,
+	// "env" uses HTTPS_PROXY / HTTP_PROXY / NO_PROXY (and their lowercase
+	// forms), a URL with scheme http, https, socks5 or socks5h names the
+	// proxy. Default "".
+	Proxy string
+}
+
+// Certs is a certificate source for TLS listeners ([certs.NAME]): PEM
+// files, or a generated dev CA and certificate.
+type Certs struct {
+	// Name is the block's NAME.
+	Name string
+	// CertFile and KeyFile (cert_file, key_file) are the PEM certificate
+	// chain (leaf first) and its private key. Both required unless Dev is
+	// set; not allowed with Dev. Paths are absolute after Load.
+	CertFile string
+	KeyFile  string
+	// Dev (dev) generates a dev CA and a server certificate and stores
+	// them under StateDir/dev: the zero-configuration demo. Not for
+	// production. Default false.
+	Dev bool
+	// Hosts (hosts) are the DNS names and IP addresses the dev certificate
+	// is issued for. Default (with Dev) "localhost", "127.0.0.1", "::1".
+	// Only with Dev.
+	Hosts []string
+}
+
+// Default returns the zero-configuration demo: listener "tls" with TLS on
+// 127.0.0.1:8443 and listener "lan" without TLS on 127.0.0.1:9000, each
+// with one route "/" to the embedded broker and client_auth off; the TLS
+// listener serves the certs "dev" block, a generated dev certificate for
+// localhost, 127.0.0.1 and ::1. configs/demo.toml is the same in TOML.
+func Default() *Config {
+	c := &Config{
+		StateDir: defaultStateDir(),
+		Listeners: []Listener{
+			{Name: "tls", Address: "127.0.0.1:8443", TLS: "dev",
+				Routes: []Route{{Path: "/", Upstream: Embedded}}},
+			{Name: "lan", Address: "127.0.0.1:9000",
+				Routes: []Route{{Path: "/", Upstream: Embedded}}},
+		},
+		Certs: map[string]*Certs{
+			"dev": {Name: "dev", Dev: true},
+		},
+	}
+	c.setDefaults()
+	return c
+}
+
+// setDefaults fills every zero field that has a default.
+func (c *Config) setDefaults() {
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	l := &c.Limits
+	setDuration(&l.HandshakeTimeout, DefaultHandshakeTimeout)
+	setDuration(&l.RequestTimeout, DefaultRequestTimeout)
+	setDuration(&l.ConnectTimeout, DefaultConnectTimeout)
+	setDuration(&l.IdleTimeout, DefaultIdleTimeout)
+	setDuration(&l.WSPingInterval, DefaultWSPingInterval)
+	setDuration(&l.ShutdownGrace, DefaultShutdownGrace)
+	if l.MaxSessions == 0 {
+		l.MaxSessions = DefaultMaxSessions
+	}
+	if l.MaxMessageSize == 0 {
+		l.MaxMessageSize = DefaultMaxMessageSize
+	}
+	for i := range c.Listeners {
+		for j := range c.Listeners[i].Routes {
+			if r := &c.Listeners[i].Routes[j]; r.ClientAuth == "" {
+				r.ClientAuth = ClientAuthOff
+			}
+		}
+	}
+	if c.Upstreams == nil {
+		c.Upstreams = map[string]*Upstream{}
+	}
+	for _, u := range c.Upstreams {
+		setDuration(&u.DialTimeout, DefaultDialTimeout)
+		setDuration(&u.Backoff, DefaultBackoff)
+	}
+	if c.Certs == nil {
+		c.Certs = map[string]*Certs{}
+	}
+	for _, ct := range c.Certs {
+		if ct.Dev && ct.Hosts == nil {
+			ct.Hosts = append([]string(nil), DefaultDevHosts...)
+		}
+	}
+}
+
+func setDuration(d *time.Duration, def time.Duration) {
+	if *d == 0 {
+		*d = def
+	}
+}
+
+// defaultStateDir returns $STATE_DIRECTORY (its first entry: systemd may
+// list several, separated by ':'), else $XDG_STATE_HOME/smqgw, else
+// ~/.local/state/smqgw, or "" when there is no home directory either.
+func defaultStateDir() string {
+	if d, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":"); filepath.IsAbs(d) {
+		return filepath.Clean(d)
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "smqgw")
+	}
+	if h, err := os.UserHomeDir(); err == nil && filepath.IsAbs(h) {
+		return filepath.Join(h, ".local", "state", "smqgw")
+	}
+	return ""
+}

@@ -1,0 +1,373 @@
+package config
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/smqgw/smqgw/smq"
+)
+
+// validate judges a decoded, defaulted Config: required keys, references
+// between blocks, value forms and the files named.
+func (d *decoder) validate(c *Config) {
+	if len(c.Listeners) == 0 && !d.bad["listener"] {
+		d.add("", "no [[listener]] defined: at least one is required")
+	}
+	if f := c.Log.Format; f != "text" && f != "json" {
+		d.keyf("log.format", "invalid value %q (want %s)", f, orList("text", "json"))
+	}
+	d.limits(&c.Limits)
+	if c.Admin.Address != "" {
+		d.address("admin.address", c.Admin.Address)
+	}
+
+	names := map[string]string{} // listener name → key of its first use
+	for i := range c.Listeners {
+		l := &c.Listeners[i]
+		key := "listener." + strconv.Itoa(i)
+		if d.required(key, "name", l.Name) {
+			if first, ok := names[l.Name]; ok {
+				d.keyf(key+".name", "duplicate listener name %q%s", l.Name, d.also(first))
+			} else {
+				names[l.Name] = key + ".name"
+			}
+		}
+		if d.required(key, "address", l.Address) {
+			d.address(key+".address", l.Address)
+		}
+		if l.TLS != "" {
+			if _, ok := c.Certs[l.TLS]; !ok {
+				d.keyf(key+".tls", "no [certs.%s] block%s", l.TLS, suggest(l.TLS, sortedKeys(c.Certs)))
+			}
+		}
+		if len(l.Routes) == 0 && !d.bad[key+".route"] {
+			d.add(key, "missing [[listener.route]] in [[listener]]: a listener needs at least one route")
+		}
+		paths := map[string]string{}
+		for j := range l.Routes {
+			rkey := key + ".route." + strconv.Itoa(j)
+			d.route(c, l, &l.Routes[j], rkey, paths)
+		}
+	}
+
+	for _, name := range sortedKeys(c.Upstreams) {
+		d.upstream(c.Upstreams[name], "upstream."+name)
+	}
+	devCerts := false
+	for _, name := range sortedKeys(c.Certs) {
+		d.certs(c.Certs[name], "certs."+name)
+		devCerts = devCerts || c.Certs[name].Dev
+	}
+	if devCerts && c.StateDir == "" {
+		d.add("state_dir", "state_dir: not set, and no default: set state_dir, $STATE_DIRECTORY, $XDG_STATE_HOME or $HOME (dev certificates are kept there)")
+	}
+}
+
+func (d *decoder) limits(l *Limits) {
+	for _, x := range []struct {
+		key string
+		v   int64
+	}{
+		{"handshake_timeout", int64(l.HandshakeTimeout)},
+		{"request_timeout", int64(l.RequestTimeout)},
+		{"connect_timeout", int64(l.ConnectTimeout)},
+		{"idle_timeout", int64(l.IdleTimeout)},
+		{"ws_ping_interval", int64(l.WSPingInterval)},
+		{"shutdown_grace", int64(l.ShutdownGrace)},
+		{"max_sessions", int64(l.MaxSessions)},
+		{"max_message_size", int64(l.MaxMessageSize)},
+	} {
+		if x.v <= 0 {
+			d.keyf("limits."+x.key, "must be greater than 0")
+		}
+	}
+	if l.MaxMessageSize > smq.MaxRawMessage {
+		d.keyf("limits.max_message_size", "%d is larger than %d, the largest SMQ message (smq.MaxRawMessage)", l.MaxMessageSize, smq.MaxRawMessage)
+	}
+}
+
+func (d *decoder) route(c *Config, l *Listener, r *Route, key string, paths map[string]string) {
+	if d.required(key, "path", r.Path) {
+		if !validPath(r.Path) {
+			d.keyf(key+".path", `invalid path %q (want an absolute path like "/smq" or "/", without query or wildcards)`, r.Path)
+		} else if first, ok := paths[r.Path]; ok {
+			d.keyf(key+".path", "duplicate path %q in this listener%s", r.Path, d.also(first))
+		} else {
+			paths[r.Path] = key + ".path"
+		}
+	}
+	if d.required(key, "upstream", r.Upstream) && r.Upstream != Embedded {
+		if _, ok := c.Upstreams[r.Upstream]; !ok {
+			d.keyf(key+".upstream", "no [upstream.%s] block, and not %q%s", r.Upstream, Embedded,
+				suggest(r.Upstream, append(sortedKeys(c.Upstreams), Embedded)))
+		}
+	}
+
+	switch r.ClientAuth {
+	case ClientAuthOff:
+		for _, x := range []struct {
+			key  string
+			list []string
+		}{
+			{"client_ca", r.ClientCA}, {"allow_cn", r.AllowCN}, {"allow_ou", r.AllowOU},
+			{"allow_dns", r.AllowDNS}, {"allow_uri", r.AllowURI}, {"pins", r.Pins},
+		} {
+			if len(x.list) > 0 {
+				d.keyf(key+"."+x.key, `has no effect with client_auth "off" (set client_auth to "optional" or "require", or remove %s)`, x.key)
+			}
+		}
+	case ClientAuthOptional, ClientAuthRequire:
+		if l.TLS == "" {
+			d.keyf(key+".client_auth", "%q needs a TLS listener: this [[listener]] has no tls (set tls, or use %q)", r.ClientAuth, ClientAuthOff)
+		}
+		if len(r.ClientCA) == 0 && len(r.Pins) == 0 && !d.bad[key+".client_ca"] && !d.bad[key+".pins"] {
+			d.keyf(key+".client_ca", "required with client_auth %q (or set pins)", r.ClientAuth)
+		}
+	default:
+		d.keyf(key+".client_auth", "invalid value %q (want %s)", r.ClientAuth, orList("off", "optional", "require"))
+	}
+
+	for i, f := range r.ClientCA {
+		d.readable(key+".client_ca."+strconv.Itoa(i), f)
+	}
+	for _, x := range []struct {
+		key  string
+		list []string
+	}{
+		{"allow_cn", r.AllowCN}, {"allow_ou", r.AllowOU}, {"allow_dns", r.AllowDNS}, {"allow_uri", r.AllowURI},
+	} {
+		for i, g := range x.list {
+			if g == "" {
+				d.keyf(key+"."+x.key+"."+strconv.Itoa(i), "empty pattern (a glob where '*' matches any run of characters)")
+			}
+		}
+	}
+	for i, p := range r.Pins {
+		if !validPin(p) {
+			d.keyf(key+".pins."+strconv.Itoa(i), `invalid pin %q (want "sha256:" and the base64 of a 32-byte SPKI hash)`, p)
+		}
+	}
+	for i, o := range r.AllowedOrigins {
+		if !validOrigin(o) {
+			d.keyf(key+".allowed_origins."+strconv.Itoa(i), `invalid origin %q (want scheme://host[:port] like "https://app.example.com", or "*")`, o)
+		}
+	}
+}
+
+func (d *decoder) upstream(u *Upstream, key string) {
+	if u.Name == Embedded {
+		d.add(key, fmt.Sprintf("[upstream.%s]: the name %q is reserved for the in-process broker", Embedded, Embedded))
+	}
+	if len(u.URLs) == 0 {
+		if d.pos[key+".urls"] == (pos{}) {
+			d.add(key+".urls", fmt.Sprintf("missing required key %q in %s", "urls", tableName(key)))
+		} else {
+			d.keyf(key+".urls", "must not be empty")
+		}
+	}
+	for i, s := range u.URLs {
+		ukey := key + ".urls." + strconv.Itoa(i)
+		p, err := url.Parse(s)
+		switch {
+		case err != nil:
+			d.keyf(ukey, "invalid URL %q: %v", s, errors.Unwrap(err))
+		case !slices.Contains([]string{"http", "ws", "https", "wss"}, p.Scheme):
+			d.keyf(ukey, "unsupported scheme %q in %q (want %s)", p.Scheme, s, orList("http", "ws", "https", "wss"))
+		case p.Host == "" || p.Hostname() == "":
+			d.keyf(ukey, "no host in %q", s)
+		case p.Port() != "" && !validPort(p.Port()):
+			d.keyf(ukey, "invalid port %q in %q", p.Port(), s)
+		}
+	}
+	if u.DialTimeout <= 0 {
+		d.keyf(key+".dial_timeout", "must be greater than 0")
+	}
+	if u.Backoff <= 0 {
+		d.keyf(key+".backoff", "must be greater than 0")
+	}
+	if u.Proxy != "" && u.Proxy != "env" {
+		p, err := url.Parse(u.Proxy)
+		switch {
+		case err != nil:
+			d.keyf(key+".proxy", "invalid URL %q: %v", u.Proxy, errors.Unwrap(err))
+		case !slices.Contains([]string{"http", "https", "socks5", "socks5h"}, p.Scheme):
+			d.keyf(key+".proxy", `unsupported proxy %q (want "", "env", or a URL with scheme %s)`, u.Proxy, orList("http", "https", "socks5", "socks5h"))
+		case p.Hostname() == "":
+			d.keyf(key+".proxy", "no host in %q", u.Proxy)
+		case p.Port() != "" && !validPort(p.Port()):
+			d.keyf(key+".proxy", "invalid port %q in %q", p.Port(), u.Proxy)
+		case p.Path != "" && p.Path != "/" || p.RawQuery != "" || p.Fragment != "":
+			d.keyf(key+".proxy", "proxy URL %q must not have a path, query or fragment", u.Proxy)
+		}
+	}
+}
+
+func (d *decoder) certs(c *Certs, key string) {
+	if d.bad[key+".dev"] {
+		return // which keys apply depends on dev
+	}
+	if c.Dev {
+		for _, x := range []struct{ key, v string }{{"cert_file", c.CertFile}, {"key_file", c.KeyFile}} {
+			if x.v != "" {
+				d.keyf(key+"."+x.key, "not allowed with dev = true (use one or the other)")
+			}
+		}
+		if len(c.Hosts) == 0 {
+			d.keyf(key+".hosts", "must not be empty with dev = true")
+		}
+		for i, h := range c.Hosts {
+			if !validHost(h) {
+				d.keyf(key+".hosts."+strconv.Itoa(i), "invalid host %q (want a DNS name or an IP address)", h)
+			}
+		}
+		return
+	}
+	if len(c.Hosts) > 0 {
+		d.keyf(key+".hosts", "only used with dev = true")
+	}
+	switch {
+	case c.CertFile == "" && c.KeyFile == "":
+		d.add(key+".cert_file", fmt.Sprintf(`missing required keys "cert_file" and "key_file" in %s (or set dev = true)`, tableName(key)))
+	case c.CertFile == "":
+		d.add(key+".cert_file", fmt.Sprintf(`missing required key "cert_file" in %s: key_file needs it`, tableName(key)))
+	case c.KeyFile == "":
+		d.add(key+".key_file", fmt.Sprintf(`missing required key "key_file" in %s: cert_file needs it`, tableName(key)))
+	}
+	if c.CertFile != "" {
+		d.readable(key+".cert_file", c.CertFile)
+	}
+	if c.KeyFile != "" {
+		d.readable(key+".key_file", c.KeyFile)
+	}
+}
+
+// required reports a missing or empty string key of table and says
+// whether it is set.
+func (d *decoder) required(table, name, v string) bool {
+	if v != "" {
+		return true
+	}
+	key := table + "." + name
+	if _, ok := d.pos[key]; ok {
+		d.keyf(key, "must not be empty")
+	} else {
+		d.add(key, fmt.Sprintf("missing required key %q in %s", name, tableName(table)))
+	}
+	return false
+}
+
+// also says where the first of two duplicates is, when known.
+func (d *decoder) also(first string) string {
+	if p, ok := d.pos[first]; ok {
+		return fmt.Sprintf(" (first at line %d)", p.line)
+	}
+	return ""
+}
+
+// readable reports a file that cannot be opened for reading.
+func (d *decoder) readable(key, name string) {
+	if name == "" {
+		d.keyf(key, "empty file name")
+		return
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		d.keyf(key, "cannot read %q: %v", name, err)
+		return
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		d.keyf(key, "%q is a directory, not a file", name)
+	}
+}
+
+// address reports an address net.Listen would refuse.
+func (d *decoder) address(key, addr string) {
+	_, port, err := net.SplitHostPort(addr)
+	var ae *net.AddrError
+	switch {
+	case errors.As(err, &ae):
+		d.keyf(key, "invalid address %q: %s (want host:port, like \":8443\" or \"127.0.0.1:9000\")", addr, ae.Err)
+	case err != nil:
+		d.keyf(key, "invalid address %q: %v", addr, err)
+	case !validPort(port):
+		d.keyf(key, "invalid port %q in address %q", port, addr)
+	}
+}
+
+// validPort accepts a port number 0-65535 or a service name.
+func validPort(port string) bool {
+	if port == "" {
+		return false
+	}
+	_, err := net.LookupPort("tcp", port)
+	return err == nil
+}
+
+func validPath(p string) bool {
+	return strings.HasPrefix(p, "/") && !strings.ContainsAny(p, " \t\r\n?#{}")
+}
+
+func validPin(p string) bool {
+	b64, ok := strings.CutPrefix(p, "sha256:")
+	if !ok {
+		return false
+	}
+	h, err := base64.StdEncoding.DecodeString(b64)
+	return err == nil && len(h) == 32
+}
+
+func validOrigin(o string) bool {
+	if o == "*" {
+		return true
+	}
+	u, err := url.Parse(o)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Hostname() != "" &&
+		u.User == nil && u.Path == "" && u.RawQuery == "" && u.Fragment == "" &&
+		(u.Port() == "" || validPort(u.Port()))
+}
+
+// validHost accepts an IP address or a DNS name, possibly with a leading
+// "*." wildcard label.
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	name := strings.TrimPrefix(h, "*.")
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(name, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
