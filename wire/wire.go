@@ -39,9 +39,10 @@ type Conn interface {
 	// SetWriteDeadline may be called from any goroutine to cut short a
 	// blocked write.
 	SetWriteDeadline(t time.Time) error
-	// CloseWrite ends the sending side after a last Flush: a TCP
-	// half-close, or a WebSocket close frame with code and reason. The peer
-	// sees the end of the stream; reading goes on.
+	// CloseWrite ends the sending side: a TCP half-close, or a WebSocket
+	// close frame with code and reason. The peer sees the end of the
+	// stream; reading goes on. It does not flush (Flush belongs to the
+	// writing goroutine): flush first what must arrive.
 	CloseWrite(code int, reason string, deadline time.Time) error
 	Close() error
 	// WebSocket reports the framing.
@@ -100,12 +101,10 @@ func (c *Raw) WebSocket() bool                    { return false }
 func (c *Raw) NetConn() net.Conn { return c.conn }
 
 // CloseWrite half-closes a TCP or TLS connection; one that cannot be
-// half-closed is closed.
+// half-closed is closed. It does not flush: whatever Write queued and the
+// writing goroutine has not flushed is dropped.
 func (c *Raw) CloseWrite(_ int, _ string, deadline time.Time) error {
 	_ = c.conn.SetWriteDeadline(deadline)
-	if err := c.bw.Flush(); err != nil {
-		return err
-	}
 	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}

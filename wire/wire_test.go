@@ -51,6 +51,9 @@ func TestRawRoundTripAndHalfClose(t *testing.T) {
 				t.Error(err)
 			}
 		}
+		if err := ca.Flush(); err != nil {
+			t.Error(err)
+		}
 		if err := ca.CloseWrite(0, "", time.Now().Add(5*time.Second)); err != nil {
 			t.Error(err)
 		}
