@@ -1,6 +1,10 @@
-// Command smqgw is the SMQ gateway. For now it runs the embedded SMQ broker
-// on a plain listener; TLS termination and upstream routing come with the
-// gateway itself.
+// Command smqgw is the SMQ gateway: it terminates TLS for WebSocket and raw
+// SMQ clients, checks their certificates, and relays their sessions to an
+// SMQ broker (its own embedded one by default).
+//
+//	smqgw                      the zero-configuration demo
+//	smqgw -config FILE         run with a configuration file
+//	smqgw -t -config FILE      check a configuration file and exit
 package main
 
 import (
@@ -10,22 +14,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
-	"time"
 
-	"github.com/smqgw/smqgw/broker"
+	"github.com/smqgw/smqgw/config"
+	"github.com/smqgw/smqgw/gateway"
 )
-
-// defaultListen is where the zero-configuration demo serves SMQ.
-const defaultListen = "127.0.0.1:9000"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr, nil); err != nil {
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, nil); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(os.Stderr, "smqgw: error: %v\n", err)
 		}
@@ -33,43 +34,104 @@ func main() {
 	}
 }
 
-// run starts the broker and serves until ctx is done. If ready is not nil,
-// the listening address is sent on it once the listener is up.
-func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.Addr) error {
+// run loads the configuration and serves until ctx is done. If ready is not
+// nil, the running gateway is sent on it once every listener is up.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready chan<- *gateway.Gateway) error {
 	fs := flag.NewFlagSet("smqgw", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	listen := fs.String("listen", defaultListen, "`address` to serve SMQ on (raw and WebSocket, plain)")
-	grace := fs.Duration("grace", 5*time.Second, "how long to wait for clients on shutdown")
+	file := fs.String("config", "", "configuration `file` (TOML); none: the zero-configuration demo")
+	check := fs.Bool("t", false, "check the configuration and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: smqgw [-config FILE] [-t]\n\n")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q (see smqgw -h)", fs.Arg(0))
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
-	l, err := net.Listen("tcp", *listen)
+	var cfg *config.Config
+	if *file == "" {
+		cfg = config.Default()
+	} else {
+		var err error
+		if cfg, err = config.Load(*file); err != nil {
+			return err
+		}
+	}
+	if *check {
+		fmt.Fprintf(stdout, "smqgw: configuration %s is valid\n", describe(*file))
+		return nil
+	}
+	log := newLogger(stderr, cfg.Log)
+	built, err := gateway.Build(cfg, log)
 	if err != nil {
-		return fmt.Errorf("cannot listen: %w", err)
+		return err
 	}
-	b := broker.New(broker.Config{Logger: log})
-	log.Info("serving SMQ (embedded broker)", "address", l.Addr().String(),
-		"raw", "http://"+l.Addr().String()+"/smq", "websocket", "ws://"+l.Addr().String()+"/smq")
+	gw, err := gateway.New(built.Config)
+	if err != nil {
+		return err
+	}
+	if err := gw.Start(); err != nil {
+		return err
+	}
+	banner(stdout, gw, cfg, built)
 	if ready != nil {
-		ready <- l.Addr()
+		ready <- gw
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- b.Serve(l) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	log.Info("shutting down", "grace", *grace)
-	sctx, cancel := context.WithTimeout(context.Background(), *grace)
+	<-ctx.Done()
+	log.Info("shutting down", "grace", cfg.Limits.ShutdownGrace.String())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.ShutdownGrace)
 	defer cancel()
-	_ = b.Shutdown(sctx)
-	if err := <-errc; err != nil && !errors.Is(err, broker.ErrClosed) {
-		return err
+	err = gw.Shutdown(sctx)
+	if built.Broker != nil {
+		_ = built.Broker.Shutdown(sctx)
+	}
+	if err != nil {
+		log.Warn("sessions cut at the end of the grace period", "err", err)
 	}
 	return nil
+}
+
+func describe(file string) string {
+	if file == "" {
+		return "(built-in demo)"
+	}
+	return file
+}
+
+func newLogger(w io.Writer, l config.Log) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: l.Level}
+	if l.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// banner tells a person where to connect.
+func banner(w io.Writer, gw *gateway.Gateway, cfg *config.Config, built *gateway.Built) {
+	fmt.Fprintln(w, "smqgw is running.")
+	var try string
+	for _, l := range cfg.Listeners {
+		addr := gw.Addr(l.Name).String()
+		path := "/smq"
+		if len(l.Routes) > 0 && l.Routes[0].Path != "/" {
+			path = strings.TrimSuffix(l.Routes[0].Path, "/")
+		}
+		if l.TLS != "" {
+			fmt.Fprintf(w, "  %-6s wss://%s%s   https://%s%s (raw SMQ over TLS)\n", l.Name, addr, path, addr, path)
+			if try == "" {
+				try = "https://" + addr + path
+			}
+		} else {
+			fmt.Fprintf(w, "  %-6s ws://%s%s   http://%s%s (plain, for LAN devices)\n", l.Name, addr, path, addr, path)
+		}
+	}
+	if built.DevCAFile != "" {
+		fmt.Fprintf(w, "  dev CA to trust: %s\n", built.DevCAFile)
+		if try != "" {
+			fmt.Fprintf(w, "  try: go run ./cmd/smq sub -url %s -ca %s -topic demo\n", try, built.DevCAFile)
+		}
+	}
 }

@@ -1,84 +1,144 @@
 package main
 
 import (
-	"bufio"
 	"context"
+	"crypto/x509"
+	"errors"
 	"io"
-	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/smqgw/smqgw/smq"
+	"go.uber.org/goleak"
+
+	"github.com/smqgw/smqgw/client"
+	"github.com/smqgw/smqgw/gateway"
 )
 
-func TestRunServesAndShutsDown(t *testing.T) {
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const waitFor = 10 * time.Second
+
+// demoConfig is the built-in demo on ephemeral ports with its own state.
+func demoConfig(t *testing.T) (file, stateDir string) {
+	t.Helper()
+	dir := t.TempDir()
+	stateDir = filepath.Join(dir, "state")
+	file = filepath.Join(dir, "smqgw.toml")
+	cfg := `state_dir = "` + stateDir + `"
+[[listener]]
+name = "tls"
+address = "127.0.0.1:0"
+tls = "dev"
+  [[listener.route]]
+  path = "/"
+  upstream = "embedded"
+[[listener]]
+name = "lan"
+address = "127.0.0.1:0"
+  [[listener.route]]
+  path = "/"
+  upstream = "embedded"
+[certs.dev]
+dev = true
+`
+	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file, stateDir
+}
+
+func TestRunServesTLSAndPlainThenShutsDown(t *testing.T) {
+	file, stateDir := demoConfig(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ready := make(chan net.Addr, 1)
+	ready := make(chan *gateway.Gateway, 1)
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"-listen", "127.0.0.1:0", "-grace", "2s"}, io.Discard, ready) }()
-	var addr net.Addr
+	var banner strings.Builder
+	go func() { done <- run(ctx, []string{"-config", file}, &banner, io.Discard, ready) }()
+	var gw *gateway.Gateway
 	select {
-	case addr = <-ready:
+	case gw = <-ready:
 	case err := <-done:
 		t.Fatalf("run returned early: %v", err)
 	}
 
-	conn, err := net.Dial("tcp", addr.String())
+	caPEM, err := os.ReadFile(filepath.Join(stateDir, "dev", "ca.pem"))
+	if err != nil {
+		t.Fatalf("dev CA not created: %v", err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	dctx, dcancel := context.WithTimeout(ctx, waitFor)
+	defer dcancel()
+	secure, err := client.Dial(dctx, "wss://"+gw.Addr("tls").String()+"/smq", client.Options{RootCAs: roots})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	req := smq.Request{Path: "/smq", Host: addr.String(), SendHTTPResponse: true}
-	if _, err := conn.Write(req.Append(nil)); err != nil {
+	defer secure.Close()
+	device, err := client.Dial(dctx, "http://"+gw.Addr("lan").String()+"/smq", client.Options{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	br := bufio.NewReader(conn)
-	if head, err := smq.ReadResponse(br); err != nil || !head {
-		t.Fatalf("bootstrap answer: head=%v err=%v", head, err)
-	}
-	r := smq.NewReader(br)
-	read := func(want smq.Type) smq.Message {
-		t.Helper()
-		msg, err := r.Read()
-		if err != nil {
-			t.Fatalf("reading %v: %v", want, err)
-		}
-		m, err := smq.Decode(msg)
-		if err != nil || m.Type() != want {
-			t.Fatalf("got %v (%v), want %v", m, err, want)
-		}
-		return m
-	}
-	read(smq.TypeInit)
-	frame, _ := smq.AppendRawMessage(nil, smq.Connect{Version: 1, UID: "cmd-test-client"})
-	if _, err := conn.Write(frame); err != nil {
+	defer device.Close()
+	got := make(chan string, 1)
+	if _, err := secure.Subscribe(dctx, "demo", func(m *client.Message) { got <- string(m.Payload) }); err != nil {
 		t.Fatal(err)
 	}
-	if ack := read(smq.TypeConnack).(smq.Connack); ack.Code != smq.CodeAccepted || ack.ETID == 0 {
-		t.Fatalf("connack %+v", ack)
+	if err := device.Publish(dctx, "demo", []byte("from the LAN")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if m != "from the LAN" {
+			t.Fatalf("got %q", m)
+		}
+	case <-dctx.Done():
+		t.Fatal("no message from the plain device to the TLS client")
+	}
+	for _, want := range []string{"wss://" + gw.Addr("tls").String(), "dev CA to trust", "smq sub"} {
+		if !strings.Contains(banner.String(), want) {
+			t.Errorf("banner lacks %q:\n%s", want, banner.String())
+		}
 	}
 
 	cancel()
-	if d := read(smq.TypeDisconnect).(smq.Disconnect); d.Reason != "shutdown" {
-		t.Fatalf("disconnect reason %q, want shutdown", d.Reason)
+	var de *client.DisconnectError
+	select {
+	case <-secure.Done():
+		if !errors.As(secure.Err(), &de) || de.Reason != "shutdown" {
+			t.Errorf("secure client ended with %v, want Disconnect \"shutdown\"", secure.Err())
+		}
+	case <-time.After(waitFor):
+		t.Fatal("client not disconnected on shutdown")
 	}
-	if _, err := r.Read(); err != io.EOF {
-		t.Fatalf("after Disconnect: %v, want EOF", err)
-	}
-	conn.Close()
 	if err := <-done; err != nil {
 		t.Fatalf("run: %v", err)
 	}
 }
 
+func TestCheckOnly(t *testing.T) {
+	file, _ := demoConfig(t)
+	var out strings.Builder
+	if err := run(context.Background(), []string{"-t", "-config", file}, &out, io.Discard, nil); err != nil {
+		t.Fatalf("valid config: %v", err)
+	}
+	if !strings.Contains(out.String(), "is valid") {
+		t.Fatalf("output %q", out.String())
+	}
+	bad := filepath.Join(t.TempDir(), "bad.toml")
+	os.WriteFile(bad, []byte("[[listener]]\nname = \"x\"\nadress = \":1\"\n"), 0o644)
+	err := run(context.Background(), []string{"-t", "-config", bad}, io.Discard, io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "bad.toml:3") || !strings.Contains(err.Error(), `"adress"`) {
+		t.Fatalf("bad config: %v, want the file, line 3 and the key", err)
+	}
+}
+
 func TestRunRejectsBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"-nope"}, {"extra"}, {"-listen", "256.0.0.1:1"}} {
-		var out strings.Builder
-		err := run(context.Background(), args, &out, nil)
-		if err == nil {
+	for _, args := range [][]string{{"-nope"}, {"extra"}, {"-config", "/does/not/exist.toml"}} {
+		if err := run(context.Background(), args, io.Discard, io.Discard, nil); err == nil {
 			t.Errorf("%q: run succeeded", args)
 		}
 	}

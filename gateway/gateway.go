@@ -1,0 +1,526 @@
+// Package gateway is smqgw's core: listeners, routing by path, and the
+// session pipeline that takes a client from its TLS connection and HTTP
+// bootstrap (WebSocket or raw SMQ) through the client-certificate decision to
+// an upstream broker, relaying SMQ messages both ways with the edge's checks,
+// liveness and one close reason per session.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/smqgw/smqgw/smq"
+	"github.com/smqgw/smqgw/tlsterm"
+	"github.com/smqgw/smqgw/upstream"
+	"github.com/smqgw/smqgw/wire"
+)
+
+// Limits bound every session. Zero fields take the defaults below.
+type Limits struct {
+	HandshakeTimeout time.Duration // TLS handshake; default 10 s
+	RequestTimeout   time.Duration // reading the HTTP bootstrap request; default 10 s
+	ConnectTimeout   time.Duration // client's Connect, upstream's dial, Init and Connack; default 10 s
+	IdleTimeout      time.Duration // nothing from the client (messages or pongs); default 30 min
+	PingInterval     time.Duration // WebSocket pings toward quiet clients; default 30 s
+	MaxMessage       int           // largest client message (type + body); default and maximum 65,533
+	MaxSessions      int           // per listener; default 10,000
+}
+
+// Default limits.
+const (
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultRequestTimeout   = 10 * time.Second
+	DefaultConnectTimeout   = 10 * time.Second
+	DefaultIdleTimeout      = 30 * time.Minute
+	DefaultPingInterval     = 30 * time.Second
+	DefaultMaxSessions      = 10000
+)
+
+func (l *Limits) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&l.HandshakeTimeout, DefaultHandshakeTimeout)
+	def(&l.RequestTimeout, DefaultRequestTimeout)
+	def(&l.ConnectTimeout, DefaultConnectTimeout)
+	def(&l.IdleTimeout, DefaultIdleTimeout)
+	def(&l.PingInterval, DefaultPingInterval)
+	if l.MaxMessage <= 0 || l.MaxMessage > smq.MaxRawMessage {
+		l.MaxMessage = smq.MaxRawMessage
+	}
+	if l.MaxSessions <= 0 {
+		l.MaxSessions = DefaultMaxSessions
+	}
+}
+
+// Route sends the SMQ sessions of one path to one upstream.
+type Route struct {
+	// Path is a net/http ServeMux pattern path: "/" matches every path, a
+	// path ending in "/" its subtree, any other exactly.
+	Path     string
+	Upstream upstream.Upstream
+	// Policy decides client certificates; nil means off (no certificate
+	// is looked at).
+	Policy *tlsterm.Policy
+	// AllowedOrigins lists the Origin values ("https://app.example.com")
+	// allowed to open a WebSocket; "*" allows any. Empty allows only the
+	// gateway's own host (Origin host equal to the request's Host). Requests
+	// without Origin (not from a browser) are allowed.
+	AllowedOrigins []string
+}
+
+// Listener is one address the gateway accepts clients on.
+type Listener struct {
+	Name string
+	Addr string // host:port; ignored when Listener is set
+	// TLS, when not nil, makes this a TLS listener. Use tlsterm.ServerConfig.
+	TLS    *tls.Config
+	Routes []*Route
+	// Listener, when not nil, is used instead of listening on Addr.
+	Listener net.Listener
+}
+
+// Config configures a Gateway.
+type Config struct {
+	Logger    *slog.Logger // nil discards
+	Limits    Limits
+	Listeners []Listener
+}
+
+// Gateway relays SMQ sessions from its listeners to upstream brokers.
+type Gateway struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	closed   bool
+	servers  []*http.Server
+	lns      map[string]net.Listener
+	sessions map[*session]struct{}
+	wg       sync.WaitGroup // sessions
+	serveWG  sync.WaitGroup // http.Server.Serve loops
+	dials    atomic.Uint64
+}
+
+// New checks cfg and returns a gateway; Start begins serving.
+func New(cfg Config) (*Gateway, error) {
+	cfg.Limits.setDefaults()
+	g := &Gateway{cfg: cfg, log: cfg.Logger, lns: make(map[string]net.Listener),
+		sessions: make(map[*session]struct{})}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	var errs []error
+	names := map[string]bool{}
+	for _, l := range cfg.Listeners {
+		if names[l.Name] {
+			errs = append(errs, fmt.Errorf("gateway: listener %q defined twice", l.Name))
+		}
+		names[l.Name] = true
+		if len(l.Routes) == 0 {
+			errs = append(errs, fmt.Errorf("gateway: listener %q has no routes", l.Name))
+		}
+		paths := map[string]bool{}
+		for _, r := range l.Routes {
+			if paths[r.Path] {
+				errs = append(errs, fmt.Errorf("gateway: listener %q: route %q defined twice", l.Name, r.Path))
+			}
+			paths[r.Path] = true
+			if r.Upstream == nil {
+				errs = append(errs, fmt.Errorf("gateway: listener %q route %q has no upstream", l.Name, r.Path))
+			}
+			if !strings.HasPrefix(r.Path, "/") {
+				errs = append(errs, fmt.Errorf("gateway: listener %q: invalid route path %q: must start with /", l.Name, r.Path))
+			}
+		}
+	}
+	if len(cfg.Listeners) == 0 {
+		errs = append(errs, errors.New("gateway: no listeners"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// Start listens on every listener and serves in the background. On error
+// nothing is left listening.
+func (g *Gateway) Start() error {
+	type started struct {
+		srv *http.Server
+		ln  net.Listener
+	}
+	var all []started
+	for i := range g.cfg.Listeners {
+		l := &g.cfg.Listeners[i]
+		ln := l.Listener
+		if ln == nil {
+			var err error
+			if ln, err = net.Listen("tcp", l.Addr); err != nil {
+				for _, s := range all {
+					s.ln.Close()
+				}
+				return fmt.Errorf("gateway: listener %q: %w", l.Name, err)
+			}
+		}
+		srv := g.server(l)
+		if l.TLS != nil {
+			ln = tls.NewListener(ln, l.TLS)
+		}
+		all = append(all, started{srv, ln})
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for i, s := range all {
+		g.servers = append(g.servers, s.srv)
+		g.lns[g.cfg.Listeners[i].Name] = s.ln
+		g.serveWG.Add(1)
+		go func() {
+			defer g.serveWG.Done()
+			_ = s.srv.Serve(s.ln)
+		}()
+		g.log.Info("listening", "listener", g.cfg.Listeners[i].Name, "address", s.ln.Addr().String(),
+			"tls", g.cfg.Listeners[i].TLS != nil)
+	}
+	return nil
+}
+
+// Addr returns the address the named listener listens on, nil before Start.
+func (g *Gateway) Addr(listener string) net.Addr {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if ln := g.lns[listener]; ln != nil {
+		return ln.Addr()
+	}
+	return nil
+}
+
+// server builds the HTTP server of one listener: a mux of its routes.
+func (g *Gateway) server(l *Listener) *http.Server {
+	mux := http.NewServeMux()
+	active := new(atomic.Int64)
+	catchAll := false
+	for _, r := range l.Routes {
+		mux.Handle(r.Path, &handler{g: g, listener: l.Name, route: r, active: active})
+		catchAll = catchAll || r.Path == "/"
+	}
+	if !catchAll {
+		mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "smqgw: no SMQ route here", http.StatusNotFound)
+		})
+	}
+	lim := &g.cfg.Limits
+	return &http.Server{
+		Handler: mux,
+		// net/http also bounds the TLS handshake with ReadHeaderTimeout;
+		// ConnContext below bounds it by HandshakeTimeout too.
+		ReadHeaderTimeout: lim.RequestTimeout,
+		IdleTimeout:       lim.RequestTimeout,
+		ErrorLog:          log.New(io.Discard, "", 0),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if _, ok := c.(*tls.Conn); ok {
+				// The handshake runs under the connection's context;
+				// nothing in a session uses this context afterwards.
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, lim.HandshakeTimeout)
+				time.AfterFunc(lim.HandshakeTimeout, cancel)
+			}
+			return ctx
+		},
+	}
+}
+
+// handler serves one route.
+type handler struct {
+	g        *Gateway
+	listener string
+	route    *Route
+	active   *atomic.Int64 // sessions on the listener
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g := h.g
+	boot := smq.Classify(r.Header)
+	if !boot.SMQ {
+		http.Error(w, "smqgw: not an SMQ request (no SimpleMQ header, no WebSocket upgrade)", http.StatusNotFound)
+		return
+	}
+	if boot.WebSocket && !originAllowed(r, h.route.AllowedOrigins) {
+		g.log.Warn("websocket refused: origin not allowed", "listener", h.listener, "route", h.route.Path,
+			"origin", r.Header.Get("Origin"), "host", r.Host, "client", r.RemoteAddr)
+		http.Error(w, "smqgw: origin not allowed", http.StatusForbidden)
+		return
+	}
+	s := &session{g: g, listener: h.listener, route: h.route, clientIP: clientIP(r.RemoteAddr), start: time.Now()}
+	s.clientHeader = r.Header // forwarded upstream, less ours and hop-by-hop ones
+	if err := s.accept(w, r, boot); err != nil {
+		g.log.Debug("bootstrap failed", "client", r.RemoteAddr, "err", err)
+		return
+	}
+	if !g.track(s) {
+		s.end(ReasonShutdown, "")
+		s.close()
+		return
+	}
+	defer g.untrack(s)
+	if n := h.active.Add(1); n > int64(g.cfg.Limits.MaxSessions) {
+		h.active.Add(-1)
+		s.refuse(smq.CodeServerUnavailable, "server busy: too many sessions", ReasonBusy)
+		s.close()
+		return
+	}
+	defer h.active.Add(-1)
+
+	decision := tlsterm.Decision{Code: smq.CodeAccepted}
+	if h.route.Policy != nil {
+		decision = h.route.Policy.Check(r.TLS, time.Now())
+	}
+	s.run(context.Background(), decision)
+	s.close()
+}
+
+// accept completes the client's bootstrap: the WebSocket upgrade, or the
+// hijack of a raw SMQ connection (with the HTTP answer if it asked for one).
+func (s *session) accept(w http.ResponseWriter, r *http.Request, boot smq.Bootstrap) error {
+	if boot.WebSocket {
+		up := websocket.Upgrader{
+			HandshakeTimeout: s.g.cfg.Limits.RequestTimeout,
+			ReadBufferSize:   4096,
+			WriteBufferSize:  4096,
+			WriteBufferPool:  wsWritePool,
+			CheckOrigin:      func(*http.Request) bool { return true }, // checked by the handler
+		}
+		conn, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return err
+		}
+		conn.SetPongHandler(func(string) error { s.clientSeen.Add(1); return nil })
+		s.client = wire.NewWS(conn, s.g.cfg.Limits.MaxMessage)
+		return nil
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		http.Error(w, "smqgw: raw SMQ needs HTTP/1.x", http.StatusHTTPVersionNotSupported)
+		return err
+	}
+	_ = conn.SetDeadline(time.Time{})
+	if err := smq.WriteResponse(conn, boot); err != nil {
+		conn.Close()
+		return err
+	}
+	raw := wire.NewRaw(conn, brw.Reader, 0)
+	raw.SetMaxRead(s.g.cfg.Limits.MaxMessage)
+	s.client = raw
+	return nil
+}
+
+// wsWritePool shares WebSocket write buffers between sessions: an idle
+// session holds none.
+var wsWritePool = &sync.Pool{}
+
+// close waits out the session's end and closes both connections.
+func (s *session) close() {
+	// Drain the client until it closes or the linger deadline passes, so
+	// our last message is not lost to a reset.
+	if s.client != nil {
+		for {
+			if _, err := s.client.Read(); err != nil {
+				break
+			}
+		}
+		_ = s.client.Close()
+	}
+	if s.up != nil {
+		_ = s.up.Close()
+	}
+	s.logEnd()
+}
+
+func (s *session) logEnd() {
+	attrs := []any{
+		"listener", s.listener, "route", s.route.Path, "client", s.clientIP,
+		"transport", transportName(s.client), "upstream", s.route.Upstream.Name(),
+		"reason", s.reasonOf().String(),
+		"msgs_in", s.inMsgs.Load(), "bytes_in", s.inBytes.Load(),
+		"msgs_out", s.outMsgs.Load(), "bytes_out", s.outBytes.Load(),
+		"duration", time.Since(s.start).Round(time.Millisecond).String(),
+	}
+	if s.detail != "" {
+		attrs = append(attrs, "detail", s.detail)
+	}
+	if s.identity != nil {
+		attrs = append(attrs, "identity", s.identity.Subject)
+	}
+	if n := s.dropped.Load(); n > 0 {
+		attrs = append(attrs, "dropped_too_big", n)
+	}
+	s.g.log.Info("session", attrs...)
+}
+
+func transportName(c wire.Conn) string {
+	if c != nil && c.WebSocket() {
+		return "websocket"
+	}
+	return "raw"
+}
+
+func (g *Gateway) track(s *session) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.sessions[s] = struct{}{}
+	g.wg.Add(1)
+	return true
+}
+
+func (g *Gateway) untrack(s *session) {
+	g.mu.Lock()
+	delete(g.sessions, s)
+	g.mu.Unlock()
+	g.wg.Done()
+}
+
+// Sessions returns the number of sessions in progress.
+func (g *Gateway) Sessions() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.sessions)
+}
+
+// Shutdown stops accepting, tells every client Disconnect "shutdown"
+// (WebSocket clients then get close 1001), and waits for the sessions to end
+// until ctx is done, when it closes the rest.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.mu.Lock()
+	g.closed = true
+	servers := g.servers
+	g.servers = nil
+	sessions := make([]*session, 0, len(g.sessions))
+	for s := range g.sessions {
+		sessions = append(sessions, s)
+	}
+	g.mu.Unlock()
+	for _, srv := range servers {
+		_ = srv.Close() // hijacked connections are the sessions', not the server's
+	}
+	g.serveWG.Wait()
+	for _, s := range sessions {
+		s.end(ReasonShutdown, "")
+	}
+	done := make(chan struct{})
+	go func() { g.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		g.mu.Lock()
+		for s := range g.sessions {
+			s.abort()
+		}
+		g.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// abort closes both connections at once.
+func (s *session) abort() {
+	if s.client != nil {
+		_ = s.client.Close()
+	}
+	if s.up != nil {
+		_ = s.up.Close()
+	}
+}
+
+// originAllowed applies a route's Origin allow-list to a WebSocket upgrade.
+func originAllowed(r *http.Request, allowed []string) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true // not a browser
+	}
+	if len(allowed) == 0 {
+		u, err := url.Parse(origin)
+		return err == nil && strings.EqualFold(u.Host, r.Host)
+	}
+	for _, a := range allowed {
+		if a == "*" || strings.EqualFold(strings.TrimSuffix(a, "/"), origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// clientIP returns the host part of a remote address, IPv4-mapped IPv6 as
+// IPv4.
+func clientIP(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.Unmap().String()
+	}
+	return host
+}
+
+// Identity headers sent upstream for an accepted client certificate.
+const (
+	HeaderSubject     = "X-Smq-Client-Subject"
+	HeaderCN          = "X-Smq-Client-Cn"
+	HeaderSANURI      = "X-Smq-Client-San-Uri"
+	HeaderFingerprint = "X-Smq-Client-Fingerprint"
+)
+
+// hopHeaders are never forwarded upstream: hop-by-hop headers, the
+// WebSocket handshake, the bootstrap's own, and anything that would let a
+// client pose as someone else.
+var hopHeaders = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Proxy-Authorization": true,
+	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Host": true,
+	"Sec-Websocket-Key": true, "Sec-Websocket-Version": true, "Sec-Websocket-Extensions": true,
+	"Sec-Websocket-Protocol": true, "Simplemq": true, "Sendsmqhttpresponse": true,
+	"X-Forwarded-For": true, "Forwarded": true, "X-Real-Ip": true,
+}
+
+// upstreamHeader is the bootstrap header set for the upstream: the client's
+// own headers less hop-by-hop ones and any X-SMQ-Client-* copies, plus the
+// verified identity. upstream adds X-Forwarded-For.
+func (s *session) upstreamHeader() http.Header {
+	h := make(http.Header, len(s.clientHeader)+4)
+	for k, v := range s.clientHeader {
+		ck := http.CanonicalHeaderKey(k)
+		if hopHeaders[ck] || strings.HasPrefix(ck, "X-Smq-Client-") {
+			continue
+		}
+		h[ck] = v
+	}
+	if id := s.identity; id != nil {
+		h.Set(HeaderSubject, id.Subject)
+		h.Set(HeaderCN, id.CN)
+		for _, u := range id.URIs {
+			h.Add(HeaderSANURI, u)
+		}
+		h.Set(HeaderFingerprint, id.Fingerprint)
+	}
+	return h
+}

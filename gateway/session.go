@@ -1,0 +1,434 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/smqgw/smqgw/smq"
+	"github.com/smqgw/smqgw/tlsterm"
+	"github.com/smqgw/smqgw/upstream"
+	"github.com/smqgw/smqgw/wire"
+)
+
+// lingerTimeout bounds the end of a session: flushing a last message,
+// waiting for the peers to see the close.
+const lingerTimeout = 2 * time.Second
+
+// session is one client relayed to one upstream broker.
+type session struct {
+	g        *Gateway
+	listener string
+	route    *Route
+	client   wire.Conn
+	up       wire.Conn // nil until dialled
+	clientIP string
+	// clientHeader is the client's bootstrap request header.
+	clientHeader http.Header
+	identity     *tlsterm.Identity
+	start        time.Time
+
+	// wmu serialises writes to the client: the upstream copier relays,
+	// while ending (from any goroutine) may add a Disconnect.
+	wmu sync.Mutex
+
+	reason atomic.Int32 // Reason; set once
+	detail string       // written once, by whoever set reason
+
+	// clientSeen counts messages and pongs from the client, for liveness.
+	clientSeen atomic.Uint64
+	watch      *time.Timer
+	lastSeen   uint64    // watchdog-only state
+	lastSeenAt time.Time // watchdog-only state
+	pinged     bool      // watchdog-only state
+
+	inMsgs, inBytes, outMsgs, outBytes atomic.Uint64 // in: client→upstream
+	dropped                            atomic.Uint64 // broker messages too big for a raw client
+}
+
+// reasonOf returns the session's close reason.
+func (s *session) reasonOf() Reason { return Reason(s.reason.Load()) }
+
+// end records r as the session's close reason, if it is the first, and
+// starts closing: the client gets r's Disconnect text (if any) and a close
+// (WebSocket close code, or TCP half-close); the upstream a half-close. Both
+// copiers then run out on EOF or on the linger deadline. Safe from any
+// goroutine.
+func (s *session) end(r Reason, detail string) {
+	if r == ReasonNone || !s.reason.CompareAndSwap(int32(ReasonNone), int32(r)) {
+		return
+	}
+	s.detail = detail
+	deadline := time.Now().Add(lingerTimeout)
+	// Cut short a write blocked on a slow client, so the lock comes free.
+	_ = s.client.SetWriteDeadline(deadline)
+	s.wmu.Lock()
+	if text := r.disconnectText(); text != "" {
+		_ = s.client.Write(smq.Disconnect{Reason: text}.Append(nil))
+	}
+	_ = s.client.Flush()
+	_ = s.client.CloseWrite(r.wsCode(), closeText(r, detail), deadline)
+	s.wmu.Unlock()
+	_ = s.client.SetReadDeadline(deadline)
+	if s.up != nil {
+		_ = s.up.CloseWrite(websocket.CloseNormalClosure, "", deadline)
+		_ = s.up.SetReadDeadline(deadline)
+	}
+}
+
+// closeText is the WebSocket close reason: the Disconnect text, or detail.
+func closeText(r Reason, detail string) string {
+	if t := r.disconnectText(); t != "" {
+		if detail != "" {
+			return t + ": " + detail
+		}
+		return t
+	}
+	return detail
+}
+
+// writeClient writes one message to the client and flushes it.
+func (s *session) writeClient(m smq.Message) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.client.Write(m.Append(nil)); err != nil {
+		return err
+	}
+	return s.client.Flush()
+}
+
+// run is the session from the certificate decision to the end. The
+// client's bootstrap is done: its next message would be Connect.
+func (s *session) run(ctx context.Context, decision tlsterm.Decision) {
+	if decision.Code != smq.CodeAccepted {
+		s.refuse(decision.Code, decision.Reason, ReasonRefused)
+		return
+	}
+	s.identity = decision.Identity
+	lim := &s.g.cfg.Limits
+	dctx, cancel := context.WithTimeout(ctx, lim.ConnectTimeout)
+	up, err := s.route.Upstream.Dial(dctx, upstream.Request{ClientIP: s.clientIP, Header: s.upstreamHeader()})
+	cancel()
+	if err != nil {
+		s.g.log.Warn("upstream unreachable", "route", s.route.Path, "upstream", s.route.Upstream.Name(),
+			"client", s.clientIP, "err", err)
+		// The client learns which upstream failed, not its addresses; the
+		// log has the details.
+		s.refuse(smq.CodeServerUnavailable, "upstream "+s.route.Upstream.Name()+" unavailable", ReasonUpstreamDown)
+		s.detail = upstream.Reason(err)
+		return
+	}
+	s.up = up
+	if !s.handshake() {
+		return
+	}
+	s.relay()
+}
+
+// refuse answers the client inside SMQ without an upstream: our own Init,
+// the client's Connect, then Connack with code and reason.
+func (s *session) refuse(code smq.ConnackCode, reason string, why Reason) {
+	if err := s.writeClient(smq.Init{Version: 1, Seed: rand.Uint32(), IP: s.clientIP}); err != nil {
+		s.end(ReasonWriteError, err.Error())
+		return
+	}
+	_ = s.client.SetReadDeadline(time.Now().Add(s.g.cfg.Limits.ConnectTimeout))
+	if _, err := s.client.Read(); err != nil {
+		s.clientReadFailed(err)
+		return
+	}
+	s.answer(code, reason, why)
+}
+
+// answer sends a refusing Connack and ends the session with why.
+func (s *session) answer(code smq.ConnackCode, reason string, why Reason) {
+	_ = s.writeClient(smq.Connack{Code: code, Reason: reason})
+	s.end(why, fmt.Sprintf("%v: %s", code, reason))
+}
+
+// handshake relays the upstream's Init unchanged, then the client's
+// Connect, then the upstream's Connack: nothing is pipelined, and nothing
+// else from the client goes upstream before Connack 0x00. It reports
+// whether the session is connected.
+func (s *session) handshake() bool {
+	timeout := s.g.cfg.Limits.ConnectTimeout
+	_ = s.up.SetReadDeadline(time.Now().Add(timeout))
+	init, err := s.up.Read()
+	if err != nil || smq.Check(init) != nil || smq.Type(init[0]) != smq.TypeInit {
+		reason := "upstream sent no Init"
+		if err != nil {
+			reason = fmt.Sprintf("upstream sent no Init: %v", err)
+		}
+		s.refuse(smq.CodeServerUnavailable, reason, ReasonUpstreamDown)
+		return false
+	}
+	s.wmu.Lock()
+	err = s.client.Write(init)
+	if err == nil {
+		err = s.client.Flush()
+	}
+	s.wmu.Unlock()
+	if err != nil {
+		s.end(ReasonWriteError, err.Error())
+		return false
+	}
+
+	_ = s.client.SetReadDeadline(time.Now().Add(timeout))
+	connect, err := s.client.Read()
+	if err != nil {
+		s.clientReadFailed(err)
+		return false
+	}
+	if err := s.checkFromClient(connect); err != nil {
+		s.clientBadMessage(err)
+		return false
+	}
+	if err := s.up.Write(connect); err == nil {
+		err = s.up.Flush()
+	}
+	if err != nil {
+		s.answer(smq.CodeServerUnavailable, "upstream write failed: "+err.Error(), ReasonUpstreamDown)
+		return false
+	}
+	s.inMsgs.Add(1)
+	s.inBytes.Add(uint64(len(connect)))
+
+	_ = s.up.SetReadDeadline(time.Now().Add(timeout))
+	ack, err := s.up.Read()
+	if err != nil {
+		s.answer(smq.CodeServerUnavailable, "upstream did not answer Connect: "+err.Error(), ReasonUpstreamDown)
+		return false
+	}
+	if smq.Check(ack) != nil || smq.Type(ack[0]) != smq.TypeConnack {
+		s.answer(smq.CodeServerUnavailable, "upstream answered Connect with "+smq.Type(ack[0]).String(),
+			ReasonUpstreamProtocol)
+		return false
+	}
+	s.wmu.Lock()
+	err = s.client.Write(ack)
+	if err == nil {
+		err = s.client.Flush()
+	}
+	s.wmu.Unlock()
+	if err != nil {
+		s.end(ReasonWriteError, err.Error())
+		return false
+	}
+	s.outMsgs.Add(1)
+	s.outBytes.Add(uint64(len(ack)))
+	if code := smq.ConnackCode(ack[1]); code != smq.CodeAccepted {
+		s.end(ReasonConnackRefused, code.String())
+		return false
+	}
+	_ = s.client.SetReadDeadline(time.Time{})
+	_ = s.up.SetReadDeadline(time.Time{})
+	return true
+}
+
+// relay runs the two copiers until both have ended.
+func (s *session) relay() {
+	s.startWatchdog()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.upstreamToClient()
+	}()
+	s.clientToUpstream()
+	<-done
+	s.watch.Stop()
+}
+
+// clientToUpstream copies client messages to the broker, checking each at
+// the edge. It flushes when the client has nothing more buffered, so
+// messages arriving together leave together.
+func (s *session) clientToUpstream() {
+	for {
+		msg, err := s.client.Read()
+		if err != nil {
+			s.clientReadFailed(err)
+			return
+		}
+		s.clientSeen.Add(1)
+		if s.reasonOf() != ReasonNone {
+			continue // ending: wait for EOF or the linger deadline
+		}
+		if err := s.checkFromClient(msg); err != nil {
+			s.clientBadMessage(err)
+			continue
+		}
+		if err := s.up.Write(msg); err != nil {
+			s.end(ReasonWriteError, "upstream: "+err.Error())
+			continue
+		}
+		s.inMsgs.Add(1)
+		s.inBytes.Add(uint64(len(msg)))
+		if s.client.Buffered() == 0 {
+			if err := s.up.Flush(); err != nil {
+				s.end(ReasonWriteError, "upstream: "+err.Error())
+				continue
+			}
+		}
+		if smq.Type(msg[0]) == smq.TypeDisconnect {
+			s.end(ReasonClientClosed, "client sent Disconnect")
+		}
+	}
+}
+
+// upstreamToClient copies broker messages to the client, flushing when the
+// broker has nothing more buffered.
+func (s *session) upstreamToClient() {
+	for {
+		msg, err := s.up.Read()
+		if err != nil {
+			s.upstreamReadFailed(err)
+			return
+		}
+		if s.reasonOf() != ReasonNone {
+			continue
+		}
+		s.wmu.Lock()
+		err = s.client.Write(msg)
+		if errors.Is(err, smq.ErrTooBig) {
+			// A WebSocket broker's message that no raw frame can hold:
+			// drop it rather than corrupt the client's stream.
+			s.wmu.Unlock()
+			s.dropped.Add(1)
+			continue
+		}
+		if err == nil && s.up.Buffered() == 0 {
+			err = s.client.Flush()
+		}
+		s.wmu.Unlock()
+		if err != nil {
+			s.end(ReasonWriteError, "client: "+err.Error())
+			continue
+		}
+		s.outMsgs.Add(1)
+		s.outBytes.Add(uint64(len(msg)))
+	}
+}
+
+// checkFromClient applies the edge rules to one client message.
+func (s *session) checkFromClient(msg []byte) error {
+	if err := smq.Check(msg); err != nil {
+		return err
+	}
+	if s.up != nil && len(msg) > s.up.MaxMessage() {
+		return &smq.MessageError{Type: smq.Type(msg[0]), Len: len(msg), Err: smq.ErrTooBig,
+			Detail: fmt.Sprintf("message is %d bytes, the upstream takes at most %d", len(msg), s.up.MaxMessage())}
+	}
+	switch t := smq.Type(msg[0]); t {
+	case smq.TypeSubscribe, smq.TypeCreate, smq.TypeCreatesub, smq.TypePublish, smq.TypeUnsubscribe,
+		smq.TypeDisconnect, smq.TypePing, smq.TypePong, smq.TypeObserve, smq.TypeUnobserve:
+		return nil
+	case smq.TypeConnect:
+		if s.inMsgs.Load() == 0 {
+			return nil
+		}
+	case smq.TypePubFrag:
+		if !s.client.WebSocket() {
+			return nil
+		}
+		return &smq.MessageError{Type: t, Len: len(msg), Err: smq.ErrBadField,
+			Detail: "PubFrag is for the raw transport only"}
+	}
+	return &smq.MessageError{Type: smq.Type(msg[0]), Len: len(msg), Err: smq.ErrBadField,
+		Detail: "not a message a client sends here"}
+}
+
+func (s *session) clientBadMessage(err error) {
+	if errors.Is(err, smq.ErrTooBig) {
+		s.end(ReasonTooBig, err.Error())
+		return
+	}
+	s.end(ReasonProtocolError, err.Error())
+}
+
+// clientReadFailed ends the session for a failed client read.
+func (s *session) clientReadFailed(err error) {
+	var me *smq.MessageError
+	switch {
+	case s.reasonOf() != ReasonNone: // already ending
+	case errors.Is(err, websocket.ErrReadLimit):
+		s.end(ReasonTooBig, fmt.Sprintf("message over %d bytes", s.g.cfg.Limits.MaxMessage))
+	case errors.As(err, &me):
+		s.clientBadMessage(err)
+	case isTimeout(err):
+		s.end(ReasonConnectTimeout, "no Connect in time")
+	case closedByPeer(err):
+		s.end(ReasonClientClosed, "")
+	default:
+		s.end(ReasonClientClosed, err.Error())
+	}
+}
+
+// upstreamReadFailed ends the session for a failed upstream read.
+func (s *session) upstreamReadFailed(err error) {
+	var me *smq.MessageError
+	switch {
+	case s.reasonOf() != ReasonNone:
+	case errors.As(err, &me):
+		s.end(ReasonUpstreamProtocol, err.Error())
+	case closedByPeer(err):
+		s.end(ReasonUpstreamClosed, "")
+	default:
+		s.end(ReasonUpstreamClosed, err.Error())
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// closedByPeer reports the ordinary ways a peer goes away.
+func closedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) ||
+		websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway,
+			websocket.CloseNoStatusReceived, websocket.CloseAbnormalClosure)
+}
+
+// startWatchdog checks the client's liveness every ping interval without a
+// goroutine of its own: a WebSocket client that sent nothing in an interval
+// gets a ping, and one that answers nothing by the next is gone; any client
+// silent for the idle timeout is gone.
+func (s *session) startWatchdog() {
+	s.lastSeenAt = time.Now()
+	s.watch = time.AfterFunc(s.g.cfg.Limits.PingInterval, s.checkLiveness)
+}
+
+func (s *session) checkLiveness() {
+	if s.reasonOf() != ReasonNone {
+		return
+	}
+	lim := &s.g.cfg.Limits
+	now := time.Now()
+	if seen := s.clientSeen.Load(); seen != s.lastSeen {
+		s.lastSeen, s.lastSeenAt, s.pinged = seen, now, false
+	} else {
+		if now.Sub(s.lastSeenAt) >= lim.IdleTimeout {
+			s.end(ReasonIdle, fmt.Sprintf("nothing from the client for %v", lim.IdleTimeout))
+			return
+		}
+		if ws, ok := s.client.(*wire.WS); ok {
+			if s.pinged {
+				s.end(ReasonPingTimeout, "no answer to ping")
+				return
+			}
+			_ = ws.Conn().WriteControl(websocket.PingMessage, nil, now.Add(lingerTimeout))
+			s.pinged = true
+		}
+	}
+	s.watch.Reset(min(lim.PingInterval, lim.IdleTimeout))
+}
