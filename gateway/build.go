@@ -83,7 +83,13 @@ func Build(cfg *config.Config, log *slog.Logger) (*Built, error) {
 			route := &Route{Path: r.Path, AllowedOrigins: r.AllowedOrigins}
 			if r.Upstream == config.Embedded {
 				if b.Broker == nil {
-					b.Broker = broker.New(broker.Config{Logger: log.With("component", "broker")})
+					// The gateway logs each session; the broker's own line
+					// for it is only for debugging.
+					var blog *slog.Logger
+					if cfg.Log.Level <= slog.LevelDebug {
+						blog = log.With("component", "broker")
+					}
+					b.Broker = broker.New(broker.Config{Logger: blog})
 				}
 				route.Upstream = &upstream.Embedded{Broker: b.Broker}
 			} else {
