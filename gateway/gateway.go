@@ -282,7 +282,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer g.untrack(s)
 	if n := h.active.Add(1); n > int64(g.cfg.Limits.MaxSessions) {
 		h.active.Add(-1)
-		s.refuse(smq.CodeServerUnavailable, "server busy: too many sessions", ReasonBusy)
+		s.refuse(smq.CodeServerUnavailable, "server busy: too many sessions", ReasonBusy, nil)
 		s.close()
 		return
 	}

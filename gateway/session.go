@@ -98,20 +98,30 @@ func closeText(r Reason, detail string) string {
 }
 
 // writeClient writes one message to the client and flushes it.
-func (s *session) writeClient(m smq.Message) error {
+func (s *session) writeClient(m smq.Message) error { return s.sendClient(m.Append(nil)) }
+
+// sendClient writes one message (type + body) to the client and flushes it.
+func (s *session) sendClient(msg []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if err := s.client.Write(m.Append(nil)); err != nil {
+	if err := s.client.Write(msg); err != nil {
 		return err
 	}
 	return s.client.Flush()
+}
+
+// upstreamFailed refuses the client with Connack 0x02 when the upstream
+// fails during the handshake. The client learns what went wrong, not the
+// upstream's addresses; the log line has err.
+func (s *session) upstreamFailed(what string, err error, why Reason) {
+	s.answer(smq.CodeServerUnavailable, "upstream "+s.route.Upstream.Name()+" "+what, why, err)
 }
 
 // run is the session from the certificate decision to the end. The
 // client's bootstrap is done: its next message would be Connect.
 func (s *session) run(ctx context.Context, decision tlsterm.Decision) {
 	if decision.Code != smq.CodeAccepted {
-		s.refuse(decision.Code, decision.Reason, ReasonRefused)
+		s.refuse(decision.Code, decision.Reason, ReasonRefused, nil)
 		return
 	}
 	s.identity = decision.Identity
@@ -124,8 +134,8 @@ func (s *session) run(ctx context.Context, decision tlsterm.Decision) {
 			"client", s.clientIP, "err", err)
 		// The client learns which upstream failed, not its addresses; the
 		// log has the details.
-		s.refuse(smq.CodeServerUnavailable, "upstream "+s.route.Upstream.Name()+" unavailable", ReasonUpstreamDown)
-		s.detail = upstream.Reason(err)
+		s.refuse(smq.CodeServerUnavailable, "upstream "+s.route.Upstream.Name()+" unavailable", ReasonUpstreamDown,
+			errors.New(upstream.Reason(err)))
 		return
 	}
 	s.up = up
@@ -137,7 +147,7 @@ func (s *session) run(ctx context.Context, decision tlsterm.Decision) {
 
 // refuse answers the client inside SMQ without an upstream: our own Init,
 // the client's Connect, then Connack with code and reason.
-func (s *session) refuse(code smq.ConnackCode, reason string, why Reason) {
+func (s *session) refuse(code smq.ConnackCode, reason string, why Reason, logDetail error) {
 	if err := s.writeClient(smq.Init{Version: 1, Seed: rand.Uint32(), IP: s.clientIP}); err != nil {
 		s.end(ReasonWriteError, err.Error())
 		return
@@ -147,13 +157,18 @@ func (s *session) refuse(code smq.ConnackCode, reason string, why Reason) {
 		s.clientReadFailed(err)
 		return
 	}
-	s.answer(code, reason, why)
+	s.answer(code, reason, why, logDetail)
 }
 
-// answer sends a refusing Connack and ends the session with why.
-func (s *session) answer(code smq.ConnackCode, reason string, why Reason) {
+// answer sends a refusing Connack and ends the session with why. The log
+// line gets the reason and logDetail, which the client does not see.
+func (s *session) answer(code smq.ConnackCode, reason string, why Reason, logDetail error) {
 	_ = s.writeClient(smq.Connack{Code: code, Reason: reason})
-	s.end(why, fmt.Sprintf("%v: %s", code, reason))
+	detail := fmt.Sprintf("%v: %s", code, reason)
+	if logDetail != nil {
+		detail += ": " + logDetail.Error()
+	}
+	s.end(why, detail)
 }
 
 // handshake relays the upstream's Init unchanged, then the client's
@@ -165,20 +180,10 @@ func (s *session) handshake() bool {
 	_ = s.up.SetReadDeadline(time.Now().Add(timeout))
 	init, err := s.up.Read()
 	if err != nil || smq.Check(init) != nil || smq.Type(init[0]) != smq.TypeInit {
-		reason := "upstream sent no Init"
-		if err != nil {
-			reason = fmt.Sprintf("upstream sent no Init: %v", err)
-		}
-		s.refuse(smq.CodeServerUnavailable, reason, ReasonUpstreamDown)
+		s.refuse(smq.CodeServerUnavailable, "upstream "+s.route.Upstream.Name()+" sent no Init", ReasonUpstreamDown, err)
 		return false
 	}
-	s.wmu.Lock()
-	err = s.client.Write(init)
-	if err == nil {
-		err = s.client.Flush()
-	}
-	s.wmu.Unlock()
-	if err != nil {
+	if err := s.sendClient(init); err != nil {
 		s.end(ReasonWriteError, err.Error())
 		return false
 	}
@@ -197,7 +202,7 @@ func (s *session) handshake() bool {
 		err = s.up.Flush()
 	}
 	if err != nil {
-		s.answer(smq.CodeServerUnavailable, "upstream write failed: "+err.Error(), ReasonUpstreamDown)
+		s.upstreamFailed("failed", err, ReasonUpstreamDown)
 		return false
 	}
 	s.inMsgs.Add(1)
@@ -206,21 +211,14 @@ func (s *session) handshake() bool {
 	_ = s.up.SetReadDeadline(time.Now().Add(timeout))
 	ack, err := s.up.Read()
 	if err != nil {
-		s.answer(smq.CodeServerUnavailable, "upstream did not answer Connect: "+err.Error(), ReasonUpstreamDown)
+		s.upstreamFailed("did not answer Connect", err, ReasonUpstreamDown)
 		return false
 	}
 	if smq.Check(ack) != nil || smq.Type(ack[0]) != smq.TypeConnack {
-		s.answer(smq.CodeServerUnavailable, "upstream answered Connect with "+smq.Type(ack[0]).String(),
-			ReasonUpstreamProtocol)
+		s.upstreamFailed("answered Connect with "+smq.Type(ack[0]).String(), nil, ReasonUpstreamProtocol)
 		return false
 	}
-	s.wmu.Lock()
-	err = s.client.Write(ack)
-	if err == nil {
-		err = s.client.Flush()
-	}
-	s.wmu.Unlock()
-	if err != nil {
+	if err := s.sendClient(ack); err != nil {
 		s.end(ReasonWriteError, err.Error())
 		return false
 	}
