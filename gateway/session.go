@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -54,6 +55,9 @@ type session struct {
 
 	inMsgs, inBytes, outMsgs, outBytes atomic.Uint64 // in: client→upstream
 	dropped                            atomic.Uint64 // broker messages too big for a raw client
+	// clientBye is set before the client's Disconnect goes upstream: the
+	// broker's close that follows is the client's doing.
+	clientBye atomic.Bool
 }
 
 // reasonOf returns the session's close reason.
@@ -264,6 +268,9 @@ func (s *session) clientToUpstream() {
 			s.clientBadMessage(err)
 			continue
 		}
+		if smq.Type(msg[0]) == smq.TypeDisconnect {
+			s.clientBye.Store(true)
+		}
 		if err := s.up.Write(msg); err != nil {
 			s.end(ReasonWriteError, "upstream: "+err.Error())
 			continue
@@ -375,6 +382,8 @@ func (s *session) upstreamReadFailed(err error) {
 	var me *smq.MessageError
 	switch {
 	case s.reasonOf() != ReasonNone:
+	case s.clientBye.Load():
+		s.end(ReasonClientClosed, "client sent Disconnect")
 	case errors.As(err, &me):
 		s.end(ReasonUpstreamProtocol, err.Error())
 	case closedByPeer(err):
@@ -403,7 +412,10 @@ func closedByPeer(err error) bool {
 // silent for the idle timeout is gone.
 func (s *session) startWatchdog() {
 	s.lastSeenAt = time.Now()
-	s.watch = time.AfterFunc(s.g.cfg.Limits.PingInterval, s.checkLiveness)
+	// Set s.watch before the timer can fire: checkLiveness reads it. Reset
+	// orders this goroutine's writes before the callback.
+	s.watch = time.AfterFunc(math.MaxInt64, s.checkLiveness)
+	s.watch.Reset(s.g.cfg.Limits.PingInterval)
 }
 
 func (s *session) checkLiveness() {
