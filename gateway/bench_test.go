@@ -1,0 +1,783 @@
+package gateway_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/smqgw/smqgw/broker"
+	"github.com/smqgw/smqgw/gateway"
+	"github.com/smqgw/smqgw/internal/testpki"
+	"github.com/smqgw/smqgw/smq"
+	"github.com/smqgw/smqgw/tlsterm"
+	"github.com/smqgw/smqgw/upstream"
+)
+
+// The benchmarks and the memory test share one process with the broker and
+// the clients unless said otherwise, so their allocation and memory figures
+// cover all of them; each one says what it subtracts to isolate the gateway.
+
+const (
+	benchWindow  = 1000   // messages the publisher may run ahead of the subscriber
+	benchWarmup  = 5000   // messages relayed before the timer starts
+	baselineMsgs = 100000 // messages of a baseline allocation run
+	benchPayload = 64
+)
+
+// relayEnv is a broker on a loopback listener (where the subscriber always
+// connects) and, unless via is "direct", a gateway with a TLS listener in
+// front of it, reaching it in-process ("embedded") or over loopback ("lan").
+type relayEnv struct {
+	via        string
+	broker     *broker.Broker
+	brokerAddr string
+	gwAddr     string // "" for direct
+	tls        *tls.Config
+}
+
+func newRelayEnv(tb testing.TB, via string) *relayEnv {
+	tb.Helper()
+	e := &relayEnv{via: via, broker: broker.New(broker.Config{})}
+	bl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); _ = e.broker.Serve(bl) }()
+	tb.Cleanup(func() {
+		_ = e.broker.Shutdown(context.Background())
+		<-served
+	})
+	e.brokerAddr = bl.Addr().String()
+	if via == "direct" {
+		return e
+	}
+	var up upstream.Upstream = &upstream.Embedded{Broker: e.broker}
+	if via == "lan" {
+		if up, err = upstream.New(upstream.Config{Name: "lan", URLs: []string{"http://" + e.brokerAddr + "/smq"}}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	ca := testpki.NewCA(tb)
+	e.tls = &tls.Config{RootCAs: ca.Pool}
+	gw := startGateway(tb, ca, gateway.Limits{}, up)
+	e.gwAddr = gw.Addr("edge").String()
+	return e
+}
+
+// startGateway starts a gateway with one TLS listener on loopback and one
+// route, "/", to up. It is shut down at cleanup.
+func startGateway(tb testing.TB, ca *testpki.CA, lim gateway.Limits, up upstream.Upstream) *gateway.Gateway {
+	tb.Helper()
+	server := ca.Server(tb, "127.0.0.1")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	gw, err := gateway.New(gateway.Config{Limits: lim, Listeners: []gateway.Listener{{
+		Name:     "edge",
+		Listener: ln,
+		TLS: tlsterm.ServerConfig(func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return &server.TLS, nil
+		}),
+		Routes: []*gateway.Route{{Path: "/", Upstream: up}},
+	}}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := gw.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		_ = gw.Shutdown(ctx)
+	})
+	return gw
+}
+
+// publisher sends pre-encoded Publish messages. With batch 1 each message
+// is one write (one syscall, and one TLS record when over TLS), as a browser
+// sends them; with more, the messages are held and written batch at a time
+// (and whenever the publisher waits), so the publisher is cheap enough for
+// the relay to be the bottleneck.
+type publisher struct {
+	etid  uint32
+	ws    bool // frames are WebSocket messages, not raw frames
+	write func(frame []byte) error
+	cork  *corkConn
+}
+
+// corkConn holds writes while corked until flush.
+type corkConn struct {
+	net.Conn
+	mu     sync.Mutex // gorilla may answer a ping from the reading goroutine
+	corked bool
+	buf    []byte
+}
+
+func (c *corkConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.corked {
+		return c.Conn.Write(p)
+	}
+	c.buf = append(c.buf, p...)
+	return len(p), nil
+}
+
+func (c *corkConn) flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.buf) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.buf)
+	c.buf = c.buf[:0]
+	return err
+}
+
+// dialPublisher connects a publisher: "ws" (gorilla, ws:// or wss://) or
+// "raw" (the raw bootstrap, http:// or https://), over TLS when tlsCfg is set.
+func dialPublisher(tb testing.TB, kind, addr string, tlsCfg *tls.Config, batch int) *publisher {
+	tb.Helper()
+	p := &publisher{}
+	if kind == "raw" {
+		c := dialRaw(tb, addr, tlsCfg, "bench-publisher")
+		p.etid, p.cork = c.etid, &corkConn{Conn: c.conn}
+		p.write = func(f []byte) error { _, err := p.cork.Write(f); return err }
+	} else {
+		scheme := "ws"
+		if tlsCfg != nil {
+			scheme = "wss"
+		}
+		// Our dial function, so the WebSocket writes go through a corkConn
+		// (over TLS for wss://: gorilla then does no TLS of its own).
+		dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var nd net.Dialer
+			conn, err := nd.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			if tlsCfg != nil {
+				cfg := tlsCfg.Clone()
+				cfg.ServerName, _, _ = net.SplitHostPort(addr)
+				tc := tls.Client(conn, cfg)
+				if err := tc.HandshakeContext(ctx); err != nil {
+					conn.Close()
+					return nil, err
+				}
+				conn = tc
+			}
+			p.cork = &corkConn{Conn: conn}
+			return p.cork, nil
+		}
+		d := &websocket.Dialer{HandshakeTimeout: waitFor, NetDialContext: dial}
+		if tlsCfg != nil {
+			d.NetDialTLSContext = dial
+		}
+		conn, _, err := d.Dial(scheme+"://"+addr+"/smq", nil)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		ack, err := wsConnect(conn, "bench-publisher")
+		if err != nil {
+			conn.Close()
+			tb.Fatal(err)
+		}
+		// Nothing comes back in a run, but a reader answers pings and sees
+		// the close; it ends when the conn is closed.
+		drained := make(chan struct{})
+		go func() {
+			defer close(drained)
+			for {
+				if _, _, err := conn.NextReader(); err != nil {
+					return
+				}
+			}
+		}()
+		tb.Cleanup(func() { conn.Close(); <-drained })
+		p.etid, p.ws = binary.BigEndian.Uint32(ack[2:]), true
+		p.write = func(f []byte) error { return conn.WriteMessage(websocket.BinaryMessage, f) }
+	}
+	p.cork.corked = batch > 1
+	return p
+}
+
+// wsConnect reads Init, sends Connect and returns an accepting Connack.
+func wsConnect(conn *websocket.Conn, uid string) ([]byte, error) {
+	_ = conn.SetReadDeadline(time.Now().Add(waitFor))
+	defer conn.SetReadDeadline(time.Time{})
+	read := func(want smq.Type) ([]byte, error) {
+		_, msg, err := conn.ReadMessage()
+		if err != nil {
+			return nil, fmt.Errorf("reading %v: %w", want, err)
+		}
+		if len(msg) == 0 || smq.Type(msg[0]) != want {
+			return nil, fmt.Errorf("got %x, want %v", msg, want)
+		}
+		return msg, nil
+	}
+	if _, err := read(smq.TypeInit); err != nil {
+		return nil, err
+	}
+	if err := conn.WriteMessage(websocket.BinaryMessage, smq.Connect{Version: 1, UID: uid}.Append(nil)); err != nil {
+		return nil, err
+	}
+	ack, err := read(smq.TypeConnack)
+	if err == nil && (len(ack) < 6 || ack[1] != 0) {
+		err = fmt.Errorf("connack %x", ack)
+	}
+	return ack, err
+}
+
+// rawPeer is a raw SMQ client with no client library in the way.
+type rawPeer struct {
+	conn net.Conn
+	r    *smq.Reader
+	etid uint32
+}
+
+func dialRaw(tb testing.TB, addr string, tlsCfg *tls.Config, uid string) *rawPeer {
+	tb.Helper()
+	var conn net.Conn
+	var err error
+	if tlsCfg != nil {
+		conn, err = tls.Dial("tcp", addr, tlsCfg)
+	} else {
+		conn, err = net.Dial("tcp", addr)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	c := &rawPeer{conn: conn, r: smq.NewReader(bufio.NewReaderSize(conn, 64<<10))}
+	_ = conn.SetDeadline(time.Now().Add(waitFor))
+	req := smq.Request{Path: "/smq", Host: addr}
+	frame, _ := smq.AppendRawMessage(req.Append(nil), smq.Connect{Version: 1, UID: uid})
+	if _, err := conn.Write(frame); err != nil {
+		tb.Fatal(err)
+	}
+	c.expect(tb, smq.TypeInit)
+	ack := c.expect(tb, smq.TypeConnack)
+	if ack[1] != 0 {
+		tb.Fatalf("connack %x", ack)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	c.etid = binary.BigEndian.Uint32(ack[2:])
+	return c
+}
+
+func (c *rawPeer) expect(tb testing.TB, t smq.Type) []byte {
+	tb.Helper()
+	msg, err := c.r.Read()
+	if err != nil {
+		tb.Fatalf("reading %v: %v", t, err)
+	}
+	if smq.Type(msg[0]) != t {
+		tb.Fatalf("got %v, want %v", smq.Type(msg[0]), t)
+	}
+	return msg
+}
+
+// flow is one publisher and one raw subscriber (plain TCP, straight to the
+// broker) on one topic, flow-controlled.
+type flow struct {
+	pub   *publisher
+	batch int
+	frame []byte
+	got   atomic.Int64 // Publish messages the subscriber received
+	want  atomic.Int64 // the count the publisher waits for at the end
+	sent  int64
+	tick  chan struct{} // every 100 received, and at want
+	dead  chan struct{} // the subscriber's reader ended
+}
+
+func newFlow(tb testing.TB, e *relayEnv, kind string, batch int) *flow {
+	tb.Helper()
+	sub := dialRaw(tb, e.brokerAddr, nil, "bench-subscriber")
+	f, _ := smq.AppendRawMessage(nil, smq.Subscribe{Topic: "bench"})
+	if _, err := sub.conn.Write(f); err != nil {
+		tb.Fatal(err)
+	}
+	tid := binary.BigEndian.Uint32(sub.expect(tb, smq.TypeSuback)[2:])
+	fl := &flow{batch: batch, tick: make(chan struct{}, 1), dead: make(chan struct{})}
+	go func() {
+		defer close(fl.dead)
+		for {
+			msg, err := sub.r.Read()
+			if err != nil {
+				return
+			}
+			if smq.Type(msg[0]) != smq.TypePublish {
+				continue
+			}
+			if n := fl.got.Add(1); n%100 == 0 || n == fl.want.Load() {
+				select {
+				case fl.tick <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	tb.Cleanup(func() { sub.conn.Close(); <-fl.dead })
+
+	if e.gwAddr == "" {
+		fl.pub = dialPublisher(tb, kind, e.brokerAddr, nil, batch)
+	} else {
+		fl.pub = dialPublisher(tb, kind, e.gwAddr, e.tls, batch)
+	}
+	msg := (&smq.Publish{TID: tid, PTID: fl.pub.etid, Payload: make([]byte, benchPayload)}).Append(nil)
+	fl.frame = msg
+	if !fl.pub.ws {
+		fl.frame, _ = smq.AppendRaw(nil, msg)
+	}
+	return fl
+}
+
+// run publishes n more messages, never more than benchWindow ahead of the
+// subscriber, and returns when the subscriber has them all.
+func (fl *flow) run(tb testing.TB, n int) {
+	target := fl.sent + int64(n)
+	fl.want.Store(target)
+	wait := func() {
+		if err := fl.pub.cork.flush(); err != nil {
+			tb.Fatal(err)
+		}
+		select {
+		case <-fl.tick:
+		case <-fl.dead:
+			tb.Fatalf("subscriber gone after %d of %d messages", fl.got.Load(), target)
+		}
+	}
+	for fl.sent < target {
+		for fl.sent-fl.got.Load() >= benchWindow {
+			wait()
+		}
+		if err := fl.pub.write(fl.frame); err != nil {
+			tb.Fatal(err)
+		}
+		if fl.sent++; fl.sent%int64(fl.batch) == 0 {
+			if err := fl.pub.cork.flush(); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
+	for fl.got.Load() < target {
+		wait()
+	}
+}
+
+// measured runs n messages and returns the process's heap allocations per
+// message (count and bytes) in that run.
+func (fl *flow) measured(tb testing.TB, n int) (allocs, bytes float64) {
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	fl.run(tb, n)
+	runtime.ReadMemStats(&m1)
+	return float64(m1.Mallocs-m0.Mallocs) / float64(n), float64(m1.TotalAlloc-m0.TotalAlloc) / float64(n)
+}
+
+// baselines caches, per publisher kind and batch, the whole process's
+// allocations per message of the direct flow (same publisher, same
+// subscriber, no gateway).
+var baselines struct {
+	sync.Mutex
+	m map[string][2]float64
+}
+
+func baseline(tb testing.TB, kind string, batch int) (allocs, bytes float64) {
+	baselines.Lock()
+	defer baselines.Unlock()
+	key := fmt.Sprint(kind, batch)
+	if v, ok := baselines.m[key]; ok {
+		return v[0], v[1]
+	}
+	e := newRelayEnv(tb, "direct")
+	fl := newFlow(tb, e, kind, batch)
+	fl.run(tb, benchWarmup)
+	a, b := fl.measured(tb, baselineMsgs)
+	if baselines.m == nil {
+		baselines.m = map[string][2]float64{}
+	}
+	baselines.m[key] = [2]float64{a, b}
+	return a, b
+}
+
+// BenchmarkRelay relays 64-byte Publish messages from one publisher to one
+// raw subscriber connected straight to the broker, flow-controlled, so
+// msgs/s is sustained throughput.
+//
+//   - direct/ws, direct/raw: the publisher (gorilla ws://, or raw frames over
+//     plain TCP) straight to the broker; no gateway, no TLS.
+//   - embedded/wss, lan/wss: a gorilla wss:// publisher through the gateway's
+//     TLS listener to the in-process broker, or to the broker over loopback
+//     TCP (raw SMQ, http://).
+//   - embedded/https, lan/https: raw frames over TLS through the gateway.
+//   - batch=1: one write per message; batch=32: the publisher writes 32
+//     messages at a time (see publisher).
+//
+// allocs/op and B/op cover the whole process: publisher, gateway, broker and
+// subscriber. gw-allocs/msg and gw-B/msg subtract the direct flow with the
+// same publisher and batch (measured once per process over 100,000
+// messages), leaving what the gateway path adds: TLS on both ends, the
+// gateway's reads and writes, and the broker reading from the gateway's
+// upstream connection instead of from the publisher.
+func BenchmarkRelay(b *testing.B) {
+	for _, batch := range []int{1, 32} {
+		for _, bc := range []struct{ via, kind string }{
+			{"direct", "ws"}, {"embedded", "ws"}, {"lan", "ws"},
+			{"direct", "raw"}, {"embedded", "raw"}, {"lan", "raw"},
+		} {
+			scheme := bc.kind
+			if bc.via != "direct" {
+				scheme = map[string]string{"ws": "wss", "raw": "https"}[bc.kind]
+			}
+			b.Run(fmt.Sprintf("%s/%s/batch=%d", bc.via, scheme, batch), func(b *testing.B) {
+				benchRelay(b, bc.via, bc.kind, batch)
+			})
+		}
+	}
+}
+
+func benchRelay(b *testing.B, via, kind string, batch int) {
+	var baseAllocs, baseBytes float64
+	if via != "direct" {
+		baseAllocs, baseBytes = baseline(b, kind, batch)
+	}
+	e := newRelayEnv(b, via)
+	fl := newFlow(b, e, kind, batch)
+	fl.run(b, benchWarmup)
+	b.SetBytes(benchPayload)
+	b.ReportAllocs()
+	b.ResetTimer()
+	allocs, bytes := fl.measured(b, b.N)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	if via != "direct" {
+		b.ReportMetric(allocs-baseAllocs, "gw-allocs/msg")
+		b.ReportMetric(bytes-baseBytes, "gw-B/msg")
+	}
+	if st := e.broker.Stats(); st.SlowDisconnects != 0 {
+		b.Fatalf("%d slow-consumer disconnects in a flow-controlled run", st.SlowDisconnects)
+	}
+}
+
+// Idle-session memory: the clients live in a helper process (this test
+// binary run again), so the gateway process holds only the gateway's side of
+// each session (and, with the embedded upstream, the broker's).
+
+const (
+	envMemTest  = "SMQGW_MEMTEST"          // "1" runs TestIdleSessionMemory
+	envSessions = "SMQGW_MEMTEST_SESSIONS" // session counts, comma-separated; default "1000,5000"
+	envHelper   = "SMQGW_HELPER"           // "clients" or "broker": this process is a helper
+	envAddr     = "SMQGW_HELPER_ADDR"      // clients: the gateway's address
+	envCount    = "SMQGW_HELPER_N"         // clients: how many sessions
+	envCA       = "SMQGW_HELPER_CA"        // clients: the CA certificate file
+	envProfile  = "SMQGW_MEMTEST_PROFILE"  // a directory: write a heap profile with the sessions open
+)
+
+// TestIdleSessionMemory opens idle wss sessions through the gateway from a
+// helper process and reports the gateway process's memory per session. Run
+// it by hand:
+//
+//	SMQGW_MEMTEST=1 go test ./gateway -run TestIdleSessionMemory -v
+//
+// upstream=embedded counts the in-process broker's side of each session too;
+// upstream=lan puts the broker in a second helper process, leaving the
+// gateway alone.
+func TestIdleSessionMemory(t *testing.T) {
+	if os.Getenv(envMemTest) != "1" {
+		t.Skip("set " + envMemTest + "=1 to run")
+	}
+	counts := []int{1000, 5000}
+	if s := os.Getenv(envSessions); s != "" {
+		counts = counts[:0]
+		for _, f := range strings.Split(s, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= 0 {
+				t.Fatalf("%s: bad count %q", envSessions, f)
+			}
+			counts = append(counts, n)
+		}
+	}
+	for _, via := range []string{"embedded", "lan"} {
+		for _, n := range counts {
+			t.Run(fmt.Sprintf("upstream=%s/sessions=%d", via, n), func(t *testing.T) {
+				idleSessions(t, via, n)
+			})
+		}
+	}
+}
+
+func idleSessions(t *testing.T, via string, n int) {
+	var up upstream.Upstream
+	var br *broker.Broker
+	if via == "embedded" {
+		br = broker.New(broker.Config{})
+		t.Cleanup(func() { _ = br.Shutdown(context.Background()) })
+		up = &upstream.Embedded{Broker: br}
+	} else {
+		h := startHelper(t, "broker", nil)
+		addr := strings.TrimPrefix(h.waitLine(t, "listening "), "listening ")
+		var err error
+		if up, err = upstream.New(upstream.Config{Name: "lan", URLs: []string{"http://" + addr + "/smq"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ca := testpki.NewCA(t)
+	// No pings during the measurement: the helper's clients do not read.
+	gw := startGateway(t, ca, gateway.Limits{PingInterval: time.Hour}, up)
+
+	before := memSnapshot(t)
+	h := startHelper(t, "clients", []string{
+		envAddr + "=" + gw.Addr("edge").String(),
+		envCount + "=" + strconv.Itoa(n),
+		envCA + "=" + ca.CertFile,
+	})
+	start := time.Now()
+	h.waitLine(t, "ready ")
+	setup := time.Since(start)
+	if got := gw.Sessions(); got != n {
+		t.Fatalf("gateway has %d sessions, want %d", got, n)
+	}
+	after := memSnapshot(t)
+	if dir := os.Getenv(envProfile); dir != "" {
+		writeHeapProfile(t, filepath.Join(dir, fmt.Sprintf("heap-%s-%d.out", via, n)))
+	}
+
+	per := func(a, b uint64) float64 { return (float64(a) - float64(b)) / float64(n) }
+	t.Logf("upstream=%s sessions=%d (set up in %v): per session: heap+stack in use %.0f B "+
+		"(heap in use %.0f, stack in use %.0f, live heap objects %.0f B), VmRSS %.0f B, goroutines %.1f",
+		via, n, setup.Round(time.Millisecond),
+		per(after.heapInuse+after.stackInuse, before.heapInuse+before.stackInuse),
+		per(after.heapInuse, before.heapInuse), per(after.stackInuse, before.stackInuse),
+		per(after.heapAlloc, before.heapAlloc), per(after.rss, before.rss),
+		per(uint64(after.goroutines), uint64(before.goroutines)))
+	if br != nil {
+		if got := br.Stats().Sessions; got != int64(n) {
+			t.Errorf("broker has %d sessions, want %d", got, n)
+		}
+	}
+	h.stop(t)
+}
+
+type memStats struct {
+	heapInuse, stackInuse, heapAlloc, rss uint64
+	goroutines                            int
+}
+
+// memSnapshot collects garbage, returns freed memory to the OS, and reads
+// the runtime's figures and VmRSS.
+func memSnapshot(t *testing.T) memStats {
+	t.Helper()
+	runtime.GC()
+	runtime.GC()
+	debug.FreeOSMemory()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	s := memStats{heapInuse: m.HeapInuse, stackInuse: m.StackInuse, heapAlloc: m.HeapAlloc,
+		goroutines: runtime.NumGoroutine()}
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				t.Fatalf("VmRSS %q: %v", v, err)
+			}
+			s.rss = kb << 10
+		}
+	}
+	return s
+}
+
+func writeHeapProfile(t *testing.T, name string) {
+	t.Helper()
+	f, err := os.Create(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// helper is this test binary running one of the helper tests.
+type helper struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	lines  chan string // stdout, line by line; closed at EOF
+	stderr bytes.Buffer
+	done   bool
+}
+
+func startHelper(t *testing.T, role string, env []string) *helper {
+	t.Helper()
+	test := map[string]string{"clients": "TestHelperClients", "broker": "TestHelperBroker"}[role]
+	h := &helper{lines: make(chan string, 16)}
+	h.cmd = exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1", "-test.timeout=30m")
+	h.cmd.Env = append(append(os.Environ(), envHelper+"="+role), env...)
+	h.cmd.Stderr = &h.stderr
+	var err error
+	if h.stdin, err = h.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := h.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(h.lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			h.lines <- sc.Text()
+		}
+	}()
+	t.Cleanup(func() { h.stop(t) })
+	return h
+}
+
+// waitLine returns the helper's first output line starting with prefix.
+func (h *helper) waitLine(t *testing.T, prefix string) string {
+	t.Helper()
+	timeout := time.After(5 * time.Minute)
+	for {
+		select {
+		case line, ok := <-h.lines:
+			if !ok {
+				t.Fatalf("helper %s ended before %q; stderr:\n%s", h.cmd.Args[1], prefix, h.stderr.String())
+			}
+			if strings.HasPrefix(line, prefix) {
+				return line
+			}
+		case <-timeout:
+			t.Fatalf("helper %s: no %q in time", h.cmd.Args[1], prefix)
+		}
+	}
+}
+
+// stop closes the helper's stdin, which ends it, and waits for it.
+func (h *helper) stop(t *testing.T) {
+	if h.done {
+		return
+	}
+	h.done = true
+	h.stdin.Close()
+	for range h.lines {
+	}
+	if err := h.cmd.Wait(); err != nil {
+		t.Errorf("helper %s: %v; stderr:\n%s", h.cmd.Args[1], err, h.stderr.String())
+	}
+}
+
+// TestHelperClients is the client side of TestIdleSessionMemory: it opens
+// SMQGW_HELPER_N wss sessions to SMQGW_HELPER_ADDR, completes Init, Connect
+// and Connack on each, prints "ready N", and holds them until stdin closes.
+func TestHelperClients(t *testing.T) {
+	if os.Getenv(envHelper) != "clients" {
+		t.Skip("helper process for TestIdleSessionMemory")
+	}
+	addr := os.Getenv(envAddr)
+	n, err := strconv.Atoi(os.Getenv(envCount))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, err := os.ReadFile(os.Getenv(envCA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		t.Fatal("no CA certificate")
+	}
+	d := &websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}, HandshakeTimeout: waitFor}
+	conns := make([]*websocket.Conn, n)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				c, _, err := d.Dial("wss://"+addr+"/", nil)
+				if err == nil {
+					conns[i] = c
+					_, err = wsConnect(c, "idle-"+strconv.Itoa(i))
+				}
+				if err != nil {
+					errs <- fmt.Errorf("session %d: %w", i, err)
+					next.Store(int64(n))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("ready %d\n", n)
+	_, _ = io.Copy(io.Discard, os.Stdin)
+}
+
+// TestHelperBroker is the broker side of TestIdleSessionMemory's lan
+// upstream: it serves a broker on loopback, prints "listening ADDR", and
+// serves until stdin closes.
+func TestHelperBroker(t *testing.T) {
+	if os.Getenv(envHelper) != "broker" {
+		t.Skip("helper process for TestIdleSessionMemory")
+	}
+	br := broker.New(broker.Config{})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); _ = br.Serve(l) }()
+	fmt.Printf("listening %s\n", l.Addr())
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	_ = br.Shutdown(ctx)
+	<-served
+}
