@@ -30,8 +30,9 @@ type Conn interface {
 	// Flush sends what Write queued.
 	Flush() error
 	// Buffered is the number of received bytes Read can use without
-	// waiting for the network: 0 means the next Read may block, so a writer
-	// relaying what it reads should Flush before it.
+	// waiting for the network, 0 unless they hold a whole message: 0 means
+	// the next Read may block, so a writer relaying what it reads should
+	// Flush before it.
 	Buffered() int
 	// MaxMessage is the largest message Write accepts.
 	MaxMessage() int
@@ -90,7 +91,21 @@ func (c *Raw) Write(msg []byte) error {
 }
 
 func (c *Raw) Flush() error                       { return c.bw.Flush() }
-func (c *Raw) Buffered() int                      { return c.r.Buffered().Buffered() }
+// Buffered counts buffered bytes only when they hold a whole frame: a
+// relay must not hold back its flush waiting for the rest of a frame that
+// may be slow to come.
+func (c *Raw) Buffered() int {
+	br := c.r.Buffered()
+	n := br.Buffered()
+	if n < 2 {
+		return 0
+	}
+	p, _ := br.Peek(2) // buffered: does not block
+	if n < int(binary.BigEndian.Uint16(p)) {
+		return 0
+	}
+	return n
+}
 func (c *Raw) MaxMessage() int                    { return smq.MaxRawMessage }
 func (c *Raw) SetReadDeadline(t time.Time) error  { return c.conn.SetReadDeadline(t) }
 func (c *Raw) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }

@@ -205,3 +205,32 @@ func TestWSWriteDeadline(t *testing.T) {
 		}
 	}
 }
+
+func TestRawBufferedCountsWholeFramesOnly(t *testing.T) {
+	a, b := tcpPair(t)
+	ping, _ := smq.AppendRawMessage(nil, smq.Ping{})
+	pub, _ := smq.AppendRawMessage(nil, &smq.Publish{TID: 1, PTID: 2, Payload: []byte("payload")})
+	// A whole Ping, then all of a Publish but its last byte.
+	if _, err := a.Write(append(ping, pub[:len(pub)-1]...)); err != nil {
+		t.Fatal(err)
+	}
+	c := NewRaw(b, nil, 0)
+	if _, err := c.Read(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the partial frame has arrived, without reading it.
+	deadline := time.Now().Add(5 * time.Second)
+	for c.r.Buffered().Buffered() < len(pub)-1 {
+		if time.Now().After(deadline) {
+			t.Fatal("partial frame never arrived")
+		}
+		c.r.Buffered().Peek(c.r.Buffered().Buffered() + 1)
+	}
+	if n := c.Buffered(); n != 0 {
+		t.Fatalf("Buffered = %d with only part of a frame buffered, want 0", n)
+	}
+	a.Write(pub[len(pub)-1:])
+	if _, err := c.Read(); err != nil {
+		t.Fatal(err)
+	}
+}
