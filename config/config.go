@@ -26,6 +26,7 @@ const (
 	DefaultMaxSessions      = 10000
 	DefaultMaxMessageSize   = smq.MaxRawMessage
 	DefaultShutdownGrace    = 10 * time.Second
+	DefaultWriteTimeout     = 30 * time.Second
 	DefaultDialTimeout      = 5 * time.Second
 	DefaultBackoff          = 5 * time.Second
 )
@@ -107,6 +108,9 @@ type Limits struct {
 	// ShutdownGrace (shutdown_grace) is how long sessions may drain on
 	// shutdown before they are closed. Default 10s.
 	ShutdownGrace time.Duration
+	// WriteTimeout (write_timeout) bounds a write to a client that does
+	// not read: the session ends when it passes. Default 30s.
+	WriteTimeout time.Duration
 }
 
 // Admin is the admin endpoint ([admin]), reserved for metrics.
@@ -262,6 +266,7 @@ func (c *Config) setDefaults() {
 	setDuration(&l.IdleTimeout, DefaultIdleTimeout)
 	setDuration(&l.WSPingInterval, DefaultWSPingInterval)
 	setDuration(&l.ShutdownGrace, DefaultShutdownGrace)
+	setDuration(&l.WriteTimeout, DefaultWriteTimeout)
 	if l.MaxSessions == 0 {
 		l.MaxSessions = DefaultMaxSessions
 	}

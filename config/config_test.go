@@ -329,6 +329,7 @@ func TestDefaultsApplied(t *testing.T) {
 		MaxSessions:      10000,
 		MaxMessageSize:   65533,
 		ShutdownGrace:    10 * time.Second,
+		WriteTimeout:     30 * time.Second,
 	}
 	if c.Limits != wantLimits {
 		t.Errorf("Limits = %+v, want %+v", c.Limits, wantLimits)
@@ -370,6 +371,7 @@ func TestExplicitValues(t *testing.T) {
 		`max_sessions = 6`,
 		`max_message_size = 7000`,
 		`shutdown_grace = "8s"`,
+		`write_timeout = "12s"`,
 		`[admin]`,
 		`address = "127.0.0.1:9090"`,
 		`[upstream.x]`,
@@ -389,7 +391,7 @@ func TestExplicitValues(t *testing.T) {
 	if c.Log.Level.String() != "DEBUG" || c.Log.Format != "json" {
 		t.Errorf("Log = %+v", c.Log)
 	}
-	want := config.Limits{time.Second, 2 * time.Second, 3 * time.Second, 4 * time.Minute, 5 * time.Second, 6, 7000, 8 * time.Second}
+	want := config.Limits{time.Second, 2 * time.Second, 3 * time.Second, 4 * time.Minute, 5 * time.Second, 6, 7000, 8 * time.Second, 12 * time.Second}
 	if c.Limits != want {
 		t.Errorf("Limits = %+v, want %+v", c.Limits, want)
 	}

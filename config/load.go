@@ -411,6 +411,7 @@ func (d *decoder) decode(raw map[string]any) *Config {
 	lim.positive("max_sessions", &l.MaxSessions)
 	lim.positive("max_message_size", &l.MaxMessageSize)
 	lim.duration("shutdown_grace", &l.ShutdownGrace)
+	lim.duration("write_timeout", &l.WriteTimeout)
 	lim.finish()
 
 	adm := root.sub("admin")

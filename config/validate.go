@@ -83,6 +83,7 @@ func (d *decoder) limits(l *Limits) {
 		{"idle_timeout", int64(l.IdleTimeout)},
 		{"ws_ping_interval", int64(l.WSPingInterval)},
 		{"shutdown_grace", int64(l.ShutdownGrace)},
+		{"write_timeout", int64(l.WriteTimeout)},
 		{"max_sessions", int64(l.MaxSessions)},
 		{"max_message_size", int64(l.MaxMessageSize)},
 	} {

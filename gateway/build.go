@@ -42,6 +42,7 @@ func Build(cfg *config.Config, log *slog.Logger) (*Built, error) {
 		PingInterval:     cfg.Limits.WSPingInterval,
 		MaxMessage:       cfg.Limits.MaxMessageSize,
 		MaxSessions:      cfg.Limits.MaxSessions,
+		WriteTimeout:     cfg.Limits.WriteTimeout,
 	}}}
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf("gateway: "+format, args...)) }

@@ -39,6 +39,7 @@ type Limits struct {
 	PingInterval     time.Duration // WebSocket pings toward quiet clients; default 30 s
 	MaxMessage       int           // largest client message (type + body); default and maximum 65,533
 	MaxSessions      int           // per listener; default 10,000
+	WriteTimeout     time.Duration // a write to a client that does not read; default 30 s
 }
 
 // Default limits.
@@ -49,6 +50,7 @@ const (
 	DefaultIdleTimeout      = 30 * time.Minute
 	DefaultPingInterval     = 30 * time.Second
 	DefaultMaxSessions      = 10000
+	DefaultWriteTimeout     = 30 * time.Second
 )
 
 func (l *Limits) setDefaults() {
@@ -62,6 +64,7 @@ func (l *Limits) setDefaults() {
 	def(&l.ConnectTimeout, DefaultConnectTimeout)
 	def(&l.IdleTimeout, DefaultIdleTimeout)
 	def(&l.PingInterval, DefaultPingInterval)
+	def(&l.WriteTimeout, DefaultWriteTimeout)
 	if l.MaxMessage <= 0 || l.MaxMessage > smq.MaxRawMessage {
 		l.MaxMessage = smq.MaxRawMessage
 	}

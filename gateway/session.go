@@ -108,6 +108,9 @@ func (s *session) writeClient(m smq.Message) error { return s.sendClient(m.Appen
 func (s *session) sendClient(msg []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	if s.reasonOf() == ReasonNone { // ending sets its own, shorter deadline
+		_ = s.client.SetWriteDeadline(time.Now().Add(s.g.cfg.Limits.WriteTimeout))
+	}
 	if err := s.client.Write(msg); err != nil {
 		return err
 	}
@@ -290,18 +293,28 @@ func (s *session) clientToUpstream() {
 }
 
 // upstreamToClient copies broker messages to the client, flushing when the
-// broker has nothing more buffered.
+// broker has nothing more buffered. Each batch of writes gets WriteTimeout:
+// a client that stops reading ends its session, not the broker's patience.
 func (s *session) upstreamToClient() {
+	wt := s.g.cfg.Limits.WriteTimeout
+	fresh := true // the next write starts a batch
 	for {
 		msg, err := s.up.Read()
 		if err != nil {
 			s.upstreamReadFailed(err)
 			return
 		}
+		s.wmu.Lock()
+		// Checked under the lock: end sets the reason before its own
+		// deadline, so ours can never outlast the linger.
 		if s.reasonOf() != ReasonNone {
+			s.wmu.Unlock()
 			continue
 		}
-		s.wmu.Lock()
+		if fresh {
+			_ = s.client.SetWriteDeadline(time.Now().Add(wt))
+			fresh = false
+		}
 		err = s.client.Write(msg)
 		if errors.Is(err, smq.ErrTooBig) {
 			// A WebSocket broker's message that no raw frame can hold:
@@ -312,6 +325,7 @@ func (s *session) upstreamToClient() {
 		}
 		if err == nil && s.up.Buffered() == 0 {
 			err = s.client.Flush()
+			fresh = true
 		}
 		s.wmu.Unlock()
 		if err != nil {

@@ -965,3 +965,49 @@ func TestWebSocketShutdown(t *testing.T) {
 	}
 	wantReason(t, r.logs.nextSession(t), "shutdown")
 }
+
+// TestWriteTimeoutEndsSilentSlowReader: a client that stops reading and
+// sends nothing is ended by the write timeout, long before the idle timeout.
+func TestWriteTimeoutEndsSilentSlowReader(t *testing.T) {
+	const payload = 60000
+	// A broker queue large enough that the broker does not drop the session
+	// as a slow consumer first: the gateway's own write timeout must.
+	r := newRig(t, rigOptions{
+		broker: broker.Config{QueueBytes: 256 << 20, QueueMessages: 1 << 20},
+		limits: gateway.Limits{ConnectTimeout: 2 * time.Second, WriteTimeout: 300 * time.Millisecond},
+	})
+	slow := r.rawTLS(t, "", nil)
+	if tc, ok := slow.NetConn.(*tls.Conn).NetConn().(*net.TCPConn); ok {
+		tc.SetReadBuffer(16 << 10)
+	}
+	slow.WriteBytes(r.bootstrap("/open"))
+	slow.ReadInit()
+	slow.Login("silent-slow-subscriber")
+	tid := slow.Subscribe("silent-flood")
+
+	pub := r.raw(t, "/open")
+	pub.Login("silent-flood-publisher")
+	start := time.Now()
+	// Publish until the slow session has ended (bounded: 100 MB at most).
+	ended := make(chan map[string]any, 1)
+	go func() { ended <- r.logs.nextSession(t) }()
+	body := make([]byte, payload)
+	for i := 0; i < (100<<20)/payload; i++ {
+		select {
+		case rec := <-ended:
+			wantReason(t, rec, "write_error")
+			if d := time.Since(start); d > 10*time.Second {
+				t.Errorf("ended after %v", d)
+			}
+			return
+		default:
+		}
+		pub.Publish(tid, 0, body)
+	}
+	select {
+	case rec := <-ended:
+		wantReason(t, rec, "write_error")
+	case <-time.After(waitFor):
+		t.Fatal("the session of a client that reads nothing was not ended by the write timeout")
+	}
+}
