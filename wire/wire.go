@@ -90,7 +90,8 @@ func (c *Raw) Write(msg []byte) error {
 	return err
 }
 
-func (c *Raw) Flush() error                       { return c.bw.Flush() }
+func (c *Raw) Flush() error { return c.bw.Flush() }
+
 // Buffered counts buffered bytes only when they hold a whole frame: a
 // relay must not hold back its flush waiting for the rest of a frame that
 // may be slow to come.
