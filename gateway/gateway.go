@@ -6,6 +6,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -303,19 +304,25 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // hijack of a raw SMQ connection (with the HTTP answer if it asked for one).
 func (s *session) accept(w http.ResponseWriter, r *http.Request, boot smq.Bootstrap) error {
 	if boot.WebSocket {
+		// ReadBufferSize 0: gorilla reads frames from the hijacked
+		// reader, which hw keeps, so the relay can see what is buffered.
+		hw := &hijackWatcher{ResponseWriter: w}
 		up := websocket.Upgrader{
 			HandshakeTimeout: s.g.cfg.Limits.RequestTimeout,
-			ReadBufferSize:   4096,
 			WriteBufferSize:  4096,
 			WriteBufferPool:  wsWritePool,
 			CheckOrigin:      func(*http.Request) bool { return true }, // checked by the handler
 		}
-		conn, err := up.Upgrade(w, r, nil)
+		conn, err := up.Upgrade(hw, r, nil)
 		if err != nil {
 			return err
 		}
 		conn.SetPongHandler(func(string) error { s.clientSeen.Add(1); return nil })
-		s.client = wire.NewWS(conn, s.g.cfg.Limits.MaxMessage)
+		ws := wire.NewWS(conn, s.g.cfg.Limits.MaxMessage)
+		if hw.br != nil {
+			ws.UseReader(hw.br)
+		}
+		s.client = ws
 		return nil
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
@@ -332,6 +339,20 @@ func (s *session) accept(w http.ResponseWriter, r *http.Request, boot smq.Bootst
 	raw.SetMaxRead(s.g.cfg.Limits.MaxMessage)
 	s.client = raw
 	return nil
+}
+
+// hijackWatcher keeps the buffered reader of a hijacked connection.
+type hijackWatcher struct {
+	http.ResponseWriter
+	br *bufio.Reader
+}
+
+func (h *hijackWatcher) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if brw != nil {
+		h.br = brw.Reader
+	}
+	return conn, brw, err
 }
 
 // wsWritePool shares WebSocket write buffers between sessions: an idle

@@ -134,6 +134,7 @@ type WS struct {
 	conn *websocket.Conn
 	buf  []byte
 	max  int
+	br   *bufio.Reader // the reader gorilla reads frames from, if known
 	// wdl is the write deadline (Unix nanoseconds, 0 for none). gorilla
 	// sets the connection's deadline from its own field before every frame,
 	// so Write hands this one to gorilla on the writing goroutine.
@@ -177,8 +178,48 @@ func (c *WS) Write(msg []byte) error {
 	return c.conn.WriteMessage(websocket.BinaryMessage, msg)
 }
 
-func (c *WS) Flush() error                      { return nil }
-func (c *WS) Buffered() int                     { return 0 }
+func (c *WS) Flush() error { return nil }
+
+// UseReader tells WS which bufio.Reader the WebSocket connection reads its
+// frames from (a server's hijacked reader, reused by gorilla when the
+// Upgrader's ReadBufferSize is 0), so that Buffered can see what is there.
+func (c *WS) UseReader(br *bufio.Reader) { c.br = br }
+
+// Buffered counts buffered bytes when they hold at least one whole
+// WebSocket frame, and is always 0 without UseReader.
+func (c *WS) Buffered() int {
+	if c.br == nil {
+		return 0
+	}
+	n := c.br.Buffered()
+	if n < 2 {
+		return 0
+	}
+	p, _ := c.br.Peek(min(n, 14)) // buffered: does not block
+	size, hdr := int64(p[1]&0x7f), 2
+	switch size {
+	case 126:
+		hdr = 4
+	case 127:
+		hdr = 10
+	}
+	if p[1]&0x80 != 0 {
+		hdr += 4 // masking key
+	}
+	if len(p) < hdr {
+		return 0
+	}
+	switch size {
+	case 126:
+		size = int64(binary.BigEndian.Uint16(p[2:]))
+	case 127:
+		size = int64(binary.BigEndian.Uint64(p[2:]))
+	}
+	if size < 0 || int64(n) < int64(hdr)+size {
+		return 0
+	}
+	return n
+}
 func (c *WS) MaxMessage() int                   { return 1<<31 - 1 }
 func (c *WS) SetReadDeadline(t time.Time) error { return c.conn.SetReadDeadline(t) }
 

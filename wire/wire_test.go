@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"net"
@@ -232,5 +233,72 @@ func TestRawBufferedCountsWholeFramesOnly(t *testing.T) {
 	a.Write(pub[len(pub)-1:])
 	if _, err := c.Read(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// hijackKeeper keeps the hijacked reader, as the gateway does.
+type hijackKeeper struct {
+	http.ResponseWriter
+	br *bufio.Reader
+}
+
+func (h *hijackKeeper) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if brw != nil {
+		h.br = brw.Reader
+	}
+	return c, brw, err
+}
+
+func TestWSBufferedCountsWholeFramesOnly(t *testing.T) {
+	ready := make(chan *WS, 1)
+	done := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hk := &hijackKeeper{ResponseWriter: w}
+		conn, err := (&websocket.Upgrader{}).Upgrade(hk, r, nil) // ReadBufferSize 0: reuses hk.br
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		c := NewWS(conn, 100)
+		c.UseReader(hk.br)
+		ready <- c
+		<-done
+	}))
+	defer srv.Close()
+	defer close(done)
+	client, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	c := <-ready
+	// A masked binary frame with a 10-byte payload and an all-zero mask,
+	// written by hand: first all but its last 5 bytes.
+	frame := append([]byte{0x82, 0x80 | 10, 0, 0, 0, 0}, []byte("\x0cpayload!!")...)
+	if _, err := client.NetConn().Write(frame[:len(frame)-5]); err != nil {
+		t.Fatal(err)
+	}
+	for c.br.Buffered() < len(frame)-5 {
+		c.br.Peek(c.br.Buffered() + 1)
+	}
+	if n := c.Buffered(); n != 0 {
+		t.Fatalf("Buffered = %d with part of a frame, want 0", n)
+	}
+	if _, err := client.NetConn().Write(frame[len(frame)-5:]); err != nil {
+		t.Fatal(err)
+	}
+	for c.br.Buffered() < len(frame) {
+		c.br.Peek(c.br.Buffered() + 1)
+	}
+	if n := c.Buffered(); n != len(frame) {
+		t.Fatalf("Buffered = %d with a whole frame, want %d", n, len(frame))
+	}
+	msg, err := c.Read()
+	if err != nil || string(msg) != "\x0cpayload!!" {
+		t.Fatalf("Read = %q, %v", msg, err)
+	}
+	if n := c.Buffered(); n != 0 {
+		t.Fatalf("Buffered = %d after reading everything", n)
 	}
 }
