@@ -22,6 +22,7 @@ import (
 
 	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/client"
+	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/smq"
 )
@@ -29,7 +30,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // waitFor bounds every wait on a channel.
-const waitFor = 10 * time.Second
+const waitFor = smqtest.WaitFor
 
 // testBroker is the embedded broker serving on a loopback listener.
 type testBroker struct {
@@ -95,21 +96,11 @@ func dial(t *testing.T, url string, opts client.Options) *client.Client {
 	return c
 }
 
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctxT(t *testing.T) context.Context { return smqtest.Context(t) }
 
 func recv[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(waitFor):
-		t.Fatalf("timed out waiting for %s", what)
-	}
-	panic("unreachable")
+	return smqtest.Recv(t, ch, what)
 }
 
 // collect subscribes to topic and returns the channel its messages go to.

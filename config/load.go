@@ -213,29 +213,33 @@ func (t *table) finish() {
 	}
 }
 
-func (t *table) str(k string, dst *string) {
+// value returns the value at k as a T. It reports false when k is not set,
+// and reports a type error, naming what was wanted, when it is not a T.
+func value[T any](t *table, k, want string) (T, bool) {
+	var zero T
 	v, ok := t.get(k)
 	if !ok {
-		return
+		return zero, false
 	}
-	s, ok := v.(string)
+	x, ok := v.(T)
 	if !ok {
-		t.d.typeErr(t.key(k), "a string", v)
-		return
+		t.d.typeErr(t.key(k), want, v)
+		return zero, false
 	}
-	*dst = s
+	return x, true
+}
+
+func (t *table) str(k string, dst *string) {
+	if s, ok := value[string](t, k, "a string"); ok {
+		*dst = s
+	}
 }
 
 // strs decodes an array of strings. A bad element is reported and left
 // "", so that indices still match the file.
 func (t *table) strs(k string, dst *[]string) {
-	v, ok := t.get(k)
+	a, ok := value[[]any](t, k, "an array of strings")
 	if !ok {
-		return
-	}
-	a, ok := v.([]any)
-	if !ok {
-		t.d.typeErr(t.key(k), "an array of strings", v)
 		return
 	}
 	out := make([]string, len(a))
@@ -250,27 +254,14 @@ func (t *table) strs(k string, dst *[]string) {
 }
 
 func (t *table) boolean(k string, dst *bool) {
-	v, ok := t.get(k)
-	if !ok {
-		return
+	if b, ok := value[bool](t, k, "a boolean (true or false)"); ok {
+		*dst = b
 	}
-	b, ok := v.(bool)
-	if !ok {
-		t.d.typeErr(t.key(k), "a boolean (true or false)", v)
-		return
-	}
-	*dst = b
 }
 
-// positive decodes an integer that must be greater than zero.
 func (t *table) positive(k string, dst *int) {
-	v, ok := t.get(k)
+	n, ok := value[int64](t, k, "an integer")
 	if !ok {
-		return
-	}
-	n, ok := v.(int64)
-	if !ok {
-		t.d.typeErr(t.key(k), "an integer", v)
 		return
 	}
 	if n <= 0 || n > math.MaxInt32 {
@@ -283,13 +274,8 @@ func (t *table) positive(k string, dst *int) {
 // duration decodes a time.ParseDuration string that must be greater than
 // zero.
 func (t *table) duration(k string, dst *time.Duration) {
-	v, ok := t.get(k)
+	s, ok := value[string](t, k, `a duration string like "10s"`)
 	if !ok {
-		return
-	}
-	s, ok := v.(string)
-	if !ok {
-		t.d.typeErr(t.key(k), `a duration string like "10s"`, v)
 		return
 	}
 	dur, err := time.ParseDuration(s)

@@ -11,19 +11,19 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/client"
+	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/smq"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-const waitFor = 10 * time.Second
+const waitFor = smqtest.WaitFor
 
 // startBroker serves the embedded broker on a loopback port and returns its
 // address.
@@ -80,21 +80,11 @@ func cli(ctx context.Context, stdin string, args ...string) result {
 	return result{stdout.String(), stderr.String(), code}
 }
 
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctxT(t *testing.T) context.Context { return smqtest.Context(t) }
 
 func recv[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(waitFor):
-		t.Fatalf("timed out waiting for %s", what)
-	}
-	panic("unreachable")
+	return smqtest.Recv(t, ch, what)
 }
 
 // watch returns a channel that gets the subscriber count of topic at each
