@@ -25,6 +25,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/smqgw/smqgw/config"
 	"github.com/smqgw/smqgw/smq"
 	"github.com/smqgw/smqgw/tlsterm"
 	"github.com/smqgw/smqgw/upstream"
@@ -43,15 +44,16 @@ type Limits struct {
 	WriteTimeout     time.Duration // a write to a client that does not read; default 30 s
 }
 
-// Default limits.
+// Default limits: the configuration's, so a Config built by hand and one
+// loaded from a file behave alike.
 const (
-	DefaultHandshakeTimeout = 10 * time.Second
-	DefaultRequestTimeout   = 10 * time.Second
-	DefaultConnectTimeout   = 10 * time.Second
-	DefaultIdleTimeout      = 30 * time.Minute
-	DefaultPingInterval     = 30 * time.Second
-	DefaultMaxSessions      = 10000
-	DefaultWriteTimeout     = 30 * time.Second
+	DefaultHandshakeTimeout = config.DefaultHandshakeTimeout
+	DefaultRequestTimeout   = config.DefaultRequestTimeout
+	DefaultConnectTimeout   = config.DefaultConnectTimeout
+	DefaultIdleTimeout      = config.DefaultIdleTimeout
+	DefaultPingInterval     = config.DefaultWSPingInterval
+	DefaultMaxSessions      = config.DefaultMaxSessions
+	DefaultWriteTimeout     = config.DefaultWriteTimeout
 )
 
 func (l *Limits) setDefaults() {
