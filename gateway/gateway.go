@@ -275,6 +275,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := &session{g: g, listener: h.listener, route: h.route, clientIP: clientIP(r.RemoteAddr), start: time.Now()}
+	s.ctx, s.stop = context.WithCancel(context.Background())
+	defer s.stop()
 	s.clientHeader = r.Header // forwarded upstream, less ours and hop-by-hop ones
 	if err := s.accept(w, r, boot); err != nil {
 		g.log.Debug("bootstrap failed", "client", r.RemoteAddr, "err", err)
@@ -298,7 +300,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.route.Policy != nil {
 		decision = h.route.Policy.Check(r.TLS, time.Now())
 	}
-	s.run(context.Background(), decision)
+	s.run(decision)
 	s.close()
 }
 
@@ -373,8 +375,8 @@ func (s *session) close() {
 		}
 		_ = s.client.Close()
 	}
-	if s.up != nil {
-		_ = s.up.Close()
+	if up := s.upstream(); up != nil {
+		_ = up.Close()
 	}
 	s.logEnd()
 }
@@ -470,11 +472,12 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 
 // abort closes both connections at once.
 func (s *session) abort() {
+	s.stop()
 	if s.client != nil {
 		_ = s.client.Close()
 	}
-	if s.up != nil {
-		_ = s.up.Close()
+	if up := s.upstream(); up != nil {
+		_ = up.Close()
 	}
 }
 

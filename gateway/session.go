@@ -32,7 +32,12 @@ type session struct {
 	listener string
 	route    *Route
 	client   wire.Conn
-	up       wire.Conn // nil until dialled
+	// up is nil until dialled. The session's own goroutines use it freely
+	// once set; others (end, abort from Shutdown) go through upstream().
+	up       wire.Conn
+	upMu     sync.Mutex
+	ctx      context.Context    // ends with the session: aborts a dial in progress
+	stop     context.CancelFunc // cancels ctx
 	clientIP string
 	// clientHeader is the client's bootstrap request header.
 	clientHeader http.Header
@@ -73,6 +78,7 @@ func (s *session) end(r Reason, detail string) {
 		return
 	}
 	s.detail = detail
+	s.stop()
 	deadline := time.Now().Add(lingerTimeout)
 	// Cut short a write blocked on a slow client, so the lock comes free.
 	_ = s.client.SetWriteDeadline(deadline)
@@ -84,10 +90,31 @@ func (s *session) end(r Reason, detail string) {
 	_ = s.client.CloseWrite(r.wsCode(), closeText(r, detail), deadline)
 	s.wmu.Unlock()
 	_ = s.client.SetReadDeadline(deadline)
-	if s.up != nil {
-		_ = s.up.CloseWrite(websocket.CloseNormalClosure, "", deadline)
-		_ = s.up.SetReadDeadline(deadline)
+	if up := s.upstream(); up != nil {
+		_ = up.CloseWrite(websocket.CloseNormalClosure, "", deadline)
+		_ = up.SetReadDeadline(deadline)
 	}
+}
+
+// upstream returns the upstream connection, nil before it is dialled; safe
+// from any goroutine.
+func (s *session) upstream() wire.Conn {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	return s.up
+}
+
+// setUpstream installs the dialled upstream, unless the session is already
+// ending (shut down during the dial): then it closes it and reports false.
+func (s *session) setUpstream(up wire.Conn) bool {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	if s.reasonOf() != ReasonNone {
+		_ = up.Close()
+		return false
+	}
+	s.up = up
+	return true
 }
 
 // closeText is the WebSocket close reason: the Disconnect text, or detail.
@@ -126,16 +153,19 @@ func (s *session) upstreamFailed(what string, err error, why Reason) {
 
 // run is the session from the certificate decision to the end. The
 // client's bootstrap is done: its next message would be Connect.
-func (s *session) run(ctx context.Context, decision tlsterm.Decision) {
+func (s *session) run(decision tlsterm.Decision) {
 	if decision.Code != smq.CodeAccepted {
 		s.refuse(decision.Code, decision.Reason, ReasonRefused, nil)
 		return
 	}
 	s.identity = decision.Identity
 	lim := &s.g.cfg.Limits
-	dctx, cancel := context.WithTimeout(ctx, lim.ConnectTimeout)
+	dctx, cancel := context.WithTimeout(s.ctx, lim.ConnectTimeout)
 	up, err := s.route.Upstream.Dial(dctx, upstream.Request{ClientIP: s.clientIP, Header: s.upstreamHeader()})
 	cancel()
+	if err != nil && s.reasonOf() != ReasonNone {
+		return // ended (shut down) while dialling: nothing more to say
+	}
 	if err != nil {
 		s.g.log.Warn("upstream unreachable", "route", s.route.Path, "upstream", s.route.Upstream.Name(),
 			"client", s.clientIP, "err", err)
@@ -145,7 +175,9 @@ func (s *session) run(ctx context.Context, decision tlsterm.Decision) {
 			errors.New(upstream.Reason(err)))
 		return
 	}
-	s.up = up
+	if !s.setUpstream(up) {
+		return
+	}
 	if !s.handshake() {
 		return
 	}

@@ -1011,3 +1011,42 @@ func TestWriteTimeoutEndsSilentSlowReader(t *testing.T) {
 		t.Fatal("the session of a client that reads nothing was not ended by the write timeout")
 	}
 }
+
+// TestShutdownDuringDial: a session whose upstream dial hangs does not hold
+// Shutdown past its grace: ending the session aborts the dial.
+func TestShutdownDuringDial(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := silent.Accept(); err == nil {
+			accepted <- c // held open, never answered
+		}
+	}()
+	hang, err := upstream.New(upstream.Config{Name: "hang", URLs: []string{"http://" + silent.Addr().String() + "/smq"},
+		DialTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, rigOptions{
+		limits: gateway.Limits{ConnectTimeout: time.Minute},
+		routes: []*gateway.Route{{Path: "/hang", Upstream: hang}},
+	})
+	c := r.rawTLS(t, "", nil)
+	c.WriteBytes(r.bootstrap("/hang")) // no Init will come while the dial hangs
+	conn := smqtest.Recv(t, accepted, "the gateway to dial the silent upstream")
+	defer conn.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	r.gw.Shutdown(ctx)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Shutdown took %v with a dial in progress", d)
+	}
+	wantReason(t, r.logs.nextSession(t), "shutdown")
+	c.Close()
+}
