@@ -390,8 +390,8 @@ func (s *session) logEnd() {
 		"msgs_out", s.outMsgs.Load(), "bytes_out", s.outBytes.Load(),
 		"duration", time.Since(s.start).Round(time.Millisecond).String(),
 	}
-	if s.detail != "" {
-		attrs = append(attrs, "detail", s.detail)
+	if d := s.detail(); d != "" {
+		attrs = append(attrs, "detail", d)
 	}
 	if s.identity != nil {
 		attrs = append(attrs, "identity", s.identity.Subject)
@@ -451,11 +451,13 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		_ = srv.Close() // hijacked connections are the sessions', not the server's
 	}
 	g.serveWG.Wait()
+	// In parallel: each end may wait on a slow client up to the linger.
+	var ending sync.WaitGroup
 	for _, s := range sessions {
-		s.end(ReasonShutdown, "")
+		ending.Go(func() { s.end(ReasonShutdown, "") })
 	}
 	done := make(chan struct{})
-	go func() { g.wg.Wait(); close(done) }()
+	go func() { ending.Wait(); g.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil

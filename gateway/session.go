@@ -48,8 +48,12 @@ type session struct {
 	// while ending (from any goroutine) may add a Disconnect.
 	wmu sync.Mutex
 
-	reason atomic.Int32 // Reason; set once
-	detail string       // written once, by whoever set reason
+	// ending is set once, by the first end: the close reason and its
+	// detail together.
+	ending atomic.Pointer[ending]
+	// lingerAt is the end's deadline (Unix nanoseconds), 0 before: any
+	// deadline set after end started must not outlast it.
+	lingerAt atomic.Int64
 
 	// clientSeen counts messages and pongs from the client, for liveness.
 	clientSeen atomic.Uint64
@@ -65,8 +69,36 @@ type session struct {
 	clientBye atomic.Bool
 }
 
-// reasonOf returns the session's close reason.
-func (s *session) reasonOf() Reason { return Reason(s.reason.Load()) }
+// ending is why a session ended.
+type ending struct {
+	reason Reason
+	detail string
+}
+
+// reasonOf returns the session's close reason, ReasonNone while it runs.
+func (s *session) reasonOf() Reason {
+	if e := s.ending.Load(); e != nil {
+		return e.reason
+	}
+	return ReasonNone
+}
+
+// detail returns the close reason's detail.
+func (s *session) detail() string {
+	if e := s.ending.Load(); e != nil {
+		return e.detail
+	}
+	return ""
+}
+
+// setReadDeadline sets a read deadline on c that never outlasts the
+// session's linger once it is ending.
+func (s *session) setReadDeadline(c wire.Conn, t time.Time) {
+	_ = c.SetReadDeadline(t)
+	if at := s.lingerAt.Load(); at != 0 {
+		_ = c.SetReadDeadline(time.Unix(0, at))
+	}
+}
 
 // end records r as the session's close reason, if it is the first, and
 // starts closing: the client gets r's Disconnect text (if any) and a close
@@ -74,12 +106,12 @@ func (s *session) reasonOf() Reason { return Reason(s.reason.Load()) }
 // copiers then run out on EOF or on the linger deadline. Safe from any
 // goroutine.
 func (s *session) end(r Reason, detail string) {
-	if r == ReasonNone || !s.reason.CompareAndSwap(int32(ReasonNone), int32(r)) {
+	if r == ReasonNone || !s.ending.CompareAndSwap(nil, &ending{r, detail}) {
 		return
 	}
-	s.detail = detail
 	s.stop()
 	deadline := time.Now().Add(lingerTimeout)
+	s.lingerAt.Store(deadline.UnixNano())
 	// Cut short a write blocked on a slow client, so the lock comes free.
 	_ = s.client.SetWriteDeadline(deadline)
 	s.wmu.Lock()
@@ -191,7 +223,7 @@ func (s *session) refuse(code smq.ConnackCode, reason string, why Reason, logDet
 		s.end(ReasonWriteError, err.Error())
 		return
 	}
-	_ = s.client.SetReadDeadline(time.Now().Add(s.g.cfg.Limits.ConnectTimeout))
+	s.setReadDeadline(s.client, time.Now().Add(s.g.cfg.Limits.ConnectTimeout))
 	if _, err := s.client.Read(); err != nil {
 		s.clientReadFailed(err)
 		return
@@ -216,7 +248,7 @@ func (s *session) answer(code smq.ConnackCode, reason string, why Reason, logDet
 // whether the session is connected.
 func (s *session) handshake() bool {
 	timeout := s.g.cfg.Limits.ConnectTimeout
-	_ = s.up.SetReadDeadline(time.Now().Add(timeout))
+	s.setReadDeadline(s.up, time.Now().Add(timeout))
 	init, err := s.up.Read()
 	if err != nil || smq.Check(init) != nil || smq.Type(init[0]) != smq.TypeInit {
 		s.refuse(smq.CodeServerUnavailable, "upstream "+s.route.Upstream.Name()+" sent no Init", ReasonUpstreamDown, err)
@@ -227,7 +259,7 @@ func (s *session) handshake() bool {
 		return false
 	}
 
-	_ = s.client.SetReadDeadline(time.Now().Add(timeout))
+	s.setReadDeadline(s.client, time.Now().Add(timeout))
 	connect, err := s.client.Read()
 	if err != nil {
 		s.clientReadFailed(err)
@@ -247,7 +279,7 @@ func (s *session) handshake() bool {
 	s.inMsgs.Add(1)
 	s.inBytes.Add(uint64(len(connect)))
 
-	_ = s.up.SetReadDeadline(time.Now().Add(timeout))
+	s.setReadDeadline(s.up, time.Now().Add(timeout))
 	ack, err := s.up.Read()
 	if err != nil {
 		s.upstreamFailed("did not answer Connect", err, ReasonUpstreamDown)
@@ -267,8 +299,8 @@ func (s *session) handshake() bool {
 		s.end(ReasonConnackRefused, code.String())
 		return false
 	}
-	_ = s.client.SetReadDeadline(time.Time{})
-	_ = s.up.SetReadDeadline(time.Time{})
+	s.setReadDeadline(s.client, time.Time{})
+	s.setReadDeadline(s.up, time.Time{})
 	return true
 }
 
@@ -300,10 +332,12 @@ func (s *session) clientToUpstream() {
 			continue // ending: wait for EOF or the linger deadline
 		}
 		if err := s.checkFromClient(msg); err != nil {
+			_ = s.up.Flush() // what came before it still goes
 			s.clientBadMessage(err)
 			continue
 		}
-		if smq.Type(msg[0]) == smq.TypeDisconnect {
+		bye := smq.Type(msg[0]) == smq.TypeDisconnect
+		if bye {
 			s.clientBye.Store(true)
 		}
 		if err := s.up.Write(msg); err != nil {
@@ -312,13 +346,13 @@ func (s *session) clientToUpstream() {
 		}
 		s.inMsgs.Add(1)
 		s.inBytes.Add(uint64(len(msg)))
-		if s.client.Buffered() == 0 {
+		if bye || s.client.Buffered() == 0 {
 			if err := s.up.Flush(); err != nil {
 				s.end(ReasonWriteError, "upstream: "+err.Error())
 				continue
 			}
 		}
-		if smq.Type(msg[0]) == smq.TypeDisconnect {
+		if bye {
 			s.end(ReasonClientClosed, "client sent Disconnect")
 		}
 	}
@@ -345,6 +379,9 @@ func (s *session) upstreamToClient() {
 		}
 		if fresh {
 			_ = s.client.SetWriteDeadline(time.Now().Add(wt))
+			if at := s.lingerAt.Load(); at != 0 { // end began meanwhile
+				_ = s.client.SetWriteDeadline(time.Unix(0, at))
+			}
 			fresh = false
 		}
 		err = s.client.Write(msg)
@@ -486,5 +523,7 @@ func (s *session) checkLiveness() {
 			s.pinged = true
 		}
 	}
-	s.watch.Reset(min(lim.PingInterval, lim.IdleTimeout))
+	if s.reasonOf() == ReasonNone { // relay's Stop may have come meanwhile
+		s.watch.Reset(min(lim.PingInterval, lim.IdleTimeout))
+	}
 }

@@ -185,8 +185,8 @@ func (c *WS) Flush() error { return nil }
 // Upgrader's ReadBufferSize is 0), so that Buffered can see what is there.
 func (c *WS) UseReader(br *bufio.Reader) { c.br = br }
 
-// Buffered counts buffered bytes when they hold at least one whole
-// WebSocket frame, and is always 0 without UseReader.
+// Buffered counts buffered bytes when they start with a whole, unfragmented
+// text or binary WebSocket message, and is always 0 without UseReader.
 func (c *WS) Buffered() int {
 	if c.br == nil {
 		return 0
@@ -196,6 +196,10 @@ func (c *WS) Buffered() int {
 		return 0
 	}
 	p, _ := c.br.Peek(min(n, 14)) // buffered: does not block
+	if p[0]&0x80 == 0 || (p[0]&0x0f != 1 && p[0]&0x0f != 2) {
+		// A fragment or a control frame: Read may still block after it.
+		return 0
+	}
 	size, hdr := int64(p[1]&0x7f), 2
 	switch size {
 	case 126:

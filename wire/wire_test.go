@@ -301,4 +301,15 @@ func TestWSBufferedCountsWholeFramesOnly(t *testing.T) {
 	if n := c.Buffered(); n != 0 {
 		t.Fatalf("Buffered = %d after reading everything", n)
 	}
+	// A whole Ping frame does not count: Read answers it and then waits.
+	ping := []byte{0x89, 0x80, 0, 0, 0, 0}
+	if _, err := client.NetConn().Write(ping); err != nil {
+		t.Fatal(err)
+	}
+	for c.br.Buffered() < len(ping) {
+		c.br.Peek(c.br.Buffered() + 1)
+	}
+	if n := c.Buffered(); n != 0 {
+		t.Fatalf("Buffered = %d with only a Ping frame, want 0", n)
+	}
 }
