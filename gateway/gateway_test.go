@@ -410,3 +410,30 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestWebSocketRefusalCloseCode: after the refusing Connack, a WebSocket
+// client gets close 1008 (policy violation), as the README says.
+func TestWebSocketRefusalCloseCode(t *testing.T) {
+	e := newEnv(t)
+	conn, _, err := wsDialer(e).Dial("wss://"+e.addr+"/require", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(waitFor))
+	if _, msg, err := conn.ReadMessage(); err != nil || smq.Type(msg[0]) != smq.TypeInit {
+		t.Fatalf("Init: %x %v", msg, err)
+	}
+	conn.WriteMessage(websocket.BinaryMessage, smq.Connect{Version: 1, UID: "no-cert-browser"}.Append(nil))
+	_, msg, err := conn.ReadMessage()
+	if err != nil || smq.Type(msg[0]) != smq.TypeConnack || smq.ConnackCode(msg[1]) != smq.CodeCertRequired {
+		t.Fatalf("Connack: %x %v", msg, err)
+	}
+	_, _, err = conn.ReadMessage()
+	if !websocket.IsCloseError(err, websocket.ClosePolicyViolation) {
+		t.Fatalf("after the refusal: %v, want close 1008", err)
+	}
+	if n := e.up.dials.Load(); n != 0 {
+		t.Fatalf("%d upstream dials for a refused client", n)
+	}
+}
