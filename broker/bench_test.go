@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -10,62 +9,9 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/smq"
 )
-
-// benchConn is a minimal raw SMQ peer for benchmarks: real loopback socket,
-// the codec's reader, no client library in the way.
-type benchConn struct {
-	conn net.Conn
-	r    *smq.Reader
-	etid uint32
-}
-
-func benchDial(tb testing.TB, addr, uid string) *benchConn {
-	tb.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { conn.Close() })
-	c := &benchConn{conn: conn, r: smq.NewReader(bufio.NewReaderSize(conn, 64<<10))}
-	req := smq.Request{Path: "/smq", Host: addr}
-	c.write(tb, req.Append(nil))
-	c.expect(tb, smq.TypeInit)
-	c.send(tb, smq.Connect{Version: 1, UID: uid})
-	ack := c.expect(tb, smq.TypeConnack)
-	if ack[1] != 0 {
-		tb.Fatalf("connack %x", ack)
-	}
-	c.etid = binary.BigEndian.Uint32(ack[2:])
-	return c
-}
-
-func (c *benchConn) write(tb testing.TB, p []byte) {
-	if _, err := c.conn.Write(p); err != nil {
-		tb.Fatal(err)
-	}
-}
-
-func (c *benchConn) send(tb testing.TB, m smq.Message) {
-	b, err := smq.AppendRawMessage(nil, m)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c.write(tb, b)
-}
-
-func (c *benchConn) expect(tb testing.TB, t smq.Type) []byte {
-	tb.Helper()
-	msg, err := c.r.Read()
-	if err != nil {
-		tb.Fatalf("reading %v: %v", t, err)
-	}
-	if smq.Type(msg[0]) != t {
-		tb.Fatalf("got %v, want %v", smq.Type(msg[0]), t)
-	}
-	return msg
-}
 
 // BenchmarkFanout publishes 64-byte messages from one raw client to N raw
 // subscribers over loopback. The publisher keeps at most window messages
@@ -94,14 +40,14 @@ func benchFanout(b *testing.B, nsubs, size int) {
 	var finished sync.WaitGroup
 	var tid uint32
 	for i := range nsubs {
-		s := benchDial(b, addr, fmt.Sprintf("subscriber-%d", i))
-		s.send(b, smq.Subscribe{Topic: "bench"})
-		tid = binary.BigEndian.Uint32(s.expect(b, smq.TypeSuback)[2:])
+		s := smqtest.DialFast(b, addr, nil, fmt.Sprintf("subscriber-%d", i))
+		s.Send(b, smq.Subscribe{Topic: "bench"})
+		tid = binary.BigEndian.Uint32(s.Expect(b, smq.TypeSuback)[2:])
 		finished.Add(1)
 		go func() {
 			defer finished.Done()
 			for {
-				msg, err := s.r.Read()
+				msg, err := s.R.Read()
 				if err != nil {
 					return
 				}
@@ -128,8 +74,8 @@ func benchFanout(b *testing.B, nsubs, size int) {
 		}
 		return m
 	}
-	pub := benchDial(b, addr, "publisher-1")
-	frame, _ := smq.AppendRawMessage(nil, &smq.Publish{TID: tid, PTID: pub.etid, Payload: make([]byte, size)})
+	pub := smqtest.DialFast(b, addr, nil, "publisher-1")
+	frame, _ := smq.AppendRawMessage(nil, &smq.Publish{TID: tid, PTID: pub.ETID, Payload: make([]byte, size)})
 	b.SetBytes(int64(size))
 	b.ResetTimer()
 	low := int64(0)
@@ -138,7 +84,7 @@ func benchFanout(b *testing.B, nsubs, size int) {
 			<-progress
 			low = slowest()
 		}
-		pub.write(b, frame)
+		pub.Write(b, frame)
 	}
 	finished.Wait()
 	b.StopTimer()

@@ -27,6 +27,7 @@ import (
 
 	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/gateway"
+	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/smq"
 	"github.com/smqgw/smqgw/tlsterm"
@@ -163,8 +164,8 @@ func dialPublisher(tb testing.TB, kind, addr string, tlsCfg *tls.Config, batch i
 	tb.Helper()
 	p := &publisher{}
 	if kind == "raw" {
-		c := dialRaw(tb, addr, tlsCfg, "bench-publisher")
-		p.etid, p.cork = c.etid, &corkConn{Conn: c.conn}
+		c := smqtest.DialFast(tb, addr, tlsCfg, "bench-publisher")
+		p.etid, p.cork = c.ETID, &corkConn{Conn: c.Conn}
 		p.write = func(f []byte) error { _, err := p.cork.Write(f); return err }
 	} else {
 		scheme := "ws"
@@ -251,55 +252,6 @@ func wsConnect(conn *websocket.Conn, uid string) ([]byte, error) {
 	return ack, err
 }
 
-// rawPeer is a raw SMQ client with no client library in the way.
-type rawPeer struct {
-	conn net.Conn
-	r    *smq.Reader
-	etid uint32
-}
-
-func dialRaw(tb testing.TB, addr string, tlsCfg *tls.Config, uid string) *rawPeer {
-	tb.Helper()
-	var conn net.Conn
-	var err error
-	if tlsCfg != nil {
-		conn, err = tls.Dial("tcp", addr, tlsCfg)
-	} else {
-		conn, err = net.Dial("tcp", addr)
-	}
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { conn.Close() })
-	c := &rawPeer{conn: conn, r: smq.NewReader(bufio.NewReaderSize(conn, 64<<10))}
-	_ = conn.SetDeadline(time.Now().Add(waitFor))
-	req := smq.Request{Path: "/smq", Host: addr}
-	frame, _ := smq.AppendRawMessage(req.Append(nil), smq.Connect{Version: 1, UID: uid})
-	if _, err := conn.Write(frame); err != nil {
-		tb.Fatal(err)
-	}
-	c.expect(tb, smq.TypeInit)
-	ack := c.expect(tb, smq.TypeConnack)
-	if ack[1] != 0 {
-		tb.Fatalf("connack %x", ack)
-	}
-	_ = conn.SetDeadline(time.Time{})
-	c.etid = binary.BigEndian.Uint32(ack[2:])
-	return c
-}
-
-func (c *rawPeer) expect(tb testing.TB, t smq.Type) []byte {
-	tb.Helper()
-	msg, err := c.r.Read()
-	if err != nil {
-		tb.Fatalf("reading %v: %v", t, err)
-	}
-	if smq.Type(msg[0]) != t {
-		tb.Fatalf("got %v, want %v", smq.Type(msg[0]), t)
-	}
-	return msg
-}
-
 // flow is one publisher and one raw subscriber (plain TCP, straight to the
 // broker) on one topic, flow-controlled.
 type flow struct {
@@ -315,17 +267,17 @@ type flow struct {
 
 func newFlow(tb testing.TB, e *relayEnv, kind string, batch int) *flow {
 	tb.Helper()
-	sub := dialRaw(tb, e.brokerAddr, nil, "bench-subscriber")
+	sub := smqtest.DialFast(tb, e.brokerAddr, nil, "bench-subscriber")
 	f, _ := smq.AppendRawMessage(nil, smq.Subscribe{Topic: "bench"})
-	if _, err := sub.conn.Write(f); err != nil {
+	if _, err := sub.Conn.Write(f); err != nil {
 		tb.Fatal(err)
 	}
-	tid := binary.BigEndian.Uint32(sub.expect(tb, smq.TypeSuback)[2:])
+	tid := binary.BigEndian.Uint32(sub.Expect(tb, smq.TypeSuback)[2:])
 	fl := &flow{batch: batch, tick: make(chan struct{}, 1), dead: make(chan struct{})}
 	go func() {
 		defer close(fl.dead)
 		for {
-			msg, err := sub.r.Read()
+			msg, err := sub.R.Read()
 			if err != nil {
 				return
 			}
@@ -340,7 +292,7 @@ func newFlow(tb testing.TB, e *relayEnv, kind string, batch int) *flow {
 			}
 		}
 	}()
-	tb.Cleanup(func() { sub.conn.Close(); <-fl.dead })
+	tb.Cleanup(func() { sub.Conn.Close(); <-fl.dead })
 
 	if e.gwAddr == "" {
 		fl.pub = dialPublisher(tb, kind, e.brokerAddr, nil, batch)
