@@ -9,8 +9,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
+	"math/big"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -58,11 +62,38 @@ type PolicyConfig struct {
 	// SPKIPin); when set, the leaf's key must be one of them. Empty pins
 	// nothing.
 	Pins []string
+
+	// CRLs are certificate revocation lists from ClientCAs and from the
+	// intermediate CAs below them. Every certificate of a verified chain
+	// except the root is looked up in the CRLs of its issuer: those whose
+	// issuer name is the certificate's issuer name (and whose authority key
+	// ID is the certificate's, when both have one) and whose signature
+	// verifies against the issuing certificate of the chain. A certificate
+	// one of them lists is refused with 0x05, whatever the entry's reason
+	// (certificateHold included), except removeFromCRL. With several
+	// verified chains, a revocation on any of them refuses.
+	//
+	// A CRL that no issuer in a chain signed is never applied, and NewPolicy
+	// cannot tell: a CertPool does not expose its certificates, and
+	// intermediates come from the clients. So a CRL from the wrong CA (or
+	// signed by an old key) is silently ignored; check it when loading. A
+	// CRL past its NextUpdate is still applied: refusing every client
+	// because a CRL was not refreshed in time is worse, so the loader warns
+	// instead. Only direct CRLs are understood: NewPolicy rejects an
+	// indirect one (entries naming another certificate issuer); a delta CRL
+	// is applied as if it were complete, which revokes only what it lists.
+	//
+	// Empty revokes nothing. CRLs need ClientCAs: a certificate admitted by
+	// its pinned key alone has no issuer to revoke it (remove its pin
+	// instead). NewPolicy indexes the lists, so changing the slice later
+	// does not change the policy; the DER the lists hold must not change.
+	CRLs []*x509.RevocationList
 }
 
-// Policy is a validated PolicyConfig. It is immutable and safe for
-// concurrent use, so a reload can build a new one and swap it in atomically.
-// The zero Policy, like a nil *Policy, is Off: it accepts every client.
+// Policy is a validated PolicyConfig. It is immutable (but for an internal
+// cache of CRL signature checks) and safe for concurrent use, so a reload
+// can build a new one and swap it in atomically. The zero Policy, like a
+// nil *Policy, is Off: it accepts every client.
 type Policy struct {
 	mode  Mode
 	roots *x509.CertPool
@@ -71,7 +102,33 @@ type Policy struct {
 	dns   globs
 	uri   globs
 	pins  map[[sha256.Size]byte]bool
+	crls  map[string][]*crl // by the CRL's raw issuer name
 }
+
+// crl is a revocation list indexed for Check.
+type crl struct {
+	list    *x509.RevocationList
+	serials map[string]struct{} // serialKey of every revoked serial number
+
+	// sigs caches whether list's signature verifies against an issuing
+	// certificate, by the certificate's DER. It is replaced, never
+	// modified, under mu, so Check reads it without locking.
+	mu   sync.Mutex
+	sigs atomic.Pointer[map[string]bool]
+}
+
+// maxSigCache bounds crl.sigs. Only issuers on verified chains are
+// checked, so in practice a handful are cached; past the bound, signatures
+// are checked on every use rather than growing the cache.
+const maxSigCache = 64
+
+// reasonRemoveFromCRL is the CRL entry reason that undoes a revocation in a
+// delta CRL (RFC 5280, section 5.3.1).
+const reasonRemoveFromCRL = 8
+
+// oidCertificateIssuer is the CRL entry extension of an indirect CRL that
+// names the issuer of the following entries.
+var oidCertificateIssuer = []int{2, 5, 29, 29}
 
 // NewPolicy validates cfg and compiles it. It reports every problem at once,
 // joined with errors.Join.
@@ -115,6 +172,17 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 		}
 		p.pins[d] = true
 	}
+	for i, l := range cfg.CRLs {
+		c, err := indexCRL(l)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tlsterm: client_crl %d: %w", i+1, err))
+			continue
+		}
+		if p.crls == nil {
+			p.crls = make(map[string][]*crl)
+		}
+		p.crls[string(l.RawIssuer)] = append(p.crls[string(l.RawIssuer)], c)
+	}
 
 	switch cfg.Mode {
 	case Off:
@@ -129,6 +197,7 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 			{"allow_dns", len(cfg.AllowDNS) > 0},
 			{"allow_uri", len(cfg.AllowURI) > 0},
 			{"pins", len(cfg.Pins) > 0},
+			{"client_crl", len(cfg.CRLs) > 0},
 		} {
 			if f.set {
 				set = append(set, f.key)
@@ -146,11 +215,55 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 		if cfg.ClientCAs == nil && len(cfg.Pins) == 0 {
 			errs = append(errs, fmt.Errorf("tlsterm: client_auth %q needs client_ca (a CA bundle) or pins: without either no client certificate can be verified", cfg.Mode))
 		}
+		if cfg.ClientCAs == nil && len(cfg.CRLs) > 0 {
+			errs = append(errs, errors.New("tlsterm: client_crl needs client_ca: a CRL revokes certificates a CA issued, and pinned keys have none (remove a revoked key from pins instead)"))
+		}
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	return p, nil
+}
+
+// indexCRL indexes the serial numbers l revokes.
+func indexCRL(l *x509.RevocationList) (*crl, error) {
+	if l == nil {
+		return nil, errors.New("no CRL (nil)")
+	}
+	list := *l // a shallow copy: reassigned fields do not reach the policy
+	c := &crl{list: &list, serials: make(map[string]struct{}, len(l.RevokedCertificateEntries))}
+	var buf [40]byte
+	for _, e := range l.RevokedCertificateEntries {
+		for _, ext := range e.Extensions {
+			if ext.Id.Equal(oidCertificateIssuer) {
+				return nil, fmt.Errorf("CRL from %q is indirect (it revokes certificates of other issuers): not supported", l.Issuer.String())
+			}
+		}
+		if e.SerialNumber == nil || e.ReasonCode == reasonRemoveFromCRL {
+			continue
+		}
+		c.serials[string(serialKey(buf[:0], e.SerialNumber))] = struct{}{}
+	}
+	return c, nil
+}
+
+// serialKey appends the key of serial number n in crl.serials to dst: a
+// sign byte and the big-endian magnitude. It allocates only for serial
+// numbers longer than dst's capacity.
+func serialKey(dst []byte, n *big.Int) []byte {
+	sign := byte(0)
+	if n.Sign() < 0 {
+		sign = 1
+	}
+	size := (n.BitLen() + 7) / 8
+	if cap(dst)-len(dst) < 1+size {
+		dst = append(make([]byte, 0, len(dst)+1+size), dst...)
+	}
+	dst = append(dst, sign)
+	start := len(dst)
+	dst = dst[:start+size]
+	n.FillBytes(dst[start:]) // the absolute value
+	return dst
 }
 
 // parsePin decodes "sha256:<base64>".
@@ -242,8 +355,8 @@ func newIdentity(c *x509.Certificate) *Identity {
 // refuses with 0x04 and Optional accepts without an identity. A presented
 // certificate, in either mode, must verify (chain to ClientCAs with the
 // clientAuth usage, or carry a pinned key when there are no ClientCAs, and be
-// within its validity dates) and pass every allow-list, or it is refused
-// with 0x05 and a specific reason.
+// within its validity dates), not be revoked by CRLs, and pass every
+// allow-list, or it is refused with 0x05 and a specific reason.
 func (p *Policy) Check(cs *tls.ConnectionState, now time.Time) Decision {
 	if p == nil || p.mode == Off {
 		return Decision{Code: smq.CodeAccepted}
@@ -296,9 +409,9 @@ func (p *Policy) verify(chain []*x509.Certificate, now time.Time) string {
 			opts.Intermediates.AddCert(c)
 		}
 	}
-	_, err := leaf.Verify(opts)
+	chains, err := leaf.Verify(opts)
 	if err == nil {
-		return ""
+		return p.revoked(chains)
 	}
 	var inv x509.CertificateInvalidError
 	var ua x509.UnknownAuthorityError
@@ -328,6 +441,84 @@ func (p *Policy) verify(chain []*x509.Certificate, now time.Time) string {
 		return "certificate signed by an unknown authority"
 	}
 	return shorten(strings.TrimPrefix(err.Error(), "x509: "), 120)
+}
+
+// revoked returns "" or the refusal reason for a certificate on one of the
+// verified chains that a CRL of its issuer lists. Each chain is walked down
+// from the root, so a revoked intermediate is reported rather than the leaf
+// it issued: it is the cause, and it refuses all its leaves. Roots are not
+// checked: they are trusted by configuration.
+func (p *Policy) revoked(chains [][]*x509.Certificate) string {
+	if len(p.crls) == 0 {
+		return ""
+	}
+	var buf [40]byte
+	for _, chain := range chains {
+		for i := len(chain) - 2; i >= 0; i-- {
+			c, issuer := chain[i], chain[i+1]
+			if !p.listed(c, issuer, buf[:0]) {
+				continue
+			}
+			if i == 0 {
+				return "certificate revoked"
+			}
+			return "CA certificate " + quote(c.Subject.CommonName) + " revoked"
+		}
+	}
+	return ""
+}
+
+// listed reports whether a trustworthy CRL of issuer lists c. buf is
+// scratch space for the serial number's key.
+func (p *Policy) listed(c, issuer *x509.Certificate, buf []byte) bool {
+	crls := p.crls[string(c.RawIssuer)]
+	if len(crls) == 0 {
+		return false
+	}
+	key := serialKey(buf, c.SerialNumber)
+	for _, l := range crls {
+		if _, ok := l.serials[string(key)]; !ok {
+			continue
+		}
+		if len(l.list.AuthorityKeyId) > 0 && len(c.AuthorityKeyId) > 0 &&
+			!bytes.Equal(l.list.AuthorityKeyId, c.AuthorityKeyId) {
+			continue // another key of an issuer of the same name
+		}
+		if !bytes.Equal(l.list.RawIssuer, issuer.RawSubject) {
+			continue
+		}
+		if l.signedBy(issuer) {
+			return true
+		}
+	}
+	return false
+}
+
+// signedBy reports whether l's signature verifies against issuer, from the
+// cache when it can.
+func (l *crl) signedBy(issuer *x509.Certificate) bool {
+	if m := l.sigs.Load(); m != nil {
+		if ok, found := (*m)[string(issuer.Raw)]; found {
+			return ok
+		}
+	}
+	ok := l.list.CheckSignatureFrom(issuer) == nil
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var old map[string]bool
+	if m := l.sigs.Load(); m != nil {
+		old = *m
+	}
+	if len(old) >= maxSigCache {
+		return ok
+	}
+	m := maps.Clone(old)
+	if m == nil {
+		m = make(map[string]bool, 1)
+	}
+	m[string(issuer.Raw)] = ok
+	l.sigs.Store(&m)
+	return ok
 }
 
 // validity returns "" when now is within c's validity period, or the reason

@@ -1,9 +1,9 @@
 // Package testpki makes throwaway X.509 certificates for tests: a CA, server
 // certificates for loopback hosts and client certificates, each available as
 // a tls.Certificate, as parsed certificates and as PEM files in the test's
-// temporary directory. It exists so every package that tests TLS (client,
-// gateway, cmd) generates its certificates the same way instead of checking
-// any in.
+// temporary directory, and CRLs signed by a CA. It exists so every package
+// that tests TLS (client, gateway, cmd) generates its certificates the same
+// way instead of checking any in.
 //
 // Keys are ECDSA P-256: fast to generate and accepted everywhere.
 package testpki
@@ -122,6 +122,54 @@ func (ca *CA) Intermediate(t testing.TB, tmpl *x509.Certificate) *CA {
 		Pool:     ca.Pool,
 		Chain:    l.TLS.Certificate,
 	}
+}
+
+// CRL is a certificate revocation list signed by a CA, in every form a test
+// may need.
+type CRL struct {
+	List    *x509.RevocationList
+	DER     []byte
+	PEM     []byte // one "X509 CRL" block
+	DERFile string // DER in the test's temporary directory
+	PEMFile string // PEM in the test's temporary directory
+}
+
+// CRL returns a CRL signed by ca that revokes the given certificates (only
+// their serial numbers are read, so an intermediate CA's Cert works too),
+// valid from an hour ago for a day. No certificates makes an empty CRL.
+func (ca *CA) CRL(t testing.TB, revoked ...*x509.Certificate) *CRL {
+	t.Helper()
+	now := time.Now()
+	return ca.CRLAt(t, now.Add(-time.Hour), now.Add(24*time.Hour), revoked...)
+}
+
+// CRLAt is CRL with the given ThisUpdate and NextUpdate, such as a CRL
+// whose NextUpdate has passed. Each entry's revocation time is thisUpdate.
+func (ca *CA) CRLAt(t testing.TB, thisUpdate, nextUpdate time.Time, revoked ...*x509.Certificate) *CRL {
+	t.Helper()
+	tmpl := &x509.RevocationList{
+		Number:     serial(t),
+		ThisUpdate: thisUpdate,
+		NextUpdate: nextUpdate,
+	}
+	for _, c := range revoked {
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{
+			SerialNumber:   c.SerialNumber,
+			RevocationTime: thisUpdate,
+		})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
+	if err != nil {
+		t.Fatalf("testpki: creating CRL: %v", err)
+	}
+	list, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatalf("testpki: parsing CRL: %v", err)
+	}
+	c := &CRL{List: list, DER: der, PEM: pemBlock("X509 CRL", der)}
+	c.DERFile = writeFile(t, "crl-*.der", c.DER)
+	c.PEMFile = writeFile(t, "crl-*.pem", c.PEM)
+	return c
 }
 
 // Server issues a server certificate for hosts: IP addresses become IP SANs,

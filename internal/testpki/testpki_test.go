@@ -1,13 +1,16 @@
 package testpki_test
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/smqgw/smqgw/internal/testpki"
 )
@@ -124,5 +127,66 @@ func TestSelfSigned(t *testing.T) {
 	}
 	if err := l.Cert.CheckSignature(l.Cert.SignatureAlgorithm, l.Cert.RawTBSCertificate, l.Cert.Signature); err != nil {
 		t.Errorf("not self-signed: %v", err)
+	}
+}
+
+func TestCRL(t *testing.T) {
+	root := testpki.NewRootCA(t)
+	inter := root.Intermediate(t, nil)
+	leaf := root.Client(t, "device-4")
+	kept := root.Client(t, "device-5")
+	now := time.Now()
+	crl := root.CRL(t, leaf.Cert, inter.Cert)
+
+	for _, f := range []struct {
+		name string
+		file string
+		want []byte
+	}{{"DER", crl.DERFile, crl.DER}, {"PEM", crl.PEMFile, crl.PEM}} {
+		data, err := os.ReadFile(f.file)
+		if err != nil || !bytes.Equal(data, f.want) {
+			t.Fatalf("%s file does not hold %s: %v", f.name, f.name, err)
+		}
+	}
+	b, rest := pem.Decode(crl.PEM)
+	if b == nil || b.Type != "X509 CRL" || !bytes.Equal(b.Bytes, crl.DER) || len(rest) != 0 {
+		t.Fatalf("PEM is not one X509 CRL block of DER")
+	}
+	l, err := x509.ParseRevocationList(crl.DER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(l.Raw, crl.List.Raw) {
+		t.Error("List is not DER")
+	}
+	if err := l.CheckSignatureFrom(root.Cert); err != nil {
+		t.Errorf("not signed by the CA: %v", err)
+	}
+	if !bytes.Equal(l.RawIssuer, root.Cert.RawSubject) || !bytes.Equal(l.AuthorityKeyId, root.Cert.SubjectKeyId) {
+		t.Error("issuer or authority key ID is not the CA's")
+	}
+	if l.ThisUpdate.After(now.Add(-59*time.Minute)) || l.NextUpdate.Before(now.Add(23*time.Hour)) {
+		t.Errorf("valid %v to %v, want from an hour ago for a day", l.ThisUpdate, l.NextUpdate)
+	}
+	revoked := map[string]bool{}
+	for _, e := range l.RevokedCertificateEntries {
+		revoked[e.SerialNumber.String()] = true
+	}
+	if len(revoked) != 2 || !revoked[leaf.Cert.SerialNumber.String()] || !revoked[inter.Cert.SerialNumber.String()] ||
+		revoked[kept.Cert.SerialNumber.String()] {
+		t.Errorf("revoked serials %v", revoked)
+	}
+
+	// An intermediate CA signs CRLs too, and CRLAt sets the dates.
+	this, next := now.Add(-72*time.Hour), now.Add(-48*time.Hour)
+	old := inter.CRLAt(t, this, next)
+	if err := old.List.CheckSignatureFrom(inter.Cert); err != nil {
+		t.Errorf("intermediate's CRL: %v", err)
+	}
+	if !old.List.ThisUpdate.Equal(this.Truncate(time.Second)) || !old.List.NextUpdate.Equal(next.Truncate(time.Second)) {
+		t.Errorf("CRLAt dates %v to %v, want %v to %v", old.List.ThisUpdate, old.List.NextUpdate, this, next)
+	}
+	if n := len(old.List.RevokedCertificateEntries); n != 0 {
+		t.Errorf("empty CRL has %d entries", n)
 	}
 }
