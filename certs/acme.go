@@ -1,0 +1,370 @@
+package certs
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/acme"
+	"golang.org/x/crypto/acme/autocert"
+)
+
+// Defaults of ACMEConfig.
+const (
+	// DefaultACMERetry is the first wait after a failed attempt to obtain a
+	// certificate; it doubles up to DefaultACMERetryMax. autocert itself
+	// remembers a failure for a minute, so shorter waits gain nothing.
+	DefaultACMERetry    = time.Minute
+	DefaultACMERetryMax = time.Hour
+	// DefaultACMECheck is how often held certificates are checked: a
+	// missing one is requested again, one past its renewal point is
+	// reported.
+	DefaultACMECheck = 6 * time.Hour
+)
+
+// ACMEConfig configures an ACME source.
+type ACMEConfig struct {
+	// Domains are the names certificates are obtained for, one certificate
+	// each; only these are ever requested (autocert's host policy). Required.
+	// Wildcards are not possible: they need the DNS-01 challenge.
+	Domains []string
+	// Email is the account's contact address, for the CA's expiry and
+	// incident notices. Optional.
+	Email string
+	// DirectoryURL is the ACME directory. Default: Let's Encrypt production
+	// (autocert.DefaultACMEDirectory).
+	DirectoryURL string
+	// DirectoryRoots verify the directory's HTTPS certificate, for a
+	// private ACME CA. Nil: the system roots.
+	DirectoryRoots *x509.CertPool
+	// EAB is the External Account Binding some CAs require. Optional.
+	EAB *acme.ExternalAccountBinding
+	// CacheDir keeps the account key and the certificates across restarts
+	// (0700). Required: without it every restart asks the CA again and
+	// soon meets its rate limits.
+	CacheDir string
+	// RenewBefore is how long before expiry a certificate is renewed.
+	// Zero: autocert's rule, 30 days or a third of the lifetime if less.
+	RenewBefore time.Duration
+	// Retry and RetryMax bound the waits between failed attempts (defaults
+	// DefaultACMERetry, DefaultACMERetryMax); Check is the period of the
+	// expiry check (DefaultACMECheck).
+	Retry, RetryMax, Check time.Duration
+	// Logger receives what happens: certificates obtained, challenges
+	// answered, failures. Nil discards.
+	Logger *slog.Logger
+}
+
+// ACME is an ACMESource: it obtains certificates for its domains from an
+// ACME CA with golang.org/x/crypto/acme/autocert, answering TLS-ALPN-01 on
+// the TLS listeners that serve it and HTTP-01 through HTTPHandler. Run
+// obtains every certificate at start-up, so no client waits for issuance,
+// and keeps watching them; autocert renews ahead of expiry. Certificates
+// and the account key are kept in CacheDir, so a restart while the CA is
+// unreachable serves the cached certificates.
+type ACME struct {
+	cfg     ACMEConfig
+	log     *slog.Logger
+	m       *autocert.Manager
+	domains map[string]bool
+
+	alpnChallenges atomic.Uint64
+	httpChallenges atomic.Uint64
+
+	mu     sync.Mutex
+	leaves map[string]*x509.Certificate // by domain: what Run last saw
+}
+
+// NewACME checks cfg and returns an ACME source. Nothing is requested until
+// Run, or a client's handshake, asks for a certificate.
+func NewACME(cfg ACMEConfig) (*ACME, error) {
+	var errs []error
+	if len(cfg.Domains) == 0 {
+		errs = append(errs, errors.New("certs: acme: no domains"))
+	}
+	domains := map[string]bool{}
+	for _, d := range cfg.Domains {
+		d = strings.ToLower(strings.TrimSuffix(d, "."))
+		switch {
+		case strings.HasPrefix(d, "*."):
+			errs = append(errs, fmt.Errorf("certs: acme: domain %q: wildcard certificates need the DNS-01 challenge, which smqgw does not answer", d))
+		case !strings.Contains(d, "."):
+			errs = append(errs, fmt.Errorf("certs: acme: domain %q: not a fully qualified name", d))
+		case net.ParseIP(d) != nil:
+			errs = append(errs, fmt.Errorf("certs: acme: domain %q: an IP address, not a name", d))
+		}
+		domains[d] = true
+	}
+	if cfg.CacheDir == "" {
+		errs = append(errs, errors.New("certs: acme: no cache directory"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.DirectoryURL == "" {
+		cfg.DirectoryURL = autocert.DefaultACMEDirectory
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.Retry, DefaultACMERetry)
+	def(&cfg.RetryMax, DefaultACMERetryMax)
+	def(&cfg.Check, DefaultACMECheck)
+	a := &ACME{cfg: cfg, log: cfg.Logger, domains: domains, leaves: map[string]*x509.Certificate{}}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	a.log = a.log.With("directory", cfg.DirectoryURL)
+
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = http.ProxyFromEnvironment
+	if cfg.DirectoryRoots != nil {
+		tr.TLSClientConfig = &tls.Config{RootCAs: cfg.DirectoryRoots, MinVersion: tls.VersionTLS12}
+	}
+	whitelist := autocert.HostWhitelist(cfg.Domains...)
+	a.m = &autocert.Manager{
+		Prompt: autocert.AcceptTOS,
+		Cache:  &logCache{DirCache: autocert.DirCache(cfg.CacheDir), a: a},
+		// The host is host:port when HTTP-01 is validated on another
+		// port than 80; the port says nothing about the name.
+		HostPolicy: func(ctx context.Context, host string) error {
+			if h, _, err := net.SplitHostPort(host); err == nil {
+				host = h
+			}
+			return whitelist(ctx, host)
+		},
+		RenewBefore:            cfg.RenewBefore,
+		Email:                  cfg.Email,
+		ExternalAccountBinding: cfg.EAB,
+		Client: &acme.Client{
+			DirectoryURL: cfg.DirectoryURL,
+			UserAgent:    "smqgw",
+			HTTPClient:   &http.Client{Transport: &logTransport{base: tr, log: a.log}},
+		},
+	}
+	return a, nil
+}
+
+// GetCertificate answers a TLS-ALPN-01 probe with its challenge
+// certificate, and any other handshake with the certificate of its server
+// name (obtaining it first if Run has not yet). A name outside Domains, or
+// no name (a client connecting by IP address), gets the first domain's
+// certificate, as a web server's default host would.
+func (a *ACME) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == acme.ALPNProto {
+		c, err := a.m.GetCertificate(hello)
+		if err == nil {
+			a.alpnChallenges.Add(1)
+			a.log.Info("acme: answered tls-alpn-01 challenge", "domain", hello.ServerName)
+		} else {
+			a.log.Warn("acme: tls-alpn-01 probe without a pending challenge", "domain", hello.ServerName, "err", err)
+		}
+		return c, err
+	}
+	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
+	if !a.domains[name] {
+		h := *hello
+		h.ServerName = a.cfg.Domains[0]
+		hello = &h
+	}
+	return a.m.GetCertificate(hello)
+}
+
+// HTTPHandler answers HTTP-01 challenges and passes every other request to
+// fallback (nil: autocert's redirect to https).
+func (a *ACME) HTTPHandler(fallback http.Handler) http.Handler {
+	h := a.m.HTTPHandler(fallback)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/") {
+			a.httpChallenges.Add(1)
+			a.log.Info("acme: http-01 challenge request", "host", r.Host, "client", r.RemoteAddr)
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// Challenges returns how many TLS-ALPN-01 and HTTP-01 challenge requests
+// have been answered (HTTP-01: received).
+func (a *ACME) Challenges() (tlsALPN, http01 uint64) {
+	return a.alpnChallenges.Load(), a.httpChallenges.Load()
+}
+
+// Domains returns the configured domains.
+func (a *ACME) Domains() []string { return append([]string(nil), a.cfg.Domains...) }
+
+// Leaves returns the certificates held, by domain, as of the last check.
+func (a *ACME) Leaves() map[string]*x509.Certificate {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m := make(map[string]*x509.Certificate, len(a.leaves))
+	for d, c := range a.leaves {
+		m[d] = c
+	}
+	return m
+}
+
+// Run obtains a certificate for every domain now — from the cache when it
+// holds a valid one — and then checks them every Check period until ctx
+// ends. A failure is logged with the CA's answer and retried after Retry,
+// doubling up to RetryMax; certificates already held keep being served
+// meanwhile. Renewal itself is autocert's: it starts RenewBefore ahead of
+// expiry and retries on its own; a certificate found past its renewal point
+// is logged as a warning.
+func (a *ACME) Run(ctx context.Context) {
+	wait := a.cfg.Retry
+	for {
+		next := jitter(a.cfg.Check)
+		if failed := a.checkAll(ctx); failed > 0 {
+			next = jitter(wait)
+			wait = min(2*wait, a.cfg.RetryMax)
+			a.log.Warn("acme: certificates missing, retrying", "missing", failed, "retry_in", next.Round(time.Second).String())
+		} else {
+			wait = a.cfg.Retry
+		}
+		t := time.NewTimer(next)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// jitter spreads d by up to a tenth, so many gateways do not retry in step.
+func jitter(d time.Duration) time.Duration {
+	return d + rand.N(d/10+1)
+}
+
+// checkAll gets every domain's certificate, returning how many failed.
+func (a *ACME) checkAll(ctx context.Context) int {
+	failed := 0
+	for _, d := range a.cfg.Domains {
+		if ctx.Err() != nil {
+			return 0
+		}
+		leaf, err := a.obtain(ctx, d)
+		if err != nil {
+			failed++
+			a.log.Error("acme: cannot obtain certificate", "domain", d, "err", err)
+			continue
+		}
+		a.mu.Lock()
+		prev := a.leaves[d]
+		a.leaves[d] = leaf
+		a.mu.Unlock()
+		if prev == nil || !prev.Equal(leaf) {
+			a.log.Info("acme: serving certificate", "domain", d, "not_after", leaf.NotAfter.UTC().Format(time.RFC3339),
+				"issuer", leaf.Issuer.CommonName)
+		}
+		if left, renew := time.Until(leaf.NotAfter), a.renewBefore(leaf); left < renew/2 {
+			a.log.Warn("acme: certificate not renewed in time: renewal keeps failing", "domain", d,
+				"expires_in", left.Round(time.Minute).String())
+		}
+	}
+	return failed
+}
+
+// obtain asks autocert for domain's certificate as a modern client would
+// (ECDSA), returning early when ctx ends.
+func (a *ACME) obtain(ctx context.Context, domain string) (*x509.Certificate, error) {
+	hello := &tls.ClientHelloInfo{
+		ServerName:        domain,
+		CipherSuites:      []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256},
+		SignatureSchemes:  []tls.SignatureScheme{tls.ECDSAWithP256AndSHA256},
+		SupportedCurves:   []tls.CurveID{tls.CurveP256},
+		SupportedVersions: []uint16{tls.VersionTLS13, tls.VersionTLS12},
+	}
+	type result struct {
+		c   *tls.Certificate
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := a.m.GetCertificate(hello)
+		done <- result{c, err}
+	}()
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case r := <-done:
+		if r.err != nil {
+			return nil, r.err
+		}
+		if r.c.Leaf != nil {
+			return r.c.Leaf, nil
+		}
+		return x509.ParseCertificate(r.c.Certificate[0])
+	}
+}
+
+func (a *ACME) renewBefore(c *x509.Certificate) time.Duration {
+	if a.cfg.RenewBefore > 0 {
+		return a.cfg.RenewBefore
+	}
+	return min(30*24*time.Hour, c.NotAfter.Sub(c.NotBefore)/3)
+}
+
+// logCache is autocert's DirCache, logging each certificate stored: the
+// only sign autocert gives of an issuance or a renewal.
+type logCache struct {
+	autocert.DirCache
+	a *ACME
+}
+
+func (c *logCache) Put(ctx context.Context, key string, data []byte) error {
+	err := c.DirCache.Put(ctx, key, data)
+	domain, _ := strings.CutSuffix(key, "+rsa")
+	if strings.Contains(domain, "+") || key == "acme_account+key" {
+		return err // account key, challenge tokens
+	}
+	if err != nil {
+		c.a.log.Error("acme: cannot store certificate in cache", "domain", domain, "err", err)
+		return err
+	}
+	for rest := data; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		if b.Type == "CERTIFICATE" {
+			if leaf, perr := x509.ParseCertificate(b.Bytes); perr == nil {
+				c.a.log.Info("acme: certificate issued", "domain", domain,
+					"not_after", leaf.NotAfter.UTC().Format(time.RFC3339), "issuer", leaf.Issuer.CommonName)
+			}
+			break
+		}
+	}
+	return nil
+}
+
+// logTransport logs requests to the CA that fail, which autocert would
+// otherwise keep to itself during renewals.
+type logTransport struct {
+	base http.RoundTripper
+	log  *slog.Logger
+}
+
+func (t *logTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(r)
+	switch {
+	case err != nil:
+		t.log.Warn("acme: request to the CA failed", "method", r.Method, "url", r.URL.Redacted(), "err", err)
+	case resp.StatusCode >= 500:
+		t.log.Warn("acme: CA answered with an error", "method", r.Method, "url", r.URL.Redacted(), "status", resp.Status)
+	}
+	return resp, err
+}
