@@ -29,7 +29,12 @@ const (
 	DefaultWriteTimeout     = 30 * time.Second
 	DefaultDialTimeout      = 5 * time.Second
 	DefaultBackoff          = 5 * time.Second
+	DefaultWatchInterval    = 5 * time.Second
 )
+
+// DefaultACMEDirectory is Let's Encrypt's production directory, where
+// certificates come from when a [certs] block names no acme_directory.
+const DefaultACMEDirectory = "https://acme-v02.api.letsencrypt.org/directory"
 
 // Embedded is the upstream name of the in-process broker. No [upstream]
 // block may take it.
@@ -44,11 +49,17 @@ var DefaultDevHosts = []string{"localhost", "127.0.0.1", "::1"}
 // default hold that default when the file leaves the key out.
 type Config struct {
 	// StateDir (state_dir) is where smqgw keeps state: the dev CA and
-	// certificates (under StateDir/dev). Default: $STATE_DIRECTORY (its
+	// certificates (under StateDir/dev), ACME accounts and certificates
+	// (under StateDir/acme). Default: $STATE_DIRECTORY (its
 	// first entry), else $XDG_STATE_HOME/smqgw, else ~/.local/state/smqgw.
 	// A relative path is resolved against the config file's directory. It
 	// is "" only when no default could be found and nothing needs it.
 	StateDir string
+
+	// WatchInterval (watch_interval) is how often certificate, key, client
+	// CA and CRL files are checked for changes; a change reloads them for
+	// new handshakes (SIGHUP reloads them at once). Default 5s.
+	WatchInterval time.Duration
 
 	Log    Log
 	Limits Limits
@@ -171,6 +182,11 @@ type Route struct {
 	// unless Pins is set, when ClientAuth is not "off". Paths are absolute
 	// after Load.
 	ClientCA []string
+	// ClientCRL (client_crl) lists certificate revocation lists (PEM or
+	// DER) of the client CAs or their intermediates: a client certificate
+	// they list is refused with 0x05 "certificate revoked". Only with
+	// ClientCA. Reloaded with the CA files. Paths are absolute after Load.
+	ClientCRL []string
 	// AllowCN, AllowOU, AllowDNS and AllowURI (allow_cn, allow_ou,
 	// allow_dns, allow_uri) restrict accepted certificates by subject CN,
 	// subject OU, DNS SAN and URI SAN, with globs where '*' matches any run
@@ -212,16 +228,53 @@ type Upstream struct {
 	Proxy string
 }
 
-// Certs is a certificate source for TLS listeners ([certs.NAME]): PEM
-// files, or a generated dev CA and certificate.
+// Certs is a certificate source for TLS listeners ([certs.NAME]), one of
+// three kinds: PEM files (cert_file and key_file, and more pairs chosen by
+// SNI), ACME (acme_domains: certificates from Let's Encrypt or another
+// ACME CA), or a generated dev CA and certificate (dev = true).
 type Certs struct {
 	// Name is the block's NAME.
 	Name string
 	// CertFile and KeyFile (cert_file, key_file) are the PEM certificate
-	// chain (leaf first) and its private key. Both required unless Dev is
-	// set; not allowed with Dev. Paths are absolute after Load.
+	// chain (leaf first) and its private key: the default pair, served
+	// when no pair of Pairs matches the name a client asks for. Paths are
+	// absolute after Load. Files are watched and reloaded when they change.
 	CertFile string
 	KeyFile  string
+	// Pairs ([[certs.NAME.pair]], each with cert_file and key_file) are
+	// more certificate chains and keys, chosen by the name the client asks
+	// for (SNI). Only with CertFile and KeyFile.
+	Pairs []CertPair
+
+	// ACMEDomains (acme_domains) are the names to obtain certificates for
+	// from an ACME CA, by TLS-ALPN-01 on the listeners that serve this
+	// block and, with ACMEHTTPAddress, HTTP-01. Certificates and the
+	// account key are kept under StateDir/acme. Setting it accepts the
+	// CA's terms of service.
+	ACMEDomains []string
+	// ACMEEmail (acme_email) is the account's contact address. Optional.
+	ACMEEmail string
+	// ACMEDirectory (acme_directory) is the CA's directory URL. Default
+	// Let's Encrypt production (DefaultACMEDirectory).
+	ACMEDirectory string
+	// ACMEDirectoryCA (acme_directory_ca) is a PEM file of the CA that
+	// signed the directory's HTTPS certificate, for private ACME CAs.
+	// Default: the system roots.
+	ACMEDirectoryCA string
+	// ACMEEABKeyID and ACMEEABKey (acme_eab_kid, acme_eab_key) are the
+	// External Account Binding key ID and base64url HMAC key some CAs
+	// hand out. Both or neither.
+	ACMEEABKeyID string
+	ACMEEABKey   string
+	// ACMEHTTPAddress (acme_http_address) is a plain HTTP listener, usually
+	// ":80", that answers HTTP-01 challenges and redirects every other
+	// request to https. Default "" (TLS-ALPN-01 only).
+	ACMEHTTPAddress string
+	// ACMERenewBefore (acme_renew_before) is how long before expiry a
+	// certificate is renewed. Default 0: 30 days, or a third of the
+	// certificate's lifetime when that is shorter.
+	ACMERenewBefore time.Duration
+
 	// Dev (dev) generates a dev CA and a server certificate and stores
 	// them under StateDir/dev: the zero-configuration demo. Not for
 	// production. Default false.
@@ -231,6 +284,15 @@ type Certs struct {
 	// Only with Dev.
 	Hosts []string
 }
+
+// CertPair is one more certificate and key of a files [certs] block.
+type CertPair struct {
+	CertFile string
+	KeyFile  string
+}
+
+// ACME reports whether the block obtains its certificates by ACME.
+func (c *Certs) ACME() bool { return len(c.ACMEDomains) > 0 }
 
 // Default returns the zero-configuration demo: listener "tls" with TLS on
 // 127.0.0.1:8443 and listener "lan" without TLS on 127.0.0.1:9000, each
@@ -259,6 +321,7 @@ func (c *Config) setDefaults() {
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
+	setDuration(&c.WatchInterval, DefaultWatchInterval)
 	l := &c.Limits
 	setDuration(&l.HandshakeTimeout, DefaultHandshakeTimeout)
 	setDuration(&l.RequestTimeout, DefaultRequestTimeout)
@@ -293,6 +356,9 @@ func (c *Config) setDefaults() {
 	for _, ct := range c.Certs {
 		if ct.Dev && ct.Hosts == nil {
 			ct.Hosts = append([]string(nil), DefaultDevHosts...)
+		}
+		if ct.ACME() && ct.ACMEDirectory == "" {
+			ct.ACMEDirectory = DefaultACMEDirectory
 		}
 	}
 }

@@ -182,7 +182,7 @@ func TestParseProblems(t *testing.T) {
 
 		// [certs.NAME]
 		{"certs without source", withListener(`[certs.x]`, `hosts = ["localhost"]`),
-			[]want{{7, `missing required keys "cert_file" and "key_file" in [certs.x] (or set dev = true)`}, {8, `hosts in [certs.x]: only used with dev = true`}}},
+			[]want{{7, `missing required keys "cert_file" and "key_file" in [certs.x] (or set acme_domains, or dev = true)`}, {8, `hosts in [certs.x]: only used with dev = true`}}},
 		{"certs without key", withListener(`[certs.x]`, `cert_file = "cert.pem"`),
 			[]want{{7, `missing required key "key_file" in [certs.x]: cert_file needs it`}}},
 		{"certs missing files", withListener(`[certs.x]`, `cert_file = "gone.pem"`, `key_file = "/nonexistent/key.pem"`),
@@ -193,6 +193,33 @@ func TestParseProblems(t *testing.T) {
 			[]want{{9, `hosts in [certs.x]: invalid host "bad host" (want a DNS name or an IP address)`}, {9, `invalid host "-x.example"`}}},
 		{"dev empty hosts", withListener(`[certs.x]`, `dev = true`, `hosts = []`),
 			[]want{{9, `hosts in [certs.x]: must not be empty with dev = true`}}},
+		{"pair without key", withListener(`[certs.x]`, `cert_file = "cert.pem"`, `key_file = "key.pem"`, `[[certs.x.pair]]`, `cert_file = "cert.pem"`, `[[certs.x.pair]]`, `cert_file = "gone.pem"`, `key_file = "key.pem"`),
+			[]want{{10, `missing required key "key_file"`}, {13, `cannot read "`}}},
+		{"dev with pair", withListener(`[certs.x]`, `dev = true`, `[[certs.x.pair]]`, `cert_file = "cert.pem"`, `key_file = "key.pem"`),
+			[]want{{9, `pair in [certs.x]: not allowed with dev = true`}}},
+		{"acme domains", withListener(`[certs.x]`, `acme_domains = ["*.example.com", "10.0.0.1", "nodot", "bad name.example", "gw.example.com"]`),
+			[]want{{8, `wildcard "*.example.com": wildcard certificates need the DNS-01 challenge`}, {8, `"10.0.0.1" is an IP address`},
+				{8, `invalid domain "nodot"`}, {8, `invalid domain "bad name.example"`}}},
+		{"acme with files", withListener(`[certs.x]`, `acme_domains = ["gw.example.com"]`, `cert_file = "cert.pem"`, `key_file = "key.pem"`),
+			[]want{{8, `acme_domains in [certs.x]: not allowed with cert_file, key_file or [[pair]]`}}},
+		{"acme with dev", withListener(`[certs.x]`, `acme_domains = ["gw.example.com"]`, `dev = true`),
+			[]want{{8, `acme_domains in [certs.x]: not allowed with dev = true`}}},
+		{"acme keys without domains", withListener(`[certs.x]`, `cert_file = "cert.pem"`, `key_file = "key.pem"`, `acme_email = "ops@example.com"`, `acme_renew_before = "240h"`),
+			[]want{{10, `acme_email in [certs.x]: only used with acme_domains`}, {11, `acme_renew_before in [certs.x]: only used with acme_domains`}}},
+		{"acme values", withListener(`[certs.x]`, `acme_domains = ["gw.example.com"]`, `acme_email = "ops"`, `acme_directory = "http://ca.example/dir"`,
+			`acme_directory_ca = "gone.pem"`, `acme_eab_kid = "kid-1"`, `acme_http_address = "80"`),
+			[]want{{9, `acme_email in [certs.x]: invalid address "ops"`}, {10, `acme_directory in [certs.x]: invalid directory URL "http://ca.example/dir" (want https://`},
+				{11, `acme_directory_ca in [certs.x]: cannot read`}, {12, `acme_eab_kid in [certs.x]: acme_eab_key is missing`}, {13, `acme_http_address in [certs.x]: invalid address "80"`}}},
+		{"acme eab key", withListener(`[certs.x]`, `acme_domains = ["gw.example.com"]`, `acme_eab_kid = "kid-1"`, `acme_eab_key = "!!not base64!!"`),
+			[]want{{10, `acme_eab_key in [certs.x]: invalid key: want the base64url HMAC key the CA gave`}}},
+		{"acme unknown key", withListener(`[certs.x]`, `acme_domains = ["gw.example.com"]`, `acme_emial = "ops@example.com"`),
+			[]want{{9, `acme_emial`}}},
+		{"client_crl without client_ca", lines(`[[listener]]`, `name = "a"`, `address = ":1"`, `tls = "d"`, `[[listener.route]]`, `path = "/"`, `upstream = "embedded"`, `client_auth = "require"`,
+			`pins = ["sha256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="]`, `client_crl = ["ca.pem"]`, `[certs.d]`, `dev = true`),
+			[]want{{10, `client_crl in [[listener.route]]: needs client_ca`}}},
+		{"client_crl off and missing", lines(`[[listener]]`, `name = "a"`, `address = ":1"`, `tls = "d"`, `[[listener.route]]`, `path = "/"`, `upstream = "embedded"`,
+			`client_crl = ["gone.crl"]`, `[certs.d]`, `dev = true`),
+			[]want{{8, `client_crl in [[listener.route]]: has no effect with client_auth "off"`}, {8, `cannot read "`}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -484,5 +511,65 @@ func TestDefault(t *testing.T) {
 	c.Certs["dev"].Hosts[0] = "changed"
 	if config.Default().Certs["dev"].Hosts[0] != "localhost" {
 		t.Error("Default shares state between calls")
+	}
+}
+
+func TestCertsKinds(t *testing.T) {
+	t.Setenv("STATE_DIRECTORY", "/var/lib/smqgw")
+	dir, name := testDir(t)
+	src := lines(
+		`watch_interval = "2s"`,
+		`[[listener]]`,
+		`name = "edge"`,
+		`address = ":443"`,
+		`tls = "acme"`,
+		`[[listener.route]]`,
+		`path = "/"`,
+		`upstream = "embedded"`,
+		`client_auth = "optional"`,
+		`client_ca = ["ca.pem"]`,
+		`client_crl = ["ca.pem"]`,
+		`[certs.acme]`,
+		`acme_domains = ["gw.example.com", "b.example.com"]`,
+		`acme_email = "ops@example.com"`,
+		`acme_eab_kid = "kid-1"`,
+		`acme_eab_key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"`,
+		`acme_http_address = ":80"`,
+		`acme_renew_before = "240h"`,
+		`[certs.files]`,
+		`cert_file = "cert.pem"`,
+		`key_file = "key.pem"`,
+		`[[certs.files.pair]]`,
+		`cert_file = "cert.pem"`,
+		`key_file = "key.pem"`,
+	)
+	c, err := config.Parse([]byte(src), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.WatchInterval != 2*time.Second {
+		t.Errorf("WatchInterval = %v", c.WatchInterval)
+	}
+	a := c.Certs["acme"]
+	if !a.ACME() || a.ACMEDirectory != config.DefaultACMEDirectory || a.ACMEEmail != "ops@example.com" ||
+		a.ACMEEABKeyID != "kid-1" || a.ACMEHTTPAddress != ":80" || a.ACMERenewBefore != 240*time.Hour ||
+		!reflect.DeepEqual(a.ACMEDomains, []string{"gw.example.com", "b.example.com"}) {
+		t.Errorf("acme = %+v", a)
+	}
+	if k, err := config.DecodeEABKey(a.ACMEEABKey); err != nil || len(k) != 48 {
+		t.Errorf("DecodeEABKey = %d bytes, %v", len(k), err)
+	}
+	f := c.Certs["files"]
+	want := []config.CertPair{{CertFile: filepath.Join(dir, "cert.pem"), KeyFile: filepath.Join(dir, "key.pem")}}
+	if f.ACME() || !reflect.DeepEqual(f.Pairs, want) {
+		t.Errorf("files = %+v", f)
+	}
+	if crl := c.Listeners[0].Routes[0].ClientCRL; !reflect.DeepEqual(crl, []string{filepath.Join(dir, "ca.pem")}) {
+		t.Errorf("ClientCRL = %q", crl)
+	}
+
+	d := config.Default()
+	if d.WatchInterval != config.DefaultWatchInterval {
+		t.Errorf("Default().WatchInterval = %v", d.WatchInterval)
 	}
 }

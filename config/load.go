@@ -371,6 +371,7 @@ func (d *decoder) decode(raw map[string]any) *Config {
 	root := &table{d: d, m: raw}
 
 	root.str("state_dir", &c.StateDir)
+	root.duration("watch_interval", &c.WatchInterval)
 	if c.StateDir != "" {
 		c.StateDir = d.abs(c.StateDir)
 	} else {
@@ -429,9 +430,26 @@ func (d *decoder) decode(raw map[string]any) *Config {
 		cs := &Certs{Name: name}
 		ct.str("cert_file", &cs.CertFile)
 		ct.str("key_file", &cs.KeyFile)
+		for _, pt := range ct.tables("pair") {
+			var p CertPair
+			pt.str("cert_file", &p.CertFile)
+			pt.str("key_file", &p.KeyFile)
+			pt.finish()
+			p.CertFile, p.KeyFile = d.abs(p.CertFile), d.abs(p.KeyFile)
+			cs.Pairs = append(cs.Pairs, p)
+		}
+		ct.strs("acme_domains", &cs.ACMEDomains)
+		ct.str("acme_email", &cs.ACMEEmail)
+		ct.str("acme_directory", &cs.ACMEDirectory)
+		ct.str("acme_directory_ca", &cs.ACMEDirectoryCA)
+		ct.str("acme_eab_kid", &cs.ACMEEABKeyID)
+		ct.str("acme_eab_key", &cs.ACMEEABKey)
+		ct.str("acme_http_address", &cs.ACMEHTTPAddress)
+		ct.duration("acme_renew_before", &cs.ACMERenewBefore)
 		ct.boolean("dev", &cs.Dev)
 		ct.strs("hosts", &cs.Hosts)
 		cs.CertFile, cs.KeyFile = d.abs(cs.CertFile), d.abs(cs.KeyFile)
+		cs.ACMEDirectoryCA = d.abs(cs.ACMEDirectoryCA)
 		c.Certs[name] = cs
 	})
 
@@ -449,6 +467,10 @@ func (d *decoder) decodeRoute(rt *table) Route {
 	rt.strs("client_ca", &r.ClientCA)
 	for i, f := range r.ClientCA {
 		r.ClientCA[i] = d.abs(f)
+	}
+	rt.strs("client_crl", &r.ClientCRL)
+	for i, f := range r.ClientCRL {
+		r.ClientCRL[i] = d.abs(f)
 	}
 	rt.strs("allow_cn", &r.AllowCN)
 	rt.strs("allow_ou", &r.AllowOU)

@@ -62,13 +62,18 @@ func (d *decoder) validate(c *Config) {
 	for _, name := range sortedKeys(c.Upstreams) {
 		d.upstream(c.Upstreams[name], "upstream."+name)
 	}
-	devCerts := false
+	needState := ""
 	for _, name := range sortedKeys(c.Certs) {
 		d.certs(c.Certs[name], "certs."+name)
-		devCerts = devCerts || c.Certs[name].Dev
+		switch {
+		case c.Certs[name].Dev:
+			needState = "dev certificates are kept there"
+		case c.Certs[name].ACME() && needState == "":
+			needState = "ACME certificates and the account key are kept there"
+		}
 	}
-	if devCerts && c.StateDir == "" {
-		d.add("state_dir", "state_dir: not set, and no default: set state_dir, $STATE_DIRECTORY, $XDG_STATE_HOME or $HOME (dev certificates are kept there)")
+	if needState != "" && c.StateDir == "" {
+		d.add("state_dir", "state_dir: not set, and no default: set state_dir, $STATE_DIRECTORY, $XDG_STATE_HOME or $HOME ("+needState+")")
 	}
 }
 
@@ -119,7 +124,7 @@ func (d *decoder) route(c *Config, l *Listener, r *Route, key string, paths map[
 			key  string
 			list []string
 		}{
-			{"client_ca", r.ClientCA}, {"allow_cn", r.AllowCN}, {"allow_ou", r.AllowOU},
+			{"client_ca", r.ClientCA}, {"client_crl", r.ClientCRL}, {"allow_cn", r.AllowCN}, {"allow_ou", r.AllowOU},
 			{"allow_dns", r.AllowDNS}, {"allow_uri", r.AllowURI}, {"pins", r.Pins},
 		} {
 			if len(x.list) > 0 {
@@ -139,6 +144,12 @@ func (d *decoder) route(c *Config, l *Listener, r *Route, key string, paths map[
 
 	for i, f := range r.ClientCA {
 		d.readable(key+".client_ca."+strconv.Itoa(i), f)
+	}
+	if len(r.ClientCRL) > 0 && len(r.ClientCA) == 0 && r.ClientAuth != ClientAuthOff {
+		d.keyf(key+".client_crl", "needs client_ca: a revocation list applies to certificates checked against a CA")
+	}
+	for i, f := range r.ClientCRL {
+		d.readable(key+".client_crl."+strconv.Itoa(i), f)
 	}
 	for _, x := range []struct {
 		key  string
@@ -216,11 +227,26 @@ func (d *decoder) certs(c *Certs, key string) {
 	if d.bad[key+".dev"] {
 		return // which keys apply depends on dev
 	}
-	if c.Dev {
+	files := c.CertFile != "" || c.KeyFile != "" || len(c.Pairs) > 0
+	acmeKeys := []struct{ key, v string }{
+		{"acme_email", c.ACMEEmail}, {"acme_directory", c.ACMEDirectory}, {"acme_directory_ca", c.ACMEDirectoryCA},
+		{"acme_eab_kid", c.ACMEEABKeyID}, {"acme_eab_key", c.ACMEEABKey}, {"acme_http_address", c.ACMEHTTPAddress},
+	}
+	if c.ACMERenewBefore != 0 {
+		acmeKeys = append(acmeKeys, struct{ key, v string }{"acme_renew_before", c.ACMERenewBefore.String()})
+	}
+	switch {
+	case c.Dev:
 		for _, x := range []struct{ key, v string }{{"cert_file", c.CertFile}, {"key_file", c.KeyFile}} {
 			if x.v != "" {
 				d.keyf(key+"."+x.key, "not allowed with dev = true (use one or the other)")
 			}
+		}
+		if len(c.Pairs) > 0 {
+			d.keyf(key+".pair", "not allowed with dev = true (use one or the other)")
+		}
+		if c.ACME() {
+			d.keyf(key+".acme_domains", "not allowed with dev = true (a [certs] block is files, ACME or dev)")
 		}
 		if len(c.Hosts) == 0 {
 			d.keyf(key+".hosts", "must not be empty with dev = true")
@@ -231,13 +257,29 @@ func (d *decoder) certs(c *Certs, key string) {
 			}
 		}
 		return
+	case c.ACME():
+		if files {
+			d.keyf(key+".acme_domains", "not allowed with cert_file, key_file or [[pair]] (a [certs] block is files, ACME or dev)")
+		}
+		d.acme(c, key)
+	default:
+		if !d.bad[key+".acme_domains"] {
+			for _, x := range acmeKeys {
+				if x.v != "" {
+					d.keyf(key+"."+x.key, "only used with acme_domains")
+				}
+			}
+		}
 	}
 	if len(c.Hosts) > 0 {
 		d.keyf(key+".hosts", "only used with dev = true")
 	}
+	if c.ACME() {
+		return
+	}
 	switch {
 	case c.CertFile == "" && c.KeyFile == "":
-		d.add(key+".cert_file", fmt.Sprintf(`missing required keys "cert_file" and "key_file" in %s (or set dev = true)`, tableName(key)))
+		d.add(key+".cert_file", fmt.Sprintf(`missing required keys "cert_file" and "key_file" in %s (or set acme_domains, or dev = true)`, tableName(key)))
 	case c.CertFile == "":
 		d.add(key+".cert_file", fmt.Sprintf(`missing required key "cert_file" in %s: key_file needs it`, tableName(key)))
 	case c.KeyFile == "":
@@ -249,6 +291,65 @@ func (d *decoder) certs(c *Certs, key string) {
 	if c.KeyFile != "" {
 		d.readable(key+".key_file", c.KeyFile)
 	}
+	for i, p := range c.Pairs {
+		pkey := key + ".pair." + strconv.Itoa(i)
+		if d.required(pkey, "cert_file", p.CertFile) {
+			d.readable(pkey+".cert_file", p.CertFile)
+		}
+		if d.required(pkey, "key_file", p.KeyFile) {
+			d.readable(pkey+".key_file", p.KeyFile)
+		}
+	}
+}
+
+// acme checks the acme_* keys of a [certs] block with acme_domains.
+func (d *decoder) acme(c *Certs, key string) {
+	for i, h := range c.ACMEDomains {
+		k := key + ".acme_domains." + strconv.Itoa(i)
+		_, ipErr := netip.ParseAddr(h)
+		switch {
+		case strings.HasPrefix(h, "*."):
+			d.keyf(k, "wildcard %q: wildcard certificates need the DNS-01 challenge, which smqgw does not answer (list each name)", h)
+		case ipErr == nil:
+			d.keyf(k, "%q is an IP address: ACME certificates here are for DNS names", h)
+		case !validHost(h) || !strings.Contains(strings.Trim(h, "."), "."):
+			d.keyf(k, "invalid domain %q (want a fully qualified DNS name like \"gw.example.com\")", h)
+		}
+	}
+	if c.ACMEEmail != "" && (!strings.Contains(c.ACMEEmail, "@") || strings.ContainsAny(c.ACMEEmail, " \t<>")) {
+		d.keyf(key+".acme_email", "invalid address %q (want name@example.com)", c.ACMEEmail)
+	}
+	if u, err := url.Parse(c.ACMEDirectory); err != nil || u.Scheme != "https" || u.Host == "" {
+		d.keyf(key+".acme_directory", "invalid directory URL %q (want https://..., like %q)", c.ACMEDirectory, DefaultACMEDirectory)
+	}
+	if c.ACMEDirectoryCA != "" {
+		d.readable(key+".acme_directory_ca", c.ACMEDirectoryCA)
+	}
+	switch {
+	case c.ACMEEABKeyID != "" && c.ACMEEABKey == "":
+		d.keyf(key+".acme_eab_kid", "acme_eab_key is missing: External Account Binding needs both")
+	case c.ACMEEABKeyID == "" && c.ACMEEABKey != "":
+		d.keyf(key+".acme_eab_key", "acme_eab_kid is missing: External Account Binding needs both")
+	case c.ACMEEABKey != "":
+		if _, err := DecodeEABKey(c.ACMEEABKey); err != nil {
+			d.keyf(key+".acme_eab_key", "%v", err)
+		}
+	}
+	if c.ACMEHTTPAddress != "" {
+		d.address(key+".acme_http_address", c.ACMEHTTPAddress)
+	}
+}
+
+// DecodeEABKey decodes an External Account Binding HMAC key as CAs hand it
+// out: base64url, with or without padding (standard base64 is accepted
+// too).
+func DecodeEABKey(s string) ([]byte, error) {
+	for _, enc := range []*base64.Encoding{base64.RawURLEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.StdEncoding} {
+		if b, err := enc.DecodeString(s); err == nil && len(b) > 0 {
+			return b, nil
+		}
+	}
+	return nil, errors.New("invalid key: want the base64url HMAC key the CA gave")
 }
 
 // required reports a missing or empty string key of table and says
