@@ -26,11 +26,11 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/smqgw/smqgw/broker"
+	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/gateway"
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/smq"
-	"github.com/smqgw/smqgw/tlsterm"
 	"github.com/smqgw/smqgw/upstream"
 )
 
@@ -98,10 +98,8 @@ func startGateway(tb testing.TB, ca *testpki.CA, lim gateway.Limits, up upstream
 	gw, err := gateway.New(gateway.Config{Limits: lim, Listeners: []gateway.Listener{{
 		Name:     "edge",
 		Listener: ln,
-		TLS: tlsterm.ServerConfig(func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return &server.TLS, nil
-		}),
-		Routes: []*gateway.Route{{Path: "/", Upstream: up}},
+		Certs:    (*certs.Static)(&server.TLS),
+		Routes:   []*gateway.Route{{Path: "/", Upstream: up}},
 	}}})
 	if err != nil {
 		tb.Fatal(err)

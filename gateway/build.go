@@ -1,13 +1,21 @@
 package gateway
 
 import (
-	"crypto/tls"
-	"crypto/x509"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
+	"maps"
+	"net"
+	"net/http"
+	"net/url"
 	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/acme"
 
 	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/certs"
@@ -24,17 +32,32 @@ type Built struct {
 	// DevCAFile is the dev CA certificate clients must trust, "" when no
 	// dev certificates are served.
 	DevCAFile string
+
+	log     *slog.Logger
+	every   time.Duration // file polling
+	mu      sync.Mutex    // serialises reloads: SIGHUP and the file watch
+	reloads []*reloadable
+	runs    []func(context.Context) // ACME sources
+}
+
+// reloadable is something built from files that can be read again.
+type reloadable struct {
+	what  string // for logs: `certs "web"`, `listener "edge" route "/smq" client CAs`
+	files []string
+	watch *certs.Watcher
+	load  func() error // replaces the live value, or leaves it and says why
 }
 
 // Build turns a validated configuration into a gateway Config: it loads
-// certificates (creating the dev PKI where asked), client CA bundles, and
-// makes the upstream dialers and the embedded broker. Every problem is
-// reported.
+// certificates (creating the dev PKI where asked, preparing ACME where
+// configured), client CA bundles and CRLs, and makes the upstream dialers
+// and the embedded broker. Every problem is reported. Run keeps the
+// certificates current once the gateway has started.
 func Build(cfg *config.Config, log *slog.Logger) (*Built, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &Built{Config: Config{Logger: log, Limits: Limits{
+	b := &Built{log: log, every: cfg.WatchInterval, Config: Config{Logger: log, Limits: Limits{
 		HandshakeTimeout: cfg.Limits.HandshakeTimeout,
 		RequestTimeout:   cfg.Limits.RequestTimeout,
 		ConnectTimeout:   cfg.Limits.ConnectTimeout,
@@ -61,24 +84,19 @@ func Build(cfg *config.Config, log *slog.Logger) (*Built, error) {
 		}
 		ups[name] = d
 	}
-	tlsConfigs := map[string]*tls.Config{}
-	for name, c := range cfg.Certs {
-		cert, caFile, err := loadCerts(cfg, c)
+	sources := map[string]certs.Source{}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Certs)) {
+		src, err := b.source(cfg, cfg.Certs[name])
 		if err != nil {
 			fail("certs %q: %v", name, err)
 			continue
 		}
-		if caFile != "" {
-			b.DevCAFile = caFile
-		}
-		tlsConfigs[name] = tlsterm.ServerConfig(func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return cert, nil
-		})
+		sources[name] = src
 	}
 	for _, l := range cfg.Listeners {
 		gl := Listener{Name: l.Name, Addr: l.Address}
 		if l.TLS != "" {
-			gl.TLS = tlsConfigs[l.TLS]
+			gl.Certs = sources[l.TLS]
 		}
 		for _, r := range l.Routes {
 			route := &Route{Path: r.Path, AllowedOrigins: r.AllowedOrigins}
@@ -96,14 +114,30 @@ func Build(cfg *config.Config, log *slog.Logger) (*Built, error) {
 			} else {
 				route.Upstream = ups[r.Upstream]
 			}
-			policy, err := buildPolicy(r)
-			if err != nil {
+			if err := b.policy(l.Name, r, route); err != nil {
 				fail("listener %q route %q: %v", l.Name, r.Path, err)
 			}
-			route.Policy = policy
 			gl.Routes = append(gl.Routes, route)
 		}
 		b.Config.Listeners = append(b.Config.Listeners, gl)
+	}
+	// ACME HTTP-01 listeners, redirecting the rest to the first TLS
+	// listener serving the block.
+	for _, name := range slices.Sorted(maps.Keys(cfg.Certs)) {
+		c := cfg.Certs[name]
+		a, ok := sources[name].(certs.ACMESource)
+		if !ok || c.ACMEHTTPAddress == "" {
+			continue
+		}
+		port := ""
+		for _, l := range cfg.Listeners {
+			if l.TLS == name {
+				_, port, _ = net.SplitHostPort(l.Address)
+				break
+			}
+		}
+		b.Config.Listeners = append(b.Config.Listeners, Listener{Name: "acme-http/" + name,
+			Addr: c.ACMEHTTPAddress, Handler: a.HTTPHandler(redirectHTTPS(port))})
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -111,45 +145,207 @@ func Build(cfg *config.Config, log *slog.Logger) (*Built, error) {
 	return b, nil
 }
 
-// loadCerts returns the server certificate of a [certs] block, and the dev
-// CA file when the block is a dev PKI.
-func loadCerts(cfg *config.Config, c *config.Certs) (*tls.Certificate, string, error) {
-	if c.Dev {
+// source makes the certificate source of a [certs] block.
+func (b *Built) source(cfg *config.Config, c *config.Certs) (certs.Source, error) {
+	switch {
+	case c.Dev:
 		dev, err := certs.EnsureDev(filepath.Join(cfg.StateDir, "dev"), c.Hosts)
 		if err != nil {
-			return nil, "", err
+			return nil, err
 		}
-		return &dev.Server, dev.CAFile, nil
+		b.DevCAFile = dev.CAFile
+		return (*certs.Static)(&dev.Server), nil
+	case c.ACME():
+		return b.acme(cfg, c)
 	}
-	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-	if err != nil {
-		return nil, "", err
+	pairs := []certs.Pair{{CertFile: c.CertFile, KeyFile: c.KeyFile}}
+	for _, p := range c.Pairs {
+		pairs = append(pairs, certs.Pair{CertFile: p.CertFile, KeyFile: p.KeyFile})
 	}
-	return &cert, "", nil
-}
-
-// buildPolicy makes a route's client-certificate policy; nil when off.
-func buildPolicy(r config.Route) (*tlsterm.Policy, error) {
-	mode, err := tlsterm.ParseMode(string(r.ClientAuth))
+	f, err := certs.NewFiles(pairs...)
 	if err != nil {
 		return nil, err
 	}
-	if mode == tlsterm.Off {
-		return nil, nil
+	b.reloadable(fmt.Sprintf("certs %q", c.Name), f.Paths(), f.Reload)
+	return f, nil
+}
+
+// acme makes the ACME source of a [certs] block. Its cache is
+// StateDir/acme/HOST: certificates from one CA are never served as
+// another's (staging and production, say).
+func (b *Built) acme(cfg *config.Config, c *config.Certs) (*certs.ACME, error) {
+	u, err := url.Parse(c.ACMEDirectory)
+	if err != nil {
+		return nil, err
 	}
-	var pool *x509.CertPool
-	if len(r.ClientCA) > 0 {
-		pool = x509.NewCertPool()
-		for _, f := range r.ClientCA {
-			pem, err := os.ReadFile(f)
-			if err != nil {
-				return nil, err
-			}
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("client_ca %q: no PEM certificate in it", f)
-			}
+	ac := certs.ACMEConfig{
+		Domains:      c.ACMEDomains,
+		Email:        c.ACMEEmail,
+		DirectoryURL: c.ACMEDirectory,
+		CacheDir:     filepath.Join(cfg.StateDir, "acme", strings.ReplaceAll(u.Host, ":", "_")),
+		RenewBefore:  c.ACMERenewBefore,
+		Logger:       b.log.With("certs", c.Name),
+	}
+	if c.ACMEDirectoryCA != "" {
+		if ac.DirectoryRoots, _, err = certs.LoadCAs(c.ACMEDirectoryCA); err != nil {
+			return nil, err
 		}
 	}
-	return tlsterm.NewPolicy(tlsterm.PolicyConfig{Mode: mode, ClientCAs: pool, AllowCN: r.AllowCN,
-		AllowOU: r.AllowOU, AllowDNS: r.AllowDNS, AllowURI: r.AllowURI, Pins: r.Pins})
+	if c.ACMEEABKeyID != "" {
+		key, err := config.DecodeEABKey(c.ACMEEABKey)
+		if err != nil {
+			return nil, err
+		}
+		ac.EAB = &acme.ExternalAccountBinding{KID: c.ACMEEABKeyID, Key: key}
+	}
+	a, err := certs.NewACME(ac)
+	if err != nil {
+		return nil, err
+	}
+	b.runs = append(b.runs, a.Run)
+	return a, nil
+}
+
+// policy builds a route's client-certificate policy and arranges for it
+// to be rebuilt when its CA or CRL files change.
+func (b *Built) policy(listener string, r config.Route, route *Route) error {
+	load := func() (*tlsterm.Policy, error) {
+		p, warnings, err := buildPolicy(r, time.Now())
+		for _, w := range warnings {
+			b.log.Warn("client CRL: "+w, "listener", listener, "route", r.Path)
+		}
+		return p, err
+	}
+	p, err := load()
+	if err != nil {
+		return err
+	}
+	route.Policy = p
+	if files := append(slices.Clone(r.ClientCA), r.ClientCRL...); len(files) > 0 {
+		b.reloadable(fmt.Sprintf("listener %q route %q client CAs and CRLs", listener, r.Path), files, func() error {
+			p, err := load()
+			if err != nil {
+				return err
+			}
+			route.SetPolicy(p)
+			return nil
+		})
+	}
+	return nil
+}
+
+func (b *Built) reloadable(what string, files []string, load func() error) {
+	b.reloads = append(b.reloads, &reloadable{what: what, files: files, watch: certs.NewWatcher(files...), load: load})
+}
+
+// Reload reads every certificate, key, client CA and CRL file again now,
+// as on SIGHUP. Each part that loads replaces the live one for new
+// handshakes and sessions; a part that fails keeps serving what it had,
+// and is logged and returned (all failures joined).
+func (b *Built) Reload() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var errs []error
+	for _, r := range b.reloads {
+		if err := b.reload(r); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (b *Built) reload(r *reloadable) error {
+	r.watch.Changed() // what is loaded now is the new baseline
+	if err := r.load(); err != nil {
+		b.log.Error("reload failed: keeping the current one in service", "what", r.what, "err", err)
+		return fmt.Errorf("gateway: reloading %s: %w", r.what, err)
+	}
+	b.log.Info("reloaded", "what", r.what)
+	return nil
+}
+
+// Run keeps certificates current until ctx ends: ACME sources obtain their
+// certificates at once and watch them, and certificate, key, CA and CRL
+// files are reloaded when they change (polled every watch_interval). Call
+// it once the gateway has started: TLS-ALPN-01 is answered on its
+// listeners.
+func (b *Built) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, run := range b.runs {
+		wg.Go(func() { run(ctx) })
+	}
+	defer wg.Wait()
+	if len(b.reloads) == 0 {
+		<-ctx.Done()
+		return
+	}
+	t := time.NewTicker(b.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		b.mu.Lock()
+		for _, r := range b.reloads {
+			if r.watch.Changed() {
+				_ = b.reload(r)
+			}
+		}
+		b.mu.Unlock()
+	}
+}
+
+// redirectHTTPS sends GET and HEAD requests to the same URL over https (on
+// port, unless it is 443 or unknown) and refuses others.
+func redirectHTTPS(port string) http.Handler {
+	if port == "443" || port == "0" {
+		port = ""
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			http.Error(w, "smqgw: use HTTPS", http.StatusBadRequest)
+			return
+		}
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		switch {
+		case port != "":
+			host = net.JoinHostPort(host, port)
+		case strings.Contains(host, ":"):
+			host = "[" + host + "]"
+		}
+		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
+	})
+}
+
+// buildPolicy makes a route's client-certificate policy (nil when off)
+// from its files, with warnings about stale CRLs.
+func buildPolicy(r config.Route, now time.Time) (*tlsterm.Policy, []string, error) {
+	mode, err := tlsterm.ParseMode(string(r.ClientAuth))
+	if err != nil {
+		return nil, nil, err
+	}
+	if mode == tlsterm.Off {
+		return nil, nil, nil
+	}
+	pc := tlsterm.PolicyConfig{Mode: mode, AllowCN: r.AllowCN, AllowOU: r.AllowOU,
+		AllowDNS: r.AllowDNS, AllowURI: r.AllowURI, Pins: r.Pins}
+	if len(r.ClientCA) > 0 {
+		if pc.ClientCAs, _, err = certs.LoadCAs(r.ClientCA...); err != nil {
+			return nil, nil, err
+		}
+	}
+	var warnings []string
+	if len(r.ClientCRL) > 0 {
+		if pc.CRLs, err = certs.LoadCRLs(r.ClientCRL...); err != nil {
+			return nil, nil, err
+		}
+		warnings = certs.CRLWarnings(pc.CRLs, now)
+	}
+	p, err := tlsterm.NewPolicy(pc)
+	return p, warnings, err
 }

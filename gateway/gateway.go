@@ -24,7 +24,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/crypto/acme"
 
+	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/config"
 	"github.com/smqgw/smqgw/smq"
 	"github.com/smqgw/smqgw/tlsterm"
@@ -83,22 +85,47 @@ type Route struct {
 	Path     string
 	Upstream upstream.Upstream
 	// Policy decides client certificates; nil means off (no certificate
-	// is looked at).
+	// is looked at). SetPolicy replaces it while serving.
 	Policy *tlsterm.Policy
 	// AllowedOrigins lists the Origin values ("https://app.example.com")
 	// allowed to open a WebSocket; "*" allows any. Empty allows only the
 	// gateway's own host (Origin host equal to the request's Host). Requests
 	// without Origin (not from a browser) are allowed.
 	AllowedOrigins []string
+
+	swapped atomic.Pointer[policyBox] // set by SetPolicy
+}
+
+type policyBox struct{ p *tlsterm.Policy }
+
+// SetPolicy replaces the route's client-certificate policy for sessions
+// that start from now on (a reloaded CA bundle or CRL); sessions already
+// admitted are not judged again. Safe while the gateway serves.
+func (r *Route) SetPolicy(p *tlsterm.Policy) { r.swapped.Store(&policyBox{p}) }
+
+// policy returns the policy in force.
+func (r *Route) policy() *tlsterm.Policy {
+	if b := r.swapped.Load(); b != nil {
+		return b.p
+	}
+	return r.Policy
 }
 
 // Listener is one address the gateway accepts clients on.
 type Listener struct {
 	Name string
 	Addr string // host:port; ignored when Listener is set
-	// TLS, when not nil, makes this a TLS listener. Use tlsterm.ServerConfig.
-	TLS    *tls.Config
+	// Certs, when not nil, makes this a TLS listener serving its
+	// certificates, with the hardened settings of tlsterm.ServerConfig. An
+	// ACME source (certs.ACMESource) also gets its TLS-ALPN-01 probes
+	// answered: they complete the handshake and are closed, never reaching
+	// a session.
+	Certs  certs.Source
 	Routes []*Route
+	// Handler, when not nil, makes this a plain HTTP listener serving it
+	// instead of SMQ routes: the ACME HTTP-01 answerer and redirect to
+	// https. Such a listener has no Routes and no Certs.
+	Handler http.Handler
 	// Listener, when not nil, is used instead of listening on Addr.
 	Listener net.Listener
 }
@@ -140,7 +167,10 @@ func New(cfg Config) (*Gateway, error) {
 			errs = append(errs, fmt.Errorf("gateway: listener %q defined twice", l.Name))
 		}
 		names[l.Name] = true
-		if len(l.Routes) == 0 {
+		switch {
+		case l.Handler != nil && (len(l.Routes) > 0 || l.Certs != nil):
+			errs = append(errs, fmt.Errorf("gateway: listener %q: a Handler listener has no routes and no certificates", l.Name))
+		case l.Handler == nil && len(l.Routes) == 0:
 			errs = append(errs, fmt.Errorf("gateway: listener %q has no routes", l.Name))
 		}
 		paths := map[string]bool{}
@@ -187,8 +217,8 @@ func (g *Gateway) Start() error {
 			}
 		}
 		srv := g.server(l)
-		if l.TLS != nil {
-			ln = tls.NewListener(ln, l.TLS)
+		if l.Certs != nil {
+			ln = tls.NewListener(ln, serverTLS(l.Certs))
 		}
 		all = append(all, started{srv, ln})
 	}
@@ -203,7 +233,7 @@ func (g *Gateway) Start() error {
 			_ = s.srv.Serve(s.ln)
 		}()
 		g.log.Info("listening", "listener", g.cfg.Listeners[i].Name, "address", s.ln.Addr().String(),
-			"tls", g.cfg.Listeners[i].TLS != nil)
+			"tls", g.cfg.Listeners[i].Certs != nil)
 	}
 	return nil
 }
@@ -218,8 +248,32 @@ func (g *Gateway) Addr(listener string) net.Addr {
 	return nil
 }
 
+// serverTLS is the TLS configuration of a listener serving src.
+func serverTLS(src certs.Source) *tls.Config {
+	cfg := tlsterm.ServerConfig(src.GetCertificate)
+	if _, ok := src.(certs.ACMESource); ok {
+		// net/http closes a connection that negotiated a protocol it has
+		// no TLSNextProto handler for, after the handshake: the probe got
+		// its answer, and no session starts.
+		cfg.NextProtos = append(cfg.NextProtos, acme.ALPNProto)
+	}
+	return cfg
+}
+
 // server builds the HTTP server of one listener: a mux of its routes.
 func (g *Gateway) server(l *Listener) *http.Server {
+	if l.Handler != nil {
+		lim := &g.cfg.Limits
+		return &http.Server{
+			Handler:           l.Handler,
+			ReadHeaderTimeout: lim.RequestTimeout,
+			ReadTimeout:       lim.RequestTimeout,
+			WriteTimeout:      lim.RequestTimeout,
+			IdleTimeout:       lim.RequestTimeout,
+			MaxHeaderBytes:    16 << 10,
+			ErrorLog:          log.New(io.Discard, "", 0),
+		}
+	}
 	mux := http.NewServeMux()
 	active := new(atomic.Int64)
 	catchAll := false
@@ -297,8 +351,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer h.active.Add(-1)
 
 	decision := tlsterm.Decision{Code: smq.CodeAccepted}
-	if h.route.Policy != nil {
-		decision = h.route.Policy.Check(r.TLS, time.Now())
+	if p := h.route.policy(); p != nil {
+		decision = p.Check(r.TLS, time.Now())
 	}
 	s.run(decision)
 	s.close()

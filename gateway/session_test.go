@@ -29,6 +29,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/smqgw/smqgw/broker"
+	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/gateway"
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
@@ -170,9 +171,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		Listeners: []gateway.Listener{{
 			Name:     "edge",
 			Listener: ln,
-			TLS: tlsterm.ServerConfig(func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-				return &server.TLS, nil
-			}),
+			Certs:    (*certs.Static)(&server.TLS),
 			Routes: append([]*gateway.Route{
 				{Path: "/open", Upstream: lan},
 				{Path: "/optional", Upstream: lan, Policy: policy(tlsterm.Optional)},

@@ -1,0 +1,315 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/smqgw/smqgw/client"
+	"github.com/smqgw/smqgw/config"
+	"github.com/smqgw/smqgw/gateway"
+	"github.com/smqgw/smqgw/internal/testpki"
+	"github.com/smqgw/smqgw/smq"
+)
+
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// built is a gateway made by Build from TOML, serving, with Run going.
+type built struct {
+	*gateway.Built
+	gw   *gateway.Gateway
+	logs *syncBuffer
+}
+
+// startBuilt parses src (a config file in dir), builds and starts it, and
+// runs its certificate upkeep until the test ends.
+func startBuilt(t *testing.T, dir, src string) *built {
+	t.Helper()
+	cfg, err := config.Parse([]byte(src), filepath.Join(dir, "smqgw.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	b, err := gateway.Build(cfg, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.New(b.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { b.Run(ctx) })
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		sctx, scancel := context.WithTimeout(context.Background(), waitFor)
+		defer scancel()
+		gw.Shutdown(sctx)
+		if b.Broker != nil {
+			b.Broker.Shutdown(sctx)
+		}
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", logs)
+		}
+	})
+	return &built{Built: b, gw: gw, logs: logs}
+}
+
+// writeFile replaces name by rename, as certificate tools do.
+func writeFile(t *testing.T, name string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(name+".tmp", data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(name+".tmp", name); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// servedLeaf does a TLS handshake with addr and returns the certificate.
+func servedLeaf(t *testing.T, addr string, roots *x509.CertPool) *x509.Certificate {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots})
+	if err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0]
+}
+
+// waitServed waits until new handshakes get want.
+func waitServed(t *testing.T, addr string, roots *x509.CertPool, want *x509.Certificate) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for !servedLeaf(t, addr, roots).Equal(want) {
+		if time.Now().After(deadline) {
+			t.Fatal("the new certificate is not served")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestCertificateFilesReload(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t)
+	clientCA := testpki.NewCA(t)
+	first, second := ca.Server(t, "127.0.0.1"), ca.Server(t, "127.0.0.1")
+	certFile, keyFile := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")
+	writeFile(t, certFile, first.CertPEM)
+	writeFile(t, keyFile, first.KeyPEM)
+	b := startBuilt(t, dir, fmt.Sprintf(`
+watch_interval = "20ms"
+[[listener]]
+name = "edge"
+address = "127.0.0.1:0"
+tls = "files"
+  [[listener.route]]
+  path = "/"
+  upstream = "embedded"
+  client_auth = "optional"
+  client_ca = [%q]
+[certs.files]
+cert_file = "server.pem"
+key_file = "server-key.pem"
+`, clientCA.CertFile))
+	addr := b.gw.Addr("edge").String()
+	if got := servedLeaf(t, addr, ca.Pool); !got.Equal(first.Cert) {
+		t.Fatal("the configured certificate is not served")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	open, err := client.Dial(ctx, "wss://"+addr+"/", client.Options{RootCAs: ca.Pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	raw, err := client.Dial(ctx, "https://"+addr+"/", client.Options{RootCAs: ca.Pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+
+	// Replaced on disk: picked up by the watcher, no signal needed.
+	writeFile(t, certFile, second.CertPEM)
+	writeFile(t, keyFile, second.KeyPEM)
+	waitServed(t, addr, ca.Pool, second.Cert)
+	// The sessions opened under the old certificate are still there.
+	pubSub(t, open, raw)
+	pubSub(t, raw, open)
+
+	// A corrupt replacement is rejected, with a log line that says why;
+	// the certificate in service stays.
+	writeFile(t, certFile, second.CertPEM[:len(second.CertPEM)/2])
+	err = b.Reload()
+	if err == nil || !strings.Contains(err.Error(), "server.pem") {
+		t.Fatalf("Reload of a corrupt file: %v, want an error naming server.pem", err)
+	}
+	if !strings.Contains(b.logs.String(), `msg="reload failed: keeping the current one in service" what="certs \"files\""`) {
+		t.Errorf("no log line for the rejected file:\n%s", b.logs)
+	}
+	if got := servedLeaf(t, addr, ca.Pool); !got.Equal(second.Cert) {
+		t.Fatal("a corrupt file replaced the certificate in service")
+	}
+	pubSub(t, open, raw)
+}
+
+func TestRevokedClientRefused(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t)
+	clientCA := testpki.NewCA(t)
+	server := ca.Server(t, "127.0.0.1")
+	good, bad := clientCA.Client(t, "device-good"), clientCA.Client(t, "device-bad")
+	crlFile := filepath.Join(dir, "clients.crl")
+	writeFile(t, crlFile, clientCA.CRL(t).DER) // nothing revoked yet, DER
+	b := startBuilt(t, dir, fmt.Sprintf(`
+watch_interval = "1h"   # this test reloads by hand, as SIGHUP does
+[[listener]]
+name = "edge"
+address = "127.0.0.1:0"
+tls = "files"
+  [[listener.route]]
+  path = "/"
+  upstream = "embedded"
+  client_auth = "require"
+  client_ca = [%q]
+  client_crl = ["clients.crl"]
+[certs.files]
+cert_file = %q
+key_file = %q
+`, clientCA.CertFile, server.CertFile, server.KeyFile))
+	addr := b.gw.Addr("edge").String()
+	dial := func(l *testpki.Leaf, scheme string) (*client.Client, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		c, err := client.Dial(ctx, scheme+"://"+addr+"/", client.Options{RootCAs: ca.Pool, Certificate: &l.TLS})
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+		return c, err
+	}
+	before, err := dial(bad, "wss")
+	if err != nil {
+		t.Fatalf("not yet revoked, refused: %v", err)
+	}
+
+	// Revoke, as PEM this time, and reload.
+	writeFile(t, crlFile, clientCA.CRL(t, bad.Cert).PEM)
+	if err := b.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	for _, scheme := range []string{"wss", "https"} {
+		_, err := dial(bad, scheme)
+		var re *client.RefusedError
+		if !errors.As(err, &re) || re.Code != smq.CodeCertNotAccepted || re.Reason != "certificate revoked" {
+			t.Errorf("%s: revoked certificate: %v, want Connack 0x05 \"certificate revoked\"", scheme, err)
+		}
+		c, err := dial(good, scheme)
+		if err != nil {
+			t.Fatalf("%s: a certificate not revoked was refused: %v", scheme, err)
+		}
+		pubSub(t, c, c)
+	}
+	// The session admitted before the revocation is left alone: the CRL is
+	// checked when a session starts.
+	pubSub(t, before, before)
+	if !strings.Contains(b.logs.String(), `reason="cert not accepted" detail="certificate revoked"`) &&
+		!strings.Contains(b.logs.String(), "certificate revoked") {
+		t.Errorf("the refusal is not logged:\n%s", b.logs)
+	}
+
+	// A broken CRL is rejected and the revocation stays in force.
+	writeFile(t, crlFile, []byte("-----BEGIN X509 CRL-----\nnot base64\n-----END X509 CRL-----\n"))
+	if err := b.Reload(); err == nil || !strings.Contains(err.Error(), "clients.crl") {
+		t.Fatalf("Reload of a broken CRL: %v, want an error naming clients.crl", err)
+	}
+	if _, err := dial(bad, "wss"); !errors.As(err, new(*client.RefusedError)) {
+		t.Errorf("after a broken CRL: %v, want the revoked certificate still refused", err)
+	}
+}
+
+func TestACMEHTTPRedirect(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("STATE_DIRECTORY", dir)
+	// No CA is contacted: Run is not what this test needs, only the
+	// HTTP-01 listener's behaviour for requests that are not challenges.
+	cfg, err := config.Parse([]byte(`
+[[listener]]
+name = "edge"
+address = "127.0.0.1:8443"
+tls = "le"
+  [[listener.route]]
+  path = "/"
+  upstream = "embedded"
+[certs.le]
+acme_domains = ["gw.example.com"]
+acme_directory = "https://127.0.0.1:1/dir"
+acme_http_address = "127.0.0.1:0"
+`), filepath.Join(dir, "smqgw.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := gateway.Build(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h http.Handler
+	for _, l := range b.Config.Listeners {
+		if l.Handler != nil {
+			h = l.Handler
+		}
+	}
+	if h == nil {
+		t.Fatal("no HTTP-01 listener built")
+	}
+	for _, tc := range []struct {
+		method, host, target string
+		code                 int
+		location             string
+	}{
+		{"GET", "gw.example.com", "/page?x=1", http.StatusPermanentRedirect, "https://gw.example.com:8443/page?x=1"},
+		{"HEAD", "gw.example.com:80", "/", http.StatusPermanentRedirect, "https://gw.example.com:8443/"},
+		{"POST", "gw.example.com", "/", http.StatusBadRequest, ""},
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(tc.method, "http://"+tc.host+tc.target, nil))
+		if rec.Code != tc.code || rec.Header().Get("Location") != tc.location {
+			t.Errorf("%s %s%s: %d %q, want %d %q", tc.method, tc.host, tc.target, rec.Code, rec.Header().Get("Location"), tc.code, tc.location)
+		}
+	}
+	if b.Broker != nil {
+		b.Broker.Shutdown(context.Background())
+	}
+}
