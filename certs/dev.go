@@ -1,6 +1,8 @@
 // Package certs provides the certificates smqgw serves: for now a
 // development PKI (a local CA and a server certificate) that the
-// zero-configuration demo generates on first run and reuses afterwards.
+// zero-configuration demo generates on first run and reuses afterwards, and
+// client certificates issued by its CA for testing client authentication
+// (smqgw certs init, smqgw certs client).
 package certs
 
 import (
@@ -37,6 +39,11 @@ type Dev struct {
 	Dir    string
 	CAFile string // the CA certificate clients must trust
 	Server tls.Certificate
+
+	// CreatedCA and IssuedServer report what EnsureDev wrote: a new CA, a
+	// new (or replaced) server certificate. Both false: everything reused.
+	CreatedCA    bool
+	IssuedServer bool
 }
 
 // EnsureDev loads the dev PKI in dir, creating what is missing: a CA (valid
@@ -51,6 +58,7 @@ func EnsureDev(dir string, hosts []string) (*Dev, error) {
 	ca, caKey, err := loadPair(d.CAFile, filepath.Join(dir, DevCAKeyFile))
 	if errors.Is(err, os.ErrNotExist) {
 		ca, caKey, err = createCA(dir)
+		d.CreatedCA = err == nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("certs: dev pki in %s: %w", dir, err)
@@ -62,6 +70,7 @@ func EnsureDev(dir string, hosts []string) (*Dev, error) {
 		if err := createServer(certFile, keyFile, ca, caKey, hosts); err != nil {
 			return nil, fmt.Errorf("certs: dev pki in %s: %w", dir, err)
 		}
+		d.IssuedServer = true
 	}
 	d.Server, err = tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {

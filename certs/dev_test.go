@@ -13,6 +13,9 @@ func TestEnsureDevCreatesThenReuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !d.CreatedCA || !d.IssuedServer {
+		t.Errorf("first run: CreatedCA %v, IssuedServer %v, want both", d.CreatedCA, d.IssuedServer)
+	}
 	// The server certificate verifies against the CA for each host.
 	caPEM, err := os.ReadFile(d.CAFile)
 	if err != nil {
@@ -49,12 +52,18 @@ func TestEnsureDevCreatesThenReuses(t *testing.T) {
 	if string(again.Server.Certificate[0]) != string(d.Server.Certificate[0]) {
 		t.Error("server certificate replaced although it still covers the hosts")
 	}
+	if again.CreatedCA || again.IssuedServer {
+		t.Errorf("reuse: CreatedCA %v, IssuedServer %v, want neither", again.CreatedCA, again.IssuedServer)
+	}
 	more, err := EnsureDev(dir, []string{"localhost", "gw.test"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if string(more.Server.Certificate[0]) == string(d.Server.Certificate[0]) {
 		t.Error("server certificate kept although it does not cover gw.test")
+	}
+	if more.CreatedCA || !more.IssuedServer {
+		t.Errorf("new host: CreatedCA %v, IssuedServer %v, want only IssuedServer", more.CreatedCA, more.IssuedServer)
 	}
 	caAgain, _ := os.ReadFile(more.CAFile)
 	if string(caAgain) != string(caPEM) {

@@ -1,0 +1,206 @@
+package certs
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"software.sslmate.com/src/go-pkcs12"
+)
+
+// DefaultClientValidity is how long a dev client certificate is valid when
+// ClientOptions.Validity is zero.
+const DefaultClientValidity = 365 * 24 * time.Hour
+
+// maxClientName is the longest client name: the upper bound of an X.509
+// common name (RFC 5280, ub-common-name).
+const maxClientName = 64
+
+// p12Encoder encodes the PKCS#12 files: PBES2 with PBKDF2-HMAC-SHA-256 and
+// AES-256-CBC for the key and certificates, an HMAC-SHA-256 MAC (OpenSSL 3's
+// default). Firefox, Chromium and pk12util (NSS), Windows 10 1809+ and
+// OpenSSL 1.1.1+ import it; macOS Keychain Access may not (it reads the
+// legacy 3DES/RC2 files). Modern2026's PBMAC1 MAC is too new: NSS 3.87 and
+// OpenSSL 3.0 reject it.
+var p12Encoder = pkcs12.Modern2023
+
+// ClientOptions are the options of IssueClient. The zero value is usable.
+type ClientOptions struct {
+	// Password protects the PKCS#12 file. Default "": a random password of
+	// 16 characters (80 bits), returned in ClientFiles.Password.
+	Password string
+	// Validity is how long the certificate is valid, from now. Default
+	// (zero): DefaultClientValidity, one year. It may not outlive the CA.
+	Validity time.Duration
+	// Force replaces the files of an existing client of the same name.
+	// Default false: IssueClient refuses, so that a key in use is not lost
+	// by mistake.
+	Force bool
+}
+
+// ClientFiles are the files IssueClient wrote for one client.
+type ClientFiles struct {
+	Name     string
+	CertFile string // dir/NAME.pem: the certificate (PEM, mode 0644)
+	KeyFile  string // dir/NAME-key.pem: its private key (PEM, mode 0600)
+	P12File  string // dir/NAME.p12: key, certificate and CA for browsers (PKCS#12, mode 0600)
+	CAFile   string // dir/ca.pem: the CA that issued the certificate
+	// Password protects P12File; GeneratedPassword tells whether
+	// IssueClient chose it.
+	Password          string
+	GeneratedPassword bool
+	Certificate       *x509.Certificate
+}
+
+// IssueClient issues a client certificate for name from the dev CA in dir
+// (made by EnsureDev): an ECDSA P-256 key, subject CN=name and O "smqgw
+// development", key usage digitalSignature, extended key usage clientAuth
+// only. It writes the certificate, the key and a PKCS#12 file holding both
+// and the CA certificate (see ClientFiles). A name is 1 to 64 letters,
+// digits, '.', '-', '_' and '@', starting with a letter or digit; it may
+// not end in "-key" nor name a file of the dev PKI itself ("ca", "server").
+func IssueClient(dir, name string, opts ClientOptions) (*ClientFiles, error) {
+	if err := checkClientName(name); err != nil {
+		return nil, err
+	}
+	validity := opts.Validity
+	if validity == 0 {
+		validity = DefaultClientValidity
+	}
+	if validity < 0 {
+		return nil, fmt.Errorf("certs: invalid validity %v: must be positive", validity)
+	}
+	ca, caKey, err := loadPair(filepath.Join(dir, DevCAFile), filepath.Join(dir, DevCAKeyFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, &hintError{fmt.Sprintf("certs: no dev CA in %s: run `smqgw certs init -dir %s` first", dir, dir), err}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("certs: dev CA in %s: %w", dir, err)
+	}
+	if !ca.IsCA {
+		return nil, fmt.Errorf("certs: dev CA in %s: %s is not a CA certificate", dir, DevCAFile)
+	}
+	f := &ClientFiles{
+		Name:     name,
+		CertFile: filepath.Join(dir, name+".pem"),
+		KeyFile:  filepath.Join(dir, name+"-key.pem"),
+		P12File:  filepath.Join(dir, name+".p12"),
+		CAFile:   filepath.Join(dir, DevCAFile),
+		Password: opts.Password,
+	}
+	if !opts.Force {
+		for _, file := range []string{f.CertFile, f.KeyFile, f.P12File} {
+			if _, err := os.Lstat(file); err == nil {
+				return nil, &hintError{fmt.Sprintf("certs: client %q exists in %s (%s): replace it with -force", name, dir, filepath.Base(file)), fs.ErrExist}
+			}
+		}
+	}
+	now := time.Now()
+	notAfter := now.Add(validity)
+	if notAfter.After(ca.NotAfter) {
+		return nil, fmt.Errorf("certs: validity %v outlives the dev CA in %s (valid until %s)",
+			validity, dir, ca.NotAfter.Format(time.DateOnly))
+	}
+	if f.Password == "" {
+		if f.Password, err = randomPassword(); err != nil {
+			return nil, fmt.Errorf("certs: %w", err)
+		}
+		f.GeneratedPassword = true
+	}
+
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("certs: %w", err)
+	}
+	sn, err := serial()
+	if err != nil {
+		return nil, fmt.Errorf("certs: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: sn,
+		Subject:      pkix.Name{Organization: []string{"smqgw development"}, CommonName: name},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, key.Public(), caKey)
+	if err != nil {
+		return nil, fmt.Errorf("certs: client %q: %w", name, err)
+	}
+	if f.Certificate, err = x509.ParseCertificate(der); err != nil {
+		return nil, fmt.Errorf("certs: client %q: %w", name, err)
+	}
+	p12, err := p12Encoder.Encode(key, f.Certificate, []*x509.Certificate{ca}, f.Password)
+	if err != nil {
+		return nil, fmt.Errorf("certs: client %q: pkcs12: %w", name, err)
+	}
+	if err := writePair(f.CertFile, f.KeyFile, der, key); err != nil {
+		return nil, fmt.Errorf("certs: client %q: %w", name, err)
+	}
+	if err := writeAtomic(f.P12File, p12, 0o600); err != nil {
+		return nil, fmt.Errorf("certs: client %q: %w", name, err)
+	}
+	return f, nil
+}
+
+// checkClientName returns an error unless name is usable both as a file
+// name in the dev PKI directory and as a certificate's common name.
+func checkClientName(name string) error {
+	bad := func(why string) error {
+		return fmt.Errorf("certs: invalid client name %q: %s", name, why)
+	}
+	if name == "" {
+		return bad("empty")
+	}
+	if len(name) > maxClientName {
+		return bad(fmt.Sprintf("longer than %d characters", maxClientName))
+	}
+	for i, c := range name {
+		alnum := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+		if i == 0 && !alnum {
+			return bad("must start with a letter or a digit")
+		}
+		if !alnum && !strings.ContainsRune(".-_@", c) {
+			return bad("use only letters, digits, '.', '-', '_' and '@'")
+		}
+	}
+	if strings.HasSuffix(name, "-key") {
+		return bad(`must not end in "-key", which names key files`)
+	}
+	for _, f := range []string{DevCAFile, DevServerFile} {
+		if name+".pem" == f {
+			return bad("names a file of the dev PKI itself")
+		}
+	}
+	return nil
+}
+
+// randomPassword returns 16 random characters of lowercase base32 (80 bits).
+func randomPassword() (string, error) {
+	b := make([]byte, 10)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return strings.ToLower(base32.StdEncoding.EncodeToString(b)), nil
+}
+
+// hintError is an error whose message says what to do, and that still
+// matches its cause with errors.Is (fs.ErrNotExist, fs.ErrExist).
+type hintError struct {
+	msg string
+	err error
+}
+
+func (e *hintError) Error() string { return e.msg }
+func (e *hintError) Unwrap() error { return e.err }

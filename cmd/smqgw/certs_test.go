@@ -1,0 +1,365 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"software.sslmate.com/src/go-pkcs12"
+
+	"github.com/smqgw/smqgw/certs"
+	"github.com/smqgw/smqgw/config"
+	"github.com/smqgw/smqgw/gateway"
+)
+
+// certsCmd runs "smqgw certs ARGS..." the way main does.
+func certsCmd(args ...string) (stdout string, err error) {
+	var out, errOut strings.Builder
+	err = run(context.Background(), append([]string{"certs"}, args...), &out, &errOut, nil)
+	return out.String(), err
+}
+
+func TestCertsHelp(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"help"}, {"--help"}, {"init", "-h"}, {"client", "-h"}, {"client", "x", "-help"}} {
+		out, err := certsCmd(args...)
+		if err != nil {
+			t.Errorf("%q: %v", args, err)
+			continue
+		}
+		for _, want := range []string{"smqgw certs init [-dir D] [-hosts", "smqgw certs client [-dir D] [-password P] [-days N] [-force] NAME", "0600"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%q: help lacks %q:\n%s", args, want, out)
+			}
+		}
+	}
+	// The gateway's own usage points to it.
+	var stderr strings.Builder
+	if err := run(context.Background(), []string{"-h"}, io.Discard, &stderr, nil); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("smqgw -h: %v", err)
+	}
+	if !strings.Contains(stderr.String(), "smqgw certs") {
+		t.Errorf("smqgw -h does not mention smqgw certs:\n%s", stderr.String())
+	}
+}
+
+func TestCertsErrors(t *testing.T) {
+	pki := filepath.Join(t.TempDir(), "pki")
+	if _, err := certsCmd("init", "-dir", pki); err != nil {
+		t.Fatal(err)
+	}
+	empty := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "certs: no command given: init or client (see smqgw certs -h)"},
+		{[]string{"nope"}, `certs: unknown command "nope"`},
+		{[]string{"init", "-nope"}, "certs init: flag provided but not defined: -nope (see smqgw certs -h)"},
+		{[]string{"init", "-dir", pki, "extra"}, `certs init: unexpected argument "extra"`},
+		{[]string{"init", "-dir", pki, "-hosts", "localhost,,gw.test"}, "empty host name"},
+		{[]string{"client", "-dir", pki}, "certs client: NAME is missing"},
+		{[]string{"client", "-dir", pki, "a", "b"}, `certs client: unexpected argument "b" after NAME "a"`},
+		{[]string{"client", "-dir", pki, "a", "-nope"}, "certs client: flag provided but not defined: -nope"},
+		{[]string{"client", "-dir", pki, "-days", "0", "a"}, "certs client: -days 0: must be at least 1"},
+		{[]string{"client", "-dir", pki, "-days", "x", "a"}, `invalid value "x" for flag -days`},
+		{[]string{"client", "-dir", pki, "../a"}, `certs: invalid client name "../a"`},
+		{[]string{"client", "-dir", pki, "ca"}, `certs: invalid client name "ca"`},
+		{[]string{"client", "-dir", empty, "a"}, "certs: no dev CA in " + empty + ": run `smqgw certs init -dir " + empty + "` first"},
+	} {
+		out, err := certsCmd(tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.args, err, tc.want)
+		}
+		if out != "" {
+			t.Errorf("%q: printed %q on failure", tc.args, out)
+		}
+	}
+	if entries, _ := os.ReadDir(empty); len(entries) > 0 {
+		t.Errorf("a failed command wrote %d files", len(entries))
+	}
+}
+
+func TestCertsInitAndClient(t *testing.T) {
+	pki := filepath.Join(t.TempDir(), "pki")
+	out, err := certsCmd("init", "-dir", pki, "-hosts", "localhost, gw.test,127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		filepath.Join(pki, "ca.pem") + "  ", "CA certificate (created)",
+		filepath.Join(pki, "ca-key.pem"), "mode 0600",
+		filepath.Join(pki, "server.pem"), "server certificate (created) for localhost, gw.test, 127.0.0.1 until ",
+		filepath.Join(pki, "server-key.pem"),
+		"smqgw certs client -dir " + pki + " NAME",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("init output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, f := range []string{"ca-key.pem", "server-key.pem"} {
+		checkMode(t, filepath.Join(pki, f), 0o600)
+	}
+	out, err = certsCmd("init", "-dir", pki, "-hosts", "gw.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "CA certificate (kept)") || !strings.Contains(out, "server certificate (kept)") {
+		t.Errorf("second init does not keep the files:\n%s", out)
+	}
+
+	out, err = certsCmd("client", "-dir", pki, "device-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		filepath.Join(pki, "device-1.pem") + "  ", "CN=device-1, for client authentication, until ",
+		filepath.Join(pki, "device-1-key.pem"), filepath.Join(pki, "device-1.p12"),
+		"-ca " + filepath.Join(pki, "ca.pem") + " -cert " + filepath.Join(pki, "device-1.pem") +
+			" -key " + filepath.Join(pki, "device-1-key.pem"),
+		"Firefox", "Chrome", "pk12util",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("client output lacks %q:\n%s", want, out)
+		}
+	}
+	m := regexp.MustCompile(`Password of \S+device-1\.p12: ([a-z2-7]{16})\n`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("client output shows no password:\n%s", out)
+	}
+	p12, err := os.ReadFile(filepath.Join(pki, "device-1.p12"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, cert, _, err := pkcs12.DecodeChain(p12, m[1]); err != nil || cert.Subject.CommonName != "device-1" {
+		t.Errorf("p12 with the printed password: %v", err)
+	}
+	checkMode(t, filepath.Join(pki, "device-1-key.pem"), 0o600)
+	checkMode(t, filepath.Join(pki, "device-1.p12"), 0o600)
+	checkMode(t, filepath.Join(pki, "device-1.pem"), 0o644)
+
+	// Flags after NAME; a given password is not printed.
+	out, err = certsCmd("client", "device-2", "-dir", pki, "-password", "not-shown", "-days", "2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, "not-shown") || !strings.Contains(out, "the one given with -password") {
+		t.Errorf("given password:\n%s", out)
+	}
+	pair, err := tls.LoadX509KeyPair(filepath.Join(pki, "device-2.pem"), filepath.Join(pki, "device-2-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if life := time.Until(pair.Leaf.NotAfter); life > 48*time.Hour || life < 47*time.Hour {
+		t.Errorf("-days 2: valid for %v more", life)
+	}
+
+	// No overwriting without -force.
+	before, _ := os.ReadFile(filepath.Join(pki, "device-1.pem"))
+	if _, err := certsCmd("client", "-dir", pki, "device-1"); err == nil || !strings.Contains(err.Error(), "-force") {
+		t.Errorf("second client device-1: %v, want a refusal mentioning -force", err)
+	}
+	if after, _ := os.ReadFile(filepath.Join(pki, "device-1.pem")); string(after) != string(before) {
+		t.Error("refused command changed device-1.pem")
+	}
+	if _, err := certsCmd("client", "-dir", pki, "device-1", "-force"); err != nil {
+		t.Errorf("with -force: %v", err)
+	}
+	if after, _ := os.ReadFile(filepath.Join(pki, "device-1.pem")); string(after) == string(before) {
+		t.Error("-force did not replace device-1.pem")
+	}
+}
+
+// The default -dir is the demo's dev directory, and the demo reuses what
+// certs init made there.
+func TestCertsDefaultDirIsTheDemos(t *testing.T) {
+	state := t.TempDir()
+	t.Setenv("STATE_DIRECTORY", state)
+	dir := filepath.Join(state, "dev")
+	out, err := certsCmd("init")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "Dev PKI in "+dir) || !strings.Contains(out, "zero-configuration demo") {
+		t.Errorf("init output:\n%s", out)
+	}
+	if _, err := certsCmd("client", "device-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "device-1.p12")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	d, err := certs.EnsureDev(filepath.Join(cfg.StateDir, "dev"), cfg.Certs["dev"].Hosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.CreatedCA || d.IssuedServer {
+		t.Errorf("the demo's EnsureDev replaced what certs init made (CA %v, server %v)", d.CreatedCA, d.IssuedServer)
+	}
+}
+
+// TestREADMEWalkthrough runs the README's "Client certificates: a
+// walkthrough": certs init, certs client, the gateway with configs/mtls.toml,
+// and the real smq command with and without the client certificate.
+func TestREADMEWalkthrough(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds cmd/smq")
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mtls, err := os.ReadFile("../../configs/mtls.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const commonArgs = "-url https://127.0.0.1:8443/smq -ca pki/ca.pem"
+	for _, cmd := range []string{
+		"go run ./cmd/smqgw certs init -dir pki",
+		"go run ./cmd/smqgw certs client -dir pki device-1",
+		"go run ./cmd/smqgw -config configs/mtls.toml",
+		"go run ./cmd/smq ping " + commonArgs + " -cert pki/device-1.pem -key pki/device-1-key.pem",
+		"go run ./cmd/smq ping " + commonArgs + "\n",
+	} {
+		if !strings.Contains(string(readme), cmd) {
+			t.Errorf("README lacks the command %q", strings.TrimSpace(cmd))
+		}
+	}
+	smqBin := buildSMQ(t)
+
+	// The walkthrough runs from the repository root; here, from a copy of
+	// its configs/mtls.toml with a free port.
+	root := t.TempDir()
+	cfg := strings.Replace(string(mtls), `address = "127.0.0.1:8443"`, `address = "127.0.0.1:0"`, 1)
+	if cfg == string(mtls) {
+		t.Fatal(`configs/mtls.toml has no address = "127.0.0.1:8443" to replace`)
+	}
+	if err := os.Mkdir(filepath.Join(root, "configs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "configs", "mtls.toml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(root)
+	for _, args := range [][]string{
+		{"init", "-dir", "pki"},
+		{"client", "-dir", "pki", "device-1"},
+		{"init", "-dir", "other"},
+		{"client", "-dir", "other", "intruder"},
+	} {
+		if _, err := certsCmd(args...); err != nil {
+			t.Fatalf("certs %q: %v", args, err)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan *gateway.Gateway, 1)
+	done := make(chan error, 1)
+	var banner strings.Builder
+	go func() { done <- run(ctx, []string{"-config", "configs/mtls.toml"}, &banner, io.Discard, ready) }()
+	var gw *gateway.Gateway
+	select {
+	case gw = <-ready:
+	case err := <-done:
+		t.Fatalf("gateway: %v", err)
+	}
+	url := "https://" + gw.Addr("tls").String() + "/smq"
+	if !strings.Contains(banner.String(), url) {
+		t.Errorf("banner lacks %s:\n%s", url, banner.String())
+	}
+	common := []string{"ping", "-url", url, "-ca", "pki/ca.pem"}
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want []string
+	}{
+		{"with the certificate", []string{"-cert", "pki/device-1.pem", "-key", "pki/device-1-key.pem"}, 0,
+			[]string{"connected to " + url + ": connack 0x00 accepted", "pong in "}},
+		{"over WebSocket", []string{"-url", "wss://" + gw.Addr("tls").String() + "/smq", "-cert", "pki/device-1.pem", "-key", "pki/device-1-key.pem"}, 0,
+			[]string{"connack 0x00 accepted", "pong in "}},
+		{"without a certificate", nil, 1,
+			[]string{"smq: error: connection refused by broker: 0x04 client certificate required", "hint: pass a client certificate"}},
+		{"from another CA", []string{"-cert", "other/intruder.pem", "-key", "other/intruder-key.pem"}, 1,
+			[]string{"0x05 client certificate not accepted: certificate signed by an unknown authority"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, code := runSMQ(t, smqBin, append(common, tc.args...)...)
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d:\n%s", code, tc.code, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("gateway: %v", err)
+	}
+}
+
+// buildSMQ builds cmd/smq into the test's temporary directory.
+func buildSMQ(t *testing.T) string {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		if _, err := os.Stat(goBin); err != nil {
+			t.Skipf("no go command to build cmd/smq: %v", err)
+		}
+	}
+	bin := filepath.Join(t.TempDir(), "smq")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, goBin, "build", "-o", bin, "github.com/smqgw/smqgw/cmd/smq").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build cmd/smq: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// runSMQ runs the smq binary in the current directory and returns its
+// combined output and exit code.
+func runSMQ(t *testing.T, bin string, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &ee) && ctx.Err() == nil:
+		return string(out), ee.ExitCode()
+	}
+	t.Fatalf("smq %q: %v\n%s", args, err, out)
+	return "", 0
+}
+
+func checkMode(t *testing.T, file string, want fs.FileMode) {
+	t.Helper()
+	st, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != want {
+		t.Errorf("%s has mode %v, want %v", filepath.Base(file), st.Mode().Perm(), want)
+	}
+}
