@@ -5,6 +5,11 @@
 //	smqgw                      the zero-configuration demo
 //	smqgw -config FILE         run with a configuration file
 //	smqgw -t -config FILE      check a configuration file and exit
+//	smqgw certs init|client    make a dev CA, server and client certificates
+//	                           (see smqgw certs -h)
+//
+// SIGHUP reloads certificate, key, client CA and CRL files; SIGINT and
+// SIGTERM shut down.
 package main
 
 import (
@@ -17,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/smqgw/smqgw/config"
@@ -37,12 +43,15 @@ func main() {
 // run loads the configuration and serves until ctx is done. If ready is not
 // nil, the running gateway is sent on it once every listener is up.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready chan<- *gateway.Gateway) error {
+	if len(args) > 0 && args[0] == "certs" {
+		return runCerts(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("smqgw", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("config", "", "configuration `file` (TOML); none: the zero-configuration demo")
 	check := fs.Bool("t", false, "check the configuration and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: smqgw [-config FILE] [-t]\n\n")
+		fmt.Fprintf(stderr, "usage: smqgw [-config FILE] [-t]\n       smqgw certs init|client ... (dev certificates; see smqgw certs -h)\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -76,11 +85,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 	if err := gw.Start(); err != nil {
 		return err
 	}
+	// Certificates: ACME obtains its own now that the listeners are up;
+	// files are reloaded when they change, and on SIGHUP.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	rctx, stopRun := context.WithCancel(context.Background())
+	var running sync.WaitGroup
+	running.Go(func() { built.Run(rctx) })
+	defer func() { stopRun(); running.Wait() }()
+
 	banner(stdout, gw, cfg, built)
 	if ready != nil {
 		ready <- gw
 	}
-	<-ctx.Done()
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-hup:
+			log.Info("SIGHUP: reloading certificates, client CAs and CRLs")
+			_ = built.Reload() // each failure is logged; what failed stays as it was
+		}
+	}
 	log.Info("shutting down", "grace", cfg.Limits.ShutdownGrace.String())
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.ShutdownGrace)
 	defer cancel()
