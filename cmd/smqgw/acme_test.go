@@ -1,0 +1,307 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/smqgw/smqgw/client"
+	"github.com/smqgw/smqgw/gateway"
+	"github.com/smqgw/smqgw/internal/pebbletest"
+)
+
+// acmeDomain is the name the gateway gets certificates for; Pebble's DNS
+// server resolves every name to 127.0.0.1.
+const acmeDomain = "gw.smqgw.test"
+
+// acmeWait bounds issuance: Pebble validates at once, but a failed
+// TLS-ALPN-01 attempt before HTTP-01 costs a few round trips.
+const acmeWait = 60 * time.Second
+
+// logBuffer collects a gateway's log lines, safe for concurrent writes.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// freePort returns a loopback TCP port nothing listens on (now).
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// running is an smqgw started by run with a configuration file.
+type running struct {
+	gw   *gateway.Gateway
+	logs *logBuffer
+	stop func() // shuts it down and waits; idempotent
+}
+
+// startSMQGW runs smqgw with the configuration src until stop or the end
+// of the test.
+func startSMQGW(t *testing.T, dir, src string) *running {
+	t.Helper()
+	file := filepath.Join(dir, "smqgw.toml")
+	if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan *gateway.Gateway, 1)
+	done := make(chan error, 1)
+	logs := &logBuffer{}
+	go func() { done <- run(ctx, []string{"-config", file}, &bytes.Buffer{}, logs, ready) }()
+	r := &running{logs: logs}
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("smqgw exited with %v", err)
+			}
+		})
+	}
+	t.Cleanup(func() {
+		r.stop()
+		if t.Failed() {
+			t.Logf("smqgw log:\n%s", logs)
+		}
+	})
+	select {
+	case r.gw = <-ready:
+	case err := <-done:
+		t.Fatalf("smqgw did not start: %v\n%s", err, logs)
+	}
+	return r
+}
+
+// verifiedLeaf waits until a handshake with addr for acmeDomain verifies
+// against roots, and returns the certificate. Until the ACME order
+// completes the handshake waits for it or fails.
+func verifiedLeaf(t *testing.T, addr string, roots *x509.CertPool) *x509.Certificate {
+	t.Helper()
+	deadline := time.Now().Add(acmeWait)
+	for {
+		d := &net.Dialer{Timeout: 5 * time.Second}
+		c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{ServerName: acmeDomain, RootCAs: roots})
+		if err == nil {
+			defer c.Close()
+			return c.ConnectionState().PeerCertificates[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no verified certificate for %s from %s: %v", acmeDomain, addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// session opens an SMQ session over TLS to addr as acmeDomain, trusting
+// only roots, and checks a message goes round.
+func session(t *testing.T, scheme, addr string, roots *x509.CertPool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	c, err := client.Dial(ctx, scheme+"://"+addr+"/smq", client.Options{
+		TLSConfig: &tls.Config{ServerName: acmeDomain, RootCAs: roots}})
+	if err != nil {
+		t.Fatalf("%s session: %v", scheme, err)
+	}
+	defer c.Close()
+	got := make(chan string, 1)
+	topic := "acme-" + scheme
+	if _, err := c.Subscribe(ctx, topic, func(m *client.Message) {
+		select {
+		case got <- string(m.Payload):
+		default:
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Publish(ctx, topic, []byte("certified")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if m != "certified" {
+			t.Fatalf("received %q", m)
+		}
+	case <-ctx.Done():
+		t.Fatalf("%s: message not received", scheme)
+	}
+}
+
+func acmeConfig(stateDir, addr string, pb *pebbletest.Pebble, extra string) string {
+	return fmt.Sprintf(`state_dir = %q
+[[listener]]
+name = "edge"
+address = %q
+tls = "le"
+  [[listener.route]]
+  path = "/smq"
+  upstream = "embedded"
+[certs.le]
+acme_domains = [%q]
+acme_email = "ops@smqgw.test"
+acme_directory = %q
+acme_directory_ca = %q
+%s
+`, stateDir, addr, acmeDomain, pb.DirectoryURL, pb.CAFile, extra)
+}
+
+// TestACMETLSALPN obtains a certificate from Pebble by TLS-ALPN-01 on the
+// gateway's own TLS listener, with External Account Binding, then shows the
+// certificate outlives the CA: the gateway keeps serving when Pebble stops,
+// and a restart serves it from the cache.
+func TestACMETLSALPN(t *testing.T) {
+	key := make([]byte, 32)
+	rand.Read(key)
+	port := freePort(t)
+	pb := pebbletest.Start(t, pebbletest.Options{TLSPort: port, EAB: map[string][]byte{"kid-1": key}})
+	dir := t.TempDir()
+	stateDir := filepath.Join(dir, "state")
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	cfg := acmeConfig(stateDir, addr, pb, fmt.Sprintf("acme_eab_kid = \"kid-1\"\nacme_eab_key = %q",
+		base64.RawURLEncoding.EncodeToString(key)))
+	gw := startSMQGW(t, dir, cfg)
+	roots := pb.Roots(t)
+
+	leaf := verifiedLeaf(t, addr, roots)
+	if !slices.Contains(leaf.DNSNames, acmeDomain) {
+		t.Fatalf("certificate for %q, want %q", leaf.DNSNames, acmeDomain)
+	}
+	logs := gw.logs.String()
+	for _, want := range []string{"acme: answered tls-alpn-01 challenge", "acme: certificate issued", "acme: serving certificate"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
+	// Pebble's acme-tls/1 handshakes were answered and closed: no
+	// session, no bootstrap reached the pipeline.
+	if strings.Contains(logs, "msg=session") || strings.Contains(logs, "bootstrap failed") {
+		t.Errorf("an ACME probe reached the session pipeline:\n%s", logs)
+	}
+	session(t, "wss", addr, roots)
+	session(t, "https", addr, roots)
+	cached := filepath.Join(stateDir, "acme", strings.ReplaceAll(strings.TrimPrefix(
+		strings.TrimSuffix(pb.DirectoryURL, "/dir"), "https://"), ":", "_"), acmeDomain)
+	if st, err := os.Stat(cached); err != nil || st.Mode().Perm()&0o077 != 0 {
+		t.Errorf("cached certificate %s: %v (mode %v), want a private file", cached, err, st.Mode())
+	}
+
+	// The CA goes away: handshakes and sessions go on.
+	pb.Stop()
+	if got := verifiedLeaf(t, addr, roots); !got.Equal(leaf) {
+		t.Error("another certificate served after the CA stopped")
+	}
+	session(t, "wss", addr, roots)
+
+	// A restart while the CA is down serves the cached certificate.
+	gw.stop()
+	again := startSMQGW(t, dir, cfg)
+	if got := verifiedLeaf(t, addr, roots); !got.Equal(leaf) {
+		t.Error("restart without the CA: the cached certificate is not served")
+	}
+	session(t, "https", addr, roots)
+	if strings.Contains(again.logs.String(), "level=ERROR") {
+		t.Errorf("restart with a valid cached certificate logged errors:\n%s", again.logs)
+	}
+}
+
+// TestACMEHTTP01 obtains a certificate by HTTP-01 on the plain listener
+// set by acme_http_address: Pebble's TLS-ALPN-01 port leads nowhere, so
+// autocert falls back to HTTP-01.
+func TestACMEHTTP01(t *testing.T) {
+	httpPort := freePort(t)
+	pb := pebbletest.Start(t, pebbletest.Options{HTTPPort: httpPort})
+	dir := t.TempDir()
+	tlsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	gw := startSMQGW(t, dir, acmeConfig(filepath.Join(dir, "state"), tlsAddr, pb,
+		fmt.Sprintf("acme_http_address = \"127.0.0.1:%d\"", httpPort)))
+	roots := pb.Roots(t)
+	leaf := verifiedLeaf(t, tlsAddr, roots)
+	if !slices.Contains(leaf.DNSNames, acmeDomain) {
+		t.Fatalf("certificate for %q, want %q", leaf.DNSNames, acmeDomain)
+	}
+	logs := gw.logs.String()
+	if !strings.Contains(logs, "acme: http-01 challenge request") {
+		t.Errorf("no HTTP-01 challenge was answered:\n%s", logs)
+	}
+	if strings.Contains(logs, "acme: answered tls-alpn-01 challenge") {
+		t.Errorf("TLS-ALPN-01 was answered although Pebble's TLS port leads nowhere")
+	}
+	session(t, "wss", tlsAddr, roots)
+}
+
+// TestACMEUnreachable starts with a CA that does not answer and nothing
+// cached: the failure is logged with the cause, a retry is scheduled, and
+// the rest of the gateway serves.
+func TestACMEUnreachable(t *testing.T) {
+	dir := t.TempDir()
+	dead := fmt.Sprintf("https://127.0.0.1:%d/dir", freePort(t))
+	gw := startSMQGW(t, dir, fmt.Sprintf(`state_dir = %q
+[[listener]]
+name = "edge"
+address = "127.0.0.1:0"
+tls = "le"
+  [[listener.route]]
+  path = "/"
+  upstream = "embedded"
+[[listener]]
+name = "lan"
+address = "127.0.0.1:0"
+  [[listener.route]]
+  path = "/"
+  upstream = "embedded"
+[certs.le]
+acme_domains = [%q]
+acme_directory = %q
+`, filepath.Join(dir, "state"), acmeDomain, dead))
+	deadline := time.Now().Add(waitFor)
+	for !strings.Contains(gw.logs.String(), "acme: certificates missing, retrying") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no retry logged:\n%s", gw.logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	logs := gw.logs.String()
+	for _, want := range []string{`msg="acme: cannot obtain certificate"`, "connection refused", `domain=` + acmeDomain, "retry_in=1m"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %q:\n%s", want, logs)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	c, err := client.Dial(ctx, "ws://"+gw.gw.Addr("lan").String()+"/", client.Options{})
+	if err != nil {
+		t.Fatalf("the plain listener does not serve while ACME fails: %v", err)
+	}
+	c.Close()
+}

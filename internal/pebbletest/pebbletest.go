@@ -1,0 +1,656 @@
+//go:build unix
+
+// Package pebbletest runs Pebble, Let's Encrypt's ACME test CA, for tests: a
+// real ACME server on loopback that validates HTTP-01 and TLS-ALPN-01
+// challenges by connecting to 127.0.0.1, because pebble-challtestsrv's DNS
+// server answers every name with 127.0.0.1. Both programs come from the tool
+// lines in go.mod and run with "go tool", each in its own process group, and
+// stop with the test.
+//
+// Pebble makes a fresh root CA on every start: trust Roots, not a fixed file.
+package pebbletest
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/smqgw/smqgw/internal/testpki"
+)
+
+const (
+	// startTimeout bounds Start, including the first "go tool" run, which
+	// compiles Pebble.
+	startTimeout = 90 * time.Second
+	// killAfter is how long Stop waits after SIGTERM before SIGKILL.
+	killAfter = 3 * time.Second
+	// pollEvery is the readiness polling interval.
+	pollEvery = 25 * time.Millisecond
+	// outputTail is how much of each process's output a failed test logs.
+	outputTail = 16 << 10
+)
+
+// Environment for both processes, replacing any PEBBLE_* variables of the
+// test's own environment. PEBBLE_VA_ALWAYS_VALID stays unset: challenges are
+// really validated.
+var pebbleEnv = []string{
+	"PEBBLE_VA_NOSLEEP=1",      // validate at once, not after up to 5 s
+	"PEBBLE_AUTHZREUSE=0",      // every order gets fresh authorizations
+	"PEBBLE_WFE_NONCEREJECT=0", // never reject a good nonce
+}
+
+// Options configures Start. The zero value runs Pebble without external
+// account binding and with nothing answering its challenges.
+type Options struct {
+	// HTTPPort is the port on 127.0.0.1 where Pebble's validation authority
+	// fetches HTTP-01 responses. Zero picks a port nothing listens on, so
+	// HTTP-01 validation fails.
+	HTTPPort int
+
+	// TLSPort is the port on 127.0.0.1 where Pebble's validation authority
+	// makes TLS-ALPN-01 handshakes. Zero picks a port nothing listens on, so
+	// TLS-ALPN-01 validation fails.
+	TLSPort int
+
+	// EAB, if non-nil, makes newAccount require an external account binding
+	// with one of these key IDs and raw HMAC keys. Nil requires none; an
+	// empty map requires one that can never be given. Pebble rejects keys
+	// shorter than the MAC's hash (32 bytes for HS256, which
+	// golang.org/x/crypto/acme uses), so Start refuses keys under 32 bytes.
+	EAB map[string][]byte
+}
+
+// Pebble is a running Pebble and its DNS server, started by Start.
+type Pebble struct {
+	// DirectoryURL is the ACME directory, https://127.0.0.1:PORT/dir. Its
+	// certificate is issued by CAFile / CAPool, not by Roots.
+	DirectoryURL string
+
+	// ManagementURL is Pebble's management interface, https://127.0.0.1:PORT,
+	// serving /roots/0, /intermediates/0, /cert-status-by-serial/ and more
+	// under the same certificate as DirectoryURL.
+	ManagementURL string
+
+	// CAFile is a PEM file holding the CA that issued the certificate of
+	// DirectoryURL and ManagementURL; CAPool holds the same CA. An ACME client
+	// trusts it for its own HTTPS; certificates Pebble issues chain to Roots.
+	CAFile string
+	CAPool *x509.CertPool
+
+	// HTTPPort and TLSPort are the validation ports in use: those of Options,
+	// or the unused ones picked for zeros.
+	HTTPPort int
+	TLSPort  int
+
+	// DNSAddr is pebble-challtestsrv's DNS server, 127.0.0.1:PORT over UDP
+	// and TCP, which Pebble uses for every lookup. It answers A queries with
+	// 127.0.0.1 and AAAA queries with nothing unless told otherwise.
+	DNSAddr string
+
+	// ChallSrvURL is pebble-challtestsrv's management API,
+	// http://127.0.0.1:PORT, for tests that need other DNS answers: POST
+	// /set-txt for DNS-01, /add-a, /set-servfail and so on.
+	ChallSrvURL string
+
+	client   *http.Client // trusts CAPool
+	procs    []*process
+	stopOnce sync.Once
+}
+
+// Start runs pebble-challtestsrv and Pebble on free loopback ports and
+// returns once both answer, failing t after 90 seconds. Stop is registered
+// with t.Cleanup; if t fails, the tail of both programs' output is logged.
+//
+// When "go tool pebble" cannot be built (no go command, no module cache and
+// no network), Start skips t, or fails it if the environment variable CI is
+// "true".
+func Start(t testing.TB, opts Options) *Pebble {
+	t.Helper()
+	tc, err := findToolchain()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%v", err)
+		}
+		t.Skipf("skipping (set CI=true to fail instead): %v", err)
+	}
+	ca := testpki.NewCA(t)
+	leaf := ca.Server(t, "127.0.0.1", "localhost")
+	dir := t.TempDir()
+
+	var res reservation
+	defer res.release()
+	dnsPort := res.tcpAndUDP(t)
+	challMgmtPort, listenPort, mgmtPort := res.tcp(t), res.tcp(t), res.tcp(t)
+	httpPort, tlsPort := opts.HTTPPort, opts.TLSPort
+	if httpPort == 0 {
+		httpPort = res.tcp(t)
+	}
+	if tlsPort == 0 {
+		tlsPort = res.tcp(t)
+	}
+	res.release()
+
+	p := &Pebble{
+		DirectoryURL:  "https://" + loopback(listenPort) + "/dir",
+		ManagementURL: "https://" + loopback(mgmtPort),
+		CAFile:        ca.CertFile,
+		CAPool:        ca.Pool,
+		HTTPPort:      httpPort,
+		TLSPort:       tlsPort,
+		DNSAddr:       loopback(dnsPort),
+		ChallSrvURL:   "http://" + loopback(challMgmtPort),
+		client: &http.Client{
+			Transport: &http.Transport{
+				TLSClientConfig:   &tls.Config{RootCAs: ca.Pool},
+				DisableKeepAlives: true, // leave no connection goroutines behind
+			},
+			Timeout: 5 * time.Second,
+		},
+	}
+	config := writeConfig(t, dir, pebbleConfig{Pebble: pebbleSettings{
+		ListenAddress:                  loopback(listenPort),
+		ManagementListenAddress:        loopback(mgmtPort),
+		Certificate:                    leaf.CertFile,
+		PrivateKey:                     leaf.KeyFile,
+		HTTPPort:                       httpPort,
+		TLSPort:                        tlsPort,
+		ExternalAccountBindingRequired: opts.EAB != nil,
+		ExternalAccountMACKeys:         macKeys(t, opts.EAB),
+		KeyAlgorithm:                   "ecdsa",
+		Profiles: map[string]profile{
+			"default": {Description: "pebbletest default profile", ValidityPeriod: 90 * 24 * 60 * 60},
+		},
+	}})
+
+	// Registered after every t.TempDir, so it runs before they are removed.
+	t.Cleanup(func() {
+		p.Stop()
+		for _, pr := range p.procs {
+			if pr.crashed && !t.Failed() {
+				t.Errorf("pebbletest: %s exited before Stop: %v", pr.name, pr.err)
+			}
+			if t.Failed() {
+				t.Logf("pebbletest: output of %s (tail):\n%s", pr.name, pr.out.tail(outputTail))
+			}
+		}
+	})
+
+	chall := p.start(t, tc, "pebble-challtestsrv",
+		"-defaultIPv4", "127.0.0.1",
+		"-defaultIPv6", "",
+		"-http01", "",
+		"-https01", "",
+		"-tlsalpn01", "",
+		"-doh", "",
+		"-dnsserver", p.DNSAddr,
+		"-management", loopback(challMgmtPort),
+	)
+	pebble := p.start(t, tc, "pebble",
+		"-config", config,
+		"-dnsserver", p.DNSAddr,
+		"-strict",
+	)
+
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	p.await(t, ctx, []probe{
+		{chall, "DNS server", p.dnsReady},
+		{chall, "management API", func(ctx context.Context) error {
+			// It has no page at "/": any answer means it is up.
+			_, _, err := p.get(ctx, p.ChallSrvURL+"/")
+			return err
+		}},
+		{pebble, "ACME directory", func(ctx context.Context) error {
+			_, err := p.getOK(ctx, p.DirectoryURL)
+			return err
+		}},
+		{pebble, "management interface", func(ctx context.Context) error {
+			_, err := p.getOK(ctx, p.ManagementURL+"/roots/0")
+			return err
+		}},
+	})
+	return p
+}
+
+// Roots returns the root CA that Pebble issues certificates under, fetched
+// from its management interface. Pebble makes a new one on every start.
+// Issued chains end in an intermediate, which TLS peers send, so the roots
+// alone verify them.
+func (p *Pebble) Roots(t testing.TB) *x509.CertPool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	url := p.ManagementURL + "/roots/0"
+	body, err := p.getOK(ctx, url)
+	if err != nil {
+		t.Fatalf("pebbletest: fetching roots: %v", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(body) {
+		t.Fatalf("pebbletest: no certificate in %s: %q", url, body)
+	}
+	return pool
+}
+
+// Stop ends both programs and waits for them: SIGTERM to each process group,
+// then SIGKILL after 3 seconds. It may be called more than once; Start
+// registers it with t.Cleanup.
+func (p *Pebble) Stop() {
+	p.stopOnce.Do(func() {
+		var wg sync.WaitGroup
+		for _, pr := range p.procs {
+			wg.Go(pr.stop)
+		}
+		wg.Wait()
+		p.client.CloseIdleConnections()
+	})
+}
+
+// probe is one readiness check of a process.
+type probe struct {
+	proc  *process
+	what  string
+	check func(context.Context) error
+}
+
+// await polls the probes until all pass, failing t if a process exits or ctx
+// ends first.
+func (p *Pebble) await(t testing.TB, ctx context.Context, probes []probe) {
+	t.Helper()
+	tick := time.NewTicker(pollEvery)
+	defer tick.Stop()
+	last := make([]error, len(probes))
+	for {
+		pending := 0
+		for i, pb := range probes {
+			if pb.check == nil {
+				continue
+			}
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			last[i] = pb.check(cctx)
+			cancel()
+			if last[i] == nil {
+				probes[i].check = nil
+			} else {
+				pending++
+			}
+		}
+		if pending == 0 {
+			return
+		}
+		for _, pb := range probes {
+			select {
+			case <-pb.proc.done:
+				t.Fatalf("pebbletest: %s exited while starting: %v", pb.proc.name, pb.proc.err)
+			default:
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			var errs []error
+			for i, pb := range probes {
+				if pb.check != nil {
+					errs = append(errs, fmt.Errorf("%s %s: %w", pb.proc.name, pb.what, last[i]))
+				}
+			}
+			t.Fatalf("pebbletest: not ready after %v: %v", startTimeout, errors.Join(errs...))
+		}
+	}
+}
+
+// get fetches url.
+func (p *Pebble) get(ctx context.Context, url string) (status int, body []byte, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err = io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+// getOK fetches url, requiring status 200 OK.
+func (p *Pebble) getOK(ctx context.Context, url string) ([]byte, error) {
+	status, body, err := p.get(ctx, url)
+	if err == nil && status != http.StatusOK {
+		err = fmt.Errorf("GET %s: status %d %s", url, status, bytes.TrimSpace(body))
+	}
+	return body, err
+}
+
+// dnsReady asks the DNS server for an A record over TCP, as Pebble does, and
+// requires the answer 127.0.0.1.
+func (p *Pebble) dnsReady(ctx context.Context) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", p.DNSAddr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	b := dnsmessage.NewBuilder(make([]byte, 2, 512), dnsmessage.Header{ID: 1, RecursionDesired: true})
+	if err := b.StartQuestions(); err != nil {
+		return err
+	}
+	q := dnsmessage.Question{Name: dnsmessage.MustNewName("ready.pebbletest.test."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}
+	if err := b.Question(q); err != nil {
+		return err
+	}
+	msg, err := b.Finish()
+	if err != nil {
+		return err
+	}
+	binary.BigEndian.PutUint16(msg, uint16(len(msg)-2)) // TCP length prefix
+	if _, err := c.Write(msg); err != nil {
+		return err
+	}
+	var n [2]byte
+	if _, err := io.ReadFull(c, n[:]); err != nil {
+		return err
+	}
+	resp := make([]byte, binary.BigEndian.Uint16(n[:]))
+	if _, err := io.ReadFull(c, resp); err != nil {
+		return err
+	}
+	var parser dnsmessage.Parser
+	if _, err := parser.Start(resp); err != nil {
+		return err
+	}
+	if err := parser.SkipAllQuestions(); err != nil {
+		return err
+	}
+	answers, err := parser.AllAnswers()
+	if err != nil {
+		return err
+	}
+	for _, a := range answers {
+		if r, ok := a.Body.(*dnsmessage.AResource); ok && netip.AddrFrom4(r.A) == netip.MustParseAddr("127.0.0.1") {
+			return nil
+		}
+	}
+	return fmt.Errorf("DNS answer for %s: %v, want 127.0.0.1", q.Name, answers)
+}
+
+// toolchain is where to run "go tool".
+type toolchain struct {
+	goBin   string // the go command
+	modRoot string // the directory of go.mod, with the pebble tool lines
+}
+
+// findToolchain locates the go command and the module, and builds both tools
+// once per test binary, so that Start can tell a missing component (skip)
+// from a broken start (fail), and the build does not count against the
+// readiness timeout.
+var findToolchain = sync.OnceValues(func() (toolchain, error) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		// "go test" puts GOROOT/bin first on PATH, so this is rarely reached.
+		//lint:ignore SA1019 a fallback for when PATH has no go command
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, goBin, "env", "GOMOD").Output()
+	if err != nil {
+		return toolchain{}, fmt.Errorf("pebbletest: cannot run %s: %v", goBin, err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return toolchain{}, errors.New("pebbletest: not in a Go module, so no pebble tool")
+	}
+	tc := toolchain{goBin: goBin, modRoot: filepath.Dir(gomod)}
+	for _, tool := range []string{"pebble", "pebble-challtestsrv"} {
+		// -n builds the tool into the build cache and prints its path
+		// instead of running it.
+		cmd := exec.CommandContext(ctx, goBin, "tool", "-n", tool)
+		cmd.Dir = tc.modRoot
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return toolchain{}, fmt.Errorf("pebbletest: cannot build %q (go tool -n %s): %v\n%s", tool, tool, err, bytes.TrimSpace(out))
+		}
+	}
+	return tc, nil
+})
+
+// process is one "go tool NAME" and the tool it runs, in their own process
+// group.
+type process struct {
+	name    string
+	cmd     *exec.Cmd
+	out     tailBuffer
+	done    chan struct{} // closed when cmd.Wait returns
+	err     error         // cmd.Wait's result, set before done is closed
+	crashed bool          // set by stop: the process had exited already
+}
+
+// start runs "go tool name args..." in the module root.
+func (p *Pebble) start(t testing.TB, tc toolchain, name string, args ...string) *process {
+	t.Helper()
+	pr := &process{name: name, done: make(chan struct{})}
+	pr.cmd = exec.Command(tc.goBin, append([]string{"tool", name}, args...)...)
+	pr.cmd.Dir = tc.modRoot
+	pr.cmd.Env = append(withoutPebbleEnv(os.Environ()), pebbleEnv...)
+	pr.cmd.Stdout = &pr.out
+	pr.cmd.Stderr = &pr.out
+	pr.cmd.WaitDelay = killAfter // in case something outside the group holds the output pipe
+	pr.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	setParentDeathSignal(pr.cmd.SysProcAttr)
+	if err := pr.cmd.Start(); err != nil {
+		t.Fatalf("pebbletest: starting %s: %v", name, err)
+	}
+	p.procs = append(p.procs, pr)
+	go func() {
+		pr.err = pr.cmd.Wait()
+		close(pr.done)
+	}()
+	return pr
+}
+
+// setParentDeathSignal asks Linux to send SIGTERM to "go tool" if the test
+// binary dies without running its cleanups (a -timeout panic, a kill); "go
+// tool" passes it on to Pebble. The field exists on Linux and FreeBSD only,
+// hence reflection rather than a file per platform.
+func setParentDeathSignal(attr *syscall.SysProcAttr) {
+	f := reflect.ValueOf(attr).Elem().FieldByName("Pdeathsig")
+	if f.IsValid() && f.Type() == reflect.TypeFor[syscall.Signal]() {
+		f.Set(reflect.ValueOf(syscall.SIGTERM))
+	}
+}
+
+// stop ends the process group and waits for "go tool" to exit.
+func (pr *process) stop() {
+	pgid := pr.cmd.Process.Pid
+	select {
+	case <-pr.done:
+		pr.crashed = true
+	default:
+		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		select {
+		case <-pr.done:
+		case <-time.After(killAfter):
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			<-pr.done
+		}
+	}
+	// "go tool" waits for its tool, so the group should be empty now; sweep
+	// whatever is not. While a member lives, no other group can take the id.
+	if syscall.Kill(-pgid, 0) == nil {
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	}
+}
+
+// tailBuffer keeps the last output of a process; it is safe for concurrent
+// use.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if len(b.buf) > 4*outputTail {
+		b.buf = append(b.buf[:0], b.buf[len(b.buf)-outputTail:]...)
+	}
+	return len(p), nil
+}
+
+// tail returns about the last n bytes, from a line start when it can.
+func (b *tailBuffer) tail(n int) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.buf
+	if len(s) > n {
+		s = s[len(s)-n:]
+		if i := bytes.IndexByte(s, '\n'); i >= 0 {
+			s = s[i+1:]
+		}
+	}
+	return string(s)
+}
+
+// pebbleConfig is Pebble's configuration file (cmd/pebble's config).
+type pebbleConfig struct {
+	Pebble pebbleSettings `json:"pebble"`
+}
+
+type pebbleSettings struct {
+	ListenAddress                  string             `json:"listenAddress"`
+	ManagementListenAddress        string             `json:"managementListenAddress"`
+	Certificate                    string             `json:"certificate"`
+	PrivateKey                     string             `json:"privateKey"`
+	HTTPPort                       int                `json:"httpPort"`
+	TLSPort                        int                `json:"tlsPort"`
+	ExternalAccountBindingRequired bool               `json:"externalAccountBindingRequired"`
+	ExternalAccountMACKeys         map[string]string  `json:"externalAccountMACKeys,omitempty"`
+	KeyAlgorithm                   string             `json:"keyAlgorithm"`
+	Profiles                       map[string]profile `json:"profiles"`
+}
+
+type profile struct {
+	Description    string `json:"description"`
+	ValidityPeriod uint64 `json:"validityPeriod"` // seconds
+}
+
+func writeConfig(t testing.TB, dir string, cfg pebbleConfig) string {
+	t.Helper()
+	data, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		t.Fatalf("pebbletest: encoding config: %v", err)
+	}
+	name := filepath.Join(dir, "pebble-config.json")
+	if err := os.WriteFile(name, data, 0o600); err != nil {
+		t.Fatalf("pebbletest: %v", err)
+	}
+	return name
+}
+
+// macKeys encodes EAB keys as Pebble reads them: unpadded base64url.
+func macKeys(t testing.TB, eab map[string][]byte) map[string]string {
+	t.Helper()
+	if len(eab) == 0 {
+		return nil
+	}
+	keys := make(map[string]string, len(eab))
+	for kid, key := range eab {
+		if kid == "" {
+			t.Fatalf("pebbletest: empty EAB key ID")
+		}
+		if len(key) < 32 {
+			t.Fatalf("pebbletest: EAB key %q is %d bytes: Pebble needs at least 32 for HS256", kid, len(key))
+		}
+		keys[kid] = base64.RawURLEncoding.EncodeToString(key)
+	}
+	return keys
+}
+
+func withoutPebbleEnv(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "PEBBLE_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func loopback(port int) string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+}
+
+// reservation holds listeners on free loopback ports, so the ports it hands
+// out are distinct, until release; then the programs bind them.
+type reservation struct {
+	held []io.Closer
+}
+
+// tcp returns a free TCP port.
+func (r *reservation) tcp(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("pebbletest: finding a free port: %v", err)
+	}
+	r.held = append(r.held, l)
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// tcpAndUDP returns a port free for both TCP and UDP, as a DNS server needs.
+func (r *reservation) tcpAndUDP(t testing.TB) int {
+	t.Helper()
+	var lastErr error
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("pebbletest: finding a free port: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		r.held = append(r.held, l) // also when UDP fails, so the port is not picked again
+		pc, err := net.ListenPacket("udp", loopback(port))
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		r.held = append(r.held, pc)
+		return port
+	}
+	t.Fatalf("pebbletest: no port free for both TCP and UDP: %v", lastErr)
+	return 0
+}
+
+func (r *reservation) release() {
+	for _, c := range r.held {
+		c.Close()
+	}
+	r.held = nil
+}

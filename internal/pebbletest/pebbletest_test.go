@@ -1,0 +1,230 @@
+//go:build unix
+
+package pebbletest
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"golang.org/x/crypto/acme"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestStart(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		opts Options
+	}{
+		{"plain", Options{}},
+		{"EAB", Options{EAB: map[string][]byte{"kid-1": []byte("0123456789abcdef0123456789abcdef")}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p := Start(t, tt.opts)
+
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			body, err := p.getOK(ctx, p.DirectoryURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var dir struct {
+				NewAccount string `json:"newAccount"`
+				NewOrder   string `json:"newOrder"`
+				Meta       struct {
+					ExternalAccountRequired bool `json:"externalAccountRequired"`
+				} `json:"meta"`
+			}
+			if err := json.Unmarshal(body, &dir); err != nil {
+				t.Fatalf("directory %s: %v", body, err)
+			}
+			if dir.NewAccount == "" || dir.NewOrder == "" {
+				t.Errorf("directory lacks newAccount or newOrder: %s", body)
+			}
+			if want := tt.opts.EAB != nil; dir.Meta.ExternalAccountRequired != want {
+				t.Errorf("meta.externalAccountRequired = %v, want %v", dir.Meta.ExternalAccountRequired, want)
+			}
+			if p.HTTPPort == 0 || p.TLSPort == 0 || p.HTTPPort == p.TLSPort {
+				t.Errorf("validation ports %d and %d", p.HTTPPort, p.TLSPort)
+			}
+			if p.Roots(t) == nil {
+				t.Error("no roots")
+			}
+
+			p.Stop()
+			p.Stop() // idempotent
+			assertStopped(t, p)
+		})
+	}
+}
+
+// TestIssueHTTP01 gets a certificate the way an ACME client does, with
+// external account binding and HTTP-01, and checks that validation is real:
+// an unanswered challenge fails.
+func TestIssueHTTP01(t *testing.T) {
+	t.Parallel()
+	var responses sync.Map // challenge path → key authorization
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v, ok := responses.Load(r.URL.Path)
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		io.WriteString(w, v.(string))
+	}))
+	t.Cleanup(srv.Close)
+
+	hmacKey := []byte("pebbletest HMAC key of 32 bytes.")
+	p := Start(t, Options{
+		HTTPPort: srv.Listener.Addr().(*net.TCPAddr).Port,
+		EAB:      map[string][]byte{"kid-1": hmacKey},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	if _, err := newClient(t, p).Register(ctx, &acme.Account{}, acme.AcceptTOS); err == nil {
+		t.Error("registered without external account binding")
+	}
+	cl := newClient(t, p)
+	eab := &acme.ExternalAccountBinding{KID: "kid-1", Key: hmacKey}
+	if _, err := cl.Register(ctx, &acme.Account{ExternalAccountBinding: eab}, acme.AcceptTOS); err != nil {
+		t.Fatalf("register with binding: %v", err)
+	}
+
+	const domain = "gw.pebbletest.example"
+	authorize := func(answer bool) error {
+		order, err := cl.AuthorizeOrder(ctx, acme.DomainIDs(domain))
+		if err != nil {
+			t.Fatalf("new order: %v", err)
+		}
+		for _, u := range order.AuthzURLs {
+			z, err := cl.GetAuthorization(ctx, u)
+			if err != nil {
+				t.Fatalf("authorization: %v", err)
+			}
+			var chal *acme.Challenge
+			for _, c := range z.Challenges {
+				if c.Type == "http-01" {
+					chal = c
+				}
+			}
+			if chal == nil {
+				t.Fatalf("no http-01 challenge in %+v", z.Challenges)
+			}
+			if answer {
+				resp, err := cl.HTTP01ChallengeResponse(chal.Token)
+				if err != nil {
+					t.Fatal(err)
+				}
+				responses.Store(cl.HTTP01ChallengePath(chal.Token), resp)
+			}
+			if _, err := cl.Accept(ctx, chal); err != nil {
+				t.Fatalf("accept: %v", err)
+			}
+			if _, err := cl.WaitAuthorization(ctx, z.URI); err != nil {
+				return err
+			}
+		}
+		order, err = cl.WaitOrder(ctx, order.URI)
+		if err != nil {
+			t.Fatalf("order not ready: %v", err)
+		}
+		certKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{domain}}, certKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Not CreateOrderCert: Pebble finalizes asynchronously and answers
+		// without a Location, so that loses the order URL to poll.
+		chain, _, err := cl.CreateCertFromOrder(ctx, order, csr, true)
+		if err != nil {
+			t.Fatalf("finalize: %v", err)
+		}
+		leaf, err := x509.ParseCertificate(chain[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		inter := x509.NewCertPool()
+		for _, der := range chain[1:] {
+			c, err := x509.ParseCertificate(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			inter.AddCert(c)
+		}
+		opts := x509.VerifyOptions{DNSName: domain, Roots: p.Roots(t), Intermediates: inter}
+		if _, err := leaf.Verify(opts); err != nil {
+			t.Errorf("issued certificate does not verify against Roots: %v", err)
+		}
+		opts.Roots = p.CAPool
+		if _, err := leaf.Verify(opts); err == nil {
+			t.Error("issued certificate verifies against CAPool")
+		}
+		return nil
+	}
+
+	var authzErr *acme.AuthorizationError
+	if err := authorize(false); !errors.As(err, &authzErr) {
+		t.Errorf("unanswered HTTP-01 challenge: got %v, want an authorization error", err)
+	}
+	if err := authorize(true); err != nil {
+		t.Errorf("answered HTTP-01 challenge: %v", err)
+	}
+}
+
+func newClient(t *testing.T, p *Pebble) *acme.Client {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.CAPool}}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &acme.Client{Key: key, DirectoryURL: p.DirectoryURL, HTTPClient: &http.Client{Transport: tr}}
+}
+
+// assertStopped checks that nothing of p is left: no process in either
+// process group, and no listener on any TCP port.
+func assertStopped(t *testing.T, p *Pebble) {
+	t.Helper()
+	for _, pr := range p.procs {
+		if err := syscall.Kill(-pr.cmd.Process.Pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("%s process group %d: %v, want ESRCH", pr.name, pr.cmd.Process.Pid, err)
+		}
+	}
+	for _, raw := range []string{p.DirectoryURL, p.ManagementURL, p.ChallSrvURL, "tcp://" + p.DNSAddr} {
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := net.DialTimeout("tcp", u.Host, time.Second)
+		if err == nil {
+			c.Close()
+			t.Errorf("%s still accepts connections", u.Host)
+		} else if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("%s: %v, want connection refused", u.Host, err)
+		}
+	}
+}
