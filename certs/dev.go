@@ -1,8 +1,10 @@
-// Package certs provides the certificates smqgw serves: for now a
-// development PKI (a local CA and a server certificate) that the
-// zero-configuration demo generates on first run and reuses afterwards, and
-// client certificates issued by its CA for testing client authentication
-// (smqgw certs init, smqgw certs client).
+// Package certs provides the certificates smqgw serves and trusts: the
+// Source interface every TLS listener is built around, with its kinds —
+// PEM files chosen by SNI and reloaded atomically (Files), ACME through
+// autocert (ACME), a fixed certificate (Static) — a polling Watcher for
+// reloads, loaders for client CA bundles and CRLs, and the development PKI
+// (a local CA, a server certificate, client certificates with PKCS#12) that
+// the zero-configuration demo and `smqgw certs` share.
 package certs
 
 import (
@@ -55,8 +57,17 @@ func EnsureDev(dir string, hosts []string) (*Dev, error) {
 		return nil, fmt.Errorf("certs: dev pki: %w", err)
 	}
 	d := &Dev{Dir: dir, CAFile: filepath.Join(dir, DevCAFile)}
-	ca, caKey, err := loadPair(d.CAFile, filepath.Join(dir, DevCAKeyFile))
+	caKeyFile := filepath.Join(dir, DevCAKeyFile)
+	ca, caKey, err := loadPair(d.CAFile, caKeyFile)
 	if errors.Is(err, os.ErrNotExist) {
+		// Half a CA is not replaced: a new CA would silently orphan every
+		// certificate the old one issued.
+		for _, f := range []string{d.CAFile, caKeyFile} {
+			if _, serr := os.Stat(f); serr == nil {
+				return nil, fmt.Errorf("certs: dev pki in %s: %s exists but %s is missing: restore it, or remove both to make a new CA",
+					dir, filepath.Base(f), otherOf(f, d.CAFile, caKeyFile))
+			}
+		}
 		ca, caKey, err = createCA(dir)
 		d.CreatedCA = err == nil
 	}
@@ -217,4 +228,12 @@ func writeAtomic(name string, data []byte, perm os.FileMode) error {
 		return err
 	}
 	return os.Rename(f.Name(), name)
+}
+
+// otherOf returns whichever of a and b is not f, as a base name.
+func otherOf(f, a, b string) string {
+	if f == a {
+		return filepath.Base(b)
+	}
+	return filepath.Base(a)
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -81,5 +82,23 @@ func TestEnsureDevRejectsBrokenFiles(t *testing.T) {
 	}
 	if _, err := EnsureDev(dir, []string{"localhost"}); err == nil {
 		t.Fatal("a broken CA file was accepted")
+	}
+}
+
+func TestEnsureDevRefusesHalfACA(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := EnsureDev(dir, []string{"localhost"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, DevCAKeyFile)); err != nil {
+		t.Fatal(err)
+	}
+	caBefore, _ := os.ReadFile(filepath.Join(dir, DevCAFile))
+	_, err := EnsureDev(dir, []string{"localhost"})
+	if err == nil || !strings.Contains(err.Error(), "ca.pem exists but ca-key.pem is missing") {
+		t.Fatalf("EnsureDev with the CA key gone: %v, want a refusal", err)
+	}
+	if caAfter, _ := os.ReadFile(filepath.Join(dir, DevCAFile)); string(caAfter) != string(caBefore) {
+		t.Error("the CA certificate was replaced")
 	}
 }
