@@ -194,6 +194,8 @@ func TestRevokedClientRefused(t *testing.T) {
 	good, bad := clientCA.Client(t, "device-good"), clientCA.Client(t, "device-bad")
 	crlFile := filepath.Join(dir, "clients.crl")
 	writeFile(t, crlFile, clientCA.CRL(t).DER) // nothing revoked yet, DER
+	caFile := filepath.Join(dir, "clients-ca.pem")
+	writeFile(t, caFile, clientCA.CertPEM)
 	b := startBuilt(t, dir, fmt.Sprintf(`
 watch_interval = "1h"   # this test reloads by hand, as SIGHUP does
 [[listener]]
@@ -204,12 +206,12 @@ tls = "files"
   path = "/"
   upstream = "embedded"
   client_auth = "require"
-  client_ca = [%q]
+  client_ca = ["clients-ca.pem"]
   client_crl = ["clients.crl"]
 [certs.files]
 cert_file = %q
 key_file = %q
-`, clientCA.CertFile, server.CertFile, server.KeyFile))
+`, server.CertFile, server.KeyFile))
 	addr := b.gw.Addr("edge").String()
 	dial := func(l *testpki.Leaf, scheme string) (*client.Client, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
@@ -245,8 +247,7 @@ key_file = %q
 	// The session admitted before the revocation is left alone: the CRL is
 	// checked when a session starts.
 	pubSub(t, before, before)
-	if !strings.Contains(b.logs.String(), `reason="cert not accepted" detail="certificate revoked"`) &&
-		!strings.Contains(b.logs.String(), "certificate revoked") {
+	if !strings.Contains(b.logs.String(), `detail="0x05 client certificate not accepted: certificate revoked"`) {
 		t.Errorf("the refusal is not logged:\n%s", b.logs)
 	}
 
@@ -257,6 +258,22 @@ key_file = %q
 	}
 	if _, err := dial(bad, "wss"); !errors.As(err, new(*client.RefusedError)) {
 		t.Errorf("after a broken CRL: %v, want the revoked certificate still refused", err)
+	}
+
+	// The CA bundle is replaced by another CA's: its devices get in, the
+	// old CA's are refused.
+	otherCA := testpki.NewCA(t)
+	writeFile(t, caFile, otherCA.CertPEM)
+	writeFile(t, crlFile, otherCA.CRL(t).PEM)
+	if err := b.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	var re *client.RefusedError
+	if _, err := dial(good, "https"); !errors.As(err, &re) || !strings.Contains(re.Reason, "unknown authority") {
+		t.Errorf("a device of the replaced CA: %v, want 0x05 unknown authority", err)
+	}
+	if _, err := dial(otherCA.Client(t, "device-new"), "https"); err != nil {
+		t.Errorf("a device of the new CA: %v", err)
 	}
 }
 
