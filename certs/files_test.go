@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -256,5 +257,33 @@ func rsaServer(t *testing.T, ca *testpki.CA, host string) *testpki.Leaf {
 		Cert:    cert,
 		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}),
+	}
+}
+
+func BenchmarkFilesGetCertificate(b *testing.B) {
+	ca := testpki.NewCA(b)
+	dir := b.TempDir()
+	var pairs []Pair
+	for i := range 20 {
+		l := ca.Server(b, fmt.Sprintf("host%d.example.com", i))
+		p := Pair{CertFile: filepath.Join(dir, fmt.Sprintf("%d.pem", i)), KeyFile: filepath.Join(dir, fmt.Sprintf("%d-key.pem", i))}
+		if err := os.WriteFile(p.CertFile, l.CertPEM, 0o600); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(p.KeyFile, l.KeyPEM, 0o600); err != nil {
+			b.Fatal(err)
+		}
+		pairs = append(pairs, p)
+	}
+	f, err := NewFiles(pairs...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hello := &tls.ClientHelloInfo{ServerName: "host17.example.com"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := f.GetCertificate(hello); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -190,10 +190,12 @@ func TestACMETLSALPN(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cfg := acmeConfig(stateDir, addr, pb, fmt.Sprintf("acme_eab_kid = \"kid-1\"\nacme_eab_key = %q",
 		base64.RawURLEncoding.EncodeToString(key)))
+	began := time.Now()
 	gw := startSMQGW(t, dir, cfg)
 	roots := pb.Roots(t)
 
 	leaf := verifiedLeaf(t, addr, roots)
+	t.Logf("certificate obtained by TLS-ALPN-01 %v after start-up", time.Since(began).Round(time.Millisecond))
 	if !slices.Contains(leaf.DNSNames, acmeDomain) {
 		t.Fatalf("certificate for %q, want %q", leaf.DNSNames, acmeDomain)
 	}
@@ -245,8 +247,10 @@ func TestACMEHTTP01(t *testing.T) {
 	tlsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	gw := startSMQGW(t, dir, acmeConfig(filepath.Join(dir, "state"), tlsAddr, pb,
 		fmt.Sprintf("acme_http_address = \"127.0.0.1:%d\"", httpPort)))
+	began := time.Now()
 	roots := pb.Roots(t)
 	leaf := verifiedLeaf(t, tlsAddr, roots)
+	t.Logf("certificate obtained by HTTP-01 %v after start-up", time.Since(began).Round(time.Millisecond))
 	if !slices.Contains(leaf.DNSNames, acmeDomain) {
 		t.Fatalf("certificate for %q, want %q", leaf.DNSNames, acmeDomain)
 	}
