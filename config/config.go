@@ -226,6 +226,30 @@ type Upstream struct {
 	// forms), a URL with scheme http, https, socks5 or socks5h names the
 	// proxy. Default "".
 	Proxy string
+	// CAFile (ca_file) is a PEM bundle of the CAs that verify the broker's
+	// certificate on https:// and wss:// URLs. Default "": the system
+	// roots. Path absolute after Load.
+	CAFile string
+	// CertFile and KeyFile (cert_file, key_file) are the gateway's own
+	// client certificate chain and key, presented to brokers that ask for
+	// one. Both or neither; reloaded when they change. Paths absolute after
+	// Load.
+	CertFile string
+	KeyFile  string
+	// ServerName (server_name) is the name the broker's certificate must
+	// carry, when it is not the URL's host (a broker reached by IP
+	// address). Default "": the URL's host.
+	ServerName string
+}
+
+// TLS reports whether any URL of the upstream uses TLS.
+func (u *Upstream) TLS() bool {
+	for _, s := range u.URLs {
+		if strings.HasPrefix(s, "https://") || strings.HasPrefix(s, "wss://") {
+			return true
+		}
+	}
+	return false
 }
 
 // Certs is a certificate source for TLS listeners ([certs.NAME]), one of

@@ -180,6 +180,10 @@ func TestParseProblems(t *testing.T) {
 		{"proxy form", withListener(`[upstream.a]`, `urls = ["http://a"]`, `proxy = "socks5://"`, `[upstream.b]`, `urls = ["http://a"]`, `proxy = "http://p:3128/x"`),
 			[]want{{9, `proxy in [upstream.a]: no host in "socks5://"`}, {12, `proxy in [upstream.b]: proxy URL "http://p:3128/x" must not have a path`}}},
 
+		{"upstream tls keys without tls", withListener(`[upstream.a]`, `urls = ["http://a"]`, `ca_file = "ca.pem"`, `server_name = "a.example"`),
+			[]want{{9, `ca_file in [upstream.a]: has no effect: no URL of this upstream uses TLS`}, {10, `server_name in [upstream.a]: has no effect`}}},
+		{"upstream tls keys", withListener(`[upstream.a]`, `urls = ["wss://a"]`, `cert_file = "cert.pem"`, `ca_file = "gone.pem"`, `server_name = "bad name"`),
+			[]want{{7, `missing required key "key_file" in [upstream.a]: cert_file needs it`}, {10, `ca_file in [upstream.a]: cannot read`}, {11, `server_name in [upstream.a]: invalid name "bad name"`}}},
 		// [certs.NAME]
 		{"certs without source", withListener(`[certs.x]`, `hosts = ["localhost"]`),
 			[]want{{7, `missing required keys "cert_file" and "key_file" in [certs.x] (or set acme_domains, or dev = true)`}, {8, `hosts in [certs.x]: only used with dev = true`}}},

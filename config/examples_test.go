@@ -15,7 +15,7 @@ import (
 // fileKeys are the keys whose values name files the loader checks. An
 // example file's real paths (/etc/smqgw/...) do not exist here, so
 // materialize creates them under a temporary directory.
-var fileKeys = map[string]bool{"client_ca": true, "client_crl": true, "cert_file": true, "key_file": true, "acme_directory_ca": true}
+var fileKeys = map[string]bool{"client_ca": true, "client_crl": true, "cert_file": true, "key_file": true, "acme_directory_ca": true, "ca_file": true}
 
 // TestExamples loads every configs/*.toml, so that a new example is
 // covered by adding the file.

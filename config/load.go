@@ -423,6 +423,11 @@ func (d *decoder) decode(raw map[string]any) *Config {
 		ut.duration("dial_timeout", &u.DialTimeout)
 		ut.duration("backoff", &u.Backoff)
 		ut.str("proxy", &u.Proxy)
+		ut.str("ca_file", &u.CAFile)
+		ut.str("cert_file", &u.CertFile)
+		ut.str("key_file", &u.KeyFile)
+		ut.str("server_name", &u.ServerName)
+		u.CAFile, u.CertFile, u.KeyFile = d.abs(u.CAFile), d.abs(u.CertFile), d.abs(u.KeyFile)
 		c.Upstreams[name] = u
 	})
 

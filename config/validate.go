@@ -203,6 +203,28 @@ func (d *decoder) upstream(u *Upstream, key string) {
 	if u.DialTimeout <= 0 {
 		d.keyf(key+".dial_timeout", "must be greater than 0")
 	}
+	tlsKeys := []struct{ key, v string }{{"ca_file", u.CAFile}, {"cert_file", u.CertFile}, {"key_file", u.KeyFile}, {"server_name", u.ServerName}}
+	if !u.TLS() && len(u.URLs) > 0 {
+		for _, x := range tlsKeys {
+			if x.v != "" {
+				d.keyf(key+"."+x.key, "has no effect: no URL of this upstream uses TLS (https:// or wss://)")
+			}
+		}
+	}
+	switch {
+	case u.CertFile != "" && u.KeyFile == "":
+		d.add(key+".key_file", fmt.Sprintf(`missing required key "key_file" in %s: cert_file needs it`, tableName(key)))
+	case u.CertFile == "" && u.KeyFile != "":
+		d.add(key+".cert_file", fmt.Sprintf(`missing required key "cert_file" in %s: key_file needs it`, tableName(key)))
+	}
+	for _, x := range tlsKeys[:3] {
+		if x.v != "" {
+			d.readable(key+"."+x.key, x.v)
+		}
+	}
+	if u.ServerName != "" && !validHost(u.ServerName) {
+		d.keyf(key+".server_name", "invalid name %q (want a DNS name or an IP address)", u.ServerName)
+	}
 	if u.Backoff <= 0 {
 		d.keyf(key+".backoff", "must be greater than 0")
 	}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/acme"
@@ -76,8 +78,13 @@ func Build(cfg *config.Config, log *slog.Logger) (*Built, error) {
 			fail("upstream %q: proxy %q: proxies are not supported yet", name, u.Proxy)
 			continue
 		}
+		tc, err := b.upstreamTLS(u)
+		if err != nil {
+			fail("upstream %q: %v", name, err)
+			continue
+		}
 		d, err := upstream.New(upstream.Config{Name: name, URLs: u.URLs, DialTimeout: u.DialTimeout,
-			Backoff: u.Backoff, Logger: log})
+			Backoff: u.Backoff, Logger: log, TLS: tc})
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -168,6 +175,41 @@ func (b *Built) source(cfg *config.Config, c *config.Certs) (certs.Source, error
 	}
 	b.reloadable(fmt.Sprintf("certs %q", c.Name), f.Paths(), f.Reload)
 	return f, nil
+}
+
+// upstreamTLS is the TLS client configuration of an upstream, nil when
+// none of its URLs uses TLS: its roots, server name, and the gateway's
+// client certificate, reloaded like the server certificates.
+func (b *Built) upstreamTLS(u *config.Upstream) (*tls.Config, error) {
+	if !u.TLS() {
+		return nil, nil
+	}
+	tc := &tls.Config{ServerName: u.ServerName, MinVersion: tls.VersionTLS12}
+	if u.CAFile != "" {
+		var err error
+		if tc.RootCAs, _, err = certs.LoadCAs(u.CAFile); err != nil {
+			return nil, err
+		}
+	}
+	if u.CertFile != "" {
+		pair := certs.Pair{CertFile: u.CertFile, KeyFile: u.KeyFile}
+		c, err := certs.LoadPair(pair)
+		if err != nil {
+			return nil, err
+		}
+		var cur atomic.Pointer[tls.Certificate]
+		cur.Store(c)
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cur.Load(), nil }
+		b.reloadable(fmt.Sprintf("upstream %q client certificate", u.Name), []string{u.CertFile, u.KeyFile}, func() error {
+			c, err := certs.LoadPair(pair)
+			if err != nil {
+				return err
+			}
+			cur.Store(c)
+			return nil
+		})
+	}
+	return tc, nil
 }
 
 // acme makes the ACME source of a [certs] block. Its cache is
