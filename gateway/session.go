@@ -203,7 +203,11 @@ func (s *session) run(decision tlsterm.Decision) {
 			"client", s.clientIP, "err", err)
 		// The client learns which upstream failed, not its addresses; the
 		// log has the details.
-		s.refuse(smq.CodeServerUnavailable, "upstream "+s.route.Upstream.Name()+" unavailable", ReasonUpstreamDown,
+		what := " unavailable"
+		if upstream.CertificateRefused(err) {
+			what = " refused the gateway's certificate"
+		}
+		s.refuse(smq.CodeServerUnavailable, "upstream "+s.route.Upstream.Name()+what, ReasonUpstreamDown,
 			errors.New(upstream.Reason(err)))
 		return
 	}
@@ -287,6 +291,18 @@ func (s *session) handshake() bool {
 	}
 	if smq.Check(ack) != nil || smq.Type(ack[0]) != smq.TypeConnack {
 		s.upstreamFailed("answered Connect with "+smq.Type(ack[0]).String(), nil, ReasonUpstreamProtocol)
+		return false
+	}
+	// 0x04 and 0x05 from the broker judge the gateway's certificate (the
+	// client's was judged here): the device gets 0x02 and that reason.
+	if code := smq.ConnackCode(ack[1]); code == smq.CodeCertRequired || code == smq.CodeCertNotAccepted {
+		reason := code.String()
+		if m, err := smq.Decode(ack); err == nil {
+			if c, ok := m.(*smq.Connack); ok && c.Reason != "" {
+				reason += ": " + c.Reason
+			}
+		}
+		s.upstreamFailed("refused the gateway's certificate: "+reason, nil, ReasonUpstreamDown)
 		return false
 	}
 	if err := s.sendClient(ack); err != nil {

@@ -2,9 +2,12 @@ package upstream
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -119,4 +122,47 @@ func (e *timeoutError) Timeout() bool { return true }
 // context.DeadlineExceeded.
 func (e *timeoutError) Is(target error) bool {
 	return target == os.ErrDeadlineExceeded || target == context.DeadlineExceeded
+}
+
+// certAlerts are the TLS alerts a server sends when it does not accept
+// the client's certificate (RFC 8446 and RFC 5246 alert numbers):
+// bad_certificate, unsupported_certificate, certificate_revoked,
+// certificate_expired, certificate_unknown, unknown_ca, access_denied and
+// certificate_required.
+var certAlerts = map[uint8]bool{42: true, 43: true, 44: true, 45: true, 46: true, 48: true, 49: true, 116: true}
+
+// CertificateRefused reports whether a failed Dial was the broker
+// refusing the gateway's client certificate (or its absence) with a TLS
+// alert: a configuration problem of the gateway, not an outage.
+func CertificateRefused(err error) bool {
+	a, ok := remoteAlert(err)
+	return ok && certAlerts[a]
+}
+
+// remoteAlert finds the TLS alert a peer sent in err's tree. crypto/tls
+// reports one as a *net.OpError with Op "remote error" around a value of
+// its unexported alert type, a uint8; tls.AlertError is the exported
+// form some paths use.
+func remoteAlert(err error) (uint8, bool) {
+	switch e := err.(type) {
+	case nil:
+		return 0, false
+	case tls.AlertError:
+		return uint8(e), true
+	case *net.OpError:
+		if v := reflect.ValueOf(e.Err); e.Op == "remote error" && v.Kind() == reflect.Uint8 {
+			return uint8(v.Uint()), true
+		}
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		return remoteAlert(u.Unwrap())
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if a, ok := remoteAlert(e); ok {
+				return a, true
+			}
+		}
+	}
+	return 0, false
 }

@@ -1,0 +1,144 @@
+package gateway_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/smqgw/smqgw/client"
+	"github.com/smqgw/smqgw/internal/testpki"
+	"github.com/smqgw/smqgw/smq"
+)
+
+// cloudGateway is a second smqgw standing in for a cloud broker: TLS,
+// client certificates of clientCA required, the embedded broker behind.
+func cloudGateway(t *testing.T, ca, clientCA *testpki.CA) string {
+	t.Helper()
+	server := ca.Server(t, "127.0.0.1", "cloud.test")
+	cloud := startBuilt(t, t.TempDir(), fmt.Sprintf(`
+[[listener]]
+name = "cloud"
+address = "127.0.0.1:0"
+tls = "files"
+  [[listener.route]]
+  path = "/smq"
+  upstream = "embedded"
+  client_auth = "require"
+  client_ca = [%q]
+  allow_cn = ["gateway-*"]
+[certs.files]
+cert_file = %q
+key_file = %q
+`, clientCA.CertFile, server.CertFile, server.KeyFile))
+	return cloud.gw.Addr("cloud").String()
+}
+
+// TestTLSUpstreamWithClientCertificate is the egress path without a
+// proxy: a plaintext device, a gateway that goes out over TLS with its own
+// client certificate, and a cloud endpoint that requires it.
+func TestTLSUpstreamWithClientCertificate(t *testing.T) {
+	ca, clientCA := testpki.NewCA(t), testpki.NewCA(t)
+	cloudAddr := cloudGateway(t, ca, clientCA)
+	gwCert := clientCA.Client(t, "gateway-1")
+	strangerCert := testpki.NewCA(t).Client(t, "gateway-2")
+
+	// A TLS endpoint that refuses certificates in the handshake, as a
+	// broker with TLS client authentication does.
+	strict, err := tls.Listen("tcp", "127.0.0.1:0", ca.Server(t, "127.0.0.1").ServerConfig(clientCA.Pool))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer strict.Close()
+	go func() {
+		for {
+			c, err := strict.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.(*tls.Conn).Handshake()
+				_, _ = c.Read(make([]byte, 1))
+			}()
+		}
+	}()
+
+	edge := startBuilt(t, t.TempDir(), fmt.Sprintf(`
+[[listener]]
+name = "lan"
+address = "127.0.0.1:0"
+  [[listener.route]]
+  path = "/good"
+  upstream = "cloud"
+  [[listener.route]]
+  path = "/nocert"
+  upstream = "nocert"
+  [[listener.route]]
+  path = "/stranger"
+  upstream = "stranger"
+  [[listener.route]]
+  path = "/strict"
+  upstream = "strict"
+[upstream.cloud]
+urls = ["wss://127.0.0.1:%[2]s/smq"]
+server_name = "cloud.test"
+ca_file = %[1]q
+cert_file = %[3]q
+key_file = %[4]q
+[upstream.nocert]
+urls = ["https://127.0.0.1:%[2]s/smq"]
+ca_file = %[1]q
+[upstream.stranger]
+urls = ["https://127.0.0.1:%[2]s/smq"]
+ca_file = %[1]q
+cert_file = %[5]q
+key_file = %[6]q
+[upstream.strict]
+urls = ["https://%[7]s/smq"]
+ca_file = %[1]q
+`, ca.CertFile, portOf(cloudAddr), gwCert.CertFile, gwCert.KeyFile, strangerCert.CertFile, strangerCert.KeyFile, strict.Addr()))
+	lan := edge.gw.Addr("lan").String()
+
+	dial := func(path string) (*client.Client, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		c, err := client.Dial(ctx, "http://"+lan+path, client.Options{})
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+		return c, err
+	}
+	// Two plaintext devices meet through the edge and the cloud.
+	a, err := dial("/good")
+	if err != nil {
+		t.Fatalf("through a TLS upstream with the gateway's certificate: %v", err)
+	}
+	b, err := dial("/good")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubSub(t, a, b)
+	for _, tc := range []struct{ path, reason string }{
+		{"/nocert", "upstream nocert refused the gateway's certificate: 0x04"},
+		{"/stranger", "upstream stranger refused the gateway's certificate: 0x05"},
+		{"/strict", "upstream strict refused the gateway's certificate"},
+	} {
+		_, err := dial(tc.path)
+		var re *client.RefusedError
+		if !errors.As(err, &re) || re.Code != smq.CodeServerUnavailable || !strings.HasPrefix(re.Reason, tc.reason) {
+			t.Errorf("%s: %v, want 0x02 %q", tc.path, err, tc.reason)
+		}
+	}
+	if logs := edge.logs.String(); !strings.Contains(logs, "refused the gateway's certificate") {
+		t.Errorf("no log line names the refusal:\n%s", logs)
+	}
+}
+
+func portOf(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
