@@ -31,13 +31,17 @@ const (
 	// missing one is requested again, one past its renewal point is
 	// reported.
 	DefaultACMECheck = 6 * time.Hour
+	// MaxACMERenewBefore is the longest RenewBefore autocert honours.
+	MaxACMERenewBefore = 30 * 24 * time.Hour
 )
 
 // ACMEConfig configures an ACME source.
 type ACMEConfig struct {
-	// Domains are the names certificates are obtained for, one certificate
-	// each; only these are ever requested (autocert's host policy). Required.
-	// Wildcards are not possible: they need the DNS-01 challenge.
+	// Domains are the names certificates are obtained for, one ECDSA
+	// certificate each; only these are ever requested (autocert's host
+	// policy), and only by Run, never by a client's handshake. Required.
+	// Case and a trailing dot do not matter. Wildcards are not possible:
+	// they need the DNS-01 challenge.
 	Domains []string
 	// Email is the account's contact address, for the CA's expiry and
 	// incident notices. Optional.
@@ -56,6 +60,7 @@ type ACMEConfig struct {
 	CacheDir string
 	// RenewBefore is how long before expiry a certificate is renewed.
 	// Zero: autocert's rule, 30 days or a third of the lifetime if less.
+	// More than MaxACMERenewBefore counts as MaxACMERenewBefore.
 	RenewBefore time.Duration
 	// Retry and RetryMax bound the waits between failed attempts (defaults
 	// DefaultACMERetry, DefaultACMERetryMax); Check is the period of the
@@ -82,6 +87,8 @@ type ACME struct {
 	alpnChallenges atomic.Uint64
 	httpChallenges atomic.Uint64
 
+	transport *http.Transport // to the CA
+
 	mu     sync.Mutex
 	leaves map[string]*x509.Certificate // by domain: what Run last saw
 }
@@ -94,8 +101,12 @@ func NewACME(cfg ACMEConfig) (*ACME, error) {
 		errs = append(errs, errors.New("certs: acme: no domains"))
 	}
 	domains := map[string]bool{}
+	var names []string // normalised, in order, once each
 	for _, d := range cfg.Domains {
 		d = strings.ToLower(strings.TrimSuffix(d, "."))
+		if !domains[d] {
+			names = append(names, d)
+		}
 		switch {
 		case strings.HasPrefix(d, "*."):
 			errs = append(errs, fmt.Errorf("certs: acme: domain %q: wildcard certificates need the DNS-01 challenge, which smqgw does not answer", d))
@@ -112,9 +123,12 @@ func NewACME(cfg ACMEConfig) (*ACME, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	cfg.Domains = names
 	if cfg.DirectoryURL == "" {
 		cfg.DirectoryURL = autocert.DefaultACMEDirectory
 	}
+	// autocert renews at most 30 days ahead, whatever it is asked.
+	cfg.RenewBefore = min(cfg.RenewBefore, MaxACMERenewBefore)
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v
@@ -130,6 +144,7 @@ func NewACME(cfg ACMEConfig) (*ACME, error) {
 	a.log = a.log.With("directory", cfg.DirectoryURL)
 
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	a.transport = tr
 	tr.Proxy = http.ProxyFromEnvironment
 	if cfg.DirectoryRoots != nil {
 		tr.TLSClientConfig = &tls.Config{RootCAs: cfg.DirectoryRoots, MinVersion: tls.VersionTLS12}
@@ -160,9 +175,12 @@ func NewACME(cfg ACMEConfig) (*ACME, error) {
 
 // GetCertificate answers a TLS-ALPN-01 probe with its challenge
 // certificate, and any other handshake with the certificate of its server
-// name (obtaining it first if Run has not yet). A name outside Domains, or
-// no name (a client connecting by IP address), gets the first domain's
-// certificate, as a web server's default host would.
+// name. A name outside Domains, or no name (a client connecting by IP
+// address), gets the first domain's certificate, as a web server's default
+// host would. Only certificates Run has obtained are served: a handshake
+// never starts an issuance (which would bypass Run's back-off and spend the
+// CA's rate limits), and a handshake before the first certificate arrives
+// fails at once.
 func (a *ACME) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == acme.ALPNProto {
 		c, err := a.m.GetCertificate(hello)
@@ -170,17 +188,35 @@ func (a *ACME) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, err
 			a.alpnChallenges.Add(1)
 			a.log.Info("acme: answered tls-alpn-01 challenge", "domain", hello.ServerName)
 		} else {
-			a.log.Warn("acme: tls-alpn-01 probe without a pending challenge", "domain", hello.ServerName, "err", err)
+			a.log.Debug("acme: tls-alpn-01 probe without a pending challenge", "domain", hello.ServerName, "err", err)
 		}
 		return c, err
 	}
 	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
 	if !a.domains[name] {
-		h := *hello
-		h.ServerName = a.cfg.Domains[0]
-		hello = &h
+		name = a.cfg.Domains[0]
 	}
-	return a.m.GetCertificate(hello)
+	a.mu.Lock()
+	held := a.leaves[name] != nil
+	a.mu.Unlock()
+	if !held {
+		return nil, fmt.Errorf("certs: acme: no certificate for %q yet", name)
+	}
+	// autocert holds it in memory (and renews it): this returns without
+	// contacting the CA.
+	return a.m.GetCertificate(ecdsaHello(name))
+}
+
+// ecdsaHello is a ClientHello for name from a client that takes ECDSA,
+// which is what Run obtains.
+func ecdsaHello(name string) *tls.ClientHelloInfo {
+	return &tls.ClientHelloInfo{
+		ServerName:        name,
+		CipherSuites:      []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256},
+		SignatureSchemes:  []tls.SignatureScheme{tls.ECDSAWithP256AndSHA256},
+		SupportedCurves:   []tls.CurveID{tls.CurveP256},
+		SupportedVersions: []uint16{tls.VersionTLS13, tls.VersionTLS12},
+	}
 }
 
 // HTTPHandler answers HTTP-01 challenges and passes every other request to
@@ -190,7 +226,7 @@ func (a *ACME) HTTPHandler(fallback http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/") {
 			a.httpChallenges.Add(1)
-			a.log.Info("acme: http-01 challenge request", "host", r.Host, "client", r.RemoteAddr)
+			a.log.Debug("acme: http-01 challenge request", "host", r.Host, "client", r.RemoteAddr)
 		}
 		h.ServeHTTP(w, r)
 	})
@@ -223,7 +259,11 @@ func (a *ACME) Leaves() map[string]*x509.Certificate {
 // meanwhile. Renewal itself is autocert's: it starts RenewBefore ahead of
 // expiry and retries on its own; a certificate found past its renewal point
 // is logged as a warning.
+//
+// A request to the CA in progress when ctx ends is left to finish in the
+// background (autocert bounds it by 5 minutes); Run itself returns at once.
 func (a *ACME) Run(ctx context.Context) {
+	defer a.transport.CloseIdleConnections()
 	wait := a.cfg.Retry
 	for {
 		next := jitter(a.cfg.Check)
@@ -257,6 +297,9 @@ func (a *ACME) checkAll(ctx context.Context) int {
 			return 0
 		}
 		leaf, err := a.obtain(ctx, d)
+		if ctx.Err() != nil {
+			return 0 // shutting down: not a failure
+		}
 		if err != nil {
 			failed++
 			a.log.Error("acme: cannot obtain certificate", "domain", d, "err", err)
@@ -281,13 +324,7 @@ func (a *ACME) checkAll(ctx context.Context) int {
 // obtain asks autocert for domain's certificate as a modern client would
 // (ECDSA), returning early when ctx ends.
 func (a *ACME) obtain(ctx context.Context, domain string) (*x509.Certificate, error) {
-	hello := &tls.ClientHelloInfo{
-		ServerName:        domain,
-		CipherSuites:      []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256},
-		SignatureSchemes:  []tls.SignatureScheme{tls.ECDSAWithP256AndSHA256},
-		SupportedCurves:   []tls.CurveID{tls.CurveP256},
-		SupportedVersions: []uint16{tls.VersionTLS13, tls.VersionTLS12},
-	}
+	hello := ecdsaHello(domain)
 	type result struct {
 		c   *tls.Certificate
 		err error

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/smqgw/smqgw/smq"
 )
@@ -72,6 +73,7 @@ func (d *decoder) validate(c *Config) {
 			needState = "ACME certificates and the account key are kept there"
 		}
 	}
+	d.addresses(c)
 	if needState != "" && c.StateDir == "" {
 		d.add("state_dir", "state_dir: not set, and no default: set state_dir, $STATE_DIRECTORY, $XDG_STATE_HOME or $HOME ("+needState+")")
 	}
@@ -360,6 +362,9 @@ func (d *decoder) acme(c *Certs, key string) {
 	if c.ACMEHTTPAddress != "" {
 		d.address(key+".acme_http_address", c.ACMEHTTPAddress)
 	}
+	if c.ACMERenewBefore > 30*24*time.Hour {
+		d.keyf(key+".acme_renew_before", "%s is more than 720h: autocert renews at most 30 days before expiry", c.ACMERenewBefore)
+	}
 }
 
 // DecodeEABKey decodes an External Account Binding HMAC key as CAs hand it
@@ -373,6 +378,44 @@ func DecodeEABKey(s string) ([]byte, error) {
 	}
 	return nil, errors.New("invalid key: want the base64url HMAC key the CA gave")
 }
+
+// addresses reports two sockets that would listen on the same port:
+// listeners, the admin endpoint and ACME HTTP-01 listeners. A host of ""
+// "0.0.0.0" or "::" takes the port on every address.
+func (d *decoder) addresses(c *Config) {
+	type use struct{ key, host string }
+	byPort := map[int][]use{}
+	add := func(key, addr string) {
+		host, p, err := net.SplitHostPort(addr)
+		if err != nil {
+			return // reported by address()
+		}
+		port, err := net.LookupPort("tcp", p)
+		if err != nil || port == 0 {
+			return
+		}
+		for _, u := range byPort[port] {
+			if u.host == host || isWildcard(u.host) || isWildcard(host) {
+				d.keyf(key, "address %q: port %d is already used by %s%s", addr, port, subject(u.key), d.also(u.key))
+				return
+			}
+		}
+		byPort[port] = append(byPort[port], use{key, host})
+	}
+	for i, l := range c.Listeners {
+		add("listener."+strconv.Itoa(i)+".address", l.Address)
+	}
+	if c.Admin.Address != "" {
+		add("admin.address", c.Admin.Address)
+	}
+	for _, name := range sortedKeys(c.Certs) {
+		if a := c.Certs[name].ACMEHTTPAddress; a != "" {
+			add("certs."+name+".acme_http_address", a)
+		}
+	}
+}
+
+func isWildcard(host string) bool { return host == "" || host == "0.0.0.0" || host == "::" }
 
 // required reports a missing or empty string key of table and says
 // whether it is set.

@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +14,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -139,7 +142,10 @@ func Build(cfg *config.Config, log *slog.Logger) (*Built, error) {
 		port := ""
 		for _, l := range cfg.Listeners {
 			if l.TLS == name {
-				_, port, _ = net.SplitHostPort(l.Address)
+				_, p, _ := net.SplitHostPort(l.Address)
+				if n, err := net.LookupPort("tcp", p); err == nil { // ":https" too
+					port = strconv.Itoa(n)
+				}
 				break
 			}
 		}
@@ -172,6 +178,12 @@ func (b *Built) source(cfg *config.Config, c *config.Certs) (certs.Source, error
 	f, err := certs.NewFiles(pairs...)
 	if err != nil {
 		return nil, err
+	}
+	for i, leaf := range f.Leaves() {
+		if time.Now().After(leaf.NotAfter) {
+			b.log.Warn("serving an expired certificate: replace it (the new files are picked up without a restart)",
+				"certs", c.Name, "file", pairs[i].CertFile, "expired", leaf.NotAfter.UTC().Format(time.RFC3339))
+		}
 	}
 	b.reloadable(fmt.Sprintf("certs %q", c.Name), f.Paths(), f.Reload)
 	return f, nil
@@ -213,18 +225,16 @@ func (b *Built) upstreamTLS(u *config.Upstream) (*tls.Config, error) {
 }
 
 // acme makes the ACME source of a [certs] block. Its cache is
-// StateDir/acme/HOST: certificates from one CA are never served as
-// another's (staging and production, say).
+// StateDir/acme/HOST-HASH, HASH from the whole directory URL: certificates
+// from one CA are never served as another's (staging and production, or
+// two provisioners of one private CA).
 func (b *Built) acme(cfg *config.Config, c *config.Certs) (*certs.ACME, error) {
-	u, err := url.Parse(c.ACMEDirectory)
-	if err != nil {
-		return nil, err
-	}
+	var err error
 	ac := certs.ACMEConfig{
 		Domains:      c.ACMEDomains,
 		Email:        c.ACMEEmail,
 		DirectoryURL: c.ACMEDirectory,
-		CacheDir:     filepath.Join(cfg.StateDir, "acme", strings.ReplaceAll(u.Host, ":", "_")),
+		CacheDir:     filepath.Join(cfg.StateDir, "acme", ACMECacheName(c.ACMEDirectory)),
 		RenewBefore:  c.ACMERenewBefore,
 		Logger:       b.log.With("certs", c.Name),
 	}
@@ -246,6 +256,18 @@ func (b *Built) acme(cfg *config.Config, c *config.Certs) (*certs.ACME, error) {
 	}
 	b.runs = append(b.runs, a.Run)
 	return a, nil
+}
+
+// ACMECacheName is the directory under StateDir/acme that keeps the
+// account and certificates of one ACME directory URL: its host (":" made
+// "_") and the first 8 hex digits of the URL's SHA-256.
+func ACMECacheName(directory string) string {
+	host := directory
+	if u, err := url.Parse(directory); err == nil && u.Host != "" {
+		host = u.Host
+	}
+	sum := sha256.Sum256([]byte(directory))
+	return strings.ReplaceAll(host, ":", "_") + "-" + hex.EncodeToString(sum[:4])
 }
 
 // policy builds a route's client-certificate policy and arranges for it

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -212,6 +213,9 @@ func (g *Gateway) Start() error {
 			if ln, err = net.Listen("tcp", l.Addr); err != nil {
 				for _, s := range all {
 					s.ln.Close()
+				}
+				if errors.Is(err, syscall.EACCES) {
+					err = fmt.Errorf("%w (a port below 1024 needs CAP_NET_BIND_SERVICE: setcap cap_net_bind_service=+ep on the binary, or AmbientCapabilities=CAP_NET_BIND_SERVICE under systemd)", err)
 				}
 				return fmt.Errorf("gateway: listener %q: %w", l.Name, err)
 			}

@@ -48,15 +48,42 @@ func (l *logBuffer) String() string {
 	return l.b.String()
 }
 
-// freePort returns a loopback TCP port nothing listens on (now).
-func freePort(t *testing.T) int {
+// reservePorts holds n loopback TCP ports until release, so that nothing
+// else started meanwhile (Pebble picks its own ports) can take them; the
+// gateway binds them right after release.
+func reservePorts(t *testing.T, n int) (ports []int, release func()) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var lns []net.Listener
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			for _, ln := range lns {
+				ln.Close()
+			}
+		})
+	}
+	t.Cleanup(release)
+	return ports, release
+}
+
+// waitLog waits until logs holds want.
+func waitLog(t *testing.T, logs *logBuffer, want string) {
+	t.Helper()
+	deadline := time.Now().Add(acmeWait)
+	for !strings.Contains(logs.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log lacks %q", want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // running is an smqgw started by run with a configuration file.
@@ -160,6 +187,8 @@ func session(t *testing.T, scheme, addr string, roots *x509.CertPool) {
 
 func acmeConfig(stateDir, addr string, pb *pebbletest.Pebble, extra string) string {
 	return fmt.Sprintf(`state_dir = %q
+[log]
+level = "debug"
 [[listener]]
 name = "edge"
 address = %q
@@ -183,8 +212,10 @@ acme_directory_ca = %q
 func TestACMETLSALPN(t *testing.T) {
 	key := make([]byte, 32)
 	rand.Read(key)
-	port := freePort(t)
+	ports, release := reservePorts(t, 1)
+	port := ports[0]
 	pb := pebbletest.Start(t, pebbletest.Options{TLSPort: port, EAB: map[string][]byte{"kid-1": key}})
+	release()
 	dir := t.TempDir()
 	stateDir := filepath.Join(dir, "state")
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
@@ -199,23 +230,34 @@ func TestACMETLSALPN(t *testing.T) {
 	if !slices.Contains(leaf.DNSNames, acmeDomain) {
 		t.Fatalf("certificate for %q, want %q", leaf.DNSNames, acmeDomain)
 	}
-	logs := gw.logs.String()
+	// autocert hands the certificate to waiting handshakes before it
+	// stores it and before Run sees it: wait for those lines.
 	for _, want := range []string{"acme: answered tls-alpn-01 challenge", "acme: certificate issued", "acme: serving certificate"} {
-		if !strings.Contains(logs, want) {
-			t.Errorf("log lacks %q", want)
-		}
+		waitLog(t, gw.logs, want)
 	}
-	// Pebble's acme-tls/1 handshakes were answered and closed: no
-	// session, no bootstrap reached the pipeline.
-	if strings.Contains(logs, "msg=session") || strings.Contains(logs, "bootstrap failed") {
-		t.Errorf("an ACME probe reached the session pipeline:\n%s", logs)
+	// Offering acme-tls/1 among other protocols is an ordinary client: it
+	// gets http/1.1 and the certificate. Offering it alone without a
+	// pending challenge gets no certificate.
+	c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: acmeDomain, RootCAs: roots, NextProtos: []string{"acme-tls/1", "http/1.1"}})
+	if err != nil {
+		t.Fatalf("client offering acme-tls/1 and http/1.1: %v", err)
+	}
+	if p := c.ConnectionState().NegotiatedProtocol; p != "http/1.1" {
+		t.Errorf("negotiated %q, want http/1.1", p)
+	}
+	c.Close()
+	if c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: acmeDomain, InsecureSkipVerify: true, NextProtos: []string{"acme-tls/1"}}); err == nil {
+		c.Close()
+		t.Error("an acme-tls/1 probe without a pending challenge got a certificate")
 	}
 	session(t, "wss", addr, roots)
 	session(t, "https", addr, roots)
-	cached := filepath.Join(stateDir, "acme", strings.ReplaceAll(strings.TrimPrefix(
-		strings.TrimSuffix(pb.DirectoryURL, "/dir"), "https://"), ":", "_"), acmeDomain)
-	if st, err := os.Stat(cached); err != nil || st.Mode().Perm()&0o077 != 0 {
-		t.Errorf("cached certificate %s: %v (mode %v), want a private file", cached, err, st.Mode())
+	matches, _ := filepath.Glob(filepath.Join(stateDir, "acme", "*", acmeDomain))
+	if len(matches) != 1 {
+		t.Fatalf("cached certificate: found %q under %s/acme", matches, stateDir)
+	}
+	if st, err := os.Stat(matches[0]); err != nil || st.Mode().Perm()&0o077 != 0 {
+		t.Errorf("cached certificate %s: %v, want a file private to its owner", matches[0], err)
 	}
 
 	// The CA goes away: handshakes and sessions go on.
@@ -228,6 +270,7 @@ func TestACMETLSALPN(t *testing.T) {
 	// A restart while the CA is down serves the cached certificate.
 	gw.stop()
 	again := startSMQGW(t, dir, cfg)
+	waitLog(t, again.logs, "acme: serving certificate")
 	if got := verifiedLeaf(t, addr, roots); !got.Equal(leaf) {
 		t.Error("restart without the CA: the cached certificate is not served")
 	}
@@ -241,10 +284,12 @@ func TestACMETLSALPN(t *testing.T) {
 // set by acme_http_address: Pebble's TLS-ALPN-01 port leads nowhere, so
 // autocert falls back to HTTP-01.
 func TestACMEHTTP01(t *testing.T) {
-	httpPort := freePort(t)
+	ports, release := reservePorts(t, 2)
+	httpPort := ports[0]
 	pb := pebbletest.Start(t, pebbletest.Options{HTTPPort: httpPort})
+	release()
 	dir := t.TempDir()
-	tlsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	tlsAddr := fmt.Sprintf("127.0.0.1:%d", ports[1])
 	gw := startSMQGW(t, dir, acmeConfig(filepath.Join(dir, "state"), tlsAddr, pb,
 		fmt.Sprintf("acme_http_address = \"127.0.0.1:%d\"", httpPort)))
 	began := time.Now()
@@ -269,7 +314,9 @@ func TestACMEHTTP01(t *testing.T) {
 // the rest of the gateway serves.
 func TestACMEUnreachable(t *testing.T) {
 	dir := t.TempDir()
-	dead := fmt.Sprintf("https://127.0.0.1:%d/dir", freePort(t))
+	ports, release := reservePorts(t, 1)
+	release() // nothing listens there
+	dead := fmt.Sprintf("https://127.0.0.1:%d/dir", ports[0])
 	gw := startSMQGW(t, dir, fmt.Sprintf(`state_dir = %q
 [[listener]]
 name = "edge"

@@ -74,6 +74,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 		return nil
 	}
 	log := newLogger(stderr, cfg.Log)
+	// From here on SIGHUP reloads (once serving) instead of killing.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	built, err := gateway.Build(cfg, log)
 	if err != nil {
 		return err
@@ -87,9 +91,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 	}
 	// Certificates: ACME obtains its own now that the listeners are up;
 	// files are reloaded when they change, and on SIGHUP.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	rctx, stopRun := context.WithCancel(context.Background())
 	var running sync.WaitGroup
 	running.Go(func() { built.Run(rctx) })
