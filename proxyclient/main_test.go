@@ -1,0 +1,233 @@
+package proxyclient_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/smqgw/smqgw/proxyclient"
+)
+
+// TestMain checks that no test leaves a goroutine behind: every dial and
+// every test server must have ended.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// waitFor bounds every wait of a test that should succeed.
+const waitFor = 10 * time.Second
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// deadAddr returns a loopback address nobody listens on: connecting to it
+// is refused at once.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	l := listen(t)
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// serve accepts connections on l and runs handle on each in its own
+// goroutine. When the test ends, the listener and the connections are
+// closed and the handlers waited for.
+func serve(t *testing.T, l net.Listener, handle func(c net.Conn)) {
+	t.Helper()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+}
+
+// echoServer starts a TCP server that sends back what it receives; it
+// returns its address.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	l := listen(t)
+	serve(t, l, func(c net.Conn) { io.Copy(c, c) })
+	return l.Addr().String()
+}
+
+// silentServer accepts connections, reads what it gets and never answers:
+// a proxy that hangs. Each connection's first bytes are reported on the
+// returned channel (while it has room).
+func silentServer(t *testing.T) (string, <-chan struct{}) {
+	t.Helper()
+	l := listen(t)
+	received := make(chan struct{}, 16)
+	serve(t, l, func(c net.Conn) {
+		if _, err := c.Read(make([]byte, 1)); err != nil {
+			return
+		}
+		select {
+		case received <- struct{}{}:
+		default:
+		}
+		io.Copy(io.Discard, c)
+	})
+	return l.Addr().String(), received
+}
+
+// connectProxy serves HTTP CONNECT on l: each request is passed to answer,
+// which returns the status to send (200 opens a tunnel to the request's
+// target) and any bytes to send right after the answer, in the same write.
+func connectProxy(t *testing.T, l net.Listener, answer func(req *http.Request) (status int, early string)) {
+	t.Helper()
+	serve(t, l, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		status, early := answer(req)
+		if status != http.StatusOK {
+			fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Length: 0\r\n\r\n", status, http.StatusText(status))
+			return
+		}
+		back, err := net.DialTimeout("tcp", req.RequestURI, waitFor)
+		if err != nil {
+			io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+			return
+		}
+		defer back.Close()
+		if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"+early); err != nil {
+			return
+		}
+		// Two copiers; when one ends, both connections close and the
+		// other ends too.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			io.Copy(back, br)
+			back.Close()
+			c.Close()
+		}()
+		io.Copy(c, back)
+		back.Close()
+		c.Close()
+		<-done
+	})
+}
+
+// dial dials addr through d under waitFor; the connection is closed when
+// the test ends.
+func dial(t *testing.T, d proxyclient.ContextDialer, addr string) net.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatalf("DialContext(%s): %v", addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// dialErr dials addr through d under waitFor and returns the error it
+// must fail with.
+func dialErr(t *testing.T, d proxyclient.ContextDialer, addr string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err == nil {
+		c.Close()
+		t.Fatalf("DialContext(%s) succeeded, want an error", addr)
+	}
+	return err
+}
+
+// roundTrip sends a message through c and expects it back (from an echo
+// server).
+func roundTrip(t *testing.T, c net.Conn) {
+	t.Helper()
+	if err := c.SetDeadline(time.Now().Add(waitFor)); err != nil {
+		t.Fatal(err)
+	}
+	defer c.SetDeadline(time.Time{})
+	msg := []byte("hello through the proxy")
+	if _, err := c.Write(msg); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if string(got) != string(msg) {
+		t.Fatalf("read %q, want %q", got, msg)
+	}
+}
+
+// checkOpError checks that err is a *net.OpError of op naming the proxy as
+// Source and target as Addr, with Err's text errText (when not empty), and
+// that the whole text names both addresses.
+func checkOpError(t *testing.T, err error, op, proxyAddr, target, errText string) *net.OpError {
+	t.Helper()
+	var oe *net.OpError
+	if !errors.As(err, &oe) {
+		t.Fatalf("error %v (%T) is not a *net.OpError", err, err)
+	}
+	if oe.Op != op {
+		t.Errorf("Op = %q, want %q", oe.Op, op)
+	}
+	if oe.Source == nil || oe.Source.String() != proxyAddr {
+		t.Errorf("Source = %v, want the proxy %s", oe.Source, proxyAddr)
+	}
+	if oe.Addr == nil || oe.Addr.String() != target {
+		t.Errorf("Addr = %v, want the target %s", oe.Addr, target)
+	}
+	if errText != "" && (oe.Err == nil || oe.Err.Error() != errText) {
+		t.Errorf("Err = %v, want %q", oe.Err, errText)
+	}
+	if want := proxyAddr + "->" + target; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not name %s", err, want)
+	}
+	return oe
+}
