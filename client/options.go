@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/smqgw/smqgw/proxyclient"
 	"github.com/smqgw/smqgw/smq"
 )
 
@@ -74,8 +75,17 @@ type Options struct {
 	// Upgrade, Connection, Sec-WebSocket-*) are ignored.
 	Header http.Header
 
-	// Dialer opens TCP connections. Nil: a net.Dialer.
+	// Dialer opens TCP connections. Nil: a net.Dialer, or the proxy
+	// dialer of Proxy.
 	Dialer Dialer
+
+	// Proxy is how to reach the broker when Dialer is nil: "" connects
+	// directly; "env" uses HTTPS_PROXY (https://, wss://), HTTP_PROXY
+	// (http://, ws://), ALL_PROXY and NO_PROXY, lower-case forms too; a
+	// URL names the proxy: http:// or https:// (HTTP CONNECT), socks5:// or
+	// socks5h:// (names resolved by the proxy), with user:password@ for
+	// authentication. See package proxyclient.
+	Proxy string
 
 	// Logger receives connection events (reconnects, failed
 	// re-subscriptions). Nil discards.
@@ -166,7 +176,11 @@ func (o Options) settle() (settings, error) {
 		return s, fmt.Errorf("client: credentials are %d bytes, at most 255", len(s.Credentials))
 	}
 	if s.dialer == nil {
-		s.dialer = &net.Dialer{}
+		d, err := proxyclient.Parse(s.Proxy, proxyclient.Options{})
+		if err != nil {
+			return s, fmt.Errorf("client: %w", err)
+		}
+		s.dialer = d
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/smqgw/smqgw/proxyclient"
 	"github.com/smqgw/smqgw/smq"
 	"github.com/smqgw/smqgw/wire"
 )
@@ -136,7 +137,7 @@ func (c *Client) dialWS(ctx context.Context) (*dialed, error) {
 	var dialErr error
 	wd := websocket.Dialer{
 		NetDialContext: func(dctx context.Context, network, addr string) (net.Conn, error) {
-			nc, err := c.opts.dialer.DialContext(dctx, network, addr)
+			nc, err := c.opts.dialer.DialContext(proxyclient.WithScheme(dctx, c.url.Scheme), network, addr)
 			if err != nil {
 				dialErr = err
 				return nil, err
@@ -180,7 +181,7 @@ func (c *Client) dialWS(ctx context.Context) (*dialed, error) {
 }
 
 func (c *Client) dial(ctx context.Context) (net.Conn, error) {
-	nc, err := c.opts.dialer.DialContext(ctx, "tcp", c.addr)
+	nc, err := c.opts.dialer.DialContext(proxyclient.WithScheme(ctx, c.url.Scheme), "tcp", c.addr)
 	if err != nil {
 		return nil, c.dialErr(err)
 	}

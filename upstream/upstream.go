@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/smqgw/smqgw/proxyclient"
 	"github.com/smqgw/smqgw/wire"
 )
 
@@ -299,6 +300,9 @@ func (d *Dialer) mark(t *target, at time.Time) {
 func (d *Dialer) attempt(ctx context.Context, t *target, hdr http.Header) (wire.Conn, error) {
 	actx, cancel := context.WithTimeoutCause(ctx, d.timeout, &timeoutError{d.timeout})
 	defer cancel()
+	// A proxy dialer from the environment picks HTTPS_PROXY or HTTP_PROXY
+	// by the URL's scheme.
+	actx = proxyclient.WithScheme(actx, strings.ToLower(t.u.Scheme))
 	if t.ws {
 		return d.dialWS(actx, t, hdr)
 	}

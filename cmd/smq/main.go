@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/smqgw/smqgw/client"
+	"github.com/smqgw/smqgw/proxyclient"
 	"github.com/smqgw/smqgw/smq"
 )
 
@@ -44,11 +45,15 @@ Common flags:
   -cert FILE     PEM client certificate, with -key FILE
   -insecure      do not verify the broker's certificate (tests only)
   -timeout D     connect and request timeout (default 10s)
+  -proxy URL     through an HTTP CONNECT (http://, https://) or SOCKS5 (socks5://,
+                 socks5h://) proxy, user:password@ allowed; "env": HTTPS_PROXY,
+                 HTTP_PROXY, ALL_PROXY, NO_PROXY (default: direct)
 
 Examples:
   smq sub -topic sensors/temp -v
   smq pub -topic sensors/temp -m 21.5
   tail -f app.log | smq pub -url wss://gw.example.com/smq -cert dev.pem -key dev.key -topic logs
+  smq ping -url wss://gw.example.com/smq -proxy socks5h://proxy.lan:1080
 `
 
 func main() {
@@ -212,6 +217,7 @@ type common struct {
 	ca, cert, key  string
 	insecure       bool
 	timeout        time.Duration
+	proxy          string
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -223,12 +229,16 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.key, "key", "", "PEM `file` with the client certificate's private key")
 	fs.BoolVar(&c.insecure, "insecure", false, "do not verify the broker's certificate (tests only)")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "connect and request `duration`")
+	fs.StringVar(&c.proxy, "proxy", "", "reach the broker through a proxy: `URL` http://, https:// (HTTP CONNECT), socks5://, socks5h://, with user:password@; \"env\": HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY (default: direct)")
 }
 
 // options turns the common flags into client options.
 func (c *common) options() (client.Options, error) {
 	opts := client.Options{UID: c.uid, Credentials: c.cred, ConnectTimeout: c.timeout,
-		InsecureSkipVerify: c.insecure}
+		InsecureSkipVerify: c.insecure, Proxy: c.proxy}
+	if _, err := proxyclient.Parse(c.proxy, proxyclient.Options{}); err != nil {
+		return opts, usagef("-proxy: %v", err)
+	}
 	secure := strings.HasPrefix(c.url, "https://") || strings.HasPrefix(c.url, "wss://")
 	if !secure && (c.ca != "" || c.cert != "" || c.key != "" || c.insecure) {
 		return opts, usagef("-ca, -cert, -key and -insecure need an https:// or wss:// url, not %q", c.url)
