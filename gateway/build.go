@@ -25,6 +25,7 @@ import (
 	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/config"
+	"github.com/smqgw/smqgw/proxyclient"
 	"github.com/smqgw/smqgw/tlsterm"
 	"github.com/smqgw/smqgw/upstream"
 )
@@ -77,8 +78,10 @@ func Build(cfg *config.Config, log *slog.Logger) (*Built, error) {
 
 	ups := map[string]upstream.Upstream{}
 	for name, u := range cfg.Upstreams {
-		if u.Proxy != "" {
-			fail("upstream %q: proxy %q: proxies are not supported yet", name, u.Proxy)
+		dialer, err := proxyclient.Parse(u.Proxy, proxyclient.Options{
+			Forward: &net.Dialer{KeepAlive: upstream.DefaultKeepAlive}})
+		if err != nil {
+			fail("upstream %q: %v", name, err)
 			continue
 		}
 		tc, err := b.upstreamTLS(u)
@@ -87,7 +90,7 @@ func Build(cfg *config.Config, log *slog.Logger) (*Built, error) {
 			continue
 		}
 		d, err := upstream.New(upstream.Config{Name: name, URLs: u.URLs, DialTimeout: u.DialTimeout,
-			Backoff: u.Backoff, Logger: log, TLS: tc})
+			Backoff: u.Backoff, Logger: log, TLS: tc, Dialer: dialer})
 		if err != nil {
 			errs = append(errs, err)
 			continue

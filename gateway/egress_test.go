@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/smqgw/smqgw/client"
+	"github.com/smqgw/smqgw/internal/proxytest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/smq"
 )
@@ -141,4 +143,91 @@ ca_file = %[1]q
 func portOf(addr string) string {
 	_, p, _ := net.SplitHostPort(addr)
 	return p
+}
+
+// TestEgressThroughProxies is issue 5's deployment: a plaintext device, the
+// gateway's plain listener, an HTTP CONNECT or SOCKS5 proxy (the real
+// tinyproxy and microsocks), and a TLS endpoint that requires the
+// gateway's client certificate.
+func TestEgressThroughProxies(t *testing.T) {
+	ca, clientCA := testpki.NewCA(t), testpki.NewCA(t)
+	cloudAddr := cloudGateway(t, ca, clientCA)
+	gwCert := clientCA.Client(t, "gateway-1")
+	type proxyCase struct {
+		name  string
+		proxy *proxytest.Proxy
+	}
+	auth := proxytest.Options{User: "gw", Password: "s3cret"}
+	proxies := []proxyCase{
+		{"tinyproxy", proxytest.StartTinyproxy(t, proxytest.Options{})},
+		{"tinyproxy-auth", proxytest.StartTinyproxy(t, auth)},
+		{"microsocks", proxytest.StartMicrosocks(t, proxytest.Options{})},
+		{"microsocks-auth", proxytest.StartMicrosocks(t, auth)},
+	}
+	var cfg, upstreams strings.Builder
+	cfg.WriteString("[[listener]]\nname = \"lan\"\naddress = \"127.0.0.1:0\"\n")
+	upstreamBlock := func(name, scheme, proxy string) {
+		fmt.Fprintf(&cfg, "  [[listener.route]]\n  path = \"/%s\"\n  upstream = %q\n", name, name)
+		fmt.Fprintf(&upstreams, "[upstream.%s]\nurls = [\"%s://127.0.0.1:%s/smq\"]\nproxy = %q\nca_file = %q\ncert_file = %q\nkey_file = %q\ndial_timeout = \"5s\"\n",
+			name, scheme, portOf(cloudAddr), proxy, ca.CertFile, gwCert.CertFile, gwCert.KeyFile)
+	}
+	for i, p := range proxies {
+		scheme := []string{"https", "wss"}[i%2]
+		upstreamBlock(p.name, scheme, p.proxy.URL.String())
+		if p.proxy.URL.User != nil {
+			bad := *p.proxy.URL
+			bad.User = url.UserPassword("gw", "wrong")
+			upstreamBlock(p.name+"-wrong", scheme, bad.String())
+		}
+	}
+	// NO_PROXY: the environment names a proxy that is not there, and
+	// exempts the cloud's address.
+	t.Setenv("HTTPS_PROXY", "http://127.0.0.1:1")
+	t.Setenv("NO_PROXY", "localhost,127.0.0.0/8")
+	upstreamBlock("noproxy", "https", "env")
+	cfg.WriteString(upstreams.String())
+
+	edge := startBuilt(t, t.TempDir(), cfg.String())
+	lan := edge.gw.Addr("lan").String()
+	dial := func(path string) (*client.Client, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		c, err := client.Dial(ctx, "http://"+lan+path, client.Options{})
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+		return c, err
+	}
+	for _, p := range proxies {
+		t.Run(p.name, func(t *testing.T) {
+			a, err := dial("/" + p.name)
+			if err != nil {
+				t.Fatalf("device through %s: %v\nproxy log:\n%s", p.name, err, p.proxy.Log())
+			}
+			b, err := dial("/" + p.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pubSub(t, a, b)
+			if log := p.proxy.Log(); !strings.Contains(log, portOf(cloudAddr)) {
+				t.Errorf("the proxy's log does not show the tunnel to port %s:\n%s", portOf(cloudAddr), log)
+			}
+			if p.proxy.URL.User == nil {
+				return
+			}
+			_, err = dial("/" + p.name + "-wrong")
+			var re *client.RefusedError
+			want := "upstream " + p.name + "-wrong unavailable: proxy authentication required (credentials rejected)"
+			if !errors.As(err, &re) || re.Code != smq.CodeServerUnavailable || re.Reason != want {
+				t.Errorf("wrong proxy password: %v, want 0x02 %q", err, want)
+			}
+		})
+	}
+	t.Run("NO_PROXY", func(t *testing.T) {
+		c, err := dial("/noproxy")
+		if err != nil {
+			t.Fatalf("NO_PROXY bypass: %v", err)
+		}
+		pubSub(t, c, c)
+	})
 }

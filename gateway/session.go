@@ -16,6 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/smqgw/smqgw/proxyclient"
 	"github.com/smqgw/smqgw/smq"
 	"github.com/smqgw/smqgw/tlsterm"
 	"github.com/smqgw/smqgw/upstream"
@@ -204,8 +205,11 @@ func (s *session) run(decision tlsterm.Decision) {
 		// The client learns which upstream failed, not its addresses; the
 		// log has the details.
 		what := " unavailable"
-		if upstream.CertificateRefused(err) {
+		switch {
+		case upstream.CertificateRefused(err):
 			what = " refused the gateway's certificate"
+		case proxyRefusal(err) != "":
+			what += ": " + proxyRefusal(err)
 		}
 		s.refuse(smq.CodeServerUnavailable, "upstream "+s.route.Upstream.Name()+what, ReasonUpstreamDown,
 			errors.New(upstream.Reason(err)))
@@ -542,4 +546,44 @@ func (s *session) checkLiveness() {
 	if s.reasonOf() == ReasonNone { // relay's Stop may have come meanwhile
 		s.watch.Reset(min(lim.PingInterval, lim.IdleTimeout))
 	}
+}
+
+// proxyRefusal words a proxy's refusal to tunnel for the client: "proxy
+// authentication required (credentials rejected)", "proxy refused CONNECT:
+// HTTP/1.1 403 Forbidden", "SOCKS proxy: connection not allowed by ruleset
+// (SOCKS reply 0x02)". These name no address. "" when err is not one (a
+// proxy that cannot be reached is an ordinary dial failure).
+func proxyRefusal(err error) string {
+	op := proxyOpError(err)
+	if op == nil {
+		return ""
+	}
+	var se *proxyclient.StatusError
+	var ke *proxyclient.SOCKSError
+	switch {
+	case errors.As(op.Err, &ke):
+		return "SOCKS proxy: " + ke.Error()
+	case errors.As(op.Err, &se), errors.Is(op.Err, proxyclient.ErrProxyAuth):
+		return op.Err.Error()
+	}
+	return ""
+}
+
+// proxyOpError finds the proxy dialer's own error in err's tree: the
+// *net.OpError whose Op is "proxyconnect" or "socks connect".
+func proxyOpError(err error) *net.OpError {
+	if op, ok := err.(*net.OpError); ok && (op.Op == "proxyconnect" || op.Op == "socks connect") {
+		return op
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		return proxyOpError(u.Unwrap())
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if op := proxyOpError(e); op != nil {
+				return op
+			}
+		}
+	}
+	return nil
 }
