@@ -189,22 +189,24 @@ func TestEgressThroughProxies(t *testing.T) {
 
 	edge := startBuilt(t, t.TempDir(), cfg.String())
 	lan := edge.gw.Addr("lan").String()
-	dial := func(path string) (*client.Client, error) {
+	dialAs := func(scheme, path string) (*client.Client, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 		defer cancel()
-		c, err := client.Dial(ctx, "http://"+lan+path, client.Options{})
+		c, err := client.Dial(ctx, scheme+"://"+lan+path, client.Options{})
 		if err == nil {
 			t.Cleanup(func() { c.Close() })
 		}
 		return c, err
 	}
+	dial := func(path string) (*client.Client, error) { return dialAs("http", path) }
 	for _, p := range proxies {
 		t.Run(p.name, func(t *testing.T) {
+			// A raw device and a WebSocket one meet in the cloud.
 			a, err := dial("/" + p.name)
 			if err != nil {
 				t.Fatalf("device through %s: %v\nproxy log:\n%s", p.name, err, p.proxy.Log())
 			}
-			b, err := dial("/" + p.name)
+			b, err := dialAs("ws", "/"+p.name)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -200,7 +200,14 @@ func (s *session) run(decision tlsterm.Decision) {
 		return // ended (shut down) while dialling: nothing more to say
 	}
 	if err != nil {
-		s.g.log.Warn("upstream unreachable", "route", s.route.Path, "upstream", s.route.Upstream.Name(),
+		msg := "upstream unreachable"
+		switch {
+		case upstream.CertificateRefused(err):
+			msg = "upstream refused the gateway's client certificate: check the upstream's cert_file and the broker's CA"
+		case proxyRefusal(err) != "":
+			msg = "upstream unreachable: the proxy refused"
+		}
+		s.g.log.Warn(msg, "route", s.route.Path, "upstream", s.route.Upstream.Name(),
 			"client", s.clientIP, "err", err)
 		// The client learns which upstream failed, not its addresses; the
 		// log has the details.
