@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -20,33 +19,16 @@ import (
 	"github.com/smqgw/smqgw/client"
 	"github.com/smqgw/smqgw/config"
 	"github.com/smqgw/smqgw/gateway"
+	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/smq"
 )
-
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // built is a gateway made by Build from TOML, serving, with Run going.
 type built struct {
 	*gateway.Built
 	gw   *gateway.Gateway
-	logs *syncBuffer
+	logs *smqtest.SyncBuffer
 }
 
 // startBuilt parses src (a config file in dir), builds and starts it, and
@@ -57,7 +39,7 @@ func startBuilt(t *testing.T, dir, src string) *built {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &smqtest.SyncBuffer{}
 	b, err := gateway.Build(cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)

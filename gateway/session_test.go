@@ -751,51 +751,18 @@ func TestMalformedFromRawClient(t *testing.T) {
 // anything more. It returns its URL.
 func fakeUpstream(t *testing.T, init []byte) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
-				if _, err := http.ReadRequest(br); err != nil {
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nSmqBroker: true\r\n\r\n")
-				if init != nil {
-					f, _ := smq.AppendRaw(nil, init)
-					c.Write(f)
-				}
-				io.Copy(io.Discard, br) // until the gateway hangs up
-			}()
+	ln := smqtest.Listen(t)
+	smqtest.Serve(t, ln, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nSmqBroker: true\r\n\r\n")
+		if init != nil {
+			f, _ := smq.AppendRaw(nil, init)
+			c.Write(f)
 		}
-		mu.Unlock()
-		wg.Wait()
+		io.Copy(io.Discard, br) // until the gateway hangs up
 	})
 	return "http://" + ln.Addr().String() + "/smq"
 }

@@ -9,12 +9,12 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/proxyclient"
 )
 
@@ -46,45 +46,8 @@ func deadAddr(t *testing.T) string {
 	return addr
 }
 
-// serve accepts connections on l and runs handle on each in its own
-// goroutine. When the test ends, the listener and the connections are
-// closed and the handlers waited for.
-func serve(t *testing.T, l net.Listener, handle func(c net.Conn)) {
-	t.Helper()
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-}
+// serve is smqtest.Serve.
+func serve(t *testing.T, l net.Listener, handle func(c net.Conn)) { smqtest.Serve(t, l, handle) }
 
 // echoServer starts a TCP server that sends back what it receives; it
 // returns its address.

@@ -20,6 +20,7 @@ import (
 	"github.com/smqgw/smqgw/client"
 	"github.com/smqgw/smqgw/gateway"
 	"github.com/smqgw/smqgw/internal/pebbletest"
+	"github.com/smqgw/smqgw/internal/smqtest"
 )
 
 // acmeDomain is the name the gateway gets certificates for; Pebble's DNS
@@ -29,24 +30,6 @@ const acmeDomain = "gw.smqgw.test"
 // acmeWait bounds issuance: Pebble validates at once, but a failed
 // TLS-ALPN-01 attempt before HTTP-01 costs a few round trips.
 const acmeWait = 60 * time.Second
-
-// logBuffer collects a gateway's log lines, safe for concurrent writes.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // reservePorts holds n loopback TCP ports until release, so that nothing
 // else started meanwhile (Pebble picks its own ports) can take them; the
@@ -75,7 +58,7 @@ func reservePorts(t *testing.T, n int) (ports []int, release func()) {
 }
 
 // waitLog waits until logs holds want.
-func waitLog(t *testing.T, logs *logBuffer, want string) {
+func waitLog(t *testing.T, logs *smqtest.SyncBuffer, want string) {
 	t.Helper()
 	deadline := time.Now().Add(acmeWait)
 	for !strings.Contains(logs.String(), want) {
@@ -89,7 +72,7 @@ func waitLog(t *testing.T, logs *logBuffer, want string) {
 // running is an smqgw started by run with a configuration file.
 type running struct {
 	gw   *gateway.Gateway
-	logs *logBuffer
+	logs *smqtest.SyncBuffer
 	stop func() // shuts it down and waits; idempotent
 }
 
@@ -104,7 +87,7 @@ func startSMQGW(t *testing.T, dir, src string) *running {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *gateway.Gateway, 1)
 	done := make(chan error, 1)
-	logs := &logBuffer{}
+	logs := &smqtest.SyncBuffer{}
 	go func() { done <- run(ctx, []string{"-config", file}, &bytes.Buffer{}, logs, ready) }()
 	r := &running{logs: logs}
 	var once sync.Once

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/smqgw/smqgw/internal/proxytest"
+	"github.com/smqgw/smqgw/internal/smqtest"
 )
 
 // TestMain checks that no test leaves a goroutine behind.
@@ -30,41 +30,8 @@ const waitFor = 10 * time.Second
 // echoServer starts a TCP server that sends back what it receives.
 func echoServer(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	l := smqtest.Listen(t)
+	smqtest.Serve(t, l, func(c net.Conn) { io.Copy(c, c) })
 	return l.Addr().String()
 }
 

@@ -1,0 +1,77 @@
+package smqtest
+
+import (
+	"bytes"
+	"net"
+	"sync"
+	"testing"
+)
+
+// Serve accepts connections on l and runs handle on each in its own
+// goroutine, closing the connection when handle returns. When the test
+// ends, the listener and every connection are closed and the handlers
+// waited for, so a goroutine-leak check passes.
+func Serve(tb testing.TB, l net.Listener, handle func(c net.Conn)) {
+	tb.Helper()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				handle(c)
+			})
+		}
+	})
+	tb.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+}
+
+// Listen listens on a free loopback port and closes the listener when the
+// test ends.
+func Listen(tb testing.TB) net.Listener {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { l.Close() })
+	return l
+}
+
+// SyncBuffer is an io.Writer safe for concurrent use, read while something
+// (a logger, a command) still writes to it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns everything written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
