@@ -7,6 +7,7 @@
 //	smqgw -t -config FILE      check a configuration file and exit
 //	smqgw certs init|client    make a dev CA, server and client certificates
 //	                           (see smqgw certs -h)
+//	smqgw version              print the version and build details
 //
 // SIGHUP reloads certificate, key, client CA and CRL files; SIGINT and
 // SIGTERM shut down.
@@ -21,6 +22,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -46,12 +49,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 	if len(args) > 0 && args[0] == "certs" {
 		return runCerts(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "version" {
+		fmt.Fprintln(stdout, version())
+		return nil
+	}
 	fs := flag.NewFlagSet("smqgw", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("config", "", "configuration `file` (TOML); none: the zero-configuration demo")
 	check := fs.Bool("t", false, "check the configuration and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: smqgw [-config FILE] [-t]\n       smqgw certs init|client ... (dev certificates; see smqgw certs -h)\n\n")
+		fmt.Fprintf(stderr, "usage: smqgw [-config FILE] [-t]\n       smqgw certs init|client ... (dev certificates; see smqgw certs -h)\n       smqgw version\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -161,4 +168,37 @@ func banner(w io.Writer, gw *gateway.Gateway, cfg *config.Config, built *gateway
 			fmt.Fprintf(w, "  try: go run ./cmd/smq sub -url %s -ca %s -topic demo\n", try, built.DevCAFile)
 		}
 	}
+}
+
+// version describes this build: the module version (or "devel"), the
+// commit and its time when built from a checkout, and the Go version.
+func version() string {
+	v, rev, at, dirty := "devel", "", "", false
+	goVersion := runtime.Version()
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.time":
+				at = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+	}
+	out := "smqgw " + v
+	if rev != "" {
+		out += " commit " + rev[:min(12, len(rev))]
+		if dirty {
+			out += "+dirty"
+		}
+		if at != "" {
+			out += " (" + at + ")"
+		}
+	}
+	return out + " " + goVersion + " " + runtime.GOOS + "/" + runtime.GOARCH
 }

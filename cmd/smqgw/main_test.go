@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -141,5 +143,19 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		if err := run(context.Background(), args, io.Discard, io.Discard, nil); err == nil {
 			t.Errorf("%q: run succeeded", args)
 		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out strings.Builder
+	if err := run(context.Background(), []string{"version"}, &out, io.Discard, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := regexp.MustCompile(`^smqgw (devel|v\S+)( commit [0-9a-f]{1,12}(\+dirty)?( \(\S+\))?)? go\S+ \w+/\w+\n$`)
+	if !want.MatchString(out.String()) {
+		t.Errorf("smqgw version printed %q", out.String())
+	}
+	if !strings.Contains(out.String(), runtime.Version()) {
+		t.Errorf("smqgw version does not name the Go version %s: %q", runtime.Version(), out.String())
 	}
 }
