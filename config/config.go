@@ -144,6 +144,12 @@ type Listener struct {
 	TLS string
 	// Routes ([[listener.route]]), in file order. At least one.
 	Routes []Route
+	// ProxyProtocolFrom (proxy_protocol_from) lists the addresses and CIDRs
+	// of L4 load balancers that send a PROXY protocol header (v1 or v2):
+	// when set, every connection from them must carry one, and its client
+	// address is used; connections from anywhere else are refused. Default
+	// empty: no PROXY protocol.
+	ProxyProtocolFrom []string
 }
 
 // ClientAuth is a route's client-certificate policy.

@@ -410,6 +410,7 @@ func (d *decoder) decode(raw map[string]any) *Config {
 		lt.str("name", &ln.Name)
 		lt.str("address", &ln.Address)
 		lt.str("tls", &ln.TLS)
+		lt.strs("proxy_protocol_from", &ln.ProxyProtocolFrom)
 		for _, rt := range lt.tables("route") {
 			ln.Routes = append(ln.Routes, d.decodeRoute(rt))
 		}

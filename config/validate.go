@@ -50,6 +50,11 @@ func (d *decoder) validate(c *Config) {
 				d.keyf(key+".tls", "no [certs.%s] block%s", l.TLS, suggest(l.TLS, sortedKeys(c.Certs)))
 			}
 		}
+		for j, p := range l.ProxyProtocolFrom {
+			if _, err := ParsePrefix(p); err != nil {
+				d.keyf(key+".proxy_protocol_from."+strconv.Itoa(j), "invalid address %q (want an IP address or a CIDR like \"10.0.0.0/8\")", p)
+			}
+		}
 		if len(l.Routes) == 0 && !d.bad[key+".route"] {
 			d.add(key, "missing [[listener.route]] in [[listener]]: a listener needs at least one route")
 		}
@@ -365,6 +370,19 @@ func (d *decoder) acme(c *Certs, key string) {
 	if c.ACMERenewBefore > 30*24*time.Hour {
 		d.keyf(key+".acme_renew_before", "%s is more than 720h: autocert renews at most 30 days before expiry", c.ACMERenewBefore)
 	}
+}
+
+// ParsePrefix parses an IP address (as a single-address prefix) or a CIDR.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return p, err
+	}
+	return p.Masked(), nil
 }
 
 // DecodeEABKey decodes an External Account Binding HMAC key as CAs hand it

@@ -108,6 +108,13 @@ func Build(cfg *config.Config, log *slog.Logger) (*Built, error) {
 	}
 	for _, l := range cfg.Listeners {
 		gl := Listener{Name: l.Name, Addr: l.Address}
+		for _, p := range l.ProxyProtocolFrom {
+			pfx, err := config.ParsePrefix(p)
+			if err != nil {
+				fail("listener %q: proxy_protocol_from %q: %v", l.Name, p, err)
+			}
+			gl.ProxyProtocolFrom = append(gl.ProxyProtocolFrom, pfx)
+		}
 		if l.TLS != "" {
 			gl.Certs = sources[l.TLS]
 		}

@@ -129,6 +129,11 @@ type Listener struct {
 	Handler http.Handler
 	// Listener, when not nil, is used instead of listening on Addr.
 	Listener net.Listener
+	// ProxyProtocolFrom, when not empty, makes the listener take the
+	// client's address from a PROXY protocol header (v1 or v2), which every
+	// connection from these sources must send; connections from elsewhere
+	// are refused. For smqgw behind an L4 load balancer.
+	ProxyProtocolFrom []netip.Prefix
 }
 
 // Config configures a Gateway.
@@ -221,6 +226,9 @@ func (g *Gateway) Start() error {
 			}
 		}
 		srv := g.server(l)
+		if len(l.ProxyProtocolFrom) > 0 {
+			ln = proxyProtoListener(ln, l.ProxyProtocolFrom, g.cfg.Limits.HandshakeTimeout, g.log, l.Name)
+		}
 		if l.Certs != nil {
 			ln = tls.NewListener(ln, serverTLS(l.Certs))
 		}
