@@ -316,21 +316,28 @@ func TestREADMEWalkthrough(t *testing.T) {
 }
 
 // buildSMQ builds cmd/smq into the test's temporary directory.
-func buildSMQ(t *testing.T) string {
+func buildSMQ(t *testing.T) string { return buildCmd(t, "smq") }
+
+// buildCmd builds the command cmd/NAME into the test's temporary directory
+// and returns the binary's path.
+func buildCmd(t *testing.T, name string) string {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
 		if _, err := os.Stat(goBin); err != nil {
-			t.Skipf("no go command to build cmd/smq: %v", err)
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("no go command to build cmd/%s: %v", name, err)
+			}
+			t.Skipf("no go command to build cmd/%s: %v", name, err)
 		}
 	}
-	bin := filepath.Join(t.TempDir(), "smq")
+	bin := filepath.Join(t.TempDir(), name)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, goBin, "build", "-o", bin, "github.com/smqgw/smqgw/cmd/smq").CombinedOutput()
+	out, err := exec.CommandContext(ctx, goBin, "build", "-o", bin, "github.com/smqgw/smqgw/cmd/"+name).CombinedOutput()
 	if err != nil {
-		t.Fatalf("go build cmd/smq: %v\n%s", err, out)
+		t.Fatalf("go build cmd/%s: %v\n%s", name, err, out)
 	}
 	return bin
 }

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/smqgw/smqgw/internal/smqtest"
+	"github.com/smqgw/smqgw/smq"
+)
+
+// TestSIGTERMDrains runs the real smqgw binary, connects a raw and a
+// WebSocket client, sends SIGTERM, and checks both get Disconnect
+// "shutdown" (the WebSocket then close 1001) and the process exits 0
+// within the grace period.
+func TestSIGTERMDrains(t *testing.T) {
+	bin := buildCmd(t, "smqgw")
+	dir := t.TempDir()
+	ports, release := reservePorts(t, 1)
+	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	cfg := fmt.Sprintf(`state_dir = %q
+[limits]
+shutdown_grace = "3s"
+[[listener]]
+name = "lan"
+address = %q
+  [[listener.route]]
+  path = "/"
+  upstream = "embedded"
+`, filepath.Join(dir, "state"), addr)
+	file := filepath.Join(dir, "smqgw.toml")
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	cmd := exec.Command(bin, "-config", file)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &smqtest.SyncBuffer{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var exitErr error
+	go func() { exitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("smqgw log:\n%s", logs)
+		}
+	})
+	// The banner says it is serving.
+	running := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		ok := false
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "smqgw is running") && !ok {
+				ok = true
+				running <- true
+			}
+		}
+		if !ok {
+			running <- false
+		}
+	}()
+	if !<-running {
+		t.Fatal("smqgw did not start")
+	}
+
+	raw := smqtest.Connect(t, addr, "drain-raw")
+	ws := smqtest.ConnectWS(t, addr, "drain-ws")
+	start := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*smqtest.Conn{raw, ws} {
+		m, err := smq.Decode(c.ExpectType(smq.TypeDisconnect))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, ok := m.(smq.Disconnect); !ok || d.Reason != "shutdown" {
+			t.Errorf("got %#v, want Disconnect \"shutdown\"", m)
+		}
+	}
+	_, err = ws.ReadFrame(waitFor)
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.CloseGoingAway {
+		t.Errorf("WebSocket after Disconnect: %v, want close 1001", err)
+	}
+	select {
+	case <-exited:
+		if exitErr != nil {
+			t.Fatalf("smqgw exited with %v, want 0", exitErr)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("exit took %v, longer than the 3s grace period", d)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("smqgw did not exit")
+	}
+}
