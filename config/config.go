@@ -30,6 +30,9 @@ const (
 	DefaultDialTimeout      = 5 * time.Second
 	DefaultBackoff          = 5 * time.Second
 	DefaultWatchInterval    = 5 * time.Second
+	DefaultMaxSessionsPerIP = 1000
+	DefaultSessionRatePerIP = 50
+	DefaultMessageRate      = 10000
 )
 
 // DefaultACMEDirectory is Let's Encrypt's production directory, where
@@ -122,6 +125,18 @@ type Limits struct {
 	// WriteTimeout (write_timeout) bounds a write to a client that does
 	// not read: the session ends when it passes. Default 30s.
 	WriteTimeout time.Duration
+	// MaxSessionsPerIP (max_sessions_per_ip) caps the open sessions of one
+	// client address across all listeners (0x02 "server busy: too many
+	// sessions from your address" beyond). Default 1000.
+	MaxSessionsPerIP int
+	// SessionRatePerIP (session_rate_per_ip) is how many new sessions per
+	// second one client address may start, with bursts of twice that
+	// (0x02 "... start too fast" beyond). Default 50.
+	SessionRatePerIP int
+	// MessageRate (message_rate) is how many messages per second one
+	// client may send; more ends the session with Disconnect "rate limit
+	// exceeded". Default 10000.
+	MessageRate int
 }
 
 // Admin is the admin endpoint ([admin]), reserved for metrics.
@@ -365,6 +380,15 @@ func (c *Config) setDefaults() {
 	}
 	if l.MaxMessageSize == 0 {
 		l.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if l.MaxSessionsPerIP == 0 {
+		l.MaxSessionsPerIP = DefaultMaxSessionsPerIP
+	}
+	if l.SessionRatePerIP == 0 {
+		l.SessionRatePerIP = DefaultSessionRatePerIP
+	}
+	if l.MessageRate == 0 {
+		l.MessageRate = DefaultMessageRate
 	}
 	for i := range c.Listeners {
 		for j := range c.Listeners[i].Routes {

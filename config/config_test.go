@@ -369,6 +369,9 @@ func TestDefaultsApplied(t *testing.T) {
 		MaxMessageSize:   65533,
 		ShutdownGrace:    10 * time.Second,
 		WriteTimeout:     30 * time.Second,
+		MaxSessionsPerIP: 1000,
+		SessionRatePerIP: 50,
+		MessageRate:      10000,
 	}
 	if c.Limits != wantLimits {
 		t.Errorf("Limits = %+v, want %+v", c.Limits, wantLimits)
@@ -411,6 +414,9 @@ func TestExplicitValues(t *testing.T) {
 		`max_message_size = 7000`,
 		`shutdown_grace = "8s"`,
 		`write_timeout = "12s"`,
+		`max_sessions_per_ip = 13`,
+		`session_rate_per_ip = 14`,
+		`message_rate = 15`,
 		`[admin]`,
 		`address = "127.0.0.1:9090"`,
 		`[upstream.x]`,
@@ -430,7 +436,7 @@ func TestExplicitValues(t *testing.T) {
 	if c.Log.Level.String() != "DEBUG" || c.Log.Format != "json" {
 		t.Errorf("Log = %+v", c.Log)
 	}
-	want := config.Limits{time.Second, 2 * time.Second, 3 * time.Second, 4 * time.Minute, 5 * time.Second, 6, 7000, 8 * time.Second, 12 * time.Second}
+	want := config.Limits{time.Second, 2 * time.Second, 3 * time.Second, 4 * time.Minute, 5 * time.Second, 6, 7000, 8 * time.Second, 12 * time.Second, 13, 14, 15}
 	if c.Limits != want {
 		t.Errorf("Limits = %+v, want %+v", c.Limits, want)
 	}

@@ -399,6 +399,9 @@ func (d *decoder) decode(raw map[string]any) *Config {
 	lim.positive("max_message_size", &l.MaxMessageSize)
 	lim.duration("shutdown_grace", &l.ShutdownGrace)
 	lim.duration("write_timeout", &l.WriteTimeout)
+	lim.positive("max_sessions_per_ip", &l.MaxSessionsPerIP)
+	lim.positive("session_rate_per_ip", &l.SessionRatePerIP)
+	lim.positive("message_rate", &l.MessageRate)
 	lim.finish()
 
 	adm := root.sub("admin")

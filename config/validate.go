@@ -98,6 +98,9 @@ func (d *decoder) limits(l *Limits) {
 		{"write_timeout", int64(l.WriteTimeout)},
 		{"max_sessions", int64(l.MaxSessions)},
 		{"max_message_size", int64(l.MaxMessageSize)},
+		{"max_sessions_per_ip", int64(l.MaxSessionsPerIP)},
+		{"session_rate_per_ip", int64(l.SessionRatePerIP)},
+		{"message_rate", int64(l.MessageRate)},
 	} {
 		if x.v <= 0 {
 			d.keyf("limits."+x.key, "must be greater than 0")

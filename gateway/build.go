@@ -72,6 +72,9 @@ func Build(cfg *config.Config, log *slog.Logger) (*Built, error) {
 		MaxMessage:       cfg.Limits.MaxMessageSize,
 		MaxSessions:      cfg.Limits.MaxSessions,
 		WriteTimeout:     cfg.Limits.WriteTimeout,
+		MaxSessionsPerIP: cfg.Limits.MaxSessionsPerIP,
+		SessionRatePerIP: float64(cfg.Limits.SessionRatePerIP),
+		MessageRate:      cfg.Limits.MessageRate,
 	}}}
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf("gateway: "+format, args...)) }

@@ -45,6 +45,9 @@ type Limits struct {
 	MaxMessage       int           // largest client message (type + body); default and maximum 65,533
 	MaxSessions      int           // per listener; default 10,000
 	WriteTimeout     time.Duration // a write to a client that does not read; default 30 s
+	MaxSessionsPerIP int           // open sessions per client address, all listeners; default 1,000
+	SessionRatePerIP float64       // new sessions per second per client address (burst twice that); default 50
+	MessageRate      int           // messages per second from one client; default 10,000
 }
 
 // Default limits: the configuration's, so a Config built by hand and one
@@ -57,6 +60,9 @@ const (
 	DefaultPingInterval     = config.DefaultWSPingInterval
 	DefaultMaxSessions      = config.DefaultMaxSessions
 	DefaultWriteTimeout     = config.DefaultWriteTimeout
+	DefaultMaxSessionsPerIP = config.DefaultMaxSessionsPerIP
+	DefaultSessionRatePerIP = config.DefaultSessionRatePerIP
+	DefaultMessageRate      = config.DefaultMessageRate
 )
 
 func (l *Limits) setDefaults() {
@@ -76,6 +82,15 @@ func (l *Limits) setDefaults() {
 	}
 	if l.MaxSessions <= 0 {
 		l.MaxSessions = DefaultMaxSessions
+	}
+	if l.MaxSessionsPerIP <= 0 {
+		l.MaxSessionsPerIP = DefaultMaxSessionsPerIP
+	}
+	if l.SessionRatePerIP <= 0 {
+		l.SessionRatePerIP = DefaultSessionRatePerIP
+	}
+	if l.MessageRate <= 0 {
+		l.MessageRate = DefaultMessageRate
 	}
 }
 
@@ -156,13 +171,15 @@ type Gateway struct {
 	wg       sync.WaitGroup // sessions
 	serveWG  sync.WaitGroup // http.Server.Serve loops
 	dials    atomic.Uint64
+	perIP    *ipLimiter
 }
 
 // New checks cfg and returns a gateway; Start begins serving.
 func New(cfg Config) (*Gateway, error) {
 	cfg.Limits.setDefaults()
 	g := &Gateway{cfg: cfg, log: cfg.Logger, lns: make(map[string]net.Listener),
-		sessions: make(map[*session]struct{})}
+		sessions: make(map[*session]struct{}),
+		perIP:    newIPLimiter(cfg.Limits.MaxSessionsPerIP, cfg.Limits.SessionRatePerIP)}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
@@ -361,6 +378,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.active.Add(-1)
+	if ip, err := netip.ParseAddr(s.clientIP); err == nil {
+		if ok, why := g.perIP.admit(ip, time.Now()); !ok {
+			g.log.Warn("session refused: per-address limit", "listener", h.listener, "client", s.clientIP, "why", why)
+			s.refuse(smq.CodeServerUnavailable, why, ReasonBusy, nil)
+			s.close()
+			return
+		}
+		defer g.perIP.release(ip)
+	}
 
 	decision := tlsterm.Decision{Code: smq.CodeAccepted}
 	if p := h.route.policy(); p != nil {

@@ -22,7 +22,8 @@ const (
 	ReasonConnectTimeout          // no Connect from the client in time
 	ReasonShutdown                // the gateway is shutting down
 	ReasonWriteError              // a write to either side failed (slow or gone peer)
-	ReasonBusy                    // the listener is at its session limit
+	ReasonBusy                    // the listener or the client's address is at its session limit
+	ReasonRateLimited             // the client sent more messages per second than allowed
 )
 
 var reasonInfo = [...]struct {
@@ -45,6 +46,7 @@ var reasonInfo = [...]struct {
 	ReasonShutdown:         {"shutdown", "shutdown", websocket.CloseGoingAway},
 	ReasonWriteError:       {"write_error", "", websocket.CloseGoingAway},
 	ReasonBusy:             {"busy", "", websocket.CloseTryAgainLater},
+	ReasonRateLimited:      {"rate_limited", "rate limit exceeded", websocket.ClosePolicyViolation},
 }
 
 // String is the reason's label in logs and metrics ("client_closed").

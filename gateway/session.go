@@ -348,6 +348,7 @@ func (s *session) relay() {
 // the edge. It flushes when the client has nothing more buffered, so
 // messages arriving together leave together.
 func (s *session) clientToUpstream() {
+	rate := msgRate{max: s.g.cfg.Limits.MessageRate, start: time.Now()}
 	for {
 		msg, err := s.client.Read()
 		if err != nil {
@@ -366,6 +367,10 @@ func (s *session) clientToUpstream() {
 		bye := smq.Type(msg[0]) == smq.TypeDisconnect
 		if bye {
 			s.clientBye.Store(true)
+		} else if !rate.allow() {
+			_ = s.up.Flush() // what came before it still goes
+			s.end(ReasonRateLimited, fmt.Sprintf("more than %d messages per second", rate.max))
+			continue
 		}
 		if err := s.up.Write(msg); err != nil {
 			s.end(ReasonWriteError, "upstream: "+err.Error())

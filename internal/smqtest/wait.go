@@ -28,3 +28,17 @@ func Recv[T any](t testing.TB, ch <-chan T, what string) T {
 	}
 	panic("unreachable")
 }
+
+// WaitUntil polls cond every 10 ms until it holds, failing the test after
+// WaitFor; what names the awaited state in the failure. For states with no
+// event to wait on, such as a line in a log.
+func WaitUntil(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(WaitFor)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

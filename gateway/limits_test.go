@@ -1,0 +1,79 @@
+package gateway
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+)
+
+func TestIPLimiter(t *testing.T) {
+	l := newIPLimiter(3, 2) // 3 at once; 2 new per second, burst 4
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	now := time.Unix(1000, 0)
+	for i := range 3 {
+		if ok, why := l.admit(a, now); !ok {
+			t.Fatalf("session %d refused: %s", i+1, why)
+		}
+	}
+	if ok, why := l.admit(a, now); ok || why != "server busy: too many sessions from your address" {
+		t.Fatalf("4th concurrent session: %v %q", ok, why)
+	}
+	if ok, _ := l.admit(b, now); !ok {
+		t.Fatal("another address is limited too")
+	}
+	l.release(a)
+	// One slot free, one token left of the burst of 4.
+	if ok, why := l.admit(a, now); !ok {
+		t.Fatalf("after a release: %s", why)
+	}
+	l.release(a)
+	if ok, why := l.admit(a, now); ok || why != "server busy: sessions from your address start too fast" {
+		t.Fatalf("burst spent: %v %q", ok, why)
+	}
+	// Half a second later one token is back.
+	if ok, why := l.admit(a, now.Add(500*time.Millisecond)); !ok {
+		t.Fatalf("after refill: %s", why)
+	}
+}
+
+func TestIPLimiterSweeps(t *testing.T) {
+	l := newIPLimiter(10, 100)
+	now := time.Unix(1000, 0)
+	for i := range sweepAt + 10 {
+		ip := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		if ok, _ := l.admit(ip, now); !ok {
+			t.Fatal("refused")
+		}
+		l.release(ip)
+		now = now.Add(time.Second)
+	}
+	if n := len(l.m); n > sweepAt {
+		t.Errorf("%d addresses tracked, want idle ones swept (at most %d)", n, sweepAt)
+	}
+}
+
+func TestMsgRate(t *testing.T) {
+	r := msgRate{max: 3, start: time.Now()}
+	for i := range 3 {
+		if !r.allow() {
+			t.Fatalf("message %d refused", i+1)
+		}
+	}
+	if r.allow() {
+		t.Error("4th message in the same second allowed")
+	}
+	r.start = r.start.Add(-time.Second)
+	if !r.allow() {
+		t.Error("a message in a new window refused")
+	}
+}
+
+func BenchmarkMsgRate(b *testing.B) {
+	r := msgRate{max: 1 << 30, start: time.Now()}
+	b.ReportAllocs()
+	for b.Loop() {
+		if !r.allow() {
+			b.Fatal("refused")
+		}
+	}
+}
