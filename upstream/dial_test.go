@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -424,5 +425,51 @@ func TestIdleConnDeadlines(t *testing.T) {
 			}
 			<-tb.Peers
 		})
+	}
+}
+
+// TestAttemptsReported: OnAttempt hears of each URL tried, State keeps the
+// last outcome per URL, and Probe finds the live URL without a session.
+func TestAttemptsReported(t *testing.T) {
+	tb := startBroker(t, nil)
+	dead := deadAddr(t)
+	urls := []string{"http://" + dead + "/smq", "ws://" + tb.Addr + "/smq"}
+	type try struct {
+		url string
+		ok  bool
+	}
+	var mu sync.Mutex
+	var tries []try
+	d := newDialer(t, upstream.Config{Name: "lan", URLs: urls, Backoff: time.Nanosecond,
+		OnAttempt: func(url string, took time.Duration, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if took <= 0 {
+				t.Errorf("%s took %v", url, took)
+			}
+			tries = append(tries, try{url, err == nil})
+		}})
+	before := time.Now()
+	readInit(t, dial(t, d, upstream.Request{}))
+	mu.Lock()
+	if want := []try{{urls[0], false}, {urls[1], true}}; !slices.Equal(tries, want) {
+		t.Errorf("attempts %v, want %v", tries, want)
+	}
+	mu.Unlock()
+	st := d.State()
+	if len(st) != 2 || st[0].URL != urls[0] || st[0].LastFailed.Before(before) || !st[0].LastOK.IsZero() ||
+		!errors.Is(st[0].Err, syscall.ECONNREFUSED) {
+		t.Errorf("dead URL state %+v", st[0])
+	}
+	if st[1].LastOK.Before(before) || !st[1].LastFailed.IsZero() || st[1].Err != nil {
+		t.Errorf("live URL state %+v", st[1])
+	}
+	if err := d.Probe(context.Background()); err != nil {
+		t.Errorf("Probe with a live URL: %v", err)
+	}
+	deadOnly := newDialer(t, upstream.Config{Name: "gone", URLs: urls[:1]})
+	err := deadOnly.Probe(context.Background())
+	if !errors.Is(err, syscall.ECONNREFUSED) || !strings.HasPrefix(err.Error(), "upstream gone unreachable: "+urls[0]) {
+		t.Errorf("Probe of a dead URL: %v", err)
 	}
 }

@@ -131,19 +131,23 @@ func (e *timeoutError) Is(target error) bool {
 // certificate_required.
 var certAlerts = map[uint8]bool{42: true, 43: true, 44: true, 45: true, 46: true, 48: true, 49: true, 116: true}
 
+// CertificateAlert reports whether a TLS alert number refuses the peer's
+// certificate.
+func CertificateAlert(a uint8) bool { return certAlerts[a] }
+
 // CertificateRefused reports whether a failed Dial was the broker
 // refusing the gateway's client certificate (or its absence) with a TLS
 // alert: a configuration problem of the gateway, not an outage.
 func CertificateRefused(err error) bool {
-	a, ok := remoteAlert(err)
+	a, ok := RemoteAlert(err)
 	return ok && certAlerts[a]
 }
 
-// remoteAlert finds the TLS alert a peer sent in err's tree. crypto/tls
+// RemoteAlert finds the TLS alert a peer sent in err's tree. crypto/tls
 // reports one as a *net.OpError with Op "remote error" around a value of
 // its unexported alert type, a uint8; tls.AlertError is the exported
 // form some paths use.
-func remoteAlert(err error) (uint8, bool) {
+func RemoteAlert(err error) (uint8, bool) {
 	switch e := err.(type) {
 	case nil:
 		return 0, false
@@ -156,10 +160,10 @@ func remoteAlert(err error) (uint8, bool) {
 	}
 	switch u := err.(type) {
 	case interface{ Unwrap() error }:
-		return remoteAlert(u.Unwrap())
+		return RemoteAlert(u.Unwrap())
 	case interface{ Unwrap() []error }:
 		for _, e := range u.Unwrap() {
-			if a, ok := remoteAlert(e); ok {
+			if a, ok := RemoteAlert(e); ok {
 				return a, true
 			}
 		}

@@ -87,6 +87,12 @@ type Config struct {
 	// the URL's host). It is cloned; NextProtos is always http/1.1 and
 	// MinVersion at least TLS 1.2. Nil means the defaults.
 	TLS *tls.Config
+	// OnAttempt, when not nil, is told of each URL attempt a Dial makes:
+	// the URL as configured, how long it took, and its error (nil: the
+	// session is bootstrapped). Attempts the caller's context aborted are
+	// not reported: they say nothing about the URL. For metrics; it must
+	// not block.
+	OnAttempt func(url string, took time.Duration, err error)
 }
 
 // Dialer is an Upstream reached over the network. Create it with New; it is
@@ -98,8 +104,9 @@ type Dialer struct {
 	dialer  ContextDialer
 	log     *slog.Logger
 	targets []*target
+	onTry   func(url string, took time.Duration, err error)
 
-	mu sync.Mutex // guards target.failed
+	mu sync.Mutex // guards target.failed, ok, lastErr
 }
 
 // target is one URL of an upstream.
@@ -110,6 +117,9 @@ type target struct {
 	addr   string   // host:port to dial
 	tls    *tls.Config
 	failed time.Time // when it last failed; zero: it did not, or it worked since
+	ok     time.Time // when it last worked
+	// lastErr is why the last attempt failed, nil when it worked.
+	lastErr error
 }
 
 var (
@@ -134,6 +144,7 @@ func New(cfg Config) (*Dialer, error) {
 		backoff: orDefault(cfg.Backoff, DefaultBackoff),
 		dialer:  cfg.Dialer,
 		log:     cfg.Logger,
+		onTry:   cfg.OnAttempt,
 	}
 	if d.dialer == nil {
 		d.dialer = &net.Dialer{KeepAlive: DefaultKeepAlive}
@@ -250,9 +261,10 @@ func (d *Dialer) Dial(ctx context.Context, req Request) (wire.Conn, error) {
 			e.Aborted = true
 			break
 		}
+		began := time.Now()
 		conn, err := d.attempt(ctx, t, hdr)
 		if err == nil {
-			d.mark(t, time.Time{})
+			d.report(t, began, nil)
 			return conn, nil
 		}
 		e.Attempts = append(e.Attempts, Attempt{URL: t.url, Err: err})
@@ -260,7 +272,7 @@ func (d *Dialer) Dial(ctx context.Context, req Request) (wire.Conn, error) {
 			e.Aborted = true // the caller gave up; the URL is not to blame
 			break
 		}
-		d.mark(t, time.Now())
+		d.report(t, began, err)
 		if i+1 < len(plan) {
 			d.log.Warn("upstream failover", "upstream", d.name, "url", t.url, "err", err,
 				"next", plan[i+1].url)
@@ -289,11 +301,70 @@ func (d *Dialer) plan(now time.Time) []*target {
 	return plan
 }
 
-// mark records a URL's failure at t, or its success (zero t).
-func (d *Dialer) mark(t *target, at time.Time) {
+// report records an attempt on t that began at began: its success (nil
+// err) or failure.
+func (d *Dialer) report(t *target, began time.Time, err error) {
+	now := time.Now()
 	d.mu.Lock()
-	t.failed = at
+	if err == nil {
+		t.failed, t.ok = time.Time{}, now
+	} else {
+		t.failed = now
+	}
+	t.lastErr = err
 	d.mu.Unlock()
+	if d.onTry != nil {
+		d.onTry(t.url, now.Sub(began), err)
+	}
+}
+
+// URLState is what the last attempt on one URL showed.
+type URLState struct {
+	URL string // as configured
+	// LastOK is when a dial to it last worked, zero if never.
+	LastOK time.Time
+	// LastFailed is when it last failed, zero if it never did or worked
+	// since.
+	LastFailed time.Time
+	// Err is why the last attempt failed, nil if it worked or none was
+	// made.
+	Err error
+}
+
+// State reports the outcome of the last attempt on each URL, in order.
+func (d *Dialer) State() []URLState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := make([]URLState, len(d.targets))
+	for i, t := range d.targets {
+		st[i] = URLState{URL: t.url, LastOK: t.ok, LastFailed: t.failed, Err: t.lastErr}
+	}
+	return st
+}
+
+// Probe checks that at least one URL takes a connection: a TCP connect
+// (through the proxy, if the dialer has one) under the dial timeout, closed
+// at once; no TLS, no session. It returns nil on the first that does, else
+// an *Error naming each URL's failure. For health checks: it does not touch
+// the back-off state.
+func (d *Dialer) Probe(ctx context.Context) error {
+	e := &Error{Upstream: d.name}
+	for _, t := range d.targets {
+		pctx, cancel := context.WithTimeoutCause(ctx, d.timeout, &timeoutError{d.timeout})
+		pctx = proxyclient.WithScheme(pctx, strings.ToLower(t.u.Scheme))
+		c, err := d.connect(pctx, t)
+		cancel()
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		e.Attempts = append(e.Attempts, Attempt{URL: t.url, Err: err})
+		if ctx.Err() != nil {
+			e.Aborted = true
+			break
+		}
+	}
+	return e
 }
 
 // attempt dials one URL under the dial timeout.
