@@ -139,10 +139,12 @@ type Limits struct {
 	MessageRate int
 }
 
-// Admin is the admin endpoint ([admin]), reserved for metrics.
+// Admin is the admin endpoint ([admin]): /metrics (Prometheus), /healthz
+// and /readyz over plain HTTP.
 type Admin struct {
-	// Address (address) is the host:port of the admin endpoint. Default ""
-	// (off).
+	// Address (address) is the host:port of the admin endpoint. Keep it on
+	// loopback (or behind a firewall): it has no authentication. Default ""
+	// (off); the zero-configuration demo uses 127.0.0.1:9090.
 	Address string
 }
 
@@ -347,6 +349,7 @@ func (c *Certs) ACME() bool { return len(c.ACMEDomains) > 0 }
 func Default() *Config {
 	c := &Config{
 		StateDir: defaultStateDir(),
+		Admin:    Admin{Address: "127.0.0.1:9090"},
 		Listeners: []Listener{
 			{Name: "tls", Address: "127.0.0.1:8443", TLS: "dev",
 				Routes: []Route{{Path: "/", Upstream: Embedded}}},

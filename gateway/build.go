@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -38,6 +39,8 @@ type Built struct {
 	// DevCAFile is the dev CA certificate clients must trust, "" when no
 	// dev certificates are served.
 	DevCAFile string
+	// Metrics are the gateway's metrics, shared by every rebuild.
+	Metrics *Metrics
 
 	log     *slog.Logger
 	every   time.Duration // file polling
@@ -60,10 +63,25 @@ type reloadable struct {
 // and the embedded broker. Every problem is reported. Run keeps the
 // certificates current once the gateway has started.
 func Build(cfg *config.Config, log *slog.Logger) (*Built, error) {
+	return build(cfg, log, nil, nil)
+}
+
+// Rebuild builds cfg as Build does, for Gateway.Apply on a reload: the
+// new parts share b's metrics and embedded broker, so sessions on the
+// broker and the counts go on. b is left as it was; stop its Run and Run
+// the new one.
+func (b *Built) Rebuild(cfg *config.Config) (*Built, error) {
+	return build(cfg, b.log, b.Metrics, b.Broker)
+}
+
+func build(cfg *config.Config, log *slog.Logger, m *Metrics, br *broker.Broker) (*Built, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &Built{log: log, every: cfg.WatchInterval, Config: Config{Logger: log, Limits: Limits{
+	if m == nil {
+		m = NewMetrics()
+	}
+	b := &Built{log: log, every: cfg.WatchInterval, Metrics: m, Config: Config{Logger: log, Metrics: m, Limits: Limits{
 		HandshakeTimeout: cfg.Limits.HandshakeTimeout,
 		RequestTimeout:   cfg.Limits.RequestTimeout,
 		ConnectTimeout:   cfg.Limits.ConnectTimeout,
@@ -93,7 +111,8 @@ func Build(cfg *config.Config, log *slog.Logger) (*Built, error) {
 			continue
 		}
 		d, err := upstream.New(upstream.Config{Name: name, URLs: u.URLs, DialTimeout: u.DialTimeout,
-			Backoff: u.Backoff, Logger: log, TLS: tc, Dialer: dialer})
+			Backoff: u.Backoff, Logger: log, TLS: tc, Dialer: dialer,
+			OnAttempt: func(url string, took time.Duration, err error) { m.dialed(name, url, took, err) }})
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -108,6 +127,7 @@ func Build(cfg *config.Config, log *slog.Logger) (*Built, error) {
 			continue
 		}
 		sources[name] = src
+		b.Config.Certs = append(b.Config.Certs, sourceSet("certs "+name, src))
 	}
 	for _, l := range cfg.Listeners {
 		gl := Listener{Name: l.Name, Addr: l.Address}
@@ -124,6 +144,9 @@ func Build(cfg *config.Config, log *slog.Logger) (*Built, error) {
 		for _, r := range l.Routes {
 			route := &Route{Path: r.Path, AllowedOrigins: r.AllowedOrigins}
 			if r.Upstream == config.Embedded {
+				if b.Broker == nil && br != nil {
+					b.Broker = br
+				}
 				if b.Broker == nil {
 					// The gateway logs each session; the broker's own line
 					// for it is only for debugging.
@@ -202,6 +225,43 @@ func (b *Built) source(cfg *config.Config, c *config.Certs) (certs.Source, error
 	return f, nil
 }
 
+// sourceSet describes a certificate source for the expiry metric and
+// readiness.
+func sourceSet(name string, src certs.Source) CertSet {
+	switch s := src.(type) {
+	case *certs.Files:
+		return CertSet{Name: name, Leaves: s.Leaves}
+	case *certs.ACME:
+		return CertSet{Name: name, Want: len(s.Domains()), Leaves: func() []*x509.Certificate {
+			m := s.Leaves()
+			out := make([]*x509.Certificate, 0, len(m))
+			for _, d := range slices.Sorted(maps.Keys(m)) {
+				out = append(out, m[d])
+			}
+			return out
+		}}
+	case *certs.Static:
+		leaves := leafOf((*tls.Certificate)(s))
+		return CertSet{Name: name, Leaves: func() []*x509.Certificate { return leaves }}
+	}
+	return CertSet{Name: name, Leaves: func() []*x509.Certificate { return nil }}
+}
+
+// leafOf returns a certificate's leaf, parsed if need be; none for nil.
+func leafOf(c *tls.Certificate) []*x509.Certificate {
+	switch {
+	case c == nil || len(c.Certificate) == 0:
+		return nil
+	case c.Leaf != nil:
+		return []*x509.Certificate{c.Leaf}
+	}
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		return nil
+	}
+	return []*x509.Certificate{leaf}
+}
+
 // upstreamTLS is the TLS client configuration of an upstream, nil when
 // none of its URLs uses TLS: its roots, server name, and the gateway's
 // client certificate, reloaded like the server certificates.
@@ -224,6 +284,8 @@ func (b *Built) upstreamTLS(u *config.Upstream) (*tls.Config, error) {
 		}
 		var cur atomic.Pointer[tls.Certificate]
 		cur.Store(c)
+		b.Config.Certs = append(b.Config.Certs, CertSet{Name: fmt.Sprintf("upstream %s client certificate", u.Name),
+			Leaves: func() []*x509.Certificate { return leafOf(cur.Load()) }})
 		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cur.Load(), nil }
 		b.reloadable(fmt.Sprintf("upstream %q client certificate", u.Name), []string{u.CertFile, u.KeyFile}, func() error {
 			c, err := certs.LoadPair(pair)

@@ -156,33 +156,84 @@ type Config struct {
 	Logger    *slog.Logger // nil discards
 	Limits    Limits
 	Listeners []Listener
+	// Metrics receives the gateway's metrics; nil makes new ones.
+	Metrics *Metrics
+	// Certs are the certificate sets the gateway presents, for the expiry
+	// metric and the readiness check.
+	Certs []CertSet
 }
 
 // Gateway relays SMQ sessions from its listeners to upstream brokers.
 type Gateway struct {
-	cfg Config
-	log *slog.Logger
+	log   *slog.Logger
+	m     *Metrics
+	lim   atomic.Pointer[Limits]
+	certs atomic.Pointer[[]CertSet]
+	perIP *ipLimiter
 
 	mu       sync.Mutex
+	started  bool
 	closed   bool
-	servers  []*http.Server
-	lns      map[string]net.Listener
+	lns      []*liveListener
 	sessions map[*session]struct{}
 	wg       sync.WaitGroup // sessions
 	serveWG  sync.WaitGroup // http.Server.Serve loops
 	dials    atomic.Uint64
-	perIP    *ipLimiter
+	probes   prober
+	admin    *http.Server // StartAdmin
+	adminLn  net.Listener
+}
+
+// liveListener is one listener as it runs: what a reload may replace is
+// in state; its socket, server and session count stay.
+type liveListener struct {
+	name    string
+	addr    string // as configured
+	tls     bool
+	handler bool // a plain HTTP listener (ACME HTTP-01)
+	proxied bool // PROXY protocol
+	state   atomic.Pointer[listenerState]
+	active  atomic.Int64 // sessions
+	srv     *http.Server
+	ln      net.Listener // once started
+}
+
+// listenerState is the part of a listener a reload replaces.
+type listenerState struct {
+	def       Listener
+	handler   http.Handler // the route mux, or the listener's Handler
+	tls       *tls.Config  // nil for a plain listener
+	proxyFrom []netip.Prefix
 }
 
 // New checks cfg and returns a gateway; Start begins serving.
 func New(cfg Config) (*Gateway, error) {
+	if err := check(cfg); err != nil {
+		return nil, err
+	}
 	cfg.Limits.setDefaults()
-	g := &Gateway{cfg: cfg, log: cfg.Logger, lns: make(map[string]net.Listener),
-		sessions: make(map[*session]struct{}),
-		perIP:    newIPLimiter(cfg.Limits.MaxSessionsPerIP, cfg.Limits.SessionRatePerIP)}
+	g := &Gateway{log: cfg.Logger, m: cfg.Metrics, sessions: make(map[*session]struct{}),
+		perIP: newIPLimiter(cfg.Limits.MaxSessionsPerIP, cfg.Limits.SessionRatePerIP)}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
+	if g.m == nil {
+		g.m = NewMetrics()
+	}
+	g.lim.Store(&cfg.Limits)
+	g.setCerts(cfg.Certs)
+	for _, l := range cfg.Listeners {
+		ll := &liveListener{name: l.Name, addr: l.Addr, tls: l.Certs != nil, handler: l.Handler != nil,
+			proxied: len(l.ProxyProtocolFrom) > 0}
+		ll.state.Store(g.newState(ll, l))
+		ll.srv = g.server(ll)
+		g.lns = append(g.lns, ll)
+	}
+	return g, nil
+}
+
+// check validates a configuration, reporting every problem.
+func check(cfg Config) error {
 	var errs []error
 	names := map[string]bool{}
 	for _, l := range cfg.Listeners {
@@ -213,73 +264,151 @@ func New(cfg Config) (*Gateway, error) {
 	if len(cfg.Listeners) == 0 {
 		errs = append(errs, errors.New("gateway: no listeners"))
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return g, nil
+	return errors.Join(errs...)
 }
+
+// limits returns the limits in force.
+func (g *Gateway) limits() *Limits { return g.lim.Load() }
+
+func (g *Gateway) setCerts(sets []CertSet) {
+	g.certs.Store(&sets)
+	g.m.setCerts(sets)
+}
+
+// Metrics returns the gateway's metrics.
+func (g *Gateway) Metrics() *Metrics { return g.m }
 
 // Start listens on every listener and serves in the background. On error
 // nothing is left listening.
 func (g *Gateway) Start() error {
-	type started struct {
-		srv *http.Server
-		ln  net.Listener
-	}
-	var all []started
-	for i := range g.cfg.Listeners {
-		l := &g.cfg.Listeners[i]
-		ln := l.Listener
+	var opened []net.Listener
+	for _, ll := range g.lns {
+		st := ll.state.Load()
+		ln := st.def.Listener
 		if ln == nil {
 			var err error
-			if ln, err = net.Listen("tcp", l.Addr); err != nil {
-				for _, s := range all {
-					s.ln.Close()
+			if ln, err = net.Listen("tcp", ll.addr); err != nil {
+				for _, o := range opened {
+					o.Close()
 				}
 				if errors.Is(err, syscall.EACCES) {
 					err = fmt.Errorf("%w (a port below 1024 needs CAP_NET_BIND_SERVICE: setcap cap_net_bind_service=+ep on the binary, or AmbientCapabilities=CAP_NET_BIND_SERVICE under systemd)", err)
 				}
-				return fmt.Errorf("gateway: listener %q: %w", l.Name, err)
+				return fmt.Errorf("gateway: listener %q: %w", ll.name, err)
 			}
 		}
-		srv := g.server(l)
-		if len(l.ProxyProtocolFrom) > 0 {
-			ln = proxyProtoListener(ln, l.ProxyProtocolFrom, g.cfg.Limits.HandshakeTimeout, g.log, l.Name)
-		}
-		if l.Certs != nil {
-			ln = tls.NewListener(ln, serverTLS(l.Certs))
-		}
-		all = append(all, started{srv, ln})
+		opened = append(opened, ln)
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for i, s := range all {
-		g.servers = append(g.servers, s.srv)
-		g.lns[g.cfg.Listeners[i].Name] = s.ln
+	g.started = true
+	for i, ll := range g.lns {
+		ln := opened[i]
+		if ll.proxied {
+			ln = proxyProtoListener(ln, func() []netip.Prefix { return ll.state.Load().proxyFrom },
+				func() time.Duration { return g.limits().HandshakeTimeout }, g.log, g.m, ll.name)
+		}
+		if ll.tls {
+			ln = newHandshakeListener(ln, ll.name, func() *tls.Config { return ll.state.Load().tls },
+				func() time.Duration { return g.limits().HandshakeTimeout }, g.m, g.log)
+		}
+		ll.ln = ln
 		g.serveWG.Add(1)
 		go func() {
 			defer g.serveWG.Done()
-			_ = s.srv.Serve(s.ln)
+			_ = ll.srv.Serve(ln)
 		}()
-		g.log.Info("listening", "listener", g.cfg.Listeners[i].Name, "address", s.ln.Addr().String(),
-			"tls", g.cfg.Listeners[i].Certs != nil)
+		g.log.Info("listening", "listener", ll.name, "address", ln.Addr().String(), "tls", ll.tls)
 	}
 	return nil
+}
+
+// Apply puts cfg in force for the connections and sessions that start
+// from now on, and leaves established sessions as they are: routes (with
+// their upstreams, certificate policies and origin allow-lists),
+// certificates, PROXY protocol senders, limits and the certificate sets.
+// What cannot change while running is left as it was and named in the
+// returned list, each to be applied by a restart: a listener added,
+// removed or moved to another address, TLS or PROXY protocol turned on or
+// off on a listener, the request timeout. A cfg that does not validate
+// changes nothing. Safe while the gateway serves.
+func (g *Gateway) Apply(cfg Config) (restart []string, err error) {
+	if err := check(cfg); err != nil {
+		return nil, err
+	}
+	cfg.Limits.setDefaults()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return nil, errors.New("gateway: shut down")
+	}
+	if old := g.limits(); cfg.Limits.RequestTimeout != old.RequestTimeout {
+		restart = append(restart, fmt.Sprintf("limits.request_timeout %v (still %v)", cfg.Limits.RequestTimeout, old.RequestTimeout))
+		cfg.Limits.RequestTimeout = old.RequestTimeout
+	}
+	byName := map[string]*liveListener{}
+	for _, ll := range g.lns {
+		byName[ll.name] = ll
+	}
+	type swap struct {
+		ll *liveListener
+		st *listenerState
+	}
+	var swaps []swap
+	for _, l := range cfg.Listeners {
+		ll := byName[l.Name]
+		delete(byName, l.Name)
+		switch {
+		case ll == nil:
+			restart = append(restart, fmt.Sprintf("listener %q is new: it opens on restart", l.Name))
+			continue
+		case (l.Certs != nil) != ll.tls || (l.Handler != nil) != ll.handler:
+			restart = append(restart, fmt.Sprintf("listener %q: TLS turned on or off: the listener is left as it was", l.Name))
+			continue
+		case (len(l.ProxyProtocolFrom) > 0) != ll.proxied:
+			restart = append(restart, fmt.Sprintf("listener %q: PROXY protocol turned on or off: the listener is left as it was", l.Name))
+			continue
+		}
+		if l.Addr != ll.addr && l.Listener == nil {
+			restart = append(restart, fmt.Sprintf("listener %q address %s (still %s)", l.Name, l.Addr, ll.addr))
+		}
+		swaps = append(swaps, swap{ll, g.newState(ll, l)})
+	}
+	for _, ll := range g.lns {
+		if byName[ll.name] != nil {
+			restart = append(restart, fmt.Sprintf("listener %q was removed: it serves as before until restart", ll.name))
+		}
+	}
+	g.lim.Store(&cfg.Limits)
+	g.perIP.set(cfg.Limits.MaxSessionsPerIP, cfg.Limits.SessionRatePerIP)
+	for _, sw := range swaps {
+		sw.ll.state.Store(sw.st)
+	}
+	g.setCerts(cfg.Certs)
+	return restart, nil
 }
 
 // Addr returns the address the named listener listens on, nil before Start.
 func (g *Gateway) Addr(listener string) net.Addr {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if ln := g.lns[listener]; ln != nil {
-		return ln.Addr()
+	for _, ll := range g.lns {
+		if ll.name == listener && ll.ln != nil {
+			return ll.ln.Addr()
+		}
 	}
 	return nil
 }
 
 // serverTLS is the TLS configuration of a listener serving src.
 func serverTLS(src certs.Source) *tls.Config {
-	cfg := tlsterm.ServerConfig(src.GetCertificate)
+	cfg := tlsterm.ServerConfig(func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		c, err := src.GetCertificate(hello)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errNoCertificate, err)
+		}
+		return c, nil
+	})
 	if _, ok := src.(certs.ACMESource); ok {
 		// net/http closes a connection that negotiated a protocol it has
 		// no TLSNextProto handler for, after the handshake: the probe got
@@ -289,25 +418,20 @@ func serverTLS(src certs.Source) *tls.Config {
 	return cfg
 }
 
-// server builds the HTTP server of one listener: a mux of its routes.
-func (g *Gateway) server(l *Listener) *http.Server {
+// newState makes what a listener serves from its definition: its route
+// mux (or Handler) and TLS configuration.
+func (g *Gateway) newState(ll *liveListener, l Listener) *listenerState {
+	st := &listenerState{def: l, handler: l.Handler, proxyFrom: l.ProxyProtocolFrom}
+	if l.Certs != nil {
+		st.tls = serverTLS(l.Certs)
+	}
 	if l.Handler != nil {
-		lim := &g.cfg.Limits
-		return &http.Server{
-			Handler:           l.Handler,
-			ReadHeaderTimeout: lim.RequestTimeout,
-			ReadTimeout:       lim.RequestTimeout,
-			WriteTimeout:      lim.RequestTimeout,
-			IdleTimeout:       lim.RequestTimeout,
-			MaxHeaderBytes:    16 << 10,
-			ErrorLog:          log.New(io.Discard, "", 0),
-		}
+		return st
 	}
 	mux := http.NewServeMux()
-	active := new(atomic.Int64)
 	catchAll := false
 	for _, r := range l.Routes {
-		mux.Handle(r.Path, &handler{g: g, listener: l.Name, route: r, active: active})
+		mux.Handle(r.Path, &handler{g: g, ll: ll, route: r})
 		catchAll = catchAll || r.Path == "/"
 	}
 	if !catchAll {
@@ -315,33 +439,35 @@ func (g *Gateway) server(l *Listener) *http.Server {
 			http.Error(w, "smqgw: no SMQ route here", http.StatusNotFound)
 		})
 	}
-	lim := &g.cfg.Limits
-	return &http.Server{
-		Handler: mux,
-		// net/http also bounds the TLS handshake with ReadHeaderTimeout;
-		// ConnContext below bounds it by HandshakeTimeout too.
+	st.handler = mux
+	return st
+}
+
+// server makes the HTTP server of a listener: it serves whatever the
+// listener's state holds at each request.
+func (g *Gateway) server(ll *liveListener) *http.Server {
+	lim := g.limits()
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ll.state.Load().handler.ServeHTTP(w, r)
+		}),
 		ReadHeaderTimeout: lim.RequestTimeout,
 		IdleTimeout:       lim.RequestTimeout,
+		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          log.New(io.Discard, "", 0),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if _, ok := c.(*tls.Conn); ok {
-				// The handshake runs under the connection's context;
-				// nothing in a session uses this context afterwards.
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, lim.HandshakeTimeout)
-				time.AfterFunc(lim.HandshakeTimeout, cancel)
-			}
-			return ctx
-		},
 	}
+	if ll.handler {
+		srv.ReadTimeout = lim.RequestTimeout
+		srv.WriteTimeout = lim.RequestTimeout
+	}
+	return srv
 }
 
 // handler serves one route.
 type handler struct {
-	g        *Gateway
-	listener string
-	route    *Route
-	active   *atomic.Int64 // sessions on the listener
+	g     *Gateway
+	ll    *liveListener
+	route *Route
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -352,12 +478,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if boot.WebSocket && !originAllowed(r, h.route.AllowedOrigins) {
-		g.log.Warn("websocket refused: origin not allowed", "listener", h.listener, "route", h.route.Path,
+		g.log.Warn("websocket refused: origin not allowed", "listener", h.ll.name, "route", h.route.Path,
 			"origin", r.Header.Get("Origin"), "host", r.Host, "client", r.RemoteAddr)
+		g.m.origins.WithLabelValues(h.ll.name, h.route.Path).Inc()
 		http.Error(w, "smqgw: origin not allowed", http.StatusForbidden)
 		return
 	}
-	s := &session{g: g, listener: h.listener, route: h.route, clientIP: clientIP(r.RemoteAddr), start: time.Now()}
+	lim := g.limits()
+	s := &session{g: g, lim: lim, listener: h.ll.name, route: h.route, clientIP: clientIP(r.RemoteAddr), start: time.Now()}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	defer s.stop()
 	s.clientHeader = r.Header // forwarded upstream, less ours and hop-by-hop ones
@@ -365,22 +493,32 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.log.Debug("bootstrap failed", "client", r.RemoteAddr, "err", err)
 		return
 	}
+	transport := transportName(s.client)
+	g.m.sessionsTotal.WithLabelValues(h.ll.name, h.route.Path, transport).Inc()
+	open := g.m.sessionsOpen.WithLabelValues(h.ll.name, h.route.Path, transport)
+	open.Inc()
+	defer open.Dec()
 	if !g.track(s) {
 		s.end(ReasonShutdown, "")
 		s.close()
 		return
 	}
 	defer g.untrack(s)
-	if n := h.active.Add(1); n > int64(g.cfg.Limits.MaxSessions) {
-		h.active.Add(-1)
+	if n := h.ll.active.Add(1); n > int64(lim.MaxSessions) {
+		h.ll.active.Add(-1)
+		g.m.limit(h.ll.name, "max_sessions")
+		g.log.Warn("session refused: listener at max_sessions", "listener", h.ll.name, "client", s.clientIP,
+			"max_sessions", lim.MaxSessions)
 		s.refuse(smq.CodeServerUnavailable, "server busy: too many sessions", ReasonBusy, nil)
 		s.close()
 		return
 	}
-	defer h.active.Add(-1)
+	defer h.ll.active.Add(-1)
 	if ip, err := netip.ParseAddr(s.clientIP); err == nil {
-		if ok, why := g.perIP.admit(ip, time.Now()); !ok {
-			g.log.Warn("session refused: per-address limit", "listener", h.listener, "client", s.clientIP, "why", why)
+		if limit, why := g.perIP.admit(ip, time.Now()); limit != "" {
+			g.m.limit(h.ll.name, limit)
+			g.log.Warn("session refused: per-address limit", "listener", h.ll.name, "client", s.clientIP,
+				"limit", limit, "why", why)
 			s.refuse(smq.CodeServerUnavailable, why, ReasonBusy, nil)
 			s.close()
 			return
@@ -404,7 +542,7 @@ func (s *session) accept(w http.ResponseWriter, r *http.Request, boot smq.Bootst
 		// reader, which hw keeps, so the relay can see what is buffered.
 		hw := &hijackWatcher{ResponseWriter: w}
 		up := websocket.Upgrader{
-			HandshakeTimeout: s.g.cfg.Limits.RequestTimeout,
+			HandshakeTimeout: s.lim.RequestTimeout,
 			WriteBufferSize:  4096,
 			WriteBufferPool:  wsWritePool,
 			CheckOrigin:      func(*http.Request) bool { return true }, // checked by the handler
@@ -414,7 +552,7 @@ func (s *session) accept(w http.ResponseWriter, r *http.Request, boot smq.Bootst
 			return err
 		}
 		conn.SetPongHandler(func(string) error { s.clientSeen.Add(1); return nil })
-		ws := wire.NewWS(conn, s.g.cfg.Limits.MaxMessage)
+		ws := wire.NewWS(conn, s.lim.MaxMessage)
 		if hw.br != nil {
 			ws.UseReader(hw.br)
 		}
@@ -432,7 +570,7 @@ func (s *session) accept(w http.ResponseWriter, r *http.Request, boot smq.Bootst
 		return err
 	}
 	raw := wire.NewRaw(conn, brw.Reader, 0)
-	raw.SetMaxRead(s.g.cfg.Limits.MaxMessage)
+	raw.SetMaxRead(s.lim.MaxMessage)
 	s.client = raw
 	return nil
 }
@@ -492,6 +630,10 @@ func (s *session) logEnd() {
 		attrs = append(attrs, "dropped_too_big", n)
 	}
 	s.g.log.Info("session", attrs...)
+	s.g.m.closed.WithLabelValues(s.listener, s.route.Path, s.reasonOf().String()).Inc()
+	if limit := s.reasonOf().limit(); limit != "" {
+		s.g.m.limit(s.listener, limit)
+	}
 }
 
 func transportName(c wire.Conn) string {
@@ -532,8 +674,13 @@ func (g *Gateway) Sessions() int {
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.mu.Lock()
 	g.closed = true
-	servers := g.servers
-	g.servers = nil
+	var servers []*http.Server
+	if g.started {
+		for _, ll := range g.lns {
+			servers = append(servers, ll.srv)
+		}
+		g.started = false
+	}
 	sessions := make([]*session, 0, len(g.sessions))
 	for s := range g.sessions {
 		sessions = append(sessions, s)
@@ -550,6 +697,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() { ending.Wait(); g.wg.Wait(); close(done) }()
+	defer g.closeAdmin()
 	select {
 	case <-done:
 		return nil
@@ -561,6 +709,17 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		g.mu.Unlock()
 		<-done
 		return ctx.Err()
+	}
+}
+
+// closeAdmin closes the admin endpoint, if it is open.
+func (g *Gateway) closeAdmin() {
+	g.mu.Lock()
+	srv := g.admin
+	g.admin = nil
+	g.mu.Unlock()
+	if srv != nil {
+		_ = srv.Close()
 	}
 }
 

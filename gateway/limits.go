@@ -33,9 +33,17 @@ func newIPLimiter(maxActive int, rate float64) *ipLimiter {
 	return &ipLimiter{maxActive: maxActive, rate: rate, burst: max(1, 2*rate), m: map[netip.Addr]*ipEntry{}}
 }
 
-// admit takes a session slot for ip, or returns why it may not have one.
+// set changes the limits, for the sessions that start from now on.
+func (l *ipLimiter) set(maxActive int, rate float64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.maxActive, l.rate, l.burst = maxActive, rate, max(1, 2*rate)
+}
+
+// admit takes a session slot for ip, or returns the limit that refuses it
+// ("max_sessions_per_ip", "session_rate_per_ip") and why, for the client.
 // A refused attempt consumes nothing.
-func (l *ipLimiter) admit(ip netip.Addr, now time.Time) (ok bool, why string) {
+func (l *ipLimiter) admit(ip netip.Addr, now time.Time) (limit, why string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e := l.m[ip]
@@ -49,13 +57,13 @@ func (l *ipLimiter) admit(ip netip.Addr, now time.Time) (ok bool, why string) {
 	e.refill(now, l.rate, l.burst)
 	switch {
 	case e.active >= l.maxActive:
-		return false, "server busy: too many sessions from your address"
+		return "max_sessions_per_ip", "server busy: too many sessions from your address"
 	case e.tokens < 1:
-		return false, "server busy: sessions from your address start too fast"
+		return "session_rate_per_ip", "server busy: sessions from your address start too fast"
 	}
 	e.tokens--
 	e.active++
-	return true, ""
+	return "", ""
 }
 
 // release gives back the slot admit took.

@@ -11,27 +11,27 @@ func TestIPLimiter(t *testing.T) {
 	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
 	now := time.Unix(1000, 0)
 	for i := range 3 {
-		if ok, why := l.admit(a, now); !ok {
+		if limit, why := l.admit(a, now); limit != "" {
 			t.Fatalf("session %d refused: %s", i+1, why)
 		}
 	}
-	if ok, why := l.admit(a, now); ok || why != "server busy: too many sessions from your address" {
-		t.Fatalf("4th concurrent session: %v %q", ok, why)
+	if limit, why := l.admit(a, now); limit != "max_sessions_per_ip" || why != "server busy: too many sessions from your address" {
+		t.Fatalf("4th concurrent session: %q %q", limit, why)
 	}
-	if ok, _ := l.admit(b, now); !ok {
+	if limit, _ := l.admit(b, now); limit != "" {
 		t.Fatal("another address is limited too")
 	}
 	l.release(a)
 	// One slot free, one token left of the burst of 4.
-	if ok, why := l.admit(a, now); !ok {
+	if limit, why := l.admit(a, now); limit != "" {
 		t.Fatalf("after a release: %s", why)
 	}
 	l.release(a)
-	if ok, why := l.admit(a, now); ok || why != "server busy: sessions from your address start too fast" {
-		t.Fatalf("burst spent: %v %q", ok, why)
+	if limit, why := l.admit(a, now); limit != "session_rate_per_ip" || why != "server busy: sessions from your address start too fast" {
+		t.Fatalf("burst spent: %q %q", limit, why)
 	}
 	// Half a second later one token is back.
-	if ok, why := l.admit(a, now.Add(500*time.Millisecond)); !ok {
+	if limit, why := l.admit(a, now.Add(500*time.Millisecond)); limit != "" {
 		t.Fatalf("after refill: %s", why)
 	}
 }
@@ -41,7 +41,7 @@ func TestIPLimiterSweeps(t *testing.T) {
 	now := time.Unix(1000, 0)
 	for i := range sweepAt + 10 {
 		ip := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-		if ok, _ := l.admit(ip, now); !ok {
+		if limit, _ := l.admit(ip, now); limit != "" {
 			t.Fatal("refused")
 		}
 		l.release(ip)

@@ -57,6 +57,23 @@ func (r Reason) String() string {
 	return "unknown"
 }
 
+// limit names the limit that ended a session for this reason, "" if none.
+func (r Reason) limit() string {
+	switch r {
+	case ReasonRateLimited:
+		return "message_rate"
+	case ReasonTooBig:
+		return "max_message_size"
+	case ReasonIdle:
+		return "idle_timeout"
+	case ReasonPingTimeout:
+		return "ws_ping_interval"
+	case ReasonConnectTimeout:
+		return "connect_timeout"
+	}
+	return ""
+}
+
 // disconnectText is the SMQ Disconnect reason the client gets, "" for none.
 func (r Reason) disconnectText() string { return reasonInfo[r].text }
 

@@ -30,6 +30,7 @@ const lingerTimeout = 2 * time.Second
 // session is one client relayed to one upstream broker.
 type session struct {
 	g        *Gateway
+	lim      *Limits // as when the session started
 	listener string
 	route    *Route
 	client   wire.Conn
@@ -169,7 +170,7 @@ func (s *session) sendClient(msg []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.reasonOf() == ReasonNone { // ending sets its own, shorter deadline
-		_ = s.client.SetWriteDeadline(time.Now().Add(s.g.cfg.Limits.WriteTimeout))
+		_ = s.client.SetWriteDeadline(time.Now().Add(s.lim.WriteTimeout))
 	}
 	if err := s.client.Write(msg); err != nil {
 		return err
@@ -192,7 +193,7 @@ func (s *session) run(decision tlsterm.Decision) {
 		return
 	}
 	s.identity = decision.Identity
-	lim := &s.g.cfg.Limits
+	lim := s.lim
 	dctx, cancel := context.WithTimeout(s.ctx, lim.ConnectTimeout)
 	up, err := s.route.Upstream.Dial(dctx, upstream.Request{ClientIP: s.clientIP, Header: s.upstreamHeader()})
 	cancel()
@@ -238,7 +239,7 @@ func (s *session) refuse(code smq.ConnackCode, reason string, why Reason, logDet
 		s.end(ReasonWriteError, err.Error())
 		return
 	}
-	s.setReadDeadline(s.client, time.Now().Add(s.g.cfg.Limits.ConnectTimeout))
+	s.setReadDeadline(s.client, time.Now().Add(s.lim.ConnectTimeout))
 	if _, err := s.client.Read(); err != nil {
 		s.clientReadFailed(err)
 		return
@@ -249,7 +250,9 @@ func (s *session) refuse(code smq.ConnackCode, reason string, why Reason, logDet
 // answer sends a refusing Connack and ends the session with why. The log
 // line gets the reason and logDetail, which the client does not see.
 func (s *session) answer(code smq.ConnackCode, reason string, why Reason, logDetail error) {
-	_ = s.writeClient(smq.Connack{Code: code, Reason: reason})
+	if s.writeClient(smq.Connack{Code: code, Reason: reason}) == nil {
+		s.g.m.connack(s.listener, s.route.Path, code, "gateway")
+	}
 	detail := fmt.Sprintf("%v: %s", code, reason)
 	if logDetail != nil {
 		detail += ": " + logDetail.Error()
@@ -262,7 +265,7 @@ func (s *session) answer(code smq.ConnackCode, reason string, why Reason, logDet
 // else from the client goes upstream before Connack 0x00. It reports
 // whether the session is connected.
 func (s *session) handshake() bool {
-	timeout := s.g.cfg.Limits.ConnectTimeout
+	timeout := s.lim.ConnectTimeout
 	s.setReadDeadline(s.up, time.Now().Add(timeout))
 	init, err := s.up.Read()
 	if err != nil || smq.Check(init) != nil || smq.Type(init[0]) != smq.TypeInit {
@@ -273,6 +276,7 @@ func (s *session) handshake() bool {
 		s.end(ReasonWriteError, err.Error())
 		return false
 	}
+	s.g.m.message(toClient, init)
 
 	s.setReadDeadline(s.client, time.Now().Add(timeout))
 	connect, err := s.client.Read()
@@ -293,6 +297,7 @@ func (s *session) handshake() bool {
 	}
 	s.inMsgs.Add(1)
 	s.inBytes.Add(uint64(len(connect)))
+	s.g.m.message(fromClient, connect)
 
 	s.setReadDeadline(s.up, time.Now().Add(timeout))
 	ack, err := s.up.Read()
@@ -322,6 +327,8 @@ func (s *session) handshake() bool {
 	}
 	s.outMsgs.Add(1)
 	s.outBytes.Add(uint64(len(ack)))
+	s.g.m.message(toClient, ack)
+	s.g.m.connack(s.listener, s.route.Path, smq.ConnackCode(ack[1]), "upstream")
 	if code := smq.ConnackCode(ack[1]); code != smq.CodeAccepted {
 		s.end(ReasonConnackRefused, code.String())
 		return false
@@ -348,7 +355,8 @@ func (s *session) relay() {
 // the edge. It flushes when the client has nothing more buffered, so
 // messages arriving together leave together.
 func (s *session) clientToUpstream() {
-	rate := msgRate{max: s.g.cfg.Limits.MessageRate, start: time.Now()}
+	rate := msgRate{max: s.lim.MessageRate, start: time.Now()}
+	m := s.g.m
 	for {
 		msg, err := s.client.Read()
 		if err != nil {
@@ -378,6 +386,7 @@ func (s *session) clientToUpstream() {
 		}
 		s.inMsgs.Add(1)
 		s.inBytes.Add(uint64(len(msg)))
+		m.message(fromClient, msg)
 		if bye || s.client.Buffered() == 0 {
 			if err := s.up.Flush(); err != nil {
 				s.end(ReasonWriteError, "upstream: "+err.Error())
@@ -394,7 +403,8 @@ func (s *session) clientToUpstream() {
 // broker has nothing more buffered. Each batch of writes gets WriteTimeout:
 // a client that stops reading ends its session, not the broker's patience.
 func (s *session) upstreamToClient() {
-	wt := s.g.cfg.Limits.WriteTimeout
+	wt := s.lim.WriteTimeout
+	m := s.g.m
 	fresh := true // the next write starts a batch
 	for {
 		msg, err := s.up.Read()
@@ -435,6 +445,7 @@ func (s *session) upstreamToClient() {
 		}
 		s.outMsgs.Add(1)
 		s.outBytes.Add(uint64(len(msg)))
+		m.message(toClient, msg)
 	}
 }
 
@@ -480,7 +491,7 @@ func (s *session) clientReadFailed(err error) {
 	switch {
 	case s.reasonOf() != ReasonNone: // already ending
 	case errors.Is(err, websocket.ErrReadLimit):
-		s.end(ReasonTooBig, fmt.Sprintf("message over %d bytes", s.g.cfg.Limits.MaxMessage))
+		s.end(ReasonTooBig, fmt.Sprintf("message over %d bytes", s.lim.MaxMessage))
 	case errors.As(err, &me):
 		s.clientBadMessage(err)
 	case isTimeout(err):
@@ -530,14 +541,14 @@ func (s *session) startWatchdog() {
 	// Set s.watch before the timer can fire: checkLiveness reads it. Reset
 	// orders this goroutine's writes before the callback.
 	s.watch = time.AfterFunc(math.MaxInt64, s.checkLiveness)
-	s.watch.Reset(s.g.cfg.Limits.PingInterval)
+	s.watch.Reset(s.lim.PingInterval)
 }
 
 func (s *session) checkLiveness() {
 	if s.reasonOf() != ReasonNone {
 		return
 	}
-	lim := &s.g.cfg.Limits
+	lim := s.lim
 	now := time.Now()
 	if seen := s.clientSeen.Load(); seen != s.lastSeen {
 		s.lastSeen, s.lastSeenAt, s.pinged = seen, now, false
