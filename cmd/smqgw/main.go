@@ -9,8 +9,9 @@
 //	                           (see smqgw certs -h)
 //	smqgw version              print the version and build details
 //
-// SIGHUP reloads certificate, key, client CA and CRL files; SIGINT and
-// SIGTERM shut down.
+// SIGHUP reloads the configuration file (and with it every certificate,
+// key, client CA and CRL file) for new sessions, leaving established ones
+// alone; SIGINT and SIGTERM drain and shut down.
 package main
 
 import (
@@ -24,10 +25,12 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 
+	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/config"
 	"github.com/smqgw/smqgw/gateway"
 )
@@ -80,7 +83,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 		fmt.Fprintf(stdout, "smqgw: configuration %s is valid\n", describe(*file))
 		return nil
 	}
-	log := newLogger(stderr, cfg.Log)
+	level := new(slog.LevelVar)
+	level.Set(cfg.Log.Level)
+	log := newLogger(stderr, cfg.Log.Format, level)
 	// From here on SIGHUP reloads (once serving) instead of killing.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -96,12 +101,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 	if err := gw.Start(); err != nil {
 		return err
 	}
+	if cfg.Admin.Address != "" {
+		if err := gw.StartAdmin(cfg.Admin.Address); err != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.ShutdownGrace)
+			defer cancel()
+			_ = gw.Shutdown(sctx)
+			return err
+		}
+	}
+	lv := &live{file: *file, cfg: cfg, built: built, gw: gw, log: log, level: level}
 	// Certificates: ACME obtains its own now that the listeners are up;
 	// files are reloaded when they change, and on SIGHUP.
-	rctx, stopRun := context.WithCancel(context.Background())
-	var running sync.WaitGroup
-	running.Go(func() { built.Run(rctx) })
-	defer func() { stopRun(); running.Wait() }()
+	lv.runBuilt()
+	defer lv.stopBuilt()
 
 	banner(stdout, gw, cfg, built)
 	if ready != nil {
@@ -111,21 +123,128 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 		select {
 		case <-ctx.Done():
 		case <-hup:
-			log.Info("SIGHUP: reloading certificates, client CAs and CRLs")
-			_ = built.Reload() // each failure is logged; what failed stays as it was
+			lv.reload()
 		}
 	}
-	log.Info("shutting down", "grace", cfg.Limits.ShutdownGrace.String())
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.ShutdownGrace)
+	log.Info("shutting down", "grace", lv.cfg.Limits.ShutdownGrace.String())
+	sctx, cancel := context.WithTimeout(context.Background(), lv.cfg.Limits.ShutdownGrace)
 	defer cancel()
 	err = gw.Shutdown(sctx)
-	if built.Broker != nil {
-		_ = built.Broker.Shutdown(sctx)
+	for _, b := range lv.brokers() {
+		_ = b.Shutdown(sctx)
 	}
 	if err != nil {
 		log.Warn("sessions cut at the end of the grace period", "err", err)
 	}
 	return nil
+}
+
+// live is the running gateway and what it was built from, for reloads.
+type live struct {
+	file  string // "" for the zero-configuration demo
+	cfg   *config.Config
+	built *gateway.Built
+	gw    *gateway.Gateway
+	log   *slog.Logger
+	level *slog.LevelVar
+
+	stopRun func() // stops built.Run
+	older   []*broker.Broker
+}
+
+// runBuilt starts the current build's certificate upkeep.
+func (lv *live) runBuilt() {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	b := lv.built
+	wg.Go(func() { b.Run(ctx) })
+	lv.stopRun = func() { cancel(); wg.Wait() }
+}
+
+func (lv *live) stopBuilt() { lv.stopRun() }
+
+// brokers returns every embedded broker that may hold sessions.
+func (lv *live) brokers() []*broker.Broker {
+	out := lv.older
+	if b := lv.built.Broker; b != nil && !slices.Contains(out, b) {
+		out = append(out, b)
+	}
+	return out
+}
+
+// reload re-reads the configuration file and puts it in force for new
+// sessions (SIGHUP); established sessions go on. A file that does not
+// validate, or whose certificates or CAs do not load, is rejected with
+// each problem logged, and the running configuration stays. Changes that
+// need a restart are logged by name.
+func (lv *live) reload() {
+	m := lv.built.Metrics
+	if lv.file == "" {
+		lv.log.Info("SIGHUP: reloading certificates (the zero-configuration demo has no file to re-read)")
+		m.Reloaded(lv.built.Reload()) // each failure is logged; what failed stays as it was
+		return
+	}
+	lv.log.Info("SIGHUP: reloading the configuration", "file", lv.file)
+	reject := func(err error) {
+		var ce *config.Error
+		switch {
+		case errors.As(err, &ce):
+			for _, p := range ce.Problems {
+				lv.log.Error("reload rejected: " + p.String())
+			}
+		default:
+			for _, e := range splitErrors(err) {
+				lv.log.Error("reload rejected: " + e.Error())
+			}
+		}
+		lv.log.Error("reload rejected: the running configuration stays in force", "file", lv.file)
+		m.Reloaded(err)
+	}
+	cfg, err := config.Load(lv.file)
+	if err != nil {
+		reject(err)
+		return
+	}
+	next, err := lv.built.Rebuild(cfg)
+	if err != nil {
+		reject(err)
+		return
+	}
+	restart, err := lv.gw.Apply(next.Config)
+	if err != nil {
+		reject(err)
+		return
+	}
+	old := lv.cfg
+	if cfg.Admin.Address != old.Admin.Address {
+		restart = append(restart, fmt.Sprintf("admin.address %q (still %q)", cfg.Admin.Address, old.Admin.Address))
+		cfg.Admin = old.Admin
+	}
+	if cfg.Log.Format != old.Log.Format {
+		restart = append(restart, fmt.Sprintf("log.format %q (still %q)", cfg.Log.Format, old.Log.Format))
+		cfg.Log.Format = old.Log.Format
+	}
+	lv.level.Set(cfg.Log.Level)
+	for _, r := range restart {
+		lv.log.Warn("reload: this change needs a restart", "change", r)
+	}
+	if b := lv.built.Broker; b != nil && b != next.Broker && !slices.Contains(lv.older, b) {
+		lv.older = append(lv.older, b) // its sessions go on until they end
+	}
+	lv.stopBuilt()
+	lv.built, lv.cfg = next, cfg
+	lv.runBuilt()
+	m.Reloaded(nil)
+	lv.log.Info("configuration reloaded: new sessions use it, established ones go on", "file", lv.file,
+		"needs_restart", len(restart))
+}
+
+// splitErrors undoes errors.Join.
+func splitErrors(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 func describe(file string) string {
@@ -135,9 +254,9 @@ func describe(file string) string {
 	return file
 }
 
-func newLogger(w io.Writer, l config.Log) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: l.Level}
-	if l.Format == "json" {
+func newLogger(w io.Writer, format string, level slog.Leveler) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
