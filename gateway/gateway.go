@@ -422,6 +422,7 @@ func serverTLS(src certs.Source) *tls.Config {
 // mux (or Handler) and TLS configuration.
 func (g *Gateway) newState(ll *liveListener, l Listener) *listenerState {
 	st := &listenerState{def: l, handler: l.Handler, proxyFrom: l.ProxyProtocolFrom}
+	g.m.declare(l)
 	if l.Certs != nil {
 		st.tls = serverTLS(l.Certs)
 	}

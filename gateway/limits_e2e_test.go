@@ -1,10 +1,12 @@
 package gateway_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/smqgw/smqgw/internal/smqtest"
+	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/smq"
 )
 
@@ -69,10 +71,98 @@ address = "127.0.0.1:0"
 		!strings.Contains(logs, `msg="session refused: per-address limit"`) {
 		t.Errorf("limits not logged:\n%s", logs)
 	}
+	m := scrape(t, b)
+	for _, limit := range []string{"max_sessions_per_ip", "session_rate_per_ip", "message_rate"} {
+		if v := m.get(t, "smqgw_limit_refusals_total", "listener", "lan", "limit", limit); v != 1 {
+			t.Errorf("%s refusals = %v, want 1", limit, v)
+		}
+	}
 }
 
 // waitLogged waits until the gateway's log holds want at least n times.
 func waitLogged(t *testing.T, b *built, want string, n int) {
 	t.Helper()
 	smqtest.WaitUntil(t, "a log line with "+want, func() bool { return strings.Count(b.logs.String(), want) >= n })
+}
+
+// TestLimitsCounted: each session and connection limit refuses as
+// documented, and smqgw_limit_refusals_total counts it by name.
+func TestLimitsCounted(t *testing.T) {
+	ca := testpki.NewCA(t)
+	server := ca.Server(t, "127.0.0.1")
+	b := startBuilt(t, t.TempDir(), fmt.Sprintf(`
+[limits]
+max_sessions = 1
+max_message_size = 100
+handshake_timeout = "200ms"
+connect_timeout = "300ms"
+idle_timeout = "300ms"
+[[listener]]
+name = "lan"
+address = "127.0.0.1:0"
+  [[listener.route]]
+  path = "/"
+  upstream = "embedded"
+[[listener]]
+name = "edge"
+address = "127.0.0.1:0"
+tls = "files"
+  [[listener.route]]
+  path = "/"
+  upstream = "embedded"
+[certs.files]
+cert_file = %q
+key_file = %q
+`, server.CertFile, server.KeyFile))
+	lan, edge := b.gw.Addr("lan").String(), b.gw.Addr("edge").String()
+
+	// max_sessions: a second session on the listener is refused while the
+	// first is open; idle_timeout then ends the first.
+	one := smqtest.Connect(t, lan, "limit-one")
+	two := smqtest.Dial(t, lan)
+	two.Send(smq.Connect{Version: 1, UID: "limit-two"})
+	if ack := two.ExpectConnack(smq.CodeServerUnavailable); ack.Reason != "server busy: too many sessions" {
+		t.Errorf("second session: %q", ack.Reason)
+	}
+	if m, _ := smq.Decode(one.ExpectType(smq.TypeDisconnect)); m.(smq.Disconnect).Reason != "idle timeout" {
+		t.Errorf("idle session got %#v", m)
+	}
+	one.Close()
+	waitLogged(t, b, "reason=idle_timeout", 1)
+	// max_message_size: a Publish over 100 bytes ends the session.
+	big := smqtest.Connect(t, lan, "limit-big")
+	big.Send(&smq.Publish{TID: 1, PTID: big.ETID, Payload: make([]byte, 100)})
+	if m, _ := smq.Decode(big.ExpectType(smq.TypeDisconnect)); m.(smq.Disconnect).Reason != "message too big" {
+		t.Errorf("oversize message got %#v", m)
+	}
+	big.Close()
+	waitLogged(t, b, "reason=too_big", 1)
+	// connect_timeout: no Connect after Init.
+	silent := smqtest.Dial(t, lan)
+	if _, err := silent.ReadFrame(waitFor); err == nil {
+		// the gateway closes without a message
+	} else if !smqtest.IsClosed(err) {
+		t.Errorf("silent client: %v", err)
+	}
+	waitLogged(t, b, "reason=connect_timeout", 1)
+	// handshake_timeout: a TCP connection to the TLS port that says nothing.
+	quiet := smqtest.DialTCP(t, edge)
+	if _, err := quiet.NetConn.Read(make([]byte, 1)); err == nil {
+		t.Error("the gateway sent something to a silent TLS client")
+	}
+
+	m := scrape(t, b)
+	for listener, limits := range map[string][]string{
+		"lan":  {"max_sessions", "idle_timeout", "max_message_size", "connect_timeout"},
+		"edge": {"handshake_timeout"},
+	} {
+		for _, limit := range limits {
+			if v := m.get(t, "smqgw_limit_refusals_total", "listener", listener, "limit", limit); v != 1 {
+				t.Errorf("%s %s refusals = %v, want 1", listener, limit, v)
+			}
+		}
+	}
+	if v := m.get(t, "smqgw_tls_handshake_failures_total", "listener", "edge", "reason", "timeout"); v != 1 {
+		t.Errorf("handshake timeouts = %v", v)
+	}
 }

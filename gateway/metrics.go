@@ -126,6 +126,33 @@ func (f promFactory) gauge(name, help string, labels ...string) *prometheus.Gaug
 	return v
 }
 
+// limitNames are the limits smqgw_limit_refusals_total counts.
+var limitNames = []string{"max_sessions", "max_sessions_per_ip", "session_rate_per_ip", "message_rate",
+	"max_message_size", "handshake_timeout", "connect_timeout", "idle_timeout", "ws_ping_interval"}
+
+// declare creates a listener's label sets at zero, so that every series
+// exists (and rate() works) before its first event.
+func (m *Metrics) declare(l Listener) {
+	if l.Handler != nil {
+		return
+	}
+	for _, limit := range limitNames {
+		m.limits.WithLabelValues(l.Name, limit)
+	}
+	if l.Certs != nil {
+		m.handshakes.WithLabelValues(l.Name)
+	}
+	if len(l.ProxyProtocolFrom) > 0 {
+		m.proxyProto.WithLabelValues(l.Name)
+	}
+	for _, r := range l.Routes {
+		for _, tr := range []string{"websocket", "raw"} {
+			m.sessionsOpen.WithLabelValues(l.Name, r.Path, tr)
+			m.sessionsTotal.WithLabelValues(l.Name, r.Path, tr)
+		}
+	}
+}
+
 // message counts one relayed message.
 func (m *Metrics) message(dir int, msg []byte) {
 	m.msgs[dir][msg[0]].Inc()

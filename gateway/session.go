@@ -541,7 +541,7 @@ func (s *session) startWatchdog() {
 	// Set s.watch before the timer can fire: checkLiveness reads it. Reset
 	// orders this goroutine's writes before the callback.
 	s.watch = time.AfterFunc(math.MaxInt64, s.checkLiveness)
-	s.watch.Reset(s.lim.PingInterval)
+	s.watch.Reset(min(s.lim.PingInterval, s.lim.IdleTimeout))
 }
 
 func (s *session) checkLiveness() {

@@ -36,15 +36,8 @@ func listen(t *testing.T) net.Listener {
 	return l
 }
 
-// deadAddr returns a loopback address nobody listens on: connecting to it
-// is refused at once.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	l := listen(t)
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
+// deadAddr is smqtest.DeadAddr.
+func deadAddr(t *testing.T) string { return smqtest.DeadAddr(t) }
 
 // serve is smqtest.Serve.
 func serve(t *testing.T, l net.Listener, handle func(c net.Conn)) { smqtest.Serve(t, l, handle) }

@@ -56,6 +56,19 @@ func Listen(tb testing.TB) net.Listener {
 	return l
 }
 
+// DeadAddr returns a loopback address nobody listens on: connecting to it
+// is refused at once.
+func DeadAddr(tb testing.TB) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
 // SyncBuffer is an io.Writer safe for concurrent use, read while something
 // (a logger, a command) still writes to it.
 type SyncBuffer struct {

@@ -1,0 +1,245 @@
+package gateway_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/smqgw/smqgw/client"
+	"github.com/smqgw/smqgw/internal/smqtest"
+	"github.com/smqgw/smqgw/internal/testpki"
+	"github.com/smqgw/smqgw/smq"
+)
+
+// metrics is one scrape of the admin endpoint.
+type metrics map[string]*dto.MetricFamily
+
+// scrape reads /metrics from the gateway's admin endpoint over HTTP and
+// parses the text format.
+func scrape(t *testing.T, b *built) metrics {
+	t.Helper()
+	if b.gw.AdminAddr() == nil {
+		if err := b.gw.StartAdmin("127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := http.Get("http://" + b.gw.AdminAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || !strings.HasPrefix(ct, "text/plain") {
+		t.Fatalf("/metrics: %s, Content-Type %q", resp.Status, ct)
+	}
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("/metrics is not valid Prometheus text: %v", err)
+	}
+	return fams
+}
+
+// get returns the value of the series of family name whose labels include
+// labels (name, value pairs): a counter's or gauge's value, a histogram's
+// sample count. It fails the test when there is no such series.
+func (m metrics) get(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	f := m[name]
+	if f == nil {
+		t.Errorf("metric family %s missing", name)
+		return 0
+	}
+	sum, found := 0.0, false
+series:
+	for _, s := range f.Metric {
+		for i := 0; i < len(labels); i += 2 {
+			if !slices.ContainsFunc(s.Label, func(l *dto.LabelPair) bool {
+				return l.GetName() == labels[i] && l.GetValue() == labels[i+1]
+			}) {
+				continue series
+			}
+		}
+		found = true
+		switch {
+		case s.Counter != nil:
+			sum += s.Counter.GetValue()
+		case s.Gauge != nil:
+			sum += s.Gauge.GetValue()
+		case s.Histogram != nil:
+			sum += float64(s.Histogram.GetSampleCount())
+		}
+	}
+	if !found {
+		t.Errorf("%s has no series with %q", name, labels)
+	}
+	return sum
+}
+
+// TestMetricsScrape runs sessions that end every way the metrics tell
+// apart, scrapes the admin endpoint, and checks each family and its
+// values.
+func TestMetricsScrape(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t)
+	server := ca.Server(t, "127.0.0.1")
+	dead, deadProxy := smqtest.DeadAddr(t), smqtest.DeadAddr(t)
+	b := startBuilt(t, dir, fmt.Sprintf(`
+[limits]
+message_rate = 5
+[[listener]]
+name = "edge"
+address = "127.0.0.1:0"
+tls = "files"
+  [[listener.route]]
+  path = "/"
+  upstream = "embedded"
+  [[listener.route]]
+  path = "/secure"
+  upstream = "embedded"
+  client_auth = "require"
+  client_ca = [%q]
+[[listener]]
+name = "lan"
+address = "127.0.0.1:0"
+  [[listener.route]]
+  path = "/"
+  upstream = "embedded"
+  [[listener.route]]
+  path = "/down"
+  upstream = "dead"
+  [[listener.route]]
+  path = "/proxied"
+  upstream = "proxied"
+[upstream.dead]
+urls = ["http://%s/smq"]
+[upstream.proxied]
+urls = ["http://192.0.2.1/smq"]
+proxy = "socks5://%s"
+[certs.files]
+cert_file = %q
+key_file = %q
+`, ca.CertFile, dead, deadProxy, server.CertFile, server.KeyFile))
+	edge, lan := b.gw.Addr("edge").String(), b.gw.Addr("lan").String()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+
+	// A wss:// session that publishes to itself, open during the scrape.
+	ws, err := client.Dial(ctx, "wss://"+edge+"/", client.Options{RootCAs: ca.Pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	got := make(chan []byte, 1)
+	if _, err := ws.Subscribe(ctx, "metrics", func(m *client.Message) { got <- m.Payload }); err != nil {
+		t.Fatal(err)
+	}
+	if err := ws.Publish(ctx, "metrics", []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-got:
+	case <-ctx.Done():
+		t.Fatal("the published message did not come back")
+	}
+	// Raw over TLS without a certificate on a require route: 0x04.
+	if _, err := client.Dial(ctx, "https://"+edge+"/secure", client.Options{RootCAs: ca.Pool}); !isRefused(err, smq.CodeCertRequired) {
+		t.Fatalf("/secure without a certificate: %v", err)
+	}
+	// A raw session that goes over its message rate.
+	raw := smqtest.Connect(t, lan, "metrics-raw")
+	for range 6 {
+		raw.Send(smq.Ping{})
+	}
+	raw.ExpectType(smq.TypeDisconnect)
+	raw.Close()
+	// Upstreams that cannot be reached, directly and through a proxy.
+	for _, path := range []string{"/down", "/proxied"} {
+		if _, err := client.Dial(ctx, "http://"+lan+path, client.Options{}); !isRefused(err, smq.CodeServerUnavailable) {
+			t.Fatalf("%s: %v", path, err)
+		}
+	}
+	// Plain HTTP on the TLS port; a WebSocket from a foreign origin.
+	c := smqtest.DialWith(t, edge)
+	if resp := c.ReadHTTPResponse(); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("plain HTTP to the TLS port: %s", resp.Status)
+	}
+	_, resp, err := websocket.DefaultDialer.Dial("ws://"+lan+"/", http.Header{"Origin": {"https://evil.example"}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("foreign origin: %v %v", err, resp)
+	}
+	waitLogged(t, b, "msg=session ", 4) // every session but the open one has ended
+
+	m := scrape(t, b)
+	check := func(what string, got float64, ok bool) {
+		t.Helper()
+		if !ok {
+			t.Errorf("%s = %v", what, got)
+		}
+	}
+	v := m.get(t, "smqgw_sessions_open", "listener", "edge", "route", "/", "transport", "websocket")
+	check("open wss sessions", v, v == 1)
+	v = m.get(t, "smqgw_sessions_open", "listener", "lan", "route", "/", "transport", "raw")
+	check("open raw sessions on lan", v, v == 0)
+	v = m.get(t, "smqgw_sessions_total", "listener", "lan", "transport", "raw")
+	check("raw sessions on lan", v, v == 3)
+	v = m.get(t, "smqgw_tls_handshakes_total", "listener", "edge")
+	check("TLS handshakes", v, v == 2)
+	v = m.get(t, "smqgw_tls_handshake_failures_total", "listener", "edge", "reason", "not_tls")
+	check("plain HTTP on TLS", v, v == 1)
+	v = m.get(t, "smqgw_connack_total", "code", "0x00", "decided_by", "upstream")
+	check("accepted by the broker", v, v == 2)
+	v = m.get(t, "smqgw_connack_total", "route", "/secure", "code", "0x04", "decided_by", "gateway")
+	check("0x04 from the gateway", v, v == 1)
+	v = m.get(t, "smqgw_connack_total", "listener", "lan", "code", "0x02", "decided_by", "gateway")
+	check("0x02 from the gateway", v, v == 2)
+	for reason, want := range map[string]float64{"refused": 1, "rate_limited": 1, "upstream_unavailable": 2} {
+		v = m.get(t, "smqgw_sessions_closed_total", "reason", reason)
+		check("sessions closed "+reason, v, v == want)
+	}
+	v = m.get(t, "smqgw_messages_total", "direction", "client_to_upstream", "type", "Publish")
+	check("Publish from clients", v, v == 1)
+	v = m.get(t, "smqgw_messages_total", "direction", "upstream_to_client", "type", "Publish")
+	check("Publish to clients", v, v == 1)
+	v = m.get(t, "smqgw_message_bytes_total", "direction", "client_to_upstream", "type", "Publish")
+	check("Publish bytes from clients", v, v == float64(1+smq.PublishHeaderLen+len("hello")))
+	v = m.get(t, "smqgw_messages_total", "direction", "client_to_upstream", "type", "Ping")
+	check("Pings from clients", v, v == 5)
+	v = m.get(t, "smqgw_upstream_dial_duration_seconds", "upstream", "dead", "url", "http://"+dead+"/smq")
+	check("dials to the dead upstream", v, v == 1)
+	v = m.get(t, "smqgw_upstream_dial_failures_total", "upstream", "dead")
+	check("failed dials to the dead upstream", v, v == 1)
+	v = m.get(t, "smqgw_proxy_dial_failures_total", "upstream", "proxied", "reason", "unreachable")
+	check("proxy failures", v, v == 1)
+	v = m.get(t, "smqgw_limit_refusals_total", "listener", "lan", "limit", "message_rate")
+	check("message rate refusals", v, v == 1)
+	v = m.get(t, "smqgw_limit_refusals_total", "listener", "lan", "limit", "max_sessions")
+	check("listener session refusals", v, v == 0)
+	v = m.get(t, "smqgw_websocket_origin_refusals_total", "listener", "lan", "route", "/")
+	check("origin refusals", v, v == 1)
+	v = m.get(t, "smqgw_certificate_expiry_timestamp_seconds", "set", "certs files", "subject", server.Cert.Subject.CommonName)
+	check("certificate expiry", v, v == float64(server.Cert.NotAfter.Unix()))
+	v = m.get(t, "smqgw_config_reloads_total", "result", "failure")
+	check("reload failures", v, v == 0)
+	v = m.get(t, "smqgw_config_last_reload_success_timestamp_seconds")
+	check("last reload", v, time.Since(time.Unix(int64(v), 0)) < time.Hour)
+	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes"} {
+		if m[name] == nil {
+			t.Errorf("%s missing", name)
+		}
+	}
+}
+
+func isRefused(err error, code smq.ConnackCode) bool {
+	var re *client.RefusedError
+	return errors.As(err, &re) && re.Code == code
+}
