@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,7 +22,8 @@ import (
 // TestSIGTERMDrains runs the real smqgw binary, connects a raw and a
 // WebSocket client, sends SIGTERM, and checks both get Disconnect
 // "shutdown" (the WebSocket then close 1001) and the process exits 0
-// within the grace period.
+// within the grace period. On the way it checks the systemd notifications:
+// READY, RELOADING and READY again around a SIGHUP, STOPPING.
 func TestSIGTERMDrains(t *testing.T) {
 	bin := buildCmd(t, "smqgw")
 	dir := t.TempDir()
@@ -42,7 +44,23 @@ address = %q
 		t.Fatal(err)
 	}
 	release()
+	// systemd's notification socket, as Type=notify provides it.
+	notes, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notes.Close()
+	expectNote := func(want string) {
+		t.Helper()
+		buf := make([]byte, 4096)
+		_ = notes.SetReadDeadline(time.Now().Add(waitFor))
+		n, err := notes.Read(buf)
+		if err != nil || !strings.HasPrefix(string(buf[:n]), want) {
+			t.Fatalf("systemd notification %q, %v; want %q", buf[:n], err, want)
+		}
+	}
 	cmd := exec.Command(bin, "-config", file)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+filepath.Join(dir, "notify"))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -80,6 +98,12 @@ address = %q
 	if !<-running {
 		t.Fatal("smqgw did not start")
 	}
+	expectNote("READY=1")
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	expectNote("RELOADING=1\nMONOTONIC_USEC=")
+	expectNote("READY=1")
 
 	raw := smqtest.Connect(t, addr, "drain-raw")
 	ws := smqtest.ConnectWS(t, addr, "drain-ws")
@@ -87,6 +111,7 @@ address = %q
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	expectNote("STOPPING=1")
 	for _, c := range []*smqtest.Conn{raw, ws} {
 		m, err := smq.Decode(c.ExpectType(smq.TypeDisconnect))
 		if err != nil {

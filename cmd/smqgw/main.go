@@ -116,6 +116,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 	defer lv.stopBuilt()
 
 	banner(stdout, gw, cfg, built)
+	lv.notify("READY=1\nSTATUS=serving")
 	if ready != nil {
 		ready <- gw
 	}
@@ -123,9 +124,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 		select {
 		case <-ctx.Done():
 		case <-hup:
+			lv.notify(reloading())
 			lv.reload()
+			lv.notify("READY=1\nSTATUS=serving")
 		}
 	}
+	lv.notify("STOPPING=1\nSTATUS=draining sessions")
 	log.Info("shutting down", "grace", lv.cfg.Limits.ShutdownGrace.String())
 	sctx, cancel := context.WithTimeout(context.Background(), lv.cfg.Limits.ShutdownGrace)
 	defer cancel()
@@ -150,6 +154,13 @@ type live struct {
 
 	stopRun func() // stops built.Run
 	older   []*broker.Broker
+}
+
+// notify tells systemd the state, logging a failure.
+func (lv *live) notify(state string) {
+	if err := notify(state); err != nil {
+		lv.log.Warn("cannot notify systemd", "err", err)
+	}
 }
 
 // runBuilt starts the current build's certificate upkeep.
