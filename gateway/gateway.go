@@ -194,6 +194,9 @@ type liveListener struct {
 	proxied bool // PROXY protocol
 	state   atomic.Pointer[listenerState]
 	active  atomic.Int64 // sessions
+	// pending holds when each connection without a request yet was
+	// accepted (net.Conn → time.Time), to count request timeouts.
+	pending sync.Map
 	srv     *http.Server
 	ln      net.Listener // once started
 }
@@ -460,6 +463,20 @@ func (g *Gateway) server(ll *liveListener) *http.Server {
 	if ll.handler {
 		srv.ReadTimeout = lim.RequestTimeout
 		srv.WriteTimeout = lim.RequestTimeout
+	}
+	// A connection closed without a request after (about) the request
+	// timeout was closed by it.
+	srv.ConnState = func(c net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			ll.pending.Store(c, time.Now())
+		case http.StateActive, http.StateHijacked:
+			ll.pending.Delete(c)
+		case http.StateClosed:
+			if at, ok := ll.pending.LoadAndDelete(c); ok && time.Since(at.(time.Time)) >= lim.RequestTimeout*9/10 {
+				g.m.limit(ll.name, "request_timeout")
+			}
+		}
 	}
 	return srv
 }

@@ -71,7 +71,7 @@ address = "127.0.0.1:0"
 		!strings.Contains(logs, `msg="session refused: per-address limit"`) {
 		t.Errorf("limits not logged:\n%s", logs)
 	}
-	m := scrape(t, b)
+	m := scrape(t, b.gw)
 	for _, limit := range []string{"max_sessions_per_ip", "session_rate_per_ip", "message_rate"} {
 		if v := m.get(t, "smqgw_limit_refusals_total", "listener", "lan", "limit", limit); v != 1 {
 			t.Errorf("%s refusals = %v, want 1", limit, v)
@@ -95,6 +95,7 @@ func TestLimitsCounted(t *testing.T) {
 max_sessions = 1
 max_message_size = 100
 handshake_timeout = "200ms"
+request_timeout = "300ms"
 connect_timeout = "300ms"
 idle_timeout = "300ms"
 [[listener]]
@@ -151,9 +152,15 @@ key_file = %q
 		t.Error("the gateway sent something to a silent TLS client")
 	}
 
-	m := scrape(t, b)
+	// request_timeout: a connection that sends no request.
+	mute := smqtest.DialTCP(t, lan)
+	if _, err := mute.NetConn.Read(make([]byte, 1)); err == nil {
+		t.Error("the gateway sent something to a client without a request")
+	}
+
+	m := scrape(t, b.gw)
 	for listener, limits := range map[string][]string{
-		"lan":  {"max_sessions", "idle_timeout", "max_message_size", "connect_timeout"},
+		"lan":  {"max_sessions", "idle_timeout", "max_message_size", "connect_timeout", "request_timeout"},
 		"edge": {"handshake_timeout"},
 	} {
 		for _, limit := range limits {

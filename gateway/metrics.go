@@ -128,7 +128,8 @@ func (f promFactory) gauge(name, help string, labels ...string) *prometheus.Gaug
 
 // limitNames are the limits smqgw_limit_refusals_total counts.
 var limitNames = []string{"max_sessions", "max_sessions_per_ip", "session_rate_per_ip", "message_rate",
-	"max_message_size", "handshake_timeout", "connect_timeout", "idle_timeout", "ws_ping_interval"}
+	"max_message_size", "handshake_timeout", "request_timeout", "connect_timeout", "idle_timeout",
+	"ws_ping_interval", "write_timeout"}
 
 // declare creates a listener's label sets at zero, so that every series
 // exists (and rate() works) before its first event.

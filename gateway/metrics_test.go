@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/smqgw/smqgw/client"
+	"github.com/smqgw/smqgw/gateway"
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/smq"
@@ -24,16 +25,16 @@ import (
 // metrics is one scrape of the admin endpoint.
 type metrics map[string]*dto.MetricFamily
 
-// scrape reads /metrics from the gateway's admin endpoint over HTTP and
-// parses the text format.
-func scrape(t *testing.T, b *built) metrics {
+// scrape reads /metrics from the gateway's admin endpoint over HTTP
+// (started if need be) and parses the text format.
+func scrape(t *testing.T, gw *gateway.Gateway) metrics {
 	t.Helper()
-	if b.gw.AdminAddr() == nil {
-		if err := b.gw.StartAdmin("127.0.0.1:0"); err != nil {
+	if gw.AdminAddr() == nil {
+		if err := gw.StartAdmin("127.0.0.1:0"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	resp, err := http.Get("http://" + b.gw.AdminAddr().String() + "/metrics")
+	resp, err := http.Get("http://" + gw.AdminAddr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +180,7 @@ key_file = %q
 	}
 	waitLogged(t, b, "msg=session ", 4) // every session but the open one has ended
 
-	m := scrape(t, b)
+	m := scrape(t, b.gw)
 	check := func(what string, got float64, ok bool) {
 		t.Helper()
 		if !ok {

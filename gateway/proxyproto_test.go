@@ -94,5 +94,12 @@ proxy_protocol_from = ["10.0.0.0/8", "192.0.2.10"]
 		if !strings.Contains(b.logs.String(), `msg="PROXY protocol: connection refused: not from a trusted sender" listener=untrusting peer=127.0.0.1:`) {
 			t.Errorf("the refusal is not logged:\n%s", b.logs)
 		}
+		m := scrape(t, b.gw)
+		if v := m.get(t, "smqgw_proxy_protocol_refusals_total", "listener", "untrusting"); v != 1 {
+			t.Errorf("refusals counted on untrusting: %v, want 1", v)
+		}
+		if v := m.get(t, "smqgw_proxy_protocol_refusals_total", "listener", "behind-lb"); v != 0 {
+			t.Errorf("refusals counted on behind-lb: %v, want 0", v)
+		}
 	})
 }

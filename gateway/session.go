@@ -440,6 +440,9 @@ func (s *session) upstreamToClient() {
 		}
 		s.wmu.Unlock()
 		if err != nil {
+			if isTimeout(err) && s.reasonOf() == ReasonNone {
+				m.limit(s.listener, "write_timeout")
+			}
 			s.end(ReasonWriteError, "client: "+err.Error())
 			continue
 		}
