@@ -292,6 +292,9 @@ func banner(w io.Writer, gw *gateway.Gateway, cfg *config.Config, built *gateway
 			fmt.Fprintf(w, "  %-6s ws://%s%s   http://%s%s (plain, for LAN devices)\n", l.Name, addr, path, addr, path)
 		}
 	}
+	if a := gw.AdminAddr(); a != nil {
+		fmt.Fprintf(w, "  %-6s http://%s/metrics   /healthz   /readyz\n", "admin", a)
+	}
 	if built.DevCAFile != "" {
 		fmt.Fprintf(w, "  dev CA to trust: %s\n", built.DevCAFile)
 		if try != "" {
