@@ -307,7 +307,14 @@ func TestPublishSubscribe(t *testing.T) {
 					t.Fatalf("publish %d bytes: %v", len(p), err)
 				}
 			}
-			for _, p := range payloads {
+			// The same in one batch, in order.
+			if err := pub.PublishBatch(ctx, topic, payloads); err != nil {
+				t.Fatalf("batch: %v", err)
+			}
+			if err := pub.PublishBatch(ctx, topic, [][]byte{[]byte("x"), make([]byte, client.MaxPayload+1)}); !errors.Is(err, smq.ErrTooBig) {
+				t.Fatalf("batch with an oversize payload: %v", err)
+			}
+			for _, p := range append(payloads, payloads...) {
 				m := recv(t, msgs, "message")
 				if m.Topic != topic || m.TID != tid || m.PTID != pub.ETID() || m.SubTID != 0 {
 					t.Errorf("got %+v, want topic %q tid %d ptid %d", m, topic, tid, pub.ETID())

@@ -328,6 +328,23 @@ func (cn *conn) write(ctx context.Context, m smq.Message) error {
 	return cn.writeLocked(m)
 }
 
+// writeAll writes messages together, flushing once.
+func (cn *conn) writeAll(ctx context.Context, ms []smq.Message) error {
+	if err := cn.acquire(ctx); err != nil {
+		return err
+	}
+	defer cn.release()
+	err := cn.tr.writeAll(ms, time.Now().Add(cn.c.opts.WriteTimeout))
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, smq.ErrTooBig) {
+		return fmt.Errorf("client: %w", err)
+	}
+	cn.end(fmt.Errorf("client: connection lost: %w", err), false)
+	return cn.err
+}
+
 // writeLocked writes m under the write token. Contexts bound only the
 // waiting, not the write itself: an interrupted write would leave a partial
 // frame and so end the session. WriteTimeout bounds a blocked write.

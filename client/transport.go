@@ -62,6 +62,24 @@ func (t *transport) write(m smq.Message, deadline time.Time) error {
 	return t.wc.Flush()
 }
 
+// writeAll sends messages and flushes once: one write to the socket for
+// all of them when they fit its buffer.
+func (t *transport) writeAll(ms []smq.Message, deadline time.Time) error {
+	if err := t.wc.SetWriteDeadline(deadline); err != nil {
+		return err
+	}
+	for _, m := range ms {
+		b := m.Append(t.wbuf[:0])
+		if cap(b) <= 4<<10 {
+			t.wbuf = b
+		}
+		if err := t.wc.Write(b); err != nil {
+			return err
+		}
+	}
+	return t.wc.Flush()
+}
+
 // closeWrite tells the broker no more messages follow: a TCP (or TLS)
 // half-close on raw, a close frame on WebSocket.
 func (t *transport) closeWrite(deadline time.Time) error {
