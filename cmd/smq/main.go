@@ -34,6 +34,8 @@ Usage:
   smq pub  (-topic T | -to ETID) [-m MSG] [-count N] [-rate R]
                                                         publish MSG, or each line of stdin
   smq ping [-count N]                                   connect, show the Connack, measure round trips
+  smq bench [-mode pubsub|rr|idle] [-pubs N] [-subs M] [-size B] [-rate R] [-duration D] [-procs K] [-json]
+                                                        load test: throughput, latency, lost and reordered messages
   smq help [COMMAND]                                    show this help, or a command's flags
 
 Common flags:
@@ -54,6 +56,7 @@ Examples:
   smq pub -topic sensors/temp -m 21.5
   tail -f app.log | smq pub -url wss://gw.example.com/smq -cert dev.pem -key dev.key -topic logs
   smq ping -url wss://gw.example.com/smq -proxy socks5h://proxy.lan:1080
+  smq bench -url wss://127.0.0.1:8443/smq -ca ca.pem -pubs 50 -subs 1 -duration 10s
 `
 
 func main() {
@@ -195,6 +198,10 @@ func newCommand(name string) (*flag.FlagSet, cmdFunc) {
 		fs.IntVar(&p.count, "count", 0, "publish `N` messages: MSG N times (default 1), or at most N lines")
 		fs.Float64Var(&p.rate, "rate", 0, "publish at most `R` messages per second (0: no limit)")
 		return fs, p.run
+	case "bench":
+		b := &benchCmd{common: &c, fs: fs}
+		b.register(fs)
+		return fs, b.run
 	case "ping":
 		var p pingCmd
 		p.common = &c

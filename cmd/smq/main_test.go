@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -19,7 +20,14 @@ import (
 	"github.com/smqgw/smqgw/smq"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// A worker of a smq bench -procs run started by a test: this binary is
+	// its os.Executable.
+	if len(os.Args) > 1 && os.Args[1] == "bench" {
+		os.Exit(report(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr), os.Stderr))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 const waitFor = smqtest.WaitFor
 

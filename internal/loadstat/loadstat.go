@@ -221,18 +221,28 @@ func (r *Result) Totals() Totals {
 // Summary writes the result for a person.
 func (r *Result) Summary(w io.Writer) {
 	t := r.Totals()
-	fmt.Fprintf(w, "smq bench: %s, %d publishers, %d subscribers, %d-byte payload, %.1fs\n",
-		r.Mode, r.Publishers, r.Subscribers, r.Payload, r.Duration.Seconds())
-	fmt.Fprintf(w, "  sent        %d msgs (%.0f/s)\n", t.Sent, t.SentRate)
-	what := "delivered"
-	if r.Mode == "rr" {
-		what = "answered"
+	switch r.Mode {
+	case "idle":
+		fmt.Fprintf(w, "smq bench: idle, %d sessions held %.1fs\n", r.Connections, r.Duration.Seconds())
+	case "rr":
+		fmt.Fprintf(w, "smq bench: rr, %d requesters, 1 responder, %d-byte payload, %.1fs\n",
+			r.Publishers, r.Payload, r.Duration.Seconds())
+	default:
+		fmt.Fprintf(w, "smq bench: %s, %d publishers, %d subscribers, %d-byte payload, %.1fs\n",
+			r.Mode, r.Publishers, r.Subscribers, r.Payload, r.Duration.Seconds())
 	}
-	fmt.Fprintf(w, "  %-10s  %d msgs (%.0f/s, %.2f MB/s)\n", what, t.Delivered, t.Rate, t.MBps)
-	h := &r.Latency
-	fmt.Fprintf(w, "  latency     p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n",
-		ms(h.Quantile(.5)), ms(h.Quantile(.9)), ms(h.Quantile(.99)), ms(h.Quantile(.999)), ms(time.Duration(h.Max)))
-	fmt.Fprintf(w, "  lost        %d   reordered %d\n", t.Lost, r.Reordered)
+	if r.Mode != "idle" {
+		fmt.Fprintf(w, "  sent        %d msgs (%.0f/s)\n", t.Sent, t.SentRate)
+		what := "delivered"
+		if r.Mode == "rr" {
+			what = "answered"
+		}
+		fmt.Fprintf(w, "  %-10s  %d msgs (%.0f/s, %.2f MB/s)\n", what, t.Delivered, t.Rate, t.MBps)
+		h := &r.Latency
+		fmt.Fprintf(w, "  latency     p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n",
+			ms(h.Quantile(.5)), ms(h.Quantile(.9)), ms(h.Quantile(.99)), ms(h.Quantile(.999)), ms(time.Duration(h.Max)))
+		fmt.Fprintf(w, "  lost        %d   reordered %d\n", t.Lost, r.Reordered)
+	}
 	fmt.Fprintf(w, "  connections %d in %.2fs (%.0f/s)\n", r.Connections, r.ConnectTime.Seconds(), t.ConnectRate)
 	if len(r.Errors) == 0 {
 		fmt.Fprintln(w, "  errors      none")

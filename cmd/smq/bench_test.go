@@ -1,0 +1,102 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/smqgw/smqgw/broker"
+	"github.com/smqgw/smqgw/internal/loadstat"
+	"github.com/smqgw/smqgw/smq"
+)
+
+// benchOut is what smq bench -json prints.
+type benchOut struct {
+	loadstat.Result
+	Totals      loadstat.Totals  `json:"totals"`
+	Percentiles map[string]int64 `json:"latency_percentiles_ns"`
+}
+
+// benchJSONRun runs smq bench -json with args and decodes its output.
+func benchJSONRun(t *testing.T, args ...string) benchOut {
+	t.Helper()
+	r := cli(ctxT(t), "", append([]string{"bench", "-json", "-duration", "300ms", "-drain", "2s"}, args...)...)
+	if r.code != 0 {
+		t.Fatalf("smq bench %q: exit %d\n%s%s", args, r.code, r.stdout, r.stderr)
+	}
+	var out benchOut
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+		t.Fatalf("smq bench -json: %v\n%s", err, r.stdout)
+	}
+	return out
+}
+
+// TestBenchSmoke runs each workload of smq bench for a fraction of a
+// second against the embedded broker: messages flow, none is lost or
+// reordered, latencies are measured, and errors are reported by kind.
+func TestBenchSmoke(t *testing.T) {
+	addr := startBroker(t, broker.Config{}, nil)
+	t.Run("fan-in flat out", func(t *testing.T) {
+		out := benchJSONRun(t, "-url", "http://"+addr+"/", "-pub-url", "ws://"+addr+"/", "-pubs", "4", "-subs", "1")
+		tot := out.Totals
+		if tot.Sent == 0 || tot.Delivered != tot.Sent || tot.Lost != 0 || out.Reordered != 0 || len(out.Errors) != 0 {
+			t.Errorf("totals %+v, reordered %d, errors %v", tot, out.Reordered, out.Errors)
+		}
+		if out.Publishers != 4 || out.Subscribers != 1 || out.Connections != 5 || len(out.Sent) != 4 {
+			t.Errorf("clients: %d publishers, %d subscribers, %d connections, sent by %d", out.Publishers,
+				out.Subscribers, out.Connections, len(out.Sent))
+		}
+		if p := out.Percentiles; p["p50"] <= 0 || p["p50"] > p["p99"] || p["p99"] > p["max"] {
+			t.Errorf("latency percentiles %v", p)
+		}
+	})
+	t.Run("fan-out paced", func(t *testing.T) {
+		out := benchJSONRun(t, "-url", "ws://"+addr+"/", "-pubs", "1", "-subs", "3", "-rate", "1000", "-size", "512")
+		tot := out.Totals
+		// 300 ms at 1000/s: about 300 messages, each to 3 subscribers.
+		if tot.Sent < 150 || tot.Sent > 400 || tot.Delivered != 3*tot.Sent || tot.Lost != 0 || out.Reordered != 0 {
+			t.Errorf("totals %+v", tot)
+		}
+	})
+	t.Run("request response", func(t *testing.T) {
+		out := benchJSONRun(t, "-url", "http://"+addr+"/", "-mode", "rr", "-pubs", "2")
+		tot := out.Totals
+		if tot.Sent == 0 || tot.Delivered != tot.Sent || out.Latency.N != tot.Sent || len(out.Errors) != 0 {
+			t.Errorf("totals %+v, %d round trips measured, errors %v", tot, out.Latency.N, out.Errors)
+		}
+	})
+	t.Run("two processes", func(t *testing.T) {
+		// The workers are this test binary: TestMain runs them as smq.
+		out := benchJSONRun(t, "-url", "http://"+addr+"/", "-procs", "2", "-pubs", "2", "-subs", "2", "-rate", "500")
+		tot := out.Totals
+		if out.Connections != 4 || out.Publishers != 2 || out.Subscribers != 2 || tot.Sent < 100 ||
+			tot.Delivered != 2*tot.Sent || tot.Lost != 0 || out.Reordered != 0 || len(out.Errors) != 0 {
+			t.Errorf("%d connections, totals %+v, reordered %d, errors %v", out.Connections, tot, out.Reordered, out.Errors)
+		}
+		idle := benchJSONRun(t, "-url", "ws://"+addr+"/", "-procs", "2", "-mode", "idle", "-conns", "20")
+		if idle.Connections != 20 || len(idle.Errors) != 0 {
+			t.Errorf("idle: %d connections, errors %v", idle.Connections, idle.Errors)
+		}
+	})
+	t.Run("errors by kind", func(t *testing.T) {
+		refusing := startBroker(t, broker.Config{Authenticate: func(*broker.ConnectRequest) (smq.ConnackCode, string) {
+			return smq.CodeBadCredentials, "no"
+		}}, nil)
+		r := cli(ctxT(t), "", "bench", "-json", "-mode", "idle", "-conns", "3", "-duration", "10ms", "-url", "http://"+refusing+"/")
+		var out benchOut
+		if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+			t.Fatalf("%v\n%s%s", err, r.stdout, r.stderr)
+		}
+		if out.Connections != 0 || out.Errors["connect: Connack 0x03 incorrect credentials"] != 3 {
+			t.Errorf("connections %d, errors %v", out.Connections, out.Errors)
+		}
+	})
+	t.Run("usage", func(t *testing.T) {
+		for _, args := range [][]string{{"-size", "10"}, {"-mode", "x"}, {"-pubs", "0"}, {"-procs", "0"}} {
+			r := cli(ctxT(t), "", append([]string{"bench"}, args...)...)
+			if r.code != 2 || !strings.Contains(r.stderr, "smq: error: ") {
+				t.Errorf("%q: exit %d %s", args, r.code, r.stderr)
+			}
+		}
+	})
+}
