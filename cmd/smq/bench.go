@@ -33,23 +33,23 @@ const headerLen = 20
 // split over several processes when asked.
 type benchCmd struct {
 	*common
-	pubURL    string
-	mode      string
-	pubs      int
-	subs      int
-	conns     int
-	size      int
-	rate      float64
-	duration  time.Duration
-	drain     time.Duration
-	procs     int
-	window    int
-	parallel  int
-	jsonOut   bool
-	topic     string
-	fs        *flag.FlagSet // the parsed command line, passed on to workers
-	worker    bool
-	pubBase   int
+	pubURL   string
+	mode     string
+	pubs     int
+	subs     int
+	conns    int
+	size     int
+	rate     float64
+	duration time.Duration
+	drain    time.Duration
+	procs    int
+	window   int
+	parallel int
+	jsonOut  bool
+	topic    string
+	fs       *flag.FlagSet // the parsed command line, passed on to workers
+	worker   bool
+	pubBase  int
 }
 
 func (b *benchCmd) register(fs *flag.FlagSet) {
