@@ -64,9 +64,13 @@ func (g *Gateway) Ready(ctx context.Context) []string {
 	g.mu.Lock()
 	started, closed := g.started, g.closed
 	var routes []routeRef
+	var problems []string
 	for _, ll := range g.lns {
 		if ll.ln == nil {
 			continue
+		}
+		if err := ll.failed.Load(); err != nil {
+			problems = append(problems, fmt.Sprintf("listener %q stopped accepting: %v", ll.name, *err))
 		}
 		for _, r := range ll.state.Load().def.Routes {
 			routes = append(routes, routeRef{ll.name, r})
@@ -79,16 +83,28 @@ func (g *Gateway) Ready(ctx context.Context) []string {
 	case !started:
 		return []string{"not started: no listener is open"}
 	}
-	var problems []string
+	// Each upstream once, all at the same time.
 	checked := map[upstream.Upstream]string{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	for _, rr := range routes {
 		up := rr.route.Upstream
-		why, done := checked[up]
-		if !done {
-			why = g.probes.reachable(ctx, up)
-			checked[up] = why
+		mu.Lock()
+		_, dup := checked[up]
+		checked[up] = ""
+		mu.Unlock()
+		if !dup {
+			wg.Go(func() {
+				why := g.probes.reachable(ctx, up)
+				mu.Lock()
+				checked[up] = why
+				mu.Unlock()
+			})
 		}
-		if why != "" {
+	}
+	wg.Wait()
+	for _, rr := range routes {
+		if why := checked[rr.route.Upstream]; why != "" {
 			problems = append(problems, fmt.Sprintf("listener %q route %q: %s", rr.listener, rr.route.Path, why))
 		}
 	}

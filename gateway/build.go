@@ -41,6 +41,9 @@ type Built struct {
 	DevCAFile string
 	// Metrics are the gateway's metrics, shared by every rebuild.
 	Metrics *Metrics
+	// kept is an earlier build's embedded broker when this one uses none:
+	// its sessions go on, and a later rebuild that wants one reuses it.
+	kept *broker.Broker
 
 	log     *slog.Logger
 	every   time.Duration // file polling
@@ -71,7 +74,23 @@ func Build(cfg *config.Config, log *slog.Logger) (*Built, error) {
 // broker and the counts go on. b is left as it was; stop its Run and Run
 // the new one.
 func (b *Built) Rebuild(cfg *config.Config) (*Built, error) {
-	return build(cfg, b.log, b.Metrics, b.Broker)
+	nb, err := build(cfg, b.log, b.Metrics, b.broker())
+	if nb != nil && nb.Broker == nil {
+		nb.kept = b.broker() // for a later configuration that uses it again
+	}
+	return nb, err
+}
+
+// EmbeddedBroker returns the embedded broker in use, or kept from an
+// earlier build for its sessions; nil if no build had one. Shut it down
+// after the gateway.
+func (b *Built) EmbeddedBroker() *broker.Broker { return b.broker() }
+
+func (b *Built) broker() *broker.Broker {
+	if b.Broker != nil {
+		return b.Broker
+	}
+	return b.kept
 }
 
 func build(cfg *config.Config, log *slog.Logger, m *Metrics, br *broker.Broker) (*Built, error) {

@@ -193,7 +193,8 @@ type liveListener struct {
 	handler bool // a plain HTTP listener (ACME HTTP-01)
 	proxied bool // PROXY protocol
 	state   atomic.Pointer[listenerState]
-	active  atomic.Int64 // sessions
+	active  atomic.Int64          // sessions
+	failed  atomic.Pointer[error] // why it stopped accepting, if it did
 	// pending holds when each connection without a request yet was
 	// accepted (net.Conn → time.Time), to count request timeouts.
 	pending sync.Map
@@ -304,6 +305,12 @@ func (g *Gateway) Start() error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.closed || g.started {
+		for _, o := range opened {
+			o.Close()
+		}
+		return errors.New("gateway: Start after Start or Shutdown")
+	}
 	g.started = true
 	for i, ll := range g.lns {
 		ln := opened[i]
@@ -319,7 +326,10 @@ func (g *Gateway) Start() error {
 		g.serveWG.Add(1)
 		go func() {
 			defer g.serveWG.Done()
-			_ = ll.srv.Serve(ln)
+			if err := ll.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				ll.failed.Store(&err)
+				g.log.Error("listener stopped accepting", "listener", ll.name, "err", err)
+			}
 		}()
 		g.log.Info("listening", "listener", ll.name, "address", ln.Addr().String(), "tls", ll.tls)
 	}
@@ -344,6 +354,14 @@ func (g *Gateway) Apply(cfg Config) (restart []string, err error) {
 	defer g.mu.Unlock()
 	if g.closed {
 		return nil, errors.New("gateway: shut down")
+	}
+	if old := g.limits(); cfg.Limits.HandshakeTimeout != old.HandshakeTimeout {
+		for _, ll := range g.lns {
+			if ll.proxied {
+				restart = append(restart, fmt.Sprintf("limits.handshake_timeout for the PROXY header of listener %q (still %v; TLS handshakes take the new one)",
+					ll.name, old.HandshakeTimeout))
+			}
+		}
 	}
 	if old := g.limits(); cfg.Limits.RequestTimeout != old.RequestTimeout {
 		restart = append(restart, fmt.Sprintf("limits.request_timeout %v (still %v)", cfg.Limits.RequestTimeout, old.RequestTimeout))
@@ -453,8 +471,14 @@ func (g *Gateway) server(ll *liveListener) *http.Server {
 	lim := g.limits()
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+				ll.pending.Delete(c) // a request came in time
+			}
 			ll.state.Load().handler.ServeHTTP(w, r)
 		}),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c)
+		},
 		ReadHeaderTimeout: lim.RequestTimeout,
 		IdleTimeout:       lim.RequestTimeout,
 		MaxHeaderBytes:    16 << 10,
@@ -464,21 +488,33 @@ func (g *Gateway) server(ll *liveListener) *http.Server {
 		srv.ReadTimeout = lim.RequestTimeout
 		srv.WriteTimeout = lim.RequestTimeout
 	}
-	// A connection closed without a request after (about) the request
-	// timeout was closed by it.
+	// A connection closed before a whole request came, after (about) the
+	// request timeout, was closed by it: silent, or sending its header too
+	// slowly.
 	srv.ConnState = func(c net.Conn, st http.ConnState) {
 		switch st {
 		case http.StateNew:
 			ll.pending.Store(c, time.Now())
-		case http.StateActive, http.StateHijacked:
+		case http.StateHijacked:
 			ll.pending.Delete(c)
 		case http.StateClosed:
-			if at, ok := ll.pending.LoadAndDelete(c); ok && time.Since(at.(time.Time)) >= lim.RequestTimeout*9/10 {
+			at, ok := ll.pending.LoadAndDelete(c)
+			if ok && time.Since(at.(time.Time)) >= lim.RequestTimeout*9/10 && !g.isClosed() {
 				g.m.limit(ll.name, "request_timeout")
 			}
 		}
 	}
 	return srv
+}
+
+// connKey is the context key of a request's connection.
+type connKey struct{}
+
+// isClosed reports whether Shutdown has begun.
+func (g *Gateway) isClosed() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.closed
 }
 
 // handler serves one route.

@@ -1,9 +1,11 @@
 package gateway_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
@@ -152,10 +154,15 @@ key_file = %q
 		t.Error("the gateway sent something to a silent TLS client")
 	}
 
-	// request_timeout: a connection that sends no request.
+	// request_timeout: a connection that sends no request, and one that
+	// sends half a header.
 	mute := smqtest.DialTCP(t, lan)
-	if _, err := mute.NetConn.Read(make([]byte, 1)); err == nil {
-		t.Error("the gateway sent something to a client without a request")
+	slow := smqtest.DialTCP(t, lan)
+	slow.WriteBytes([]byte("GET / HTTP/1.1\r\nHost: x\r\n"))
+	for _, c := range []*smqtest.Conn{mute, slow} {
+		if _, err := c.NetConn.Read(make([]byte, 1)); err == nil {
+			t.Error("the gateway sent something to a client without a whole request")
+		}
 	}
 
 	m := scrape(t, b.gw)
@@ -164,12 +171,70 @@ key_file = %q
 		"edge": {"handshake_timeout"},
 	} {
 		for _, limit := range limits {
-			if v := m.get(t, "smqgw_limit_refusals_total", "listener", listener, "limit", limit); v != 1 {
-				t.Errorf("%s %s refusals = %v, want 1", listener, limit, v)
+			want := 1.0
+			if limit == "request_timeout" {
+				want = 2
+			}
+			if v := m.get(t, "smqgw_limit_refusals_total", "listener", listener, "limit", limit); v != want {
+				t.Errorf("%s %s refusals = %v, want %v", listener, limit, v, want)
 			}
 		}
 	}
 	if v := m.get(t, "smqgw_tls_handshake_failures_total", "listener", "edge", "reason", "timeout"); v != 1 {
 		t.Errorf("handshake timeouts = %v", v)
+	}
+}
+
+// TestShutdownEndsHandshakes: a client silent in its TLS handshake does not
+// outlive Shutdown, and is not counted as a handshake timeout.
+func TestShutdownEndsHandshakes(t *testing.T) {
+	ca := testpki.NewCA(t)
+	server := ca.Server(t, "127.0.0.1")
+	b := startBuilt(t, t.TempDir(), fmt.Sprintf(`
+[[listener]]
+name = "edge"
+address = "127.0.0.1:0"
+tls = "files"
+  [[listener.route]]
+  path = "/"
+  upstream = "embedded"
+[certs.files]
+cert_file = %q
+key_file = %q
+`, server.CertFile, server.KeyFile))
+	m := b.gw.Metrics()
+	quiet := smqtest.DialTCP(t, b.gw.Addr("edge").String())
+	time.Sleep(50 * time.Millisecond) // the handshake has begun
+	before := scrape(t, b.gw)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() {
+		_ = quiet.NetConn.SetReadDeadline(time.Now().Add(waitFor))
+		_, err := quiet.NetConn.Read(make([]byte, 1))
+		closed <- err
+	}()
+	if err := b.gw.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-closed; err == nil || smqtest.IsTimeout(err) {
+		t.Errorf("the silent client: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("closed after %v, the handshake timeout is 10s: Shutdown did not end it", d)
+	}
+	if f := before["smqgw_tls_handshake_failures_total"]; f != nil {
+		t.Errorf("handshake failures before shutdown: %v", f.Metric)
+	}
+	// After the shutdown, through the registry: the admin endpoint is closed.
+	fams, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == "smqgw_tls_handshake_failures_total" && len(f.Metric) > 0 {
+			t.Errorf("the shutdown counted as a handshake failure: %v", f.Metric)
+		}
 	}
 }

@@ -17,7 +17,8 @@ import (
 // X-Forwarded-For. A connection from any other source is refused (closed at
 // once, logged, counted), so nobody else can claim an address. A trusted
 // source that sends no header, or a malformed one, fails its first read and
-// the connection ends. timeout() bounds reading the header.
+// the connection ends. timeout(), read once here, bounds reading the
+// header.
 func proxyProtoListener(ln net.Listener, trusted func() []netip.Prefix, timeout func() time.Duration,
 	log *slog.Logger, m *Metrics, listener string) net.Listener {
 	return &proxyproto.Listener{

@@ -241,7 +241,13 @@ func (s *session) refuse(code smq.ConnackCode, reason string, why Reason, logDet
 	}
 	s.setReadDeadline(s.client, time.Now().Add(s.lim.ConnectTimeout))
 	if _, err := s.client.Read(); err != nil {
-		s.clientReadFailed(err)
+		// The session ends for why, whatever the client did instead of
+		// sending Connect: it was refused before.
+		detail := fmt.Sprintf("%v: %s: the client sent no Connect", code, reason)
+		if isTimeout(err) {
+			detail += " in time"
+		}
+		s.end(why, detail)
 		return
 	}
 	s.answer(code, reason, why, logDetail)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pires/go-proxyproto"
+
 	"github.com/smqgw/smqgw/upstream"
 )
 
@@ -29,6 +31,8 @@ type handshakeListener struct {
 
 	ready     chan accepted // unbuffered: Accept takes what is ready
 	done      chan struct{}
+	ctx       context.Context // ends with Close: handshakes in progress stop
+	cancel    context.CancelFunc
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 }
@@ -42,6 +46,7 @@ func newHandshakeListener(ln net.Listener, listener string, config func() *tls.C
 	m *Metrics, log *slog.Logger) *handshakeListener {
 	l := &handshakeListener{Listener: ln, config: config, timeout: timeout, m: m, log: log, listener: listener,
 		ready: make(chan accepted), done: make(chan struct{})}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.wg.Go(l.acceptLoop)
 	return l
 }
@@ -69,9 +74,13 @@ func (l *handshakeListener) acceptLoop() {
 // handshake runs one TLS handshake and passes the connection on.
 func (l *handshakeListener) handshake(c net.Conn) {
 	tc := tls.Server(c, l.config())
-	ctx, cancel := context.WithTimeout(context.Background(), l.timeout())
+	ctx, cancel := context.WithTimeout(l.ctx, l.timeout())
 	err := tc.HandshakeContext(ctx)
 	cancel()
+	if err != nil && l.ctx.Err() != nil { // closed: not the client's failure
+		_ = c.Close()
+		return
+	}
 	if err != nil {
 		reason := handshakeFailure(err)
 		l.m.tlsFailures.WithLabelValues(l.listener, reason).Inc()
@@ -107,12 +116,15 @@ func (l *handshakeListener) Accept() (net.Conn, error) {
 	}
 }
 
-// Close stops accepting; handshakes in progress finish and are closed.
+// Close stops accepting, ends the handshakes in progress, and returns
+// once their goroutines have.
 func (l *handshakeListener) Close() error {
 	err := net.ErrClosed
 	l.closeOnce.Do(func() {
 		close(l.done)
+		l.cancel()
 		err = l.Listener.Close()
+		l.wg.Wait()
 	})
 	return err
 }
@@ -142,6 +154,8 @@ func handshakeFailure(err error) string {
 		return "not_tls"
 	case errors.Is(err, errNoCertificate):
 		return "no_certificate"
+	case errors.Is(err, proxyproto.ErrNoProxyProtocol), strings.Contains(err.Error(), "proxyproto: "):
+		return "proxy_protocol" // a missing or malformed PROXY header
 	case closedByPeer(err):
 		return "client_closed"
 	}

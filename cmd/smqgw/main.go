@@ -25,12 +25,10 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
 
-	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/config"
 	"github.com/smqgw/smqgw/gateway"
 )
@@ -134,7 +132,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 	sctx, cancel := context.WithTimeout(context.Background(), lv.cfg.Limits.ShutdownGrace)
 	defer cancel()
 	err = gw.Shutdown(sctx)
-	for _, b := range lv.brokers() {
+	if b := lv.built.EmbeddedBroker(); b != nil {
 		_ = b.Shutdown(sctx)
 	}
 	if err != nil {
@@ -153,7 +151,6 @@ type live struct {
 	level *slog.LevelVar
 
 	stopRun func() // stops built.Run
-	older   []*broker.Broker
 }
 
 // notify tells systemd the state, logging a failure.
@@ -173,15 +170,6 @@ func (lv *live) runBuilt() {
 }
 
 func (lv *live) stopBuilt() { lv.stopRun() }
-
-// brokers returns every embedded broker that may hold sessions.
-func (lv *live) brokers() []*broker.Broker {
-	out := lv.older
-	if b := lv.built.Broker; b != nil && !slices.Contains(out, b) {
-		out = append(out, b)
-	}
-	return out
-}
 
 // reload re-reads the configuration file and puts it in force for new
 // sessions (SIGHUP); established sessions go on. A file that does not
@@ -238,9 +226,6 @@ func (lv *live) reload() {
 	lv.level.Set(cfg.Log.Level)
 	for _, r := range restart {
 		lv.log.Warn("reload: this change needs a restart", "change", r)
-	}
-	if b := lv.built.Broker; b != nil && b != next.Broker && !slices.Contains(lv.older, b) {
-		lv.older = append(lv.older, b) // its sessions go on until they end
 	}
 	lv.stopBuilt()
 	lv.built, lv.cfg = next, cfg
