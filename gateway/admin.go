@@ -7,6 +7,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -24,9 +25,10 @@ const (
 )
 
 // AdminHandler serves the admin endpoints: /metrics (Prometheus text
-// format), /healthz (the process is alive) and /readyz (it can take
+// format), /healthz (the process is alive), /readyz (it can take
 // sessions: listeners up, an upstream reachable for every route,
-// certificates in date; 503 and one line per problem otherwise).
+// certificates in date; 503 and one line per problem otherwise) and the
+// Go profiles under /debug/pprof/.
 func (g *Gateway) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.m.reg, promhttp.HandlerOpts{ErrorLog: log.New(io.Discard, "", 0)}))
@@ -48,9 +50,15 @@ func (g *Gateway) AdminHandler() http.Handler {
 			io.WriteString(w, "  "+p+"\n")
 		}
 	})
+	// Profiles for performance work: go tool pprof http://ADMIN/debug/pprof/profile
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(w, "smqgw admin: /metrics /healthz /readyz\n")
+		io.WriteString(w, "smqgw admin: /metrics /healthz /readyz /debug/pprof/\n")
 	})
 	return mux
 }

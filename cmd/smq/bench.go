@@ -33,23 +33,24 @@ const headerLen = 20
 // split over several processes when asked.
 type benchCmd struct {
 	*common
-	pubURL   string
-	mode     string
-	pubs     int
-	subs     int
-	conns    int
-	size     int
-	rate     float64
-	duration time.Duration
-	drain    time.Duration
-	procs    int
-	window   int
-	parallel int
-	jsonOut  bool
-	topic    string
-	fs       *flag.FlagSet // the parsed command line, passed on to workers
-	worker   bool
-	pubBase  int
+	pubURL      string
+	mode        string
+	pubs        int
+	subs        int
+	conns       int
+	size        int
+	rate        float64
+	duration    time.Duration
+	drain       time.Duration
+	procs       int
+	window      int
+	windowBytes int
+	parallel    int
+	jsonOut     bool
+	topic       string
+	fs          *flag.FlagSet // the parsed command line, passed on to workers
+	worker      bool
+	pubBase     int
 }
 
 func (b *benchCmd) register(fs *flag.FlagSet) {
@@ -64,6 +65,7 @@ func (b *benchCmd) register(fs *flag.FlagSet) {
 	fs.DurationVar(&b.drain, "drain", 3*time.Second, "at most this long after publishing ends for the last messages to arrive")
 	fs.IntVar(&b.procs, "procs", 1, "spread the clients over `K` processes (one process holds at most ~20k sockets)")
 	fs.IntVar(&b.window, "window", 4096, "flat out in one process: at most `W` messages in flight (sent, not yet delivered to every subscriber), shared by the publishers, so that no broker queue overflows")
+	fs.IntVar(&b.windowBytes, "window-bytes", 2<<20, "flat out in one process: at most this many payload `bytes` in flight")
 	fs.IntVar(&b.parallel, "connect-parallel", 64, "open at most `P` connections at once")
 	fs.BoolVar(&b.jsonOut, "json", false, "print the result as JSON instead of a summary")
 	fs.StringVar(&b.topic, "topic", "", "`topic` to use (default: a fresh random one)")
@@ -85,8 +87,8 @@ func (b *benchCmd) check() error {
 		return usagef("-size must be between %d and %d", headerLen, client.MaxPayload)
 	case b.rate < 0 || b.duration <= 0 || b.drain <= 0:
 		return usagef("-rate must not be negative; -duration and -drain must be positive")
-	case b.procs < 1 || b.parallel < 1 || b.window < 1:
-		return usagef("-procs, -connect-parallel and -window must be at least 1")
+	case b.procs < 1 || b.parallel < 1 || b.window < 1 || b.windowBytes < 1:
+		return usagef("-procs, -connect-parallel, -window and -window-bytes must be at least 1")
 	}
 	if b.mode == "rr" {
 		b.subs = 1
@@ -538,7 +540,7 @@ func (r *benchRun) publish(ctx context.Context, c *client.Client, i int, id uint
 		bufs[j] = make([]byte, b.size)
 	}
 	window := b.procs == 1 && !b.worker && b.rate == 0
-	perPub := max(1, b.window/max(1, len(r.pubs)))
+	perPub := max(1, min(b.window, b.windowBytes/b.size)/max(1, len(r.pubs)))
 	start := time.Now()
 	var seq uint64
 	for ctx.Err() == nil {
