@@ -50,7 +50,7 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = conn.Close()
 		return
 	}
-	_ = b.serve(wire.NewRaw(conn, brw.Reader, 0), peer)
+	_ = b.serve(wire.NewRaw(conn, brw.Reader), peer)
 }
 
 // clientIP returns the IP to put in Init: the peer address without a

@@ -73,7 +73,7 @@ func (b *Broker) ServeConn(conn net.Conn, peer Peer) error {
 		// Clients need an IP in Init (the C client at least 3 characters).
 		peer.IP = hostIP(conn.RemoteAddr().String())
 	}
-	return b.serve(wire.NewRaw(conn, nil, 0), peer)
+	return b.serve(wire.NewRaw(conn, nil), peer)
 }
 
 func (b *Broker) serve(tr wire.Conn, peer Peer) error {

@@ -36,11 +36,11 @@ type transport struct {
 
 func newRawTransport(nc, conn net.Conn, br *bufio.Reader) *transport {
 	_, hc := conn.(interface{ CloseWrite() error })
-	return &transport{wc: wire.NewRaw(conn, br, 0), nc: nc, halfClose: hc}
+	return &transport{wc: wire.NewRaw(conn, br), nc: nc, halfClose: hc}
 }
 
 func newWSTransport(nc net.Conn, wc *websocket.Conn) *transport {
-	return &transport{wc: wire.NewWS(wc, smq.MaxRawFrame), ws: wc, nc: nc}
+	return &transport{wc: wire.NewWSClient(wc, smq.MaxRawFrame), ws: wc, nc: nc}
 }
 
 // read returns the next message (type + body), valid until the next read.

@@ -623,7 +623,7 @@ func (s *session) accept(w http.ResponseWriter, r *http.Request, boot smq.Bootst
 		conn.Close()
 		return err
 	}
-	raw := wire.NewRaw(conn, brw.Reader, 0)
+	raw := wire.NewRaw(conn, brw.Reader)
 	raw.SetMaxRead(s.lim.MaxMessage)
 	s.client = raw
 	return nil

@@ -571,7 +571,7 @@ func (s *session) checkLiveness() {
 				s.end(ReasonPingTimeout, "no answer to ping")
 				return
 			}
-			_ = ws.Conn().WriteControl(websocket.PingMessage, nil, now.Add(lingerTimeout))
+			_ = ws.WriteControl(websocket.PingMessage, nil, now.Add(lingerTimeout))
 			s.pinged = true
 		}
 	}

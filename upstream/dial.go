@@ -83,7 +83,7 @@ func (d *Dialer) dialRaw(ctx context.Context, t *target, hdr http.Header) (wire.
 	if err := nc.SetDeadline(time.Time{}); err != nil {
 		return fail("bootstrap", err)
 	}
-	return wire.NewRaw(conn, br, 0), nil
+	return wire.NewRaw(conn, br), nil
 }
 
 // dialWS opens a WebSocket session: TCP, TLS for wss://, the upgrade.
@@ -128,7 +128,7 @@ func (d *Dialer) dialWS(ctx context.Context, t *target, hdr http.Header) (wire.C
 		return nil, d.stageErr(ctx, t, "websocket upgrade", context.Cause(ctx))
 	}
 	// The reference broker sends at most 65,535-byte messages; so may ours.
-	return wire.NewWS(wc, smq.MaxRawFrame), nil
+	return wire.NewWSClient(wc, smq.MaxRawFrame), nil
 }
 
 // stageErr is the error of a stage after connect. When ctx (the attempt's)

@@ -58,7 +58,7 @@ func (e Embedded) Dial(ctx context.Context, req Request) (wire.Conn, error) {
 		return nil, embeddedErr(err, false)
 	}
 	_ = ours.SetDeadline(time.Time{})
-	return wire.NewRaw(ours, br, 0), nil
+	return wire.NewRaw(ours, br), nil
 }
 
 func embeddedErr(err error, aborted bool) error {

@@ -7,8 +7,10 @@ package wire
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
+	"math/rand/v2"
 	"net"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -55,21 +57,17 @@ type Conn interface {
 type Raw struct {
 	conn net.Conn
 	r    *smq.Reader
-	bw   *bufio.Writer
-	hdr  [2]byte
+	out  outBuf
 }
 
 // NewRaw returns a raw Conn on conn. br, if not nil, is a reader already
 // buffering conn (bytes after an HTTP head, for instance); otherwise one is
-// made. Writes are buffered in a writer of wbuf bytes (0: 16 KiB).
-func NewRaw(conn net.Conn, br *bufio.Reader, wbuf int) *Raw {
+// made. Writes queue in a pooled buffer until Flush (or 64 KiB).
+func NewRaw(conn net.Conn, br *bufio.Reader) *Raw {
 	if br == nil {
 		br = bufio.NewReaderSize(conn, 4096)
 	}
-	if wbuf <= 0 {
-		wbuf = 16 << 10
-	}
-	return &Raw{conn: conn, r: smq.NewReader(br), bw: bufio.NewWriterSize(conn, wbuf)}
+	return &Raw{conn: conn, r: smq.NewReader(br)}
 }
 
 // SetMaxRead sets the largest message Read accepts (0: smq.MaxRawMessage).
@@ -82,15 +80,15 @@ func (c *Raw) Write(msg []byte) error {
 		_, err := smq.AppendRaw(nil, msg) // the codec's error, naming the size
 		return err
 	}
-	binary.BigEndian.PutUint16(c.hdr[:], uint16(len(msg)+2))
-	if _, err := c.bw.Write(c.hdr[:]); err != nil {
-		return err
+	b := binary.BigEndian.AppendUint16(c.out.bytes(), uint16(len(msg)+2))
+	c.out.set(append(b, msg...))
+	if c.out.len() >= flushAt {
+		return c.Flush()
 	}
-	_, err := c.bw.Write(msg)
-	return err
+	return nil
 }
 
-func (c *Raw) Flush() error { return c.bw.Flush() }
+func (c *Raw) Flush() error { return c.out.flush(c.conn) }
 
 // Buffered counts buffered bytes only when they hold a whole frame: a
 // relay must not hold back its flush waiting for the rest of a frame that
@@ -129,23 +127,50 @@ func (c *Raw) CloseWrite(_ int, _ string, deadline time.Time) error {
 
 // WS is a Conn over a WebSocket: one SMQ message per binary WebSocket
 // message. Text messages are accepted on read, like the reference broker
-// does; writes are always binary.
+// does; writes are always binary. gorilla/websocket reads; WS writes the
+// frames itself, so that messages queued together leave in one write.
 type WS struct {
 	conn *websocket.Conn
+	nc   net.Conn
+	mask bool // a client's frames are masked
 	buf  []byte
 	max  int
 	br   *bufio.Reader // the reader gorilla reads frames from, if known
-	// wdl is the write deadline (Unix nanoseconds, 0 for none). gorilla
-	// sets the connection's deadline from its own field before every frame,
-	// so Write hands this one to gorilla on the writing goroutine.
-	wdl atomic.Int64
+
+	// wmu serialises writing: data from the writing goroutine, control
+	// frames (pongs, from the reading goroutine; pings, closes) from any.
+	wmu       sync.Mutex
+	out       outBuf
+	closeSent bool
 }
 
-// NewWS returns a WebSocket Conn. maxRead bounds incoming messages (type +
-// body); a larger one makes Read fail and the peer get close code 1009.
-func NewWS(conn *websocket.Conn, maxRead int) *WS {
+// NewWS returns the WebSocket Conn of a server (unmasked frames). maxRead
+// bounds incoming messages (type + body); a larger one makes Read fail and
+// the peer get close code 1009.
+func NewWS(conn *websocket.Conn, maxRead int) *WS { return newWS(conn, maxRead, false) }
+
+// NewWSClient returns the WebSocket Conn of a client: its frames are
+// masked.
+func NewWSClient(conn *websocket.Conn, maxRead int) *WS { return newWS(conn, maxRead, true) }
+
+func newWS(conn *websocket.Conn, maxRead int, mask bool) *WS {
 	conn.SetReadLimit(int64(maxRead))
-	return &WS{conn: conn, max: maxRead}
+	c := &WS{conn: conn, nc: conn.NetConn(), max: maxRead, mask: mask}
+	// gorilla answers pings and closes by writing itself; the answers go
+	// through WS instead, in order with the data.
+	conn.SetPingHandler(func(data string) error {
+		_ = c.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		return nil
+	})
+	conn.SetCloseHandler(func(code int, _ string) error {
+		var msg []byte
+		if code != websocket.CloseNoStatusReceived {
+			msg = websocket.FormatCloseMessage(code, "")
+		}
+		_ = c.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		return nil
+	})
+	return c
 }
 
 func (c *WS) Read() ([]byte, error) {
@@ -165,20 +190,79 @@ func (c *WS) Read() ([]byte, error) {
 	}
 }
 
+// appendFrame queues one whole frame.
+func (c *WS) appendFrame(op int, payload []byte) {
+	b := c.out.bytes()
+	b = append(b, 0x80|byte(op))
+	var mbit byte
+	if c.mask {
+		mbit = 0x80
+	}
+	switch n := len(payload); {
+	case n < 126:
+		b = append(b, mbit|byte(n))
+	case n <= 0xffff:
+		b = append(b, mbit|126)
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b = append(b, mbit|127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	if !c.mask {
+		c.out.set(append(b, payload...))
+		return
+	}
+	var key [4]byte
+	binary.LittleEndian.PutUint32(key[:], rand.Uint32())
+	b = append(b, key[:]...)
+	start := len(b)
+	b = append(b, payload...)
+	for i := range payload {
+		b[start+i] ^= key[i&3]
+	}
+	c.out.set(b)
+}
+
 func (c *WS) Write(msg []byte) error {
 	if len(msg) == 0 {
 		_, err := smq.AppendRaw(nil, msg)
 		return err
 	}
-	var dl time.Time
-	if n := c.wdl.Load(); n != 0 {
-		dl = time.Unix(0, n)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closeSent {
+		return websocket.ErrCloseSent
 	}
-	_ = c.conn.SetWriteDeadline(dl)
-	return c.conn.WriteMessage(websocket.BinaryMessage, msg)
+	c.appendFrame(websocket.BinaryMessage, msg)
+	if c.out.len() >= flushAt {
+		return c.out.flush(c.nc)
+	}
+	return nil
 }
 
-func (c *WS) Flush() error { return nil }
+// Flush writes the queued frames in one write.
+func (c *WS) Flush() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.out.flush(c.nc)
+}
+
+// WriteControl sends a control frame (ping, pong, close) after what is
+// queued, under deadline. After a close frame nothing more is sent.
+func (c *WS) WriteControl(op int, data []byte, deadline time.Time) error {
+	if len(data) > 125 {
+		return errors.New("wire: control frame payload over 125 bytes")
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closeSent {
+		return websocket.ErrCloseSent
+	}
+	c.closeSent = op == websocket.CloseMessage
+	_ = c.nc.SetWriteDeadline(deadline)
+	c.appendFrame(op, data)
+	return c.out.flush(c.nc)
+}
 
 // UseReader tells WS which bufio.Reader the WebSocket connection reads its
 // frames from (a server's hijacked reader, reused by gorilla when the
@@ -227,27 +311,24 @@ func (c *WS) Buffered() int {
 func (c *WS) MaxMessage() int                   { return 1<<31 - 1 }
 func (c *WS) SetReadDeadline(t time.Time) error { return c.conn.SetReadDeadline(t) }
 
-// SetWriteDeadline applies to the next writes and, through the network
-// connection, to a write in progress. (gorilla's own write deadline is a
-// plain field of the writing goroutine's.)
-func (c *WS) SetWriteDeadline(t time.Time) error {
-	var n int64
-	if !t.IsZero() {
-		n = t.UnixNano()
-	}
-	c.wdl.Store(n)
-	return c.conn.NetConn().SetWriteDeadline(t)
-}
+// SetWriteDeadline applies to the next writes and to a write in progress.
+func (c *WS) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
 func (c *WS) Close() error    { return c.conn.Close() }
 func (c *WS) WebSocket() bool { return true }
 
 // Conn returns the underlying WebSocket connection.
 func (c *WS) Conn() *websocket.Conn { return c.conn }
 
-// CloseWrite sends a close frame with code and reason.
+// CloseWrite sends a close frame with code and reason, after what is
+// queued; nothing, if a close frame went already (an answer to the
+// peer's).
 func (c *WS) CloseWrite(code int, reason string, deadline time.Time) error {
 	if len(reason) > 120 { // a control frame holds 125 bytes
 		reason = reason[:120]
 	}
-	return c.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), deadline)
+	err := c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), deadline)
+	if errors.Is(err, websocket.ErrCloseSent) {
+		return nil
+	}
+	return err
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,7 +44,7 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 
 func TestRawRoundTripAndHalfClose(t *testing.T) {
 	a, b := tcpPair(t)
-	ca, cb := NewRaw(a, nil, 0), NewRaw(b, nil, 0)
+	ca, cb := NewRaw(a, nil), NewRaw(b, nil)
 	msgs := [][]byte{smq.Ping{}.Append(nil), smq.Disconnect{Reason: "bye"}.Append(nil),
 		(&smq.Publish{TID: 7, PTID: 9, Payload: make([]byte, smq.MaxRawMessage-13)}).Append(nil)}
 	go func() {
@@ -85,7 +86,7 @@ func TestRawRoundTripAndHalfClose(t *testing.T) {
 
 func TestRawRefusesWhatCannotBeFramed(t *testing.T) {
 	a, _ := tcpPair(t)
-	c := NewRaw(a, nil, 0)
+	c := NewRaw(a, nil)
 	for _, n := range []int{0, smq.MaxRawMessage + 1, 70000} {
 		msg := make([]byte, n)
 		if n > 0 {
@@ -99,8 +100,8 @@ func TestRawRefusesWhatCannotBeFramed(t *testing.T) {
 			t.Fatalf("%d bytes: %v, want ErrTooBig", n, err)
 		}
 	}
-	if c.bw.Buffered() != 0 {
-		t.Fatalf("%d bytes buffered after refused writes", c.bw.Buffered())
+	if c.out.len() != 0 {
+		t.Fatalf("%d bytes buffered after refused writes", c.out.len())
 	}
 }
 
@@ -111,7 +112,7 @@ func TestRawBuffered(t *testing.T) {
 	if _, err := a.Write(two); err != nil {
 		t.Fatal(err)
 	}
-	c := NewRaw(b, nil, 0)
+	c := NewRaw(b, nil)
 	if _, err := c.Read(); err != nil {
 		t.Fatal(err)
 	}
@@ -139,6 +140,9 @@ func TestWSRoundTripAndReadLimit(t *testing.T) {
 			if err := c.Write(msg); err != nil {
 				return
 			}
+			if err := c.Flush(); err != nil {
+				return
+			}
 		}
 	}))
 	defer srv.Close()
@@ -147,7 +151,7 @@ func TestWSRoundTripAndReadLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	c := NewWS(conn, smq.MaxRawFrame)
+	c := NewWSClient(conn, smq.MaxRawFrame)
 	// A text frame is accepted; the echo comes back binary.
 	if err := conn.WriteMessage(websocket.TextMessage, []byte{byte(smq.TypeSubscribe), 'a'}); err != nil {
 		t.Fatal(err)
@@ -161,6 +165,9 @@ func TestWSRoundTripAndReadLimit(t *testing.T) {
 	}
 	// Over the server's limit of 100 bytes: close 1009.
 	if err := c.Write(make([]byte, 101)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Read(); !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
@@ -187,7 +194,7 @@ func TestWSWriteDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	c := NewWS(conn, smq.MaxRawFrame)
+	c := NewWSClient(conn, smq.MaxRawFrame)
 	if err := c.SetWriteDeadline(time.Now().Add(300 * time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +222,7 @@ func TestRawBufferedCountsWholeFramesOnly(t *testing.T) {
 	if _, err := a.Write(append(ping, pub[:len(pub)-1]...)); err != nil {
 		t.Fatal(err)
 	}
-	c := NewRaw(b, nil, 0)
+	c := NewRaw(b, nil)
 	if _, err := c.Read(); err != nil {
 		t.Fatal(err)
 	}
@@ -312,4 +319,97 @@ func TestWSBufferedCountsWholeFramesOnly(t *testing.T) {
 	if n := c.Buffered(); n != 0 {
 		t.Fatalf("Buffered = %d with only a Ping frame, want 0", n)
 	}
+}
+
+// TestWSCoalesces: messages written before a Flush leave in one write, in
+// order, masked by a client and not by a server (gorilla checks both);
+// pings are answered and a close is echoed once, through the same queue.
+func TestWSCoalesces(t *testing.T) {
+	serverDone := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		s := NewWS(conn, smq.MaxRawFrame)
+		defer s.Close()
+		for {
+			msg, err := s.Read()
+			if err != nil {
+				serverDone <- err
+				return
+			}
+			_ = s.Write(append([]byte(nil), msg...))
+			_ = s.Flush()
+		}
+	}))
+	defer srv.Close()
+	var counting *countingConn
+	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+		nc, err := net.Dial(network, addr)
+		counting = &countingConn{Conn: nc}
+		return counting, err
+	}}
+	conn, _, err := d.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	counting.writes.Store(0) // the upgrade request
+	c := NewWSClient(conn, smq.MaxRawFrame)
+	var want [][]byte
+	for i := range 50 {
+		m := (&smq.Publish{TID: 1, PTID: 2, Payload: make([]byte, i*20)}).Append(nil)
+		want = append(want, m)
+		if err := c.Write(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if counting.writes.Load() != 0 {
+		t.Fatalf("%d writes before Flush", counting.writes.Load())
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := counting.writes.Load(); n != 1 {
+		t.Errorf("50 messages in %d writes, want 1", n)
+	}
+	for i, w := range want {
+		got, err := c.Read()
+		if err != nil || string(got) != string(w) {
+			t.Fatalf("echo %d: %d bytes, %v", i, len(got), err)
+		}
+	}
+	if err := c.WriteControl(websocket.PingMessage, []byte("hi"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	pong := make(chan string, 1)
+	c.Conn().SetPongHandler(func(s string) error { pong <- s; return nil })
+	if err := c.CloseWrite(websocket.CloseNormalClosure, "bye", time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Write(want[0]); !errors.Is(err, websocket.ErrCloseSent) {
+		t.Errorf("Write after close: %v", err)
+	}
+	_, err = c.Read()
+	if !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+		t.Errorf("after our close: %v, want the echo 1000", err)
+	}
+	if p := <-pong; p != "hi" {
+		t.Errorf("pong %q", p)
+	}
+	if err := <-serverDone; !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+		t.Errorf("server: %v", err)
+	}
+}
+
+// countingConn counts Write calls.
+type countingConn struct {
+	net.Conn
+	writes atomic.Int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
 }
