@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"math/bits"
 	"sync/atomic"
 	"time"
 
@@ -158,6 +159,49 @@ func (m *Metrics) declare(l Listener) {
 func (m *Metrics) message(dir int, msg []byte) {
 	m.msgs[dir][msg[0]].Inc()
 	m.bytes[dir][msg[0]].Add(float64(len(msg)))
+}
+
+// tally counts one copier's messages between flushes of its output, so
+// that the shared counters (the session's totals, the metrics) take one
+// add per batch and message type instead of one per message. It lives on
+// the copier's stack.
+type tally struct {
+	n, bytes [32]uint32 // by type byte; 31 holds every type from 31 up
+	seen     uint32     // bit i: n[i] is not zero
+	total    uint32
+}
+
+// tallyMax is the most messages a tally holds before it must be flushed.
+const tallyMax = 1024
+
+// add counts msg and reports whether the tally is full.
+func (t *tally) add(msg []byte) bool {
+	i := min(msg[0], 31)
+	t.n[i]++
+	t.bytes[i] += uint32(len(msg))
+	t.seen |= 1 << i
+	t.total++
+	return t.total >= tallyMax
+}
+
+// flush adds the counts to the metrics of direction dir and to the
+// session's totals, and clears them.
+func (t *tally) flush(m *Metrics, dir int, msgs, bytes *atomic.Uint64) {
+	var nm, nb uint64
+	for t.seen != 0 {
+		i := bits.TrailingZeros32(t.seen)
+		t.seen &^= 1 << i
+		m.msgs[dir][i].Add(float64(t.n[i]))
+		m.bytes[dir][i].Add(float64(t.bytes[i]))
+		nm += uint64(t.n[i])
+		nb += uint64(t.bytes[i])
+		t.n[i], t.bytes[i] = 0, 0
+	}
+	t.total = 0
+	if nm > 0 {
+		msgs.Add(nm)
+		bytes.Add(nb)
+	}
 }
 
 // connack counts a Connack sent to a client.

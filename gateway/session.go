@@ -362,7 +362,8 @@ func (s *session) relay() {
 // messages arriving together leave together.
 func (s *session) clientToUpstream() {
 	rate := msgRate{max: s.lim.MessageRate, start: time.Now()}
-	m := s.g.m
+	var counts tally
+	defer counts.flush(s.g.m, fromClient, &s.inMsgs, &s.inBytes)
 	for {
 		msg, err := s.client.Read()
 		if err != nil {
@@ -390,14 +391,15 @@ func (s *session) clientToUpstream() {
 			s.end(ReasonWriteError, "upstream: "+err.Error())
 			continue
 		}
-		s.inMsgs.Add(1)
-		s.inBytes.Add(uint64(len(msg)))
-		m.message(fromClient, msg)
+		full := counts.add(msg)
 		if bye || s.client.Buffered() == 0 {
+			counts.flush(s.g.m, fromClient, &s.inMsgs, &s.inBytes)
 			if err := s.up.Flush(); err != nil {
 				s.end(ReasonWriteError, "upstream: "+err.Error())
 				continue
 			}
+		} else if full {
+			counts.flush(s.g.m, fromClient, &s.inMsgs, &s.inBytes)
 		}
 		if bye {
 			s.end(ReasonClientClosed, "client sent Disconnect")
@@ -411,6 +413,8 @@ func (s *session) clientToUpstream() {
 func (s *session) upstreamToClient() {
 	wt := s.lim.WriteTimeout
 	m := s.g.m
+	var counts tally
+	defer counts.flush(m, toClient, &s.outMsgs, &s.outBytes)
 	fresh := true // the next write starts a batch
 	for {
 		msg, err := s.up.Read()
@@ -440,9 +444,15 @@ func (s *session) upstreamToClient() {
 			s.dropped.Add(1)
 			continue
 		}
-		if err == nil && s.up.Buffered() == 0 {
-			err = s.client.Flush()
-			fresh = true
+		if err == nil {
+			full := counts.add(msg)
+			if s.up.Buffered() == 0 {
+				err = s.client.Flush()
+				fresh = true
+			}
+			if fresh || full {
+				counts.flush(m, toClient, &s.outMsgs, &s.outBytes)
+			}
 		}
 		s.wmu.Unlock()
 		if err != nil {
@@ -452,9 +462,6 @@ func (s *session) upstreamToClient() {
 			s.end(ReasonWriteError, "client: "+err.Error())
 			continue
 		}
-		s.outMsgs.Add(1)
-		s.outBytes.Add(uint64(len(msg)))
-		m.message(toClient, msg)
 	}
 }
 

@@ -552,7 +552,10 @@ func (r *benchRun) publish(ctx context.Context, c *client.Client, i int, id uint
 		if b.rate > 0 {
 			due := int64(now.Sub(start).Seconds()*b.rate) + 1 - int64(seq)
 			if due <= 0 {
-				time.Sleep(time.Duration(float64(time.Second) / b.rate / 2))
+				// What fell due meanwhile leaves together, as from a
+				// device with a 1 ms tick: timestamps are taken at the
+				// send, so the wait is not latency.
+				time.Sleep(max(time.Millisecond, time.Duration(float64(time.Second)/b.rate)))
 				continue
 			}
 			n = int(min(due, maxBatch))
