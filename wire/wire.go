@@ -313,8 +313,8 @@ func (c *WS) SetReadDeadline(t time.Time) error { return c.conn.SetReadDeadline(
 
 // SetWriteDeadline applies to the next writes and to a write in progress.
 func (c *WS) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
-func (c *WS) Close() error    { return c.conn.Close() }
-func (c *WS) WebSocket() bool { return true }
+func (c *WS) Close() error                       { return c.conn.Close() }
+func (c *WS) WebSocket() bool                    { return true }
 
 // Conn returns the underlying WebSocket connection.
 func (c *WS) Conn() *websocket.Conn { return c.conn }
