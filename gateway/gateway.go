@@ -541,12 +541,23 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	lim := g.limits()
 	s := &session{g: g, lim: lim, listener: h.ll.name, route: h.route, clientIP: clientIP(r.RemoteAddr), start: time.Now()}
 	s.ctx, s.stop = context.WithCancel(context.Background())
-	defer s.stop()
 	s.clientHeader = r.Header // forwarded upstream, less ours and hop-by-hop ones
 	if err := s.accept(w, r, boot); err != nil {
+		s.stop()
 		g.log.Debug("bootstrap failed", "client", r.RemoteAddr, "err", err)
 		return
 	}
+	// The session goes on in a goroutine of its own, and this one returns:
+	// net/http's connection, request and response (and the deep stack
+	// that served them) are not kept for the session's lifetime.
+	state := r.TLS
+	go h.serve(s, state)
+}
+
+// serve runs an accepted session to its end.
+func (h *handler) serve(s *session, state *tls.ConnectionState) {
+	g, lim := h.g, s.lim
+	defer s.stop()
 	transport := transportName(s.client)
 	g.m.sessionsTotal.WithLabelValues(h.ll.name, h.route.Path, transport).Inc()
 	open := g.m.sessionsOpen.WithLabelValues(h.ll.name, h.route.Path, transport)
@@ -582,7 +593,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	decision := tlsterm.Decision{Code: smq.CodeAccepted}
 	if p := h.route.policy(); p != nil {
-		decision = p.Check(r.TLS, time.Now())
+		decision = p.Check(state, time.Now())
 	}
 	s.run(decision)
 	s.close()

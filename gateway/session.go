@@ -197,6 +197,7 @@ func (s *session) run(decision tlsterm.Decision) {
 	dctx, cancel := context.WithTimeout(s.ctx, lim.ConnectTimeout)
 	up, err := s.route.Upstream.Dial(dctx, upstream.Request{ClientIP: s.clientIP, Header: s.upstreamHeader()})
 	cancel()
+	s.clientHeader = nil // sent: not kept for the session's lifetime
 	if err != nil && s.reasonOf() != ReasonNone {
 		return // ended (shut down) while dialling: nothing more to say
 	}

@@ -69,7 +69,7 @@ func (r *Reader) Read() ([]byte, error) {
 	}
 	_, _ = r.br.Discard(2)
 	if cap(r.buf) < n-2 {
-		r.buf = make([]byte, n-2, MaxRawMessage)
+		r.buf = make([]byte, n-2, min((n-2+4095)&^4095, MaxRawMessage)) // kept: round up, not to the maximum
 	}
 	msg := r.buf[:n-2]
 	if _, err := io.ReadFull(r.br, msg); err != nil {
