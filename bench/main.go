@@ -139,6 +139,12 @@ func run(quick bool, jsonOut string) error {
 	work = append(work, lat)
 	mem := map[int]map[string]float64{}
 	for _, n := range idle {
+		// Fresh processes for each size: what earlier runs left in their
+		// heaps does not count.
+		e.stopAll()
+		if targets, err = e.start(); err != nil {
+			return err
+		}
 		mem[n] = map[string]float64{}
 		for _, t := range targets {
 			per, err := e.idleMemory(t, n)
@@ -316,6 +322,7 @@ func (e *env) spawn(cmd *exec.Cmd) error {
 }
 
 func (e *env) stopAll() {
+	defer func() { e.procs = nil }()
 	for _, c := range e.procs {
 		_ = c.Process.Signal(syscall.SIGTERM)
 	}
@@ -370,10 +377,9 @@ func (e *env) bench(t target, args []string) (*output, error) {
 	return &o, nil
 }
 
-// idleMemory opens n idle sessions through t and returns the growth of
-// the proxy's resident memory per session, measured while they are held.
+// idleMemory opens n idle sessions through t and returns the proxy's
+// resident memory, at its peak while they are held, divided by n.
 func (e *env) idleMemory(t target, n int) (float64, error) {
-	before := rss(t.pids())
 	hold := 3*time.Second + time.Duration(n)*time.Millisecond // connecting takes about 1 ms per session
 	args := []string{"bench", "-json", "-mode", "idle", "-conns", strconv.Itoa(n), "-url", t.url,
 		"-duration", hold.String(), "-connect-parallel", "32"}
@@ -387,7 +393,7 @@ func (e *env) idleMemory(t target, n int) (float64, error) {
 	if err := cmd.Start(); err != nil {
 		return 0, err
 	}
-	peak := before
+	var peak int64
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -407,7 +413,7 @@ func (e *env) idleMemory(t target, n int) (float64, error) {
 			}
 			// Let the proxy settle before the next run.
 			time.Sleep(time.Second)
-			return float64(peak-before) / float64(n), nil
+			return float64(peak) / float64(n), nil
 		case <-tick.C:
 			peak = max(peak, rss(t.pids()))
 		}
@@ -514,7 +520,7 @@ func report(w io.Writer, targets []target, work []workload, results map[string]m
 		fmt.Fprintln(w, line)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Idle sessions: growth of the proxy process's resident memory per session (KiB):")
+	fmt.Fprintln(w, "Idle sessions: resident memory of the proxy process (peak, fresh process) divided by the sessions (KiB):")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, head)
 	fmt.Fprintln(w, sep)
