@@ -499,7 +499,7 @@ func idleSessions(t *testing.T, via string, n int) {
 	}
 	ca := testpki.NewCA(t)
 	// No pings during the measurement: the helper's clients do not read.
-	gw := startGateway(t, ca, gateway.Limits{PingInterval: time.Hour}, up)
+	gw := startGateway(t, ca, gateway.Limits{PingInterval: time.Hour, MaxSessionsPerIP: 1 << 20, SessionRatePerIP: 1e6}, up)
 
 	before := memSnapshot(t)
 	h := startHelper(t, "clients", []string{
