@@ -104,17 +104,8 @@ urls = ["http://%s/smq"]
 	for range 4 {
 		fresh.Send(smq.Ping{})
 	}
-	// Up to three Pongs (the gateway relays what is within the rate), then
-	// the Disconnect.
-	for i := 0; ; i++ {
-		msg := fresh.Read()
-		if smq.Type(msg[0]) == smq.TypePong && i < 3 {
-			continue
-		}
-		if m, _ := smq.Decode(msg); smq.Type(msg[0]) != smq.TypeDisconnect || m.(smq.Disconnect).Reason != "rate limit exceeded" {
-			t.Errorf("new session over the new rate: %#v", m)
-		}
-		break
+	if d := disconnectAfterPongs(t, fresh); d.Reason != "rate limit exceeded" {
+		t.Errorf("new session over the new rate: %q", d.Reason)
 	}
 	// The origin is allowed now.
 	ws, _ := smqtest.OpenWS(t, "ws://"+lan+"/", http.Header{"Origin": {"https://app.example"}})

@@ -634,7 +634,7 @@ func (s *session) accept(w http.ResponseWriter, r *http.Request, boot smq.Bootst
 		conn.Close()
 		return err
 	}
-	raw := wire.NewRaw(conn, brw.Reader)
+	raw := wire.NewRaw(conn, wire.Rebuffer(brw.Reader, conn, wire.SessionReadBuffer))
 	raw.SetMaxRead(s.lim.MaxMessage)
 	s.client = raw
 	return nil
@@ -649,7 +649,10 @@ type hijackWatcher struct {
 func (h *hijackWatcher) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
 	if brw != nil {
-		h.br = brw.Reader
+		// A session-sized reader instead of the server's 4 KiB one: gorilla
+		// reads the frames from it.
+		h.br = wire.Rebuffer(brw.Reader, conn, wire.SessionReadBuffer)
+		brw.Reader = h.br
 	}
 	return conn, brw, err
 }

@@ -50,23 +50,8 @@ address = "127.0.0.1:0"
 	for range 6 {
 		one.Send(smq.Ping{})
 	}
-	var got []smq.Type
-	for {
-		f, err := one.ReadFrame(waitFor)
-		if err != nil {
-			break
-		}
-		got = append(got, smq.Type(f.Msg[0]))
-		if smq.Type(f.Msg[0]) == smq.TypeDisconnect {
-			m, _ := smq.Decode(f.Msg)
-			if d, ok := m.(smq.Disconnect); !ok || d.Reason != "rate limit exceeded" {
-				t.Errorf("Disconnect %#v, want \"rate limit exceeded\"", m)
-			}
-			break
-		}
-	}
-	if len(got) == 0 || got[len(got)-1] != smq.TypeDisconnect {
-		t.Fatalf("the client got %v, want Pongs then Disconnect", got)
+	if d := disconnectAfterPongs(t, one); d.Reason != "rate limit exceeded" {
+		t.Errorf("Disconnect %q, want \"rate limit exceeded\"", d.Reason)
 	}
 	waitLogged(t, b, `reason=rate_limited`, 1)
 	if logs := b.logs.String(); !strings.Contains(logs, `detail="more than 5 messages per second"`) ||
@@ -236,5 +221,25 @@ key_file = %q
 		if f.GetName() == "smqgw_tls_handshake_failures_total" && len(f.Metric) > 0 {
 			t.Errorf("the shutdown counted as a handshake failure: %v", f.Metric)
 		}
+	}
+}
+
+// disconnectAfterPongs reads Pongs (answers to what the gateway relayed
+// before a limit) until a Disconnect, and returns it.
+func disconnectAfterPongs(t *testing.T, c *smqtest.Conn) smq.Disconnect {
+	t.Helper()
+	for {
+		msg := c.Read()
+		switch smq.Type(msg[0]) {
+		case smq.TypePong:
+			continue
+		case smq.TypeDisconnect:
+			m, err := smq.Decode(msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m.(smq.Disconnect)
+		}
+		t.Fatalf("got %s, want Pongs and a Disconnect", smq.Type(msg[0]))
 	}
 }

@@ -161,7 +161,7 @@ key_file = %q
 	for range 6 {
 		raw.Send(smq.Ping{})
 	}
-	raw.ExpectType(smq.TypeDisconnect)
+	disconnectAfterPongs(t, raw)
 	raw.Close()
 	// Upstreams that cannot be reached, directly and through a proxy.
 	for _, path := range []string{"/down", "/proxied"} {

@@ -2,12 +2,10 @@ package upstream
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -85,36 +83,7 @@ func (d *Dialer) dialRaw(ctx context.Context, t *target, hdr http.Header) (wire.
 	if err := nc.SetDeadline(time.Time{}); err != nil {
 		return fail("bootstrap", err)
 	}
-	return wire.NewRaw(conn, shrink(br, conn)), nil
-}
-
-// sessionReadBuffer is the read buffer a raw session keeps: the head's
-// 16 KiB one is only for the bootstrap.
-const sessionReadBuffer = 4 << 10
-
-// shrink returns a reader with a session-sized buffer that reads first
-// what br has buffered, then conn.
-func shrink(br *bufio.Reader, conn net.Conn) *bufio.Reader {
-	left, _ := br.Peek(br.Buffered())
-	return bufio.NewReaderSize(&prefixed{rest: bytes.Clone(left), r: conn}, sessionReadBuffer)
-}
-
-// prefixed reads rest, then r.
-type prefixed struct {
-	rest []byte
-	r    io.Reader
-}
-
-func (p *prefixed) Read(b []byte) (int, error) {
-	if len(p.rest) > 0 {
-		n := copy(b, p.rest)
-		p.rest = p.rest[n:]
-		if len(p.rest) == 0 {
-			p.rest = nil
-		}
-		return n, nil
-	}
-	return p.r.Read(b)
+	return wire.NewRaw(conn, wire.Rebuffer(br, conn, wire.SessionReadBuffer)), nil
 }
 
 // dialWS opens a WebSocket session: TCP, TLS for wss://, the upgrade.
