@@ -634,7 +634,7 @@ func (s *session) accept(w http.ResponseWriter, r *http.Request, boot smq.Bootst
 		conn.Close()
 		return err
 	}
-	raw := wire.NewRaw(conn, wire.Rebuffer(brw.Reader, conn, wire.SessionReadBuffer))
+	raw := wire.NewRaw(conn, brw.Reader) // net/http's 4 KiB reader
 	raw.SetMaxRead(s.lim.MaxMessage)
 	s.client = raw
 	return nil
@@ -649,10 +649,7 @@ type hijackWatcher struct {
 func (h *hijackWatcher) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
 	if brw != nil {
-		// A session-sized reader instead of the server's 4 KiB one: gorilla
-		// reads the frames from it.
-		h.br = wire.Rebuffer(brw.Reader, conn, wire.SessionReadBuffer)
-		brw.Reader = h.br
+		h.br = brw.Reader
 	}
 	return conn, brw, err
 }

@@ -88,5 +88,8 @@ func (p *prefixed) Read(b []byte) (int, error) {
 	return p.r.Read(b)
 }
 
-// SessionReadBuffer is the read buffer a session keeps per connection.
-const SessionReadBuffer = 1 << 10
+// SessionReadBuffer is the read buffer a session keeps per connection. A
+// relay flushes when its read buffer is drained: 4 KiB holds enough small
+// messages per read to keep writes coalesced (1 KiB needs twice the CPU
+// per message under load).
+const SessionReadBuffer = 4 << 10
