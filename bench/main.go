@@ -37,11 +37,13 @@ import (
 	"github.com/smqgw/smqgw/internal/loadstat"
 )
 
-// output is what smq bench -json prints.
+// output is what smq bench -json prints, with the CPU time the proxy
+// processes used during the run.
 type output struct {
 	loadstat.Result
 	Totals      loadstat.Totals  `json:"totals"`
 	Percentiles map[string]int64 `json:"latency_percentiles_ns"`
+	ProxyCPU    time.Duration    `json:"proxy_cpu_ns"`
 }
 
 // target is one way to the broker.
@@ -364,13 +366,16 @@ func (e *env) bench(t target, args []string) (*output, error) {
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, e.smq, all...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cpu0 := cpuTime(t.pids())
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("%v: %s", err, stderr.String())
 	}
+	cpu := cpuTime(t.pids()) - cpu0
 	var o output
 	if err := json.Unmarshal(stdout.Bytes(), &o); err != nil {
 		return nil, err
 	}
+	o.ProxyCPU = cpu
 	if o.Totals.Lost > 0 || o.Reordered > 0 || len(o.Errors) > 0 {
 		fmt.Fprintf(e.log, "bench: %s: %d lost, %d reordered, errors %v\n", t.name, o.Totals.Lost, o.Reordered, o.Errors)
 	}
@@ -436,6 +441,31 @@ func rss(pids []int) int64 {
 			}
 		}
 		f.Close()
+	}
+	return total
+}
+
+// clockTick is the unit of /proc/PID/stat times (USER_HZ, 100 on Linux).
+const clockTick = 10 * time.Millisecond
+
+// cpuTime returns the user and system time processes used so far.
+func cpuTime(pids []int) time.Duration {
+	var total time.Duration
+	for _, pid := range pids {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) > 12 {
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			s, _ := strconv.ParseInt(f[12], 10, 64)
+			total += time.Duration(u+s) * clockTick
+		}
 	}
 	return total
 }
@@ -517,6 +547,31 @@ func report(w io.Writer, targets []target, work []workload, results map[string]m
 		}
 		line += fmt.Sprintf(" %s | %s |", ratio(row[gw].Totals.Rate, row[direct].Totals.Rate),
 			nginxRatio(hasNginx, func() string { return ratio(row[gw].Totals.Rate, row[nginx].Totals.Rate) }))
+		fmt.Fprintln(w, line)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "CPU time of the proxy process(es) per message delivered (µs; direct: the broker itself), on the same runs:")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, head)
+	fmt.Fprintln(w, sep)
+	for _, wl := range work {
+		if wl.kind == "latency" {
+			continue
+		}
+		row := results[wl.name]
+		per := func(name string) float64 {
+			o := row[name]
+			if o == nil || o.Totals.Delivered == 0 {
+				return 0
+			}
+			return float64(o.ProxyCPU.Microseconds()) / float64(o.Totals.Delivered)
+		}
+		line := "| " + wl.name + " |"
+		for _, t := range targets {
+			line += fmt.Sprintf(" %.2f |", per(t.name))
+		}
+		line += fmt.Sprintf(" %s | %s |", ratio(per(gw), per(direct)),
+			nginxRatio(hasNginx, func() string { return ratio(per(gw), per(nginx)) }))
 		fmt.Fprintln(w, line)
 	}
 	fmt.Fprintln(w)
