@@ -14,7 +14,7 @@ import (
 // is valid until the next call to Read; in steady state Read does not
 // allocate.
 type Reader struct {
-	br  *bufio.Reader
+	br  Buffer
 	buf []byte
 	// Max is the largest message (type + body) Read accepts; a larger frame
 	// fails with ErrTooBig before any of its body is read. Zero means
@@ -22,12 +22,25 @@ type Reader struct {
 	Max int
 }
 
-// NewReader returns a Reader on br. A bufio.Reader of at least 4 KiB lets
-// small messages be returned without copying.
-func NewReader(br *bufio.Reader) *Reader { return &Reader{br: br} }
+// Buffer is a buffered stream frames are read from: a *bufio.Reader, or
+// another reader with its methods. Peek(n) must succeed for any n up to
+// Size().
+type Buffer interface {
+	io.Reader
+	Peek(n int) ([]byte, error)
+	Discard(n int) (int, error)
+	Buffered() int
+	Size() int
+}
 
-// Buffered returns the bufio.Reader the frames are read from.
-func (r *Reader) Buffered() *bufio.Reader { return r.br }
+var _ Buffer = (*bufio.Reader)(nil)
+
+// NewReader returns a Reader on br. A buffer of at least 4 KiB lets small
+// messages be returned without copying.
+func NewReader(br Buffer) *Reader { return &Reader{br: br} }
+
+// Buffered returns the buffer the frames are read from.
+func (r *Reader) Buffered() Buffer { return r.br }
 
 // Read reads one frame. At a clean end of stream it returns io.EOF; a stream
 // cut inside a frame gives io.ErrUnexpectedEOF. Malformed frames give a

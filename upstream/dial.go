@@ -83,7 +83,7 @@ func (d *Dialer) dialRaw(ctx context.Context, t *target, hdr http.Header) (wire.
 	if err := nc.SetDeadline(time.Time{}); err != nil {
 		return fail("bootstrap", err)
 	}
-	return wire.NewRaw(conn, wire.Rebuffer(br, conn, wire.SessionReadBuffer)), nil
+	return wire.NewRaw(conn, br), nil // br goes: the session reads through its own small buffer
 }
 
 // dialWS opens a WebSocket session: TCP, TLS for wss://, the upgrade.

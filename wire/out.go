@@ -1,8 +1,6 @@
 package wire
 
 import (
-	"bufio"
-	"bytes"
 	"io"
 	"sync"
 )
@@ -58,38 +56,3 @@ func (o *outBuf) flush(w io.Writer) error {
 	o.p = nil
 	return err
 }
-
-// Rebuffer returns a reader of size bytes over r that reads first what br
-// has buffered: to swap the big reader that served a bootstrap (an HTTP
-// head) for the small one a session keeps.
-func Rebuffer(br *bufio.Reader, r io.Reader, size int) *bufio.Reader {
-	left, _ := br.Peek(br.Buffered())
-	if len(left) == 0 {
-		return bufio.NewReaderSize(r, size)
-	}
-	return bufio.NewReaderSize(&prefixed{rest: bytes.Clone(left), r: r}, size)
-}
-
-// prefixed reads rest, then r.
-type prefixed struct {
-	rest []byte
-	r    io.Reader
-}
-
-func (p *prefixed) Read(b []byte) (int, error) {
-	if len(p.rest) > 0 {
-		n := copy(b, p.rest)
-		p.rest = p.rest[n:]
-		if len(p.rest) == 0 {
-			p.rest = nil
-		}
-		return n, nil
-	}
-	return p.r.Read(b)
-}
-
-// SessionReadBuffer is the read buffer a session keeps per connection. A
-// relay flushes when its read buffer is drained: 4 KiB holds enough small
-// messages per read to keep writes coalesced (1 KiB needs twice the CPU
-// per message under load).
-const SessionReadBuffer = 4 << 10

@@ -60,14 +60,13 @@ type Raw struct {
 	out  outBuf
 }
 
-// NewRaw returns a raw Conn on conn. br, if not nil, is a reader already
-// buffering conn (bytes after an HTTP head, for instance); otherwise one is
-// made. Writes queue in a pooled buffer until Flush (or 64 KiB).
+// NewRaw returns a raw Conn on conn. br, if not nil, is a reader that
+// was buffering conn (bytes after an HTTP head, for instance): what it
+// holds is read first, and it is not used after. Reads go through an
+// Elastic buffer (1 KiB while quiet, 64 KiB while busy); writes queue in
+// a pooled buffer until Flush (or 64 KiB).
 func NewRaw(conn net.Conn, br *bufio.Reader) *Raw {
-	if br == nil {
-		br = bufio.NewReaderSize(conn, 4096)
-	}
-	return &Raw{conn: conn, r: smq.NewReader(br)}
+	return &Raw{conn: conn, r: smq.NewReader(NewElastic(conn, br))}
 }
 
 // SetMaxRead sets the largest message Read accepts (0: smq.MaxRawMessage).

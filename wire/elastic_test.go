@@ -1,0 +1,160 @@
+package wire
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/smqgw/smqgw/smq"
+)
+
+// chunks is a reader that returns its script one read at a time (each
+// read gives at most the next chunk), then io.EOF.
+type chunks struct {
+	script [][]byte
+	sizes  []int // the space each read was given
+}
+
+func (c *chunks) Read(p []byte) (int, error) {
+	c.sizes = append(c.sizes, len(p))
+	if len(c.script) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, c.script[0])
+	if n == len(c.script[0]) {
+		c.script = c.script[1:]
+	} else {
+		c.script[0] = c.script[0][n:]
+	}
+	return n, nil
+}
+
+// TestElasticFrames: frames of every size, cut at random points, come out
+// of smq.Reader over an Elastic buffer whole and in order.
+func TestElasticFrames(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	var stream []byte
+	var want [][]byte
+	for i := range 300 {
+		n := r.IntN(200)
+		if i%30 == 0 {
+			n = r.IntN(smq.MaxRawMessage - 13)
+		}
+		msg := (&smq.Publish{TID: uint32(i), PTID: 1, Payload: bytes.Repeat([]byte{byte(i)}, n)}).Append(nil)
+		want = append(want, msg)
+		stream, _ = smq.AppendRaw(stream, msg)
+	}
+	src := &chunks{}
+	for len(stream) > 0 {
+		n := min(len(stream), 1+r.IntN(3000))
+		src.script = append(src.script, stream[:n])
+		stream = stream[n:]
+	}
+	rd := smq.NewReader(NewElastic(src, nil))
+	for i, w := range want {
+		got, err := rd.Read()
+		if err != nil || !bytes.Equal(got, w) {
+			t.Fatalf("message %d: %d bytes, %v; want %d bytes", i, len(got), err, len(w))
+		}
+	}
+	if _, err := rd.Read(); err != io.EOF {
+		t.Fatalf("at the end: %v, want io.EOF", err)
+	}
+}
+
+// TestElasticSize: quiet reads use the small buffer, a read that fills it
+// brings the big one, and a short read with nothing left brings the small
+// one back before the next (blocking) read.
+func TestElasticSize(t *testing.T) {
+	src := &chunks{script: [][]byte{
+		[]byte("ab"),                           // quiet
+		bytes.Repeat([]byte("c"), quietBuffer), // fills the small buffer
+		bytes.Repeat([]byte("d"), 5000),        // read into the big one
+		[]byte("e"),                            // after the lull: small again
+	}}
+	e := NewElastic(src, nil)
+	read := func(n int) { // in small pieces, as frames are read
+		t.Helper()
+		for n > 0 {
+			k := min(n, 100)
+			if _, err := io.ReadFull(e, make([]byte, k)); err != nil {
+				t.Fatal(err)
+			}
+			n -= k
+		}
+	}
+	read(2)
+	read(quietBuffer)
+	read(5000)
+	read(1)
+	want := []int{quietBuffer, quietBuffer, busyBuffer, quietBuffer}
+	if len(src.sizes) < 4 || !equal(src.sizes[:4], want) {
+		t.Fatalf("read sizes %v, want %v", src.sizes, want)
+	}
+	if e.Size() != quietBuffer || e.big != nil {
+		t.Errorf("after the lull: size %d, big held %v", e.Size(), e.big != nil)
+	}
+}
+
+func equal(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestElasticLeftover: what a bootstrap's reader buffered comes first,
+// small or big.
+func TestElasticLeftover(t *testing.T) {
+	for _, n := range []int{10, 3000} {
+		head := "HTTP/1.1 200 OK\r\n\r\n"
+		rest := strings.Repeat("x", n)
+		br := bufio.NewReaderSize(strings.NewReader(head+rest+"tail"), 16<<10)
+		if _, err := br.Peek(len(head) + n + 4); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := br.Discard(len(head)); err != nil {
+			t.Fatal(err)
+		}
+		e := NewElastic(strings.NewReader("-more"), br)
+		got, err := io.ReadAll(e)
+		if err != nil || string(got) != rest+"tail-more" {
+			t.Fatalf("leftover %d: %d bytes, %v", n, len(got), err)
+		}
+	}
+}
+
+// TestElasticErrors: a stream cut inside a frame is ErrUnexpectedEOF, and
+// a read error comes once, after the data before it.
+func TestElasticErrors(t *testing.T) {
+	frame, _ := smq.AppendRaw(nil, smq.Ping{}.Append(nil))
+	rd := smq.NewReader(NewElastic(bytes.NewReader(append(frame, frame[:2]...)), nil))
+	if _, err := rd.Read(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rd.Read(); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("cut frame: %v", err)
+	}
+	boom := errors.New("boom")
+	e := NewElastic(io.MultiReader(strings.NewReader("ok"), &failing{boom}), nil)
+	p, err := e.Peek(4)
+	if string(p) != "ok" || !errors.Is(err, boom) {
+		t.Fatalf("Peek: %q %v", p, err)
+	}
+	if b, err := io.ReadAll(e); string(b) != "ok" || err != nil && !errors.Is(err, boom) {
+		t.Fatalf("ReadAll: %q %v", b, err)
+	}
+}
+
+type failing struct{ err error }
+
+func (f *failing) Read([]byte) (int, error) { return 0, f.err }
