@@ -281,7 +281,7 @@ type subscriber struct {
 	mu        sync.Mutex
 	next      map[uint32]uint64 // next sequence expected per publisher
 	got       map[uint32]uint64
-	reordered uint64
+	reordered map[uint32]uint64
 	lat       loadstat.Histogram
 	last      atomic.Int64 // Unix nanoseconds of the last message
 }
@@ -346,7 +346,7 @@ func (r *benchRun) connect(ctx context.Context) {
 		if c == nil {
 			return
 		}
-		s := &subscriber{c: c, next: map[uint32]uint64{}, got: map[uint32]uint64{}}
+		s := &subscriber{c: c, next: map[uint32]uint64{}, got: map[uint32]uint64{}, reordered: map[uint32]uint64{}}
 		topic := b.topic
 		if b.mode == "rr" {
 			topic += "/req"
@@ -410,7 +410,7 @@ func (r *benchRun) handler(index int, s *subscriber) func(*client.Message) {
 		sent := int64(binary.LittleEndian.Uint64(m.Payload[12:]))
 		s.mu.Lock()
 		if seq < s.next[id] {
-			s.reordered++
+			s.reordered[id]++
 		} else {
 			s.next[id] = seq + 1
 		}
@@ -476,7 +476,13 @@ func (r *benchRun) measure(ctx context.Context) {
 			for id, n := range s.got {
 				res.Received[id] += n
 			}
-			res.Reordered += s.reordered
+			for id, n := range s.reordered {
+				res.Reordered += n
+				if res.ReorderedBy == nil {
+					res.ReorderedBy = map[uint32]uint64{}
+				}
+				res.ReorderedBy[id] += n
+			}
 			res.Latency.Merge(&s.lat)
 			if at := time.Unix(0, s.last.Load()); at.After(res.Start.Add(res.Duration)) {
 				res.Duration = at.Sub(res.Start)

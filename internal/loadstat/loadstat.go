@@ -128,8 +128,9 @@ type Result struct {
 	Sent     map[uint32]uint64 `json:"sent"`
 	Received map[uint32]uint64 `json:"received"`
 	// Reordered counts messages that arrived after a later one of the same
-	// publisher (or again).
-	Reordered uint64 `json:"reordered"`
+	// publisher (or again); ReorderedBy, by publisher ID.
+	Reordered   uint64            `json:"reordered"`
+	ReorderedBy map[uint32]uint64 `json:"reordered_by_publisher,omitempty"`
 	// Latency is from publish to delivery (pub/sub), or the round trip
 	// (rr).
 	Latency Histogram `json:"latency"`
@@ -175,6 +176,12 @@ func (r *Result) Merge(o *Result) {
 		r.Received[id] += n
 	}
 	r.Reordered += o.Reordered
+	for id, n := range o.ReorderedBy {
+		if r.ReorderedBy == nil {
+			r.ReorderedBy = map[uint32]uint64{}
+		}
+		r.ReorderedBy[id] += n
+	}
 	r.Latency.Merge(&o.Latency)
 	for k, n := range o.Errors {
 		r.Errors[k] += n
@@ -184,9 +191,12 @@ func (r *Result) Merge(o *Result) {
 // Totals are the figures derived from a merged result.
 type Totals struct {
 	Sent, Delivered, Lost uint64
-	SentRate, Rate        float64 // messages per second
-	MBps                  float64 // delivered payload, 10^6 bytes per second
-	ConnectRate           float64 // connections per second
+	// LostBy counts the lost deliveries by publisher ID, for those that
+	// lost any.
+	LostBy         map[uint32]uint64 `json:",omitempty"`
+	SentRate, Rate float64           // messages per second
+	MBps           float64           // delivered payload, 10^6 bytes per second
+	ConnectRate    float64           // connections per second
 }
 
 // Totals derives the run's figures. Lost counts the deliveries that did
@@ -200,12 +210,18 @@ func (r *Result) Totals() Totals {
 	for _, n := range r.Received {
 		t.Delivered += n
 	}
-	want := t.Sent
-	if r.Mode == "pubsub" {
-		want = t.Sent * uint64(r.Subscribers)
-	}
-	if want > t.Delivered {
-		t.Lost = want - t.Delivered
+	for id, sent := range r.Sent {
+		want := sent
+		if r.Mode == "pubsub" {
+			want = sent * uint64(r.Subscribers)
+		}
+		if got := r.Received[id]; want > got {
+			if t.LostBy == nil {
+				t.LostBy = map[uint32]uint64{}
+			}
+			t.LostBy[id] = want - got
+			t.Lost += want - got
+		}
 	}
 	if s := r.Duration.Seconds(); s > 0 {
 		t.SentRate = float64(t.Sent) / s
@@ -241,7 +257,11 @@ func (r *Result) Summary(w io.Writer) {
 		h := &r.Latency
 		fmt.Fprintf(w, "  latency     p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n",
 			ms(h.Quantile(.5)), ms(h.Quantile(.9)), ms(h.Quantile(.99)), ms(h.Quantile(.999)), ms(time.Duration(h.Max)))
-		fmt.Fprintf(w, "  lost        %d   reordered %d\n", t.Lost, r.Reordered)
+		fmt.Fprintf(w, "  lost        %d   reordered %d", t.Lost, r.Reordered)
+		if len(t.LostBy)+len(r.ReorderedBy) > 0 {
+			fmt.Fprintf(w, "   (by publisher: lost %v, reordered %v)", t.LostBy, r.ReorderedBy)
+		}
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "  connections %d in %.2fs (%.0f/s)\n", r.Connections, r.ConnectTime.Seconds(), t.ConnectRate)
 	if len(r.Errors) == 0 {

@@ -77,7 +77,7 @@ func TestMergeAndTotals(t *testing.T) {
 	subs.ConnectStart, subs.ConnectTime = t0.Add(time.Second), time.Second
 	subs.Start, subs.Duration = t0.Add(2*time.Second), 4*time.Second
 	subs.Received[1], subs.Received[2] = 2000, 1990 // 10 of publisher 2's lost by one subscriber
-	subs.Reordered = 3
+	subs.Reordered, subs.ReorderedBy = 3, map[uint32]uint64{1: 3}
 	subs.Latency.Record(time.Millisecond)
 	subs.Error("disconnect: slow consumer")
 
@@ -96,6 +96,9 @@ func TestMergeAndTotals(t *testing.T) {
 	if tot.Sent != 2000 || tot.Delivered != 3990 || tot.Lost != 10 || run.Reordered != 3 {
 		t.Errorf("totals %+v, reordered %d", tot, run.Reordered)
 	}
+	if len(tot.LostBy) != 1 || tot.LostBy[2] != 10 || run.ReorderedBy[1] != 3 {
+		t.Errorf("by publisher: lost %v, reordered %v", tot.LostBy, run.ReorderedBy)
+	}
 	if run.Connections != 4 || run.ConnectTime != 2*time.Second || tot.ConnectRate != 2 {
 		t.Errorf("connections %d in %v (%v/s)", run.Connections, run.ConnectTime, tot.ConnectRate)
 	}
@@ -104,7 +107,7 @@ func TestMergeAndTotals(t *testing.T) {
 	}
 	var sb strings.Builder
 	run.Summary(&sb)
-	for _, want := range []string{"2 publishers, 2 subscribers", "lost        10   reordered 3", "1× disconnect: slow consumer"} {
+	for _, want := range []string{"2 publishers, 2 subscribers", "lost        10   reordered 3   (by publisher: lost map[2:10], reordered map[1:3])", "1× disconnect: slow consumer"} {
 		if !strings.Contains(sb.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, sb.String())
 		}
