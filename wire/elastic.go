@@ -33,6 +33,7 @@ type Elastic struct {
 	small      []byte  // the quiet buffer, kept
 	big        *[]byte // buf's pool entry while it is the big one
 	full       bool    // the last read filled the space it was given
+	empty      int     // reads in a row that returned nothing and no error
 	err        error
 }
 
@@ -99,6 +100,13 @@ func (e *Elastic) fill() {
 	n, err := e.r.Read(e.buf[e.wpos:])
 	if n < 0 {
 		n, err = 0, errors.New("wire: reader returned a negative count")
+	}
+	if n == 0 && err == nil {
+		if e.empty++; e.empty >= 100 {
+			err = io.ErrNoProgress
+		}
+	} else {
+		e.empty = 0
 	}
 	e.full = n == len(e.buf)-e.wpos
 	e.wpos += n

@@ -8,10 +8,13 @@ import (
 	"bufio"
 	"encoding/binary"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net"
-	"sync"
+	"os"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
@@ -136,16 +139,20 @@ type WS struct {
 	max  int
 	br   *bufio.Reader // the reader gorilla reads frames from, if known
 
-	// wmu serialises writing: data from the writing goroutine, control
+	// wsem (a one-slot semaphore, so that control frames can give up
+	// waiting) serialises writing: data from the writing goroutine, control
 	// frames (pongs, from the reading goroutine; pings, closes) from any.
-	wmu       sync.Mutex
-	out       outBuf
-	closeSent bool
+	wsem chan struct{}
+	out  outBuf
+	// wdl is the data write deadline (Unix nanoseconds, 0: none), put back
+	// on the connection after a control frame's own deadline.
+	wdl       atomic.Int64
+	closeSent atomic.Bool // no frame may follow a close frame
 }
 
 // NewWS returns the WebSocket Conn of a server (unmasked frames). maxRead
 // bounds incoming messages (type + body); a larger one makes Read fail and
-// the peer get close code 1009.
+// the peer get close code 1009 (sent by gorilla/websocket).
 func NewWS(conn *websocket.Conn, maxRead int) *WS { return newWS(conn, maxRead, false) }
 
 // NewWSClient returns the WebSocket Conn of a client: its frames are
@@ -154,7 +161,7 @@ func NewWSClient(conn *websocket.Conn, maxRead int) *WS { return newWS(conn, max
 
 func newWS(conn *websocket.Conn, maxRead int, mask bool) *WS {
 	conn.SetReadLimit(int64(maxRead))
-	c := &WS{conn: conn, nc: conn.NetConn(), max: maxRead, mask: mask}
+	c := &WS{conn: conn, nc: conn.NetConn(), max: maxRead, mask: mask, wsem: make(chan struct{}, 1)}
 	// gorilla answers pings and closes by writing itself; the answers go
 	// through WS instead, in order with the data.
 	conn.SetPingHandler(func(data string) error {
@@ -176,6 +183,7 @@ func (c *WS) Read() ([]byte, error) {
 	for {
 		typ, r, err := c.conn.NextReader()
 		if err != nil {
+			c.readFailed(err)
 			return nil, err
 		}
 		if typ != websocket.BinaryMessage && typ != websocket.TextMessage {
@@ -183,9 +191,53 @@ func (c *WS) Read() ([]byte, error) {
 		}
 		c.buf, err = smq.ReadWS(r, c.buf, c.max)
 		if err != nil {
+			c.readFailed(err)
 			return nil, err
 		}
 		return c.buf, nil
+	}
+}
+
+// readFailed notes what gorilla wrote on its own after a read error: a
+// close frame (1009 over the read limit, 1002 on a protocol error), under
+// its own write deadline. No frame may follow it, and the data deadline
+// goes back on the connection.
+func (c *WS) readFailed(err error) {
+	var ce *websocket.CloseError
+	var ne net.Error
+	if errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, smq.ErrTooBig) {
+		return // nothing written by gorilla
+	}
+	c.closeSent.Store(true)
+	c.restoreDeadline()
+}
+
+func (c *WS) restoreDeadline() {
+	var t time.Time
+	if n := c.wdl.Load(); n != 0 {
+		t = time.Unix(0, n)
+	}
+	_ = c.nc.SetWriteDeadline(t)
+}
+
+func (c *WS) lock()   { c.wsem <- struct{}{} }
+func (c *WS) unlock() { <-c.wsem }
+
+// lockBy waits for the write lock until deadline.
+func (c *WS) lockBy(deadline time.Time) bool {
+	select {
+	case c.wsem <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case c.wsem <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
 	}
 }
 
@@ -227,9 +279,9 @@ func (c *WS) Write(msg []byte) error {
 		_, err := smq.AppendRaw(nil, msg)
 		return err
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.closeSent {
+	c.lock()
+	defer c.unlock()
+	if c.closeSent.Load() {
 		return websocket.ErrCloseSent
 	}
 	c.appendFrame(websocket.BinaryMessage, msg)
@@ -241,26 +293,34 @@ func (c *WS) Write(msg []byte) error {
 
 // Flush writes the queued frames in one write.
 func (c *WS) Flush() error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	c.lock()
+	defer c.unlock()
 	return c.out.flush(c.nc)
 }
 
 // WriteControl sends a control frame (ping, pong, close) after what is
-// queued, under deadline. After a close frame nothing more is sent.
+// queued, under deadline (waiting for the writing goroutine included); the
+// data write deadline then applies again. After a close frame nothing more
+// is sent.
 func (c *WS) WriteControl(op int, data []byte, deadline time.Time) error {
 	if len(data) > 125 {
 		return errors.New("wire: control frame payload over 125 bytes")
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.closeSent {
+	if !c.lockBy(deadline) {
+		return os.ErrDeadlineExceeded
+	}
+	defer c.unlock()
+	if c.closeSent.Load() {
 		return websocket.ErrCloseSent
 	}
-	c.closeSent = op == websocket.CloseMessage
+	if op == websocket.CloseMessage {
+		c.closeSent.Store(true)
+	}
 	_ = c.nc.SetWriteDeadline(deadline)
 	c.appendFrame(op, data)
-	return c.out.flush(c.nc)
+	err := c.out.flush(c.nc)
+	c.restoreDeadline()
+	return err
 }
 
 // UseReader tells WS which bufio.Reader the WebSocket connection reads its
@@ -311,7 +371,14 @@ func (c *WS) MaxMessage() int                   { return 1<<31 - 1 }
 func (c *WS) SetReadDeadline(t time.Time) error { return c.conn.SetReadDeadline(t) }
 
 // SetWriteDeadline applies to the next writes and to a write in progress.
-func (c *WS) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
+func (c *WS) SetWriteDeadline(t time.Time) error {
+	var n int64
+	if !t.IsZero() {
+		n = t.UnixNano()
+	}
+	c.wdl.Store(n)
+	return c.nc.SetWriteDeadline(t)
+}
 func (c *WS) Close() error                       { return c.conn.Close() }
 func (c *WS) WebSocket() bool                    { return true }
 
@@ -322,9 +389,16 @@ func (c *WS) Conn() *websocket.Conn { return c.conn }
 // queued; nothing, if a close frame went already (an answer to the
 // peer's).
 func (c *WS) CloseWrite(code int, reason string, deadline time.Time) error {
-	if len(reason) > 120 { // a control frame holds 125 bytes
-		reason = reason[:120]
+	if len(reason) > 120 { // a control frame holds 125 bytes; keep whole UTF-8 characters
+		cut := 120
+		for cut > 0 && !utf8.RuneStart(reason[cut]) {
+			cut--
+		}
+		reason = reason[:cut]
 	}
+	// The deadline first: it cuts short a write stuck on a peer that does
+	// not read, so the lock comes free.
+	_ = c.SetWriteDeadline(deadline)
 	err := c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), deadline)
 	if errors.Is(err, websocket.ErrCloseSent) {
 		return nil

@@ -413,3 +413,114 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	c.writes.Add(1)
 	return c.Conn.Write(p)
 }
+
+// wsPair returns a client WS on one end of a real WebSocket and the
+// gorilla connection of the server end, served by serve.
+func wsPair(t *testing.T, serve func(*websocket.Conn)) *WS {
+	t.Helper()
+	done := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		serve(conn)
+		<-done
+	}))
+	t.Cleanup(func() { close(done); srv.Close() })
+	conn, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return NewWSClient(conn, smq.MaxRawFrame)
+}
+
+// TestWSControlKeepsDataDeadline: a control frame's short deadline does not
+// stay on the connection for the data written after it.
+func TestWSControlKeepsDataDeadline(t *testing.T) {
+	c := wsPair(t, func(conn *websocket.Conn) {
+		for {
+			if _, _, err := conn.ReadMessage(); err != nil {
+				return
+			}
+		}
+	})
+	if err := c.WriteControl(websocket.PingMessage, nil, time.Now().Add(100*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := c.Write(smq.Ping{}.Append(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatalf("a write after the ping's deadline passed: %v", err)
+	}
+}
+
+// TestWSCloseWriteCutsStuckWrite: CloseWrite returns by its deadline when
+// a write is stuck on a peer that reads nothing.
+func TestWSCloseWriteCutsStuckWrite(t *testing.T) {
+	c := wsPair(t, func(*websocket.Conn) {}) // never reads
+	stuck := make(chan error, 1)
+	go func() {
+		msg := make([]byte, 60000)
+		msg[0] = byte(smq.TypePublish)
+		for i := 0; i < 10000; i++ {
+			if err := c.Write(msg); err != nil {
+				stuck <- err
+				return
+			}
+		}
+		stuck <- errors.New("600 MB written to a peer that reads nothing")
+	}()
+	time.Sleep(300 * time.Millisecond) // the writer is blocked by now
+	start := time.Now()
+	_ = c.CloseWrite(websocket.CloseGoingAway, "bye", time.Now().Add(200*time.Millisecond))
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("CloseWrite took %v", d)
+	}
+	if err := <-stuck; err == nil {
+		t.Fatal("the stuck write did not fail")
+	}
+}
+
+// TestWSOversizeClosesOnce: over the read limit gorilla sends close 1009;
+// WS then sends nothing more (no data frame, no second close).
+func TestWSOversizeClosesOnce(t *testing.T) {
+	server := make(chan *WS, 1)
+	readErr := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		s := NewWS(conn, 100)
+		server <- s
+		_, err = s.Read()
+		readErr <- err
+	}))
+	defer srv.Close()
+	conn, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	s := <-server
+	if err := conn.WriteMessage(websocket.BinaryMessage, make([]byte, 101)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-readErr; err == nil {
+		t.Fatal("an oversize message was read")
+	}
+	if err := s.Write(smq.Disconnect{Reason: "message too big"}.Append(nil)); !errors.Is(err, websocket.ErrCloseSent) {
+		t.Errorf("Write after gorilla's close: %v, want ErrCloseSent", err)
+	}
+	if err := s.CloseWrite(websocket.CloseMessageTooBig, "again", time.Now().Add(time.Second)); err != nil {
+		t.Errorf("CloseWrite after gorilla's close: %v", err)
+	}
+	if _, _, err := conn.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
+		t.Fatalf("client: %v, want close 1009", err)
+	}
+}
