@@ -379,8 +379,8 @@ func (c *WS) SetWriteDeadline(t time.Time) error {
 	c.wdl.Store(n)
 	return c.nc.SetWriteDeadline(t)
 }
-func (c *WS) Close() error                       { return c.conn.Close() }
-func (c *WS) WebSocket() bool                    { return true }
+func (c *WS) Close() error    { return c.conn.Close() }
+func (c *WS) WebSocket() bool { return true }
 
 // Conn returns the underlying WebSocket connection.
 func (c *WS) Conn() *websocket.Conn { return c.conn }
