@@ -228,6 +228,11 @@ type Route struct {
 	// open a WebSocket. "*" allows every site, which lets any web page a
 	// user visits use the user's client certificate and network position.
 	AllowedOrigins []string
+	// Console (console) serves the smqgw console, a web page to connect,
+	// subscribe, publish and watch messages, at the route's path (GET
+	// without an SMQ bootstrap), same origin as its WebSocket. Default
+	// false.
+	Console bool
 }
 
 // Upstream is a broker the gateway forwards sessions to ([upstream.NAME]).

@@ -487,6 +487,7 @@ func (d *decoder) decodeRoute(rt *table) Route {
 	rt.strs("allow_uri", &r.AllowURI)
 	rt.strs("pins", &r.Pins)
 	rt.strs("allowed_origins", &r.AllowedOrigins)
+	rt.boolean("console", &r.Console)
 	rt.finish()
 	return r
 }

@@ -161,7 +161,7 @@ func build(cfg *config.Config, log *slog.Logger, m *Metrics, br *broker.Broker) 
 			gl.Certs = sources[l.TLS]
 		}
 		for _, r := range l.Routes {
-			route := &Route{Path: r.Path, AllowedOrigins: r.AllowedOrigins}
+			route := &Route{Path: r.Path, AllowedOrigins: r.AllowedOrigins, Console: r.Console}
 			if r.Upstream == config.Embedded {
 				if b.Broker == nil && br != nil {
 					b.Broker = br

@@ -108,6 +108,9 @@ type Route struct {
 	// gateway's own host (Origin host equal to the request's Host). Requests
 	// without Origin (not from a browser) are allowed.
 	AllowedOrigins []string
+	// Console serves the web console (package web) on GET requests to
+	// the route that are not an SMQ bootstrap.
+	Console bool
 
 	swapped atomic.Pointer[policyBox] // set by SetPolicy
 }
@@ -528,6 +531,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g := h.g
 	boot := smq.Classify(r.Header)
 	if !boot.SMQ {
+		if h.route.Console && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			serveConsole(w, r)
+			return
+		}
 		http.Error(w, "smqgw: not an SMQ request (no SimpleMQ header, no WebSocket upgrade)", http.StatusNotFound)
 		return
 	}
