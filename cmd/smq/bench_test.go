@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
 
 	"github.com/smqgw/smqgw/broker"
+	"github.com/smqgw/smqgw/client"
 	"github.com/smqgw/smqgw/internal/loadstat"
 	"github.com/smqgw/smqgw/smq"
 )
@@ -99,4 +101,56 @@ func TestBenchSmoke(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestDemoDevice: the demo device publishes readings as JSON, obeys on and
+// off sent to its ETID, and answers the sender with its state.
+func TestDemoDevice(t *testing.T) {
+	addr := startBroker(t, broker.Config{}, nil)
+	ctx := ctxT(t)
+	watcher, err := client.Dial(ctx, "ws://"+addr+"/", client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watcher.Close()
+	readings := make(chan *client.Message, 16)
+	if _, err := watcher.Subscribe(ctx, "demo/temperature", func(m *client.Message) { readings <- m }); err != nil {
+		t.Fatal(err)
+	}
+	answers := make(chan *client.Message, 4)
+	if _, err := watcher.Subscribe(ctx, client.Self, func(m *client.Message) { answers <- m }); err != nil {
+		t.Fatal(err)
+	}
+	dctx, stop := context.WithCancel(ctx)
+	done := make(chan result, 1)
+	go func() { done <- cli(dctx, "", "demo-device", "-url", "http://"+addr+"/", "-interval", "50ms") }()
+	defer func() { stop(); <-done }()
+
+	reading := func() deviceState {
+		t.Helper()
+		m := recv(t, readings, "a reading")
+		var st deviceState
+		if err := json.Unmarshal(m.Payload, &st); err != nil {
+			t.Fatalf("reading %q: %v", m.Payload, err)
+		}
+		return st
+	}
+	first := reading()
+	if first.Device != "demo-device" || first.State != "on" || first.Celsius < 18 || first.Celsius > 24 || first.Seq < 1 {
+		t.Fatalf("first reading %+v", first)
+	}
+	device := recv(t, readings, "a second reading").PTID
+	for _, tc := range []struct{ cmd, state, err string }{
+		{"off", "off", ""}, {`{"cmd":"on"}`, "on", ""}, {"status", "on", ""}, {"explode", "on", `unknown command "explode"`},
+	} {
+		if err := watcher.PublishTo(ctx, device, []byte(tc.cmd)); err != nil {
+			t.Fatal(err)
+		}
+		m := recv(t, answers, "the device's answer to "+tc.cmd)
+		var st deviceState
+		if err := json.Unmarshal(m.Payload, &st); err != nil || m.PTID != device || st.State != tc.state ||
+			!strings.Contains(st.Error, tc.err) {
+			t.Errorf("%s: answer %s from %d, %v", tc.cmd, m.Payload, m.PTID, err)
+		}
+	}
 }

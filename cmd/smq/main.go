@@ -34,6 +34,8 @@ Usage:
   smq pub  (-topic T | -to ETID) [-m MSG] [-count N] [-rate R]
                                                         publish MSG, or each line of stdin
   smq ping [-count N]                                   connect, show the Connack, measure round trips
+  smq demo-device [-topic T] [-interval D]              a simulated LAN device: publishes a temperature,
+                                                        obeys on/off sent to its ETID and answers with its state
   smq bench [-mode pubsub|rr|idle] [-pubs N] [-subs M] [-size B] [-rate R] [-duration D] [-procs K] [-json]
                                                         load test: throughput, latency, lost and reordered messages
   smq help [COMMAND]                                    show this help, or a command's flags
@@ -198,6 +200,10 @@ func newCommand(name string) (*flag.FlagSet, cmdFunc) {
 		fs.IntVar(&p.count, "count", 0, "publish `N` messages: MSG N times (default 1), or at most N lines")
 		fs.Float64Var(&p.rate, "rate", 0, "publish at most `R` messages per second (0: no limit)")
 		return fs, p.run
+	case "demo-device":
+		d := &deviceCmd{common: &c}
+		d.register(fs)
+		return fs, d.run
 	case "bench":
 		b := &benchCmd{common: &c, fs: fs}
 		b.register(fs)
