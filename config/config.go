@@ -357,7 +357,7 @@ func Default() *Config {
 		Admin:    Admin{Address: "127.0.0.1:9090"},
 		Listeners: []Listener{
 			{Name: "tls", Address: "127.0.0.1:8443", TLS: "dev",
-				Routes: []Route{{Path: "/", Upstream: Embedded}}},
+				Routes: []Route{{Path: "/", Upstream: Embedded, Console: true}}},
 			{Name: "lan", Address: "127.0.0.1:9000",
 				Routes: []Route{{Path: "/", Upstream: Embedded}}},
 		},

@@ -1,6 +1,8 @@
 // The smqgw console: connect over the page's own origin, subscribe,
 // publish, watch messages and subscriber counts.
-import { connect, RefusedError, SELF } from "?console=smq.js";
+// smq.js is at this route's path too (a module specifier cannot be a bare
+// "?query", and the route's name is not known here).
+const { connect, RefusedError, SELF } = await import(location.pathname + "?console=smq.js");
 
 const $ = (id) => document.getElementById(id);
 let client = null;

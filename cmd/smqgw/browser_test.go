@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/smqgw/smqgw/internal/browser"
+	"github.com/smqgw/smqgw/internal/smqtest"
+)
+
+// TestBrowserConsole drives the console in headless Chromium against a
+// real smqgw: without a client certificate the page shows Connack 0x04
+// and its reason; with one (from an NSS database, picked by policy) it
+// connects, receives the demo device's readings over plaintext raw SMQ,
+// and a command typed in the page reaches the device, whose answer shows
+// in the page; a page from another origin cannot open the WebSocket.
+// SMQGW_SCREENSHOT=FILE saves the page (docs/console.png in the README).
+func TestBrowserConsole(t *testing.T) {
+	browser.Require(t)
+	dir := t.TempDir()
+	pki := filepath.Join(dir, "pki")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	for _, args := range [][]string{
+		{"certs", "init", "-dir", pki, "-hosts", "127.0.0.1"},
+		{"certs", "client", "-dir", pki, "-password", "browser-test", "browser-1"},
+	} {
+		if err := run(ctx, args, &out, &out, nil); err != nil {
+			t.Fatalf("smqgw %s: %v\n%s", strings.Join(args, " "), err, out.String())
+		}
+	}
+	gw := startSMQGW(t, dir, fmt.Sprintf(`state_dir = %q
+[[listener]]
+name = "edge"
+address = "127.0.0.1:0"
+tls = "pki"
+  [[listener.route]]
+  path = "/smq"
+  upstream = "embedded"
+  client_auth = "require"
+  client_ca = [%q]
+  console = true
+[[listener]]
+name = "lan"
+address = "127.0.0.1:0"
+  [[listener.route]]
+  path = "/"
+  upstream = "embedded"
+[certs.pki]
+cert_file = %q
+key_file = %q
+`, filepath.Join(dir, "state"), filepath.Join(pki, "ca.pem"), filepath.Join(pki, "server.pem"), filepath.Join(pki, "server-key.pem")))
+	edge := "https://" + gw.gw.Addr("edge").String()
+	console := edge + "/smq"
+
+	// The demo device, a plaintext LAN client.
+	smq := buildCmd(t, "smq")
+	device := exec.Command(smq, "demo-device", "-url", "http://"+gw.gw.Addr("lan").String()+"/", "-interval", "200ms")
+	deviceOut := &smqtest.SyncBuffer{}
+	device.Stdout, device.Stderr = deviceOut, deviceOut
+	if err := device.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { device.Process.Kill(); device.Wait() })
+
+	t.Run("without a client certificate", func(t *testing.T) {
+		home := browser.NewHome(t)
+		home.TrustCA("smqgw test CA", filepath.Join(pki, "ca.pem"))
+		b := browser.Start(t, home)
+		b.Navigate(console)
+		b.Do(`document.getElementById("connect").click()`)
+		b.WaitTrue(`document.getElementById("status").dataset.state === "refused"`, "the refusal")
+		status := b.String(`document.getElementById("status").textContent`)
+		if code := b.String(`document.getElementById("status").dataset.code`); code != "4" ||
+			!strings.Contains(status, "Connack 0x04 client certificate required") || !strings.Contains(status, "— ") {
+			t.Errorf("status %q (code %s)", status, code)
+		}
+	})
+
+	home := browser.NewHome(t)
+	home.TrustCA("smqgw test CA", filepath.Join(pki, "ca.pem"))
+	home.ImportClient(filepath.Join(pki, "browser-1.p12"), "browser-test")
+	browser.AutoSelectCertificate(t, edge)
+	browserWithCert := browser.Start(t, home)
+
+	t.Run("with a client certificate", func(t *testing.T) {
+		b := browserWithCert.With(t)
+		b.Navigate(console)
+		b.Do(`document.getElementById("connect").click()`)
+		b.WaitTrue(`document.getElementById("status").dataset.state === "ok"`, "Connack 0x00")
+		if s := b.String(`document.getElementById("status").textContent`); !strings.Contains(s, "Connack 0x00 accepted") {
+			t.Errorf("status %q", s)
+		}
+		// A reading of the device, and the topic's subscriber count.
+		b.WaitTrue(`document.querySelector('#messages tr[data-topic="demo/temperature"]')`, "a reading from the device")
+		b.WaitTrue(`Number(document.querySelector('#subs li[data-topic="demo/temperature"]')?.dataset.count) >= 1`, "the subscriber count")
+		reading := b.String(`document.querySelector('#messages tr[data-topic="demo/temperature"] td.payload').textContent`)
+		if !strings.Contains(reading, `"device":"demo-device"`) || !strings.Contains(reading, `"celsius"`) {
+			t.Errorf("reading %q", reading)
+		}
+		// A command to the device's ETID (click its sender), and its answer.
+		b.Do(`document.querySelector('#messages tr[data-topic="demo/temperature"] td.ptid').click();
+			document.getElementById("pub-payload").value = "off";
+			document.getElementById("publish").click()`)
+		b.WaitTrue(`[...document.querySelectorAll('#messages tr[data-topic="self"] td.payload')]
+			.some((td) => td.textContent.includes('"state":"off"'))`, "the device's answer")
+		if !strings.Contains(deviceOut.String(), `command "off" from etid`) {
+			t.Errorf("the device did not log the command:\n%s", deviceOut)
+		}
+		b.WaitTrue(`[...document.querySelectorAll('#messages tr[data-topic="demo/temperature"] td.payload')]
+			.slice(0, 1).some((td) => td.textContent.includes('"state":"off"'))`, "readings in the off state")
+		if file := os.Getenv("SMQGW_SCREENSHOT"); file != "" {
+			if err := os.WriteFile(file, b.Screenshot(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
+	t.Run("another origin", func(t *testing.T) {
+		b := browserWithCert.With(t)
+		// A page served elsewhere tries the gateway's WebSocket.
+		page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintf(w, `<!doctype html><title>waiting</title><script>
+				const ws = new WebSocket(%q);
+				ws.onopen = () => { document.title = "open"; };
+				ws.onclose = () => { if (document.title !== "open") document.title = "refused"; };
+				</script>`, "wss://"+gw.gw.Addr("edge").String()+"/smq")
+		}))
+		defer page.Close()
+		b.Navigate(page.URL)
+		b.WaitTrue(`document.title === "refused"`, "the WebSocket to fail")
+		if logs := gw.logs.String(); !strings.Contains(logs, `msg="websocket refused: origin not allowed" listener=edge route=/smq origin=`+page.URL) {
+			t.Errorf("no 403 for the foreign origin in the log:\n%s", logs)
+		}
+	})
+}
