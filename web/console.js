@@ -139,3 +139,6 @@ $("messages").onclick = (ev) => {
 };
 $("view").onchange = render;
 $("clear").onclick = () => { messages.length = 0; render(); };
+
+// For scripts and tests: the page is wired up.
+document.body.dataset.ready = "1";

@@ -78,6 +78,7 @@ key_file = %q
 		home.TrustCA("smqgw test CA", filepath.Join(pki, "ca.pem"))
 		b := browser.Start(t, home)
 		b.Navigate(console)
+		b.WaitTrue(`document.body.dataset.ready === "1"`, "the console's script")
 		b.Do(`document.getElementById("connect").click()`)
 		b.WaitTrue(`document.getElementById("status").dataset.state === "refused"`, "the refusal")
 		status := b.String(`document.getElementById("status").textContent`)
@@ -96,6 +97,7 @@ key_file = %q
 	t.Run("with a client certificate", func(t *testing.T) {
 		b := browserWithCert.With(t)
 		b.Navigate(console)
+		b.WaitTrue(`document.body.dataset.ready === "1"`, "the console's script")
 		b.Do(`document.getElementById("connect").click()`)
 		b.WaitTrue(`document.getElementById("status").dataset.state === "ok"`, "Connack 0x00")
 		if s := b.String(`document.getElementById("status").textContent`); !strings.Contains(s, "Connack 0x00 accepted") {
