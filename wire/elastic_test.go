@@ -158,3 +158,36 @@ func TestElasticErrors(t *testing.T) {
 type failing struct{ err error }
 
 func (f *failing) Read([]byte) (int, error) { return 0, f.err }
+
+// FuzzElastic: smq.Reader reads the same frames and the same errors
+// through an Elastic buffer as through a bufio.Reader, whatever the bytes
+// and however the stream is cut.
+func FuzzElastic(f *testing.F) {
+	one, _ := smq.AppendRaw(nil, (&smq.Publish{TID: 1, PTID: 2, Payload: make([]byte, 3000)}).Append(nil))
+	f.Add(one, uint8(7))
+	f.Add([]byte{0, 1, 0, 3, 12}, uint8(1))
+	f.Add(append(one, one[:100]...), uint8(200))
+	f.Fuzz(func(t *testing.T, data []byte, cut uint8) {
+		chunked := func() io.Reader {
+			c := &chunks{}
+			step := int(cut) + 1
+			for i := 0; i < len(data); i += step {
+				c.script = append(c.script, data[i:min(i+step*(1+i%3), len(data))])
+				i += step * (i % 3)
+			}
+			return c
+		}
+		ref := smq.NewReader(bufio.NewReaderSize(chunked(), 4096))
+		got := smq.NewReader(NewElastic(chunked(), nil))
+		for i := 0; i < 10000; i++ {
+			a, errA := ref.Read()
+			b, errB := got.Read()
+			if !bytes.Equal(a, b) || (errA == nil) != (errB == nil) || (errA != nil && errA.Error() != errB.Error()) {
+				t.Fatalf("read %d: bufio %d bytes %v, elastic %d bytes %v", i, len(a), errA, len(b), errB)
+			}
+			if errA != nil {
+				return
+			}
+		}
+	})
+}
