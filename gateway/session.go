@@ -295,7 +295,8 @@ func (s *session) handshake() bool {
 		s.clientBadMessage(err)
 		return false
 	}
-	if err := s.up.Write(connect); err == nil {
+	err = s.up.Write(connect)
+	if err == nil {
 		err = s.up.Flush()
 	}
 	if err != nil {
