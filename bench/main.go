@@ -57,8 +57,7 @@ type target struct {
 type workload struct {
 	name string
 	args []string
-	kind string // "throughput", "rr", "latency", "idle"
-	n    int    // idle sessions
+	kind string // "throughput", "rr", "latency"
 }
 
 type env struct {

@@ -181,7 +181,6 @@ type Gateway struct {
 	sessions map[*session]struct{}
 	wg       sync.WaitGroup // sessions
 	serveWG  sync.WaitGroup // http.Server.Serve loops
-	dials    atomic.Uint64
 	probes   prober
 	admin    *http.Server // StartAdmin
 	adminLn  net.Listener

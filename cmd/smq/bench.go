@@ -271,8 +271,7 @@ type benchRun struct {
 	idle      []*client.Client
 	// recv[s][p] counts publisher p's messages subscriber s got, for the
 	// flat-out window (one process only).
-	recv     [][]atomic.Uint64
-	inflight atomic.Int64
+	recv [][]atomic.Uint64
 }
 
 // subscriber is one subscribing (or responding) client and what it saw.
