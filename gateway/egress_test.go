@@ -32,10 +32,7 @@ tls = "files"
   client_auth = "require"
   client_ca = [%q]
   allow_cn = ["gateway-*"]
-[certs.files]
-cert_file = %q
-key_file = %q
-`, clientCA.CertFile, server.CertFile, server.KeyFile))
+`, clientCA.CertFile)+certFiles(server))
 	return cloud.gw.Addr("cloud").String()
 }
 

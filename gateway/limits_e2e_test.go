@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -77,7 +76,7 @@ func waitLogged(t *testing.T, b *built, want string, n int) {
 func TestLimitsCounted(t *testing.T) {
 	ca := testpki.NewCA(t)
 	server := ca.Server(t, "127.0.0.1")
-	b := startBuilt(t, t.TempDir(), fmt.Sprintf(`
+	b := startBuilt(t, t.TempDir(), `
 [limits]
 max_sessions = 1
 max_message_size = 100
@@ -100,10 +99,7 @@ tls = "files"
   [[listener.route]]
   path = "/"
   upstream = "embedded"
-[certs.files]
-cert_file = %q
-key_file = %q
-`, server.CertFile, server.KeyFile))
+`+certFiles(server))
 	lan, edge := b.gw.Addr("lan").String(), b.gw.Addr("edge").String()
 
 	// max_sessions: a second session on the listener is refused while the
@@ -177,7 +173,7 @@ key_file = %q
 func TestShutdownEndsHandshakes(t *testing.T) {
 	ca := testpki.NewCA(t)
 	server := ca.Server(t, "127.0.0.1")
-	b := startBuilt(t, t.TempDir(), fmt.Sprintf(`
+	b := startBuilt(t, t.TempDir(), `
 [[listener]]
 name = "edge"
 address = "127.0.0.1:0"
@@ -185,10 +181,7 @@ tls = "files"
   [[listener.route]]
   path = "/"
   upstream = "embedded"
-[certs.files]
-cert_file = %q
-key_file = %q
-`, server.CertFile, server.KeyFile))
+`+certFiles(server))
 	m := b.gw.Metrics()
 	quiet := smqtest.DialTCP(t, b.gw.Addr("edge").String())
 	time.Sleep(50 * time.Millisecond) // the handshake has begun

@@ -126,10 +126,7 @@ urls = ["http://%s/smq"]
 [upstream.proxied]
 urls = ["http://192.0.2.1/smq"]
 proxy = "socks5://%s"
-[certs.files]
-cert_file = %q
-key_file = %q
-`, ca.CertFile, dead, deadProxy, server.CertFile, server.KeyFile))
+`, ca.CertFile, dead, deadProxy)+certFiles(server))
 	edge, lan := b.gw.Addr("edge").String(), b.gw.Addr("lan").String()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()

@@ -70,6 +70,11 @@ func startBuilt(t *testing.T, dir, src string) *built {
 	return &built{Built: b, gw: gw, logs: logs}
 }
 
+// certFiles is the [certs.files] block serving leaf's files.
+func certFiles(leaf *testpki.Leaf) string {
+	return fmt.Sprintf("[certs.files]\ncert_file = %q\nkey_file = %q\n", leaf.CertFile, leaf.KeyFile)
+}
+
 // writeFile replaces name by rename, as certificate tools do.
 func writeFile(t *testing.T, name string, data []byte) {
 	t.Helper()
@@ -179,7 +184,7 @@ func TestRevokedClientRefused(t *testing.T) {
 	writeFile(t, crlFile, clientCA.CRL(t).DER) // nothing revoked yet, DER
 	caFile := filepath.Join(dir, "clients-ca.pem")
 	writeFile(t, caFile, clientCA.CertPEM)
-	b := startBuilt(t, dir, fmt.Sprintf(`
+	b := startBuilt(t, dir, `
 watch_interval = "1h"   # this test reloads by hand, as SIGHUP does
 [[listener]]
 name = "edge"
@@ -191,10 +196,7 @@ tls = "files"
   client_auth = "require"
   client_ca = ["clients-ca.pem"]
   client_crl = ["clients.crl"]
-[certs.files]
-cert_file = %q
-key_file = %q
-`, server.CertFile, server.KeyFile))
+`+certFiles(server))
 	addr := b.gw.Addr("edge").String()
 	dial := func(l *testpki.Leaf, scheme string) (*client.Client, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
