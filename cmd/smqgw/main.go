@@ -277,6 +277,17 @@ func banner(w io.Writer, gw *gateway.Gateway, cfg *config.Config, built *gateway
 			fmt.Fprintf(w, "  %-6s ws://%s%s   http://%s%s (plain, for LAN devices)\n", l.Name, addr, path, addr, path)
 		}
 	}
+	for _, l := range cfg.Listeners {
+		for _, r := range l.Routes {
+			if r.Console {
+				scheme := "http"
+				if l.TLS != "" {
+					scheme = "https"
+				}
+				fmt.Fprintf(w, "  %-6s %s://%s%s (the console, in a browser)\n", "web", scheme, gw.Addr(l.Name), r.Path)
+			}
+		}
+	}
 	if a := gw.AdminAddr(); a != nil {
 		fmt.Fprintf(w, "  %-6s http://%s/metrics   /healthz   /readyz\n", "admin", a)
 	}
