@@ -171,12 +171,7 @@ func TestConnect(t *testing.T) {
 
 func TestDialErrors(t *testing.T) {
 	tb := startBroker(t, broker.Config{}, nil)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := l.Addr().String()
-	l.Close()
+	closed := smqtest.DeadAddr(t)
 	for _, tc := range []struct {
 		name, url string
 		opts      client.Options

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/smqgw/smqgw/broker"
+	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/smq"
 	"github.com/smqgw/smqgw/upstream"
 	"github.com/smqgw/smqgw/wire"
@@ -80,13 +81,7 @@ func listen(t *testing.T) net.Listener {
 
 // deadAddr returns a loopback address nobody listens on: connecting to it is
 // refused at once.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	l := listen(t)
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
+func deadAddr(t *testing.T) string { return smqtest.DeadAddr(t) }
 
 // silentServer accepts connections and never answers. Each accept is
 // reported on the returned channel (while it has room); the connections are

@@ -3,7 +3,10 @@ package smqtest
 import (
 	"bytes"
 	"net"
+	"os"
+	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -57,16 +60,28 @@ func Listen(tb testing.TB) net.Listener {
 }
 
 // DeadAddr returns a loopback address nobody listens on: connecting to it
-// is refused at once.
+// is refused at once. The port stays bound (without listening, and without
+// SO_REUSEADDR) until the test ends, so no listener started later in the
+// test, or in a parallel test, can be given the same port.
 func DeadAddr(tb testing.TB) string {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
-		tb.Fatal(err)
+		tb.Fatal(os.NewSyscallError("socket", err))
 	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	tb.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		tb.Fatal(os.NewSyscallError("bind", err))
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		tb.Fatal(os.NewSyscallError("getsockname", err))
+	}
+	in4, ok := sa.(*syscall.SockaddrInet4)
+	if !ok {
+		tb.Fatalf("getsockname: unexpected address %T", sa)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(in4.Port))
 }
 
 // SyncBuffer is an io.Writer safe for concurrent use, read while something
