@@ -3,7 +3,6 @@ package upstream_test
 import (
 	"context"
 	"crypto/tls"
-	"net"
 	"testing"
 	"time"
 
@@ -30,12 +29,7 @@ func TestCertificateRefused(t *testing.T) {
 			}()
 		}
 	}()
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedAddr := closed.Addr().String()
-	closed.Close()
+	closedAddr := deadAddr(t)
 
 	for _, tc := range []struct {
 		name string
