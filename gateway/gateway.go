@@ -561,15 +561,26 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serve runs an accepted session to its end.
+//
+// The session's log line comes last, after its counters and after every
+// slot it held is released: whoever sees the line (an operator, a test)
+// sees a gateway that has finished with the session.
 func (h *handler) serve(s *session, state *tls.ConnectionState) {
 	g, lim := h.g, s.lim
+	tracked := g.track(s)
+	defer func() {
+		s.logEnd()
+		if tracked {
+			g.wg.Done() // Shutdown waits for the log line too
+		}
+	}()
 	defer s.stop()
 	transport := transportName(s.client)
 	g.m.sessionsTotal.WithLabelValues(h.ll.name, h.route.Path, transport).Inc()
 	open := g.m.sessionsOpen.WithLabelValues(h.ll.name, h.route.Path, transport)
 	open.Inc()
 	defer open.Dec()
-	if !g.track(s) {
+	if !tracked {
 		s.end(ReasonShutdown, "")
 		s.close()
 		return
@@ -679,9 +690,9 @@ func (s *session) close() {
 	if up := s.upstream(); up != nil {
 		_ = up.Close()
 	}
-	s.logEnd()
 }
 
+// logEnd counts the session's end and logs it.
 func (s *session) logEnd() {
 	attrs := []any{
 		"listener", s.listener, "route", s.route.Path, "client", s.clientIP,
@@ -700,11 +711,11 @@ func (s *session) logEnd() {
 	if n := s.dropped.Load(); n > 0 {
 		attrs = append(attrs, "dropped_too_big", n)
 	}
-	s.g.log.Info("session", attrs...)
 	s.g.m.closed.WithLabelValues(s.listener, s.route.Path, s.reasonOf().String()).Inc()
 	if limit := s.reasonOf().limit(); limit != "" {
 		s.g.m.limit(s.listener, limit)
 	}
+	s.g.log.Info("session", attrs...)
 }
 
 func transportName(c wire.Conn) string {
@@ -714,6 +725,9 @@ func transportName(c wire.Conn) string {
 	return "raw"
 }
 
+// track counts s among the sessions in progress, unless Shutdown has begun.
+// Sessions counts it until untrack; Shutdown waits for it until its
+// server goroutine calls g.wg.Done.
 func (g *Gateway) track(s *session) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -729,7 +743,6 @@ func (g *Gateway) untrack(s *session) {
 	g.mu.Lock()
 	delete(g.sessions, s)
 	g.mu.Unlock()
-	g.wg.Done()
 }
 
 // Sessions returns the number of sessions in progress.
