@@ -12,21 +12,23 @@ import (
 )
 
 // TestPerAddressAndMessageLimits: each limit refuses as documented and the
-// log names it.
+// log names it. Each limit has a gateway of its own, so that the one second
+// a rate is measured over starts right before the messages that test it.
 func TestPerAddressAndMessageLimits(t *testing.T) {
-	b := startBuilt(t, t.TempDir(), `
-[limits]
-max_sessions_per_ip = 2
-session_rate_per_ip = 1   # burst 2
-message_rate = 5
+	const route = `
 [[listener]]
 name = "lan"
 address = "127.0.0.1:0"
   [[listener.route]]
   path = "/"
   upstream = "embedded"
-`)
-	addr := b.gw.Addr("lan").String()
+`
+	perIP := startBuilt(t, t.TempDir(), `
+[limits]
+max_sessions_per_ip = 2
+session_rate_per_ip = 1   # burst 2
+`+route)
+	addr := perIP.gw.Addr("lan").String()
 	refused := func(c *smqtest.Conn, want string) {
 		t.Helper()
 		c.Send(smq.Connect{Version: 1, UID: "limited-client"})
@@ -40,28 +42,40 @@ address = "127.0.0.1:0"
 	one := smqtest.Connect(t, addr, "limited-one")
 	two := smqtest.Connect(t, addr, "limited-two")
 	refused(smqtest.Dial(t, addr), "server busy: too many sessions from your address")
-	// Closing one frees its slot, but the burst of 2 starts is spent.
+	// Closing one frees its slot, but the burst of 2 starts is spent (a
+	// token comes back after a second).
 	two.Close()
-	waitLogged(t, b, "reason=client_closed", 1)
+	waitLogged(t, perIP, "reason=client_closed", 1)
 	refused(smqtest.Dial(t, addr), "server busy: sessions from your address start too fast")
-
-	// message_rate: the sixth message within a second ends the session.
-	for range 6 {
-		one.Send(smq.Ping{})
+	one.Close()
+	if logs := perIP.logs.String(); !strings.Contains(logs, `msg="session refused: per-address limit"`) {
+		t.Errorf("per-address refusals not logged:\n%s", logs)
 	}
-	if d := disconnectAfterPongs(t, one); d.Reason != "rate limit exceeded" {
-		t.Errorf("Disconnect %q, want \"rate limit exceeded\"", d.Reason)
-	}
-	waitLogged(t, b, `reason=rate_limited`, 1)
-	if logs := b.logs.String(); !strings.Contains(logs, `detail="more than 5 messages per second"`) ||
-		!strings.Contains(logs, `msg="session refused: per-address limit"`) {
-		t.Errorf("limits not logged:\n%s", logs)
-	}
-	m := scrape(t, b.gw)
-	for _, limit := range []string{"max_sessions_per_ip", "session_rate_per_ip", "message_rate"} {
+	m := scrape(t, perIP.gw)
+	for _, limit := range []string{"max_sessions_per_ip", "session_rate_per_ip"} {
 		if v := m.get(t, "smqgw_limit_refusals_total", "listener", "lan", "limit", limit); v != 1 {
 			t.Errorf("%s refusals = %v, want 1", limit, v)
 		}
+	}
+
+	// message_rate: the sixth message within a second ends the session.
+	rate := startBuilt(t, t.TempDir(), `
+[limits]
+message_rate = 5
+`+route)
+	c := smqtest.Connect(t, rate.gw.Addr("lan").String(), "limited-rate")
+	for range 6 {
+		c.Send(smq.Ping{})
+	}
+	if d := disconnectAfterPongs(t, c); d.Reason != "rate limit exceeded" {
+		t.Errorf("Disconnect %q, want \"rate limit exceeded\"", d.Reason)
+	}
+	waitLogged(t, rate, `reason=rate_limited`, 1)
+	if logs := rate.logs.String(); !strings.Contains(logs, `detail="more than 5 messages per second"`) {
+		t.Errorf("message rate not logged:\n%s", logs)
+	}
+	if v := scrape(t, rate.gw).get(t, "smqgw_limit_refusals_total", "listener", "lan", "limit", "message_rate"); v != 1 {
+		t.Errorf("message_rate refusals = %v, want 1", v)
 	}
 }
 
@@ -148,7 +162,7 @@ tls = "files"
 		}
 	}
 
-	m := scrape(t, b.gw)
+	m := waitMetric(t, b.gw, 2, "smqgw_limit_refusals_total", "listener", "lan", "limit", "request_timeout")
 	for listener, limits := range map[string][]string{
 		"lan":  {"max_sessions", "idle_timeout", "max_message_size", "connect_timeout", "request_timeout"},
 		"edge": {"handshake_timeout"},

@@ -55,10 +55,18 @@ func scrape(t *testing.T, gw *gateway.Gateway) metrics {
 // sample count. It fails the test when there is no such series.
 func (m metrics) get(t *testing.T, name string, labels ...string) float64 {
 	t.Helper()
+	v, err := m.lookup(name, labels...)
+	if err != nil {
+		t.Error(err)
+	}
+	return v
+}
+
+// lookup is get without a test: it says what is missing.
+func (m metrics) lookup(name string, labels ...string) (float64, error) {
 	f := m[name]
 	if f == nil {
-		t.Errorf("metric family %s missing", name)
-		return 0
+		return 0, fmt.Errorf("metric family %s missing", name)
 	}
 	sum, found := 0.0, false
 series:
@@ -81,9 +89,23 @@ series:
 		}
 	}
 	if !found {
-		t.Errorf("%s has no series with %q", name, labels)
+		return 0, fmt.Errorf("%s has no series with %q", name, labels)
 	}
-	return sum
+	return sum, nil
+}
+
+// waitMetric scrapes until the series reaches at least want, for a count
+// made after the client saw its result (net/http reports a closed
+// connection after closing it), and returns the last scrape.
+func waitMetric(t *testing.T, gw *gateway.Gateway, want float64, name string, labels ...string) metrics {
+	t.Helper()
+	var m metrics
+	smqtest.WaitUntil(t, fmt.Sprintf("%s%q to reach %v", name, labels, want), func() bool {
+		m = scrape(t, gw)
+		v, err := m.lookup(name, labels...)
+		return err == nil && v >= want
+	})
+	return m
 }
 
 // TestMetricsScrape runs sessions that end every way the metrics tell
