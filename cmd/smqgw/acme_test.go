@@ -297,9 +297,7 @@ func TestACMEHTTP01(t *testing.T) {
 // the rest of the gateway serves.
 func TestACMEUnreachable(t *testing.T) {
 	dir := t.TempDir()
-	ports, release := reservePorts(t, 1)
-	release() // nothing listens there
-	dead := fmt.Sprintf("https://127.0.0.1:%d/dir", ports[0])
+	dead := "https://" + smqtest.DeadAddr(t) + "/dir" // nothing listens there
 	gw := startSMQGW(t, dir, fmt.Sprintf(`state_dir = %q
 [[listener]]
 name = "edge"

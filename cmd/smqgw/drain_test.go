@@ -27,23 +27,20 @@ import (
 func TestSIGTERMDrains(t *testing.T) {
 	bin := buildCmd(t, "smqgw")
 	dir := t.TempDir()
-	ports, release := reservePorts(t, 1)
-	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	cfg := fmt.Sprintf(`state_dir = %q
 [limits]
 shutdown_grace = "3s"
 [[listener]]
 name = "lan"
-address = %q
+address = "127.0.0.1:0"
   [[listener.route]]
   path = "/"
   upstream = "embedded"
-`, filepath.Join(dir, "state"), addr)
+`, filepath.Join(dir, "state"))
 	file := filepath.Join(dir, "smqgw.toml")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	release()
 	// systemd's notification socket, as Type=notify provides it.
 	notes, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"})
 	if err != nil {
@@ -80,22 +77,23 @@ address = %q
 			t.Logf("smqgw log:\n%s", logs)
 		}
 	})
-	// The banner says it is serving.
-	running := make(chan bool, 1)
+	// The banner says it is serving, and where: "  lan    ws://ADDR/smq ...".
+	listening := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
-		ok := false
+		found := ""
 		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "smqgw is running") && !ok {
-				ok = true
-				running <- true
+			if f := strings.Fields(sc.Text()); found == "" && len(f) > 1 && f[0] == "lan" {
+				found = strings.TrimSuffix(strings.TrimPrefix(f[1], "ws://"), "/smq")
+				listening <- found
 			}
 		}
-		if !ok {
-			running <- false
+		if found == "" {
+			listening <- ""
 		}
 	}()
-	if !<-running {
+	addr := <-listening
+	if addr == "" {
 		t.Fatal("smqgw did not start")
 	}
 	expectNote("READY=1")
@@ -121,6 +119,7 @@ address = %q
 			t.Errorf("got %#v, want Disconnect \"shutdown\"", m)
 		}
 	}
+	raw.Close() // as a client does after Disconnect
 	_, err = ws.ReadFrame(waitFor)
 	var ce *websocket.CloseError
 	if !errors.As(err, &ce) || ce.Code != websocket.CloseGoingAway {
