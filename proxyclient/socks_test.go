@@ -226,7 +226,8 @@ func TestSOCKSCanceled(t *testing.T) {
 		checkOpError(t, err, "socks connect", proxyAddr, target, "canceled in the SOCKS5 handshake")
 	})
 	t.Run("deadline", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		// Long enough that the TCP connect to the proxy is done before it.
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		defer cancel()
 		_, err := d.DialContext(ctx, "tcp", target)
 		if !errors.Is(err, context.DeadlineExceeded) {

@@ -409,7 +409,7 @@ func TestIdleConnDeadlines(t *testing.T) {
 	tb := startBroker(t, nil)
 	for _, scheme := range []string{"http", "ws"} {
 		t.Run(scheme, func(t *testing.T) {
-			d := newDialer(t, upstream.Config{DialTimeout: 100 * time.Millisecond,
+			d := newDialer(t, upstream.Config{DialTimeout: 500 * time.Millisecond,
 				URLs: []string{scheme + "://" + tb.Addr + "/"}})
 			c := dial(t, d, upstream.Request{ClientIP: "192.0.2.1"})
 			readInit(t, c)
@@ -418,7 +418,7 @@ func TestIdleConnDeadlines(t *testing.T) {
 			}
 			// Past the dial timeout, the conn still works. (Only time can
 			// show that no deadline is left.)
-			time.Sleep(150 * time.Millisecond)
+			time.Sleep(600 * time.Millisecond)
 			write(t, c, smq.Connect{Version: 1, UID: "upstream-test-" + scheme})
 			if ack, ok := read(t, c).(smq.Connack); !ok || ack.Code != smq.CodeAccepted {
 				t.Fatalf("Connack %+v", ack)

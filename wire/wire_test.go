@@ -447,10 +447,10 @@ func TestWSControlKeepsDataDeadline(t *testing.T) {
 			}
 		}
 	})
-	if err := c.WriteControl(websocket.PingMessage, nil, time.Now().Add(100*time.Millisecond)); err != nil {
+	if err := c.WriteControl(websocket.PingMessage, nil, time.Now().Add(300*time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(400 * time.Millisecond)
 	if err := c.Write(smq.Ping{}.Append(nil)); err != nil {
 		t.Fatal(err)
 	}

@@ -93,10 +93,22 @@ func TestAddrs(t *testing.T) {
 func TestBackpressure(t *testing.T) {
 	const size = 1000
 	a, b := pipe(t, size)
-	if err := a.SetWriteDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
+	// The write blocks with the buffer full; then its deadline passes.
+	type result struct {
+		n   int
+		err error
+	}
+	wrote := make(chan result, 1)
+	go func() {
+		n, err := a.Write(make([]byte, size+10))
+		wrote <- result{n, err}
+	}()
+	waitBlocked(t, a, true)
+	if err := a.SetWriteDeadline(time.Now().Add(-time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	n, err := a.Write(make([]byte, size+10))
+	r := <-wrote
+	n, err := r.n, r.err
 	if n != size {
 		t.Fatalf("wrote %d bytes into a %d-byte buffer", n, size)
 	}
