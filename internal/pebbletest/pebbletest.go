@@ -138,6 +138,36 @@ func Start(t testing.TB, opts Options) *Pebble {
 	}
 	ca := testpki.NewCA(t)
 	leaf := ca.Server(t, "127.0.0.1", "localhost")
+	// The programs bind the ports some time after they are found free
+	// ("go tool" first checks the build); a listener elsewhere may take one
+	// meanwhile. Then the program exits, and other ports are tried.
+	for attempt := 1; ; attempt++ {
+		p, err := launch(t, tc, opts, ca, leaf)
+		if err == nil {
+			return p
+		}
+		if attempt == startAttempts || !errors.Is(err, errPortTaken) {
+			t.Fatalf("pebbletest: %v", err)
+		}
+		t.Logf("pebbletest: %v; trying other ports", err)
+	}
+}
+
+// portsReleased, when set (by a test), is called with the ports the
+// programs will listen on (not the DNS port), after they are found free and
+// before the programs start.
+var portsReleased func(ports ...int)
+
+// startAttempts bounds Start's tries when a port is taken.
+const startAttempts = 3
+
+// errPortTaken marks a start that failed because a port was taken.
+var errPortTaken = errors.New("a port was taken before the program bound it")
+
+// launch starts both programs once and waits until they answer. On failure
+// it stops them and says why, with the tail of their output.
+func launch(t testing.TB, tc toolchain, opts Options, ca *testpki.CA, leaf *testpki.Leaf) (*Pebble, error) {
+	t.Helper()
 	dir := t.TempDir()
 
 	var res reservation
@@ -152,6 +182,9 @@ func Start(t testing.TB, opts Options) *Pebble {
 		tlsPort = res.tcp(t)
 	}
 	res.release()
+	if portsReleased != nil {
+		portsReleased(challMgmtPort, listenPort, mgmtPort)
+	}
 
 	p := &Pebble{
 		DirectoryURL:  "https://" + loopback(listenPort) + "/dir",
@@ -170,6 +203,7 @@ func Start(t testing.TB, opts Options) *Pebble {
 			Timeout: 5 * time.Second,
 		},
 	}
+	t.Cleanup(p.Stop) // if a t.Fatal below cuts the start short
 	config := writeConfig(t, dir, pebbleConfig{Pebble: pebbleSettings{
 		ListenAddress:                  loopback(listenPort),
 		ManagementListenAddress:        loopback(mgmtPort),
@@ -184,19 +218,6 @@ func Start(t testing.TB, opts Options) *Pebble {
 			"default": {Description: "pebbletest default profile", ValidityPeriod: 90 * 24 * 60 * 60},
 		},
 	}})
-
-	// Registered after every t.TempDir, so it runs before they are removed.
-	t.Cleanup(func() {
-		p.Stop()
-		for _, pr := range p.procs {
-			if pr.crashed && !t.Failed() {
-				t.Errorf("pebbletest: %s exited before Stop: %v", pr.name, pr.err)
-			}
-			if t.Failed() {
-				t.Logf("pebbletest: output of %s (tail):\n%s", pr.name, pr.out.tail(outputTail))
-			}
-		}
-	})
 
 	chall := p.start(t, tc, "pebble-challtestsrv",
 		"-defaultIPv4", "127.0.0.1",
@@ -216,7 +237,7 @@ func Start(t testing.TB, opts Options) *Pebble {
 
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	p.await(t, ctx, []probe{
+	err := p.await(ctx, []probe{
 		{chall, "DNS server", p.dnsReady},
 		{chall, "management API", func(ctx context.Context) error {
 			// It has no page at "/": any answer means it is up.
@@ -232,7 +253,32 @@ func Start(t testing.TB, opts Options) *Pebble {
 			return err
 		}},
 	})
-	return p
+	if err != nil {
+		p.Stop()
+		taken := false
+		for _, pr := range p.procs {
+			tail := pr.out.tail(outputTail)
+			err = fmt.Errorf("%w\noutput of %s (tail):\n%s", err, pr.name, tail)
+			taken = taken || strings.Contains(tail, "address already in use")
+		}
+		if taken {
+			err = fmt.Errorf("%w: %w", errPortTaken, err)
+		}
+		return nil, err
+	}
+	// Registered after every t.TempDir, so it runs before they are removed.
+	t.Cleanup(func() {
+		p.Stop()
+		for _, pr := range p.procs {
+			if pr.crashed && !t.Failed() {
+				t.Errorf("pebbletest: %s exited before Stop: %v", pr.name, pr.err)
+			}
+			if t.Failed() {
+				t.Logf("pebbletest: output of %s (tail):\n%s", pr.name, pr.out.tail(outputTail))
+			}
+		}
+	})
+	return p, nil
 }
 
 // Roots returns the root CA that Pebble issues certificates under, fetched
@@ -276,10 +322,9 @@ type probe struct {
 	check func(context.Context) error
 }
 
-// await polls the probes until all pass, failing t if a process exits or ctx
-// ends first.
-func (p *Pebble) await(t testing.TB, ctx context.Context, probes []probe) {
-	t.Helper()
+// await polls the probes until all pass, or says which process exited or
+// which probes still failed when ctx ended.
+func (p *Pebble) await(ctx context.Context, probes []probe) error {
 	tick := time.NewTicker(pollEvery)
 	defer tick.Stop()
 	last := make([]error, len(probes))
@@ -299,12 +344,12 @@ func (p *Pebble) await(t testing.TB, ctx context.Context, probes []probe) {
 			}
 		}
 		if pending == 0 {
-			return
+			return nil
 		}
 		for _, pb := range probes {
 			select {
 			case <-pb.proc.done:
-				t.Fatalf("pebbletest: %s exited while starting: %v", pb.proc.name, pb.proc.err)
+				return fmt.Errorf("%s exited while starting: %v", pb.proc.name, pb.proc.err)
 			default:
 			}
 		}
@@ -317,7 +362,7 @@ func (p *Pebble) await(t testing.TB, ctx context.Context, probes []probe) {
 					errs = append(errs, fmt.Errorf("%s %s: %w", pb.proc.name, pb.what, last[i]))
 				}
 			}
-			t.Fatalf("pebbletest: not ready after %v: %v", startTimeout, errors.Join(errs...))
+			return fmt.Errorf("not ready after %v: %w", startTimeout, errors.Join(errs...))
 		}
 	}
 }
