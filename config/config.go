@@ -13,27 +13,15 @@ import (
 	"strings"
 	"time"
 
-	"github.com/smqgw/smqgw/smq"
+	"github.com/smqgw/smqgw/certs"
+	"github.com/smqgw/smqgw/limits"
+	"github.com/smqgw/smqgw/upstream"
 )
 
-// Defaults of the keys Load leaves unset in the file.
-const (
-	DefaultHandshakeTimeout = 10 * time.Second
-	DefaultRequestTimeout   = 10 * time.Second
-	DefaultConnectTimeout   = 10 * time.Second
-	DefaultIdleTimeout      = 30 * time.Minute
-	DefaultWSPingInterval   = 30 * time.Second
-	DefaultMaxSessions      = 10000
-	DefaultMaxMessageSize   = smq.MaxRawMessage
-	DefaultShutdownGrace    = 10 * time.Second
-	DefaultWriteTimeout     = 30 * time.Second
-	DefaultDialTimeout      = 5 * time.Second
-	DefaultBackoff          = 5 * time.Second
-	DefaultWatchInterval    = 5 * time.Second
-	DefaultMaxSessionsPerIP = 1000
-	DefaultSessionRatePerIP = 50
-	DefaultMessageRate      = 10000
-)
+// The defaults of the keys Load leaves unset are defined by the packages
+// that apply them: limits.Default* ([limits]), upstream.DefaultDialTimeout
+// and upstream.DefaultBackoff ([upstream.NAME]), certs.DefaultWatchInterval
+// (watch_interval).
 
 // DefaultACMEDirectory is Let's Encrypt's production directory, where
 // certificates come from when a [certs] block names no acme_directory.
@@ -65,7 +53,7 @@ type Config struct {
 	WatchInterval time.Duration
 
 	Log    Log
-	Limits Limits
+	Limits limits.Limits
 	Admin  Admin
 
 	// Listeners ([[listener]]), in file order. At least one.
@@ -88,55 +76,6 @@ type Log struct {
 	// Format (format) is "text" (slog's key=value lines) or "json".
 	// Default "text".
 	Format string
-}
-
-// Limits are the gateway-wide limits ([limits]). Every one has a default;
-// a duration in the file is a string for time.ParseDuration ("10s", "30m")
-// and must be greater than zero.
-type Limits struct {
-	// HandshakeTimeout (handshake_timeout) bounds the TLS handshake.
-	// Default 10s.
-	HandshakeTimeout time.Duration
-	// RequestTimeout (request_timeout) bounds reading the HTTP bootstrap
-	// request (raw SMQ or WebSocket upgrade). Default 10s.
-	RequestTimeout time.Duration
-	// ConnectTimeout (connect_timeout) bounds waiting for the client's
-	// Connect when the gateway answers itself, and for the upstream's Init
-	// and Connack. Default 10s.
-	ConnectTimeout time.Duration
-	// IdleTimeout (idle_timeout) ends a session when no message went either
-	// way for this long. Default 30m, longer than the C client's 20-minute
-	// ping.
-	IdleTimeout time.Duration
-	// WSPingInterval (ws_ping_interval) is the WebSocket ping period toward
-	// clients; no pong or message within two intervals ends the session.
-	// Default 30s.
-	WSPingInterval time.Duration
-	// MaxSessions (max_sessions) caps concurrent sessions per listener.
-	// Default 10000.
-	MaxSessions int
-	// MaxMessageSize (max_message_size) is the largest SMQ message (type
-	// byte + body) accepted from either side. Default and maximum 65533
-	// (smq.MaxRawMessage); larger values are an error.
-	MaxMessageSize int
-	// ShutdownGrace (shutdown_grace) is how long sessions may drain on
-	// shutdown before they are closed. Default 10s.
-	ShutdownGrace time.Duration
-	// WriteTimeout (write_timeout) bounds a write to a client that does
-	// not read: the session ends when it passes. Default 30s.
-	WriteTimeout time.Duration
-	// MaxSessionsPerIP (max_sessions_per_ip) caps the open sessions of one
-	// client address across all listeners (0x02 "server busy: too many
-	// sessions from your address" beyond). Default 1000.
-	MaxSessionsPerIP int
-	// SessionRatePerIP (session_rate_per_ip) is how many new sessions per
-	// second one client address may start, with bursts of twice that
-	// (0x02 "... start too fast" beyond). Default 50.
-	SessionRatePerIP int
-	// MessageRate (message_rate) is how many messages per second one
-	// client may send; more ends the session with Disconnect "rate limit
-	// exceeded". Default 10000.
-	MessageRate int
 }
 
 // Admin is the admin endpoint ([admin]): /metrics (Prometheus), /healthz
@@ -374,30 +313,8 @@ func (c *Config) setDefaults() {
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
-	setDuration(&c.WatchInterval, DefaultWatchInterval)
-	l := &c.Limits
-	setDuration(&l.HandshakeTimeout, DefaultHandshakeTimeout)
-	setDuration(&l.RequestTimeout, DefaultRequestTimeout)
-	setDuration(&l.ConnectTimeout, DefaultConnectTimeout)
-	setDuration(&l.IdleTimeout, DefaultIdleTimeout)
-	setDuration(&l.WSPingInterval, DefaultWSPingInterval)
-	setDuration(&l.ShutdownGrace, DefaultShutdownGrace)
-	setDuration(&l.WriteTimeout, DefaultWriteTimeout)
-	if l.MaxSessions == 0 {
-		l.MaxSessions = DefaultMaxSessions
-	}
-	if l.MaxMessageSize == 0 {
-		l.MaxMessageSize = DefaultMaxMessageSize
-	}
-	if l.MaxSessionsPerIP == 0 {
-		l.MaxSessionsPerIP = DefaultMaxSessionsPerIP
-	}
-	if l.SessionRatePerIP == 0 {
-		l.SessionRatePerIP = DefaultSessionRatePerIP
-	}
-	if l.MessageRate == 0 {
-		l.MessageRate = DefaultMessageRate
-	}
+	setDuration(&c.WatchInterval, certs.DefaultWatchInterval)
+	c.Limits = c.Limits.WithDefaults()
 	for i := range c.Listeners {
 		for j := range c.Listeners[i].Routes {
 			if r := &c.Listeners[i].Routes[j]; r.ClientAuth == "" {
@@ -409,8 +326,8 @@ func (c *Config) setDefaults() {
 		c.Upstreams = map[string]*Upstream{}
 	}
 	for _, u := range c.Upstreams {
-		setDuration(&u.DialTimeout, DefaultDialTimeout)
-		setDuration(&u.Backoff, DefaultBackoff)
+		setDuration(&u.DialTimeout, upstream.DefaultDialTimeout)
+		setDuration(&u.Backoff, upstream.DefaultBackoff)
 	}
 	if c.Certs == nil {
 		c.Certs = map[string]*Certs{}

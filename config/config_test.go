@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/config"
+	"github.com/smqgw/smqgw/limits"
 )
 
 // lines joins its arguments into a TOML document: argument i is line i+1.
@@ -359,7 +361,7 @@ func TestDefaultsApplied(t *testing.T) {
 	if c.Log != (config.Log{Format: "text"}) {
 		t.Errorf("Log = %+v", c.Log)
 	}
-	wantLimits := config.Limits{
+	wantLimits := limits.Limits{
 		HandshakeTimeout: 10 * time.Second,
 		RequestTimeout:   10 * time.Second,
 		ConnectTimeout:   10 * time.Second,
@@ -436,7 +438,9 @@ func TestExplicitValues(t *testing.T) {
 	if c.Log.Level.String() != "DEBUG" || c.Log.Format != "json" {
 		t.Errorf("Log = %+v", c.Log)
 	}
-	want := config.Limits{time.Second, 2 * time.Second, 3 * time.Second, 4 * time.Minute, 5 * time.Second, 6, 7000, 8 * time.Second, 12 * time.Second, 13, 14, 15}
+	want := limits.Limits{HandshakeTimeout: time.Second, RequestTimeout: 2 * time.Second, ConnectTimeout: 3 * time.Second,
+		IdleTimeout: 4 * time.Minute, WSPingInterval: 5 * time.Second, MaxSessions: 6, MaxMessageSize: 7000,
+		ShutdownGrace: 8 * time.Second, WriteTimeout: 12 * time.Second, MaxSessionsPerIP: 13, SessionRatePerIP: 14, MessageRate: 15}
 	if c.Limits != want {
 		t.Errorf("Limits = %+v, want %+v", c.Limits, want)
 	}
@@ -522,7 +526,7 @@ func TestDefault(t *testing.T) {
 	if d := c.Certs["dev"]; d == nil || !d.Dev || !reflect.DeepEqual(d.Hosts, []string{"localhost", "127.0.0.1", "::1"}) {
 		t.Errorf("dev certs = %+v", d)
 	}
-	if c.Limits.IdleTimeout != config.DefaultIdleTimeout || c.Log.Format != "text" || c.StateDir != "/var/lib/smqgw" {
+	if c.Limits.IdleTimeout != limits.DefaultIdleTimeout || c.Log.Format != "text" || c.StateDir != "/var/lib/smqgw" {
 		t.Errorf("defaults not applied: %+v", c)
 	}
 	// Default returns a fresh value each time.
@@ -587,7 +591,7 @@ func TestCertsKinds(t *testing.T) {
 	}
 
 	d := config.Default()
-	if d.WatchInterval != config.DefaultWatchInterval {
+	if d.WatchInterval != certs.DefaultWatchInterval {
 		t.Errorf("Default().WatchInterval = %v", d.WatchInterval)
 	}
 }

@@ -48,6 +48,7 @@ func Parse(data []byte, name string) (*Config, error) {
 	}
 	d.pos = scanPositions(string(data))
 	c := d.decode(raw)
+	d.limits(&c.Limits)
 	c.setDefaults()
 	d.validate(c)
 	if len(d.problems) > 0 {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/smq"
 )
 
@@ -26,7 +27,6 @@ func (d *decoder) validate(c *Config) {
 	if f := c.Log.Format; f != "text" && f != "json" {
 		d.keyf("log.format", "invalid value %q (want %s)", f, orList("text", "json"))
 	}
-	d.limits(&c.Limits)
 	if c.Admin.Address != "" {
 		d.address("admin.address", c.Admin.Address)
 	}
@@ -84,7 +84,9 @@ func (d *decoder) validate(c *Config) {
 	}
 }
 
-func (d *decoder) limits(l *Limits) {
+// limits checks the [limits] values as decoded, before defaults fill the
+// zero ones.
+func (d *decoder) limits(l *limits.Limits) {
 	for _, x := range []struct {
 		key string
 		v   int64
@@ -102,7 +104,7 @@ func (d *decoder) limits(l *Limits) {
 		{"session_rate_per_ip", int64(l.SessionRatePerIP)},
 		{"message_rate", int64(l.MessageRate)},
 	} {
-		if x.v <= 0 {
+		if x.v < 0 {
 			d.keyf("limits."+x.key, "must be greater than 0")
 		}
 	}

@@ -31,6 +31,7 @@ import (
 	"github.com/smqgw/smqgw/gateway"
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
+	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/smq"
 	"github.com/smqgw/smqgw/upstream"
 )
@@ -83,14 +84,14 @@ func newRelayEnv(tb testing.TB, via string) *relayEnv {
 	ca := testpki.NewCA(tb)
 	e.tls = &tls.Config{RootCAs: ca.Pool}
 	// The relay is measured flat out: no message rate limit.
-	gw := startGateway(tb, ca, gateway.Limits{MessageRate: math.MaxInt32}, up)
+	gw := startGateway(tb, ca, limits.Limits{MessageRate: math.MaxInt32}, up)
 	e.gwAddr = gw.Addr("edge").String()
 	return e
 }
 
 // startGateway starts a gateway with one TLS listener on loopback and one
 // route, "/", to up. It is shut down at cleanup.
-func startGateway(tb testing.TB, ca *testpki.CA, lim gateway.Limits, up upstream.Upstream) *gateway.Gateway {
+func startGateway(tb testing.TB, ca *testpki.CA, lim limits.Limits, up upstream.Upstream) *gateway.Gateway {
 	tb.Helper()
 	server := ca.Server(tb, "127.0.0.1")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -499,7 +500,7 @@ func idleSessions(t *testing.T, via string, n int) {
 	}
 	ca := testpki.NewCA(t)
 	// No pings during the measurement: the helper's clients do not read.
-	gw := startGateway(t, ca, gateway.Limits{PingInterval: time.Hour, MaxSessionsPerIP: 1 << 20, SessionRatePerIP: 1e6}, up)
+	gw := startGateway(t, ca, limits.Limits{WSPingInterval: time.Hour, MaxSessionsPerIP: 1 << 20, SessionRatePerIP: 1e6}, up)
 
 	before := memSnapshot(t)
 	h := startHelper(t, "clients", []string{

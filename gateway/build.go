@@ -100,19 +100,7 @@ func build(cfg *config.Config, log *slog.Logger, m *Metrics, br *broker.Broker) 
 	if m == nil {
 		m = NewMetrics()
 	}
-	b := &Built{log: log, every: cfg.WatchInterval, Metrics: m, Config: Config{Logger: log, Metrics: m, Limits: Limits{
-		HandshakeTimeout: cfg.Limits.HandshakeTimeout,
-		RequestTimeout:   cfg.Limits.RequestTimeout,
-		ConnectTimeout:   cfg.Limits.ConnectTimeout,
-		IdleTimeout:      cfg.Limits.IdleTimeout,
-		PingInterval:     cfg.Limits.WSPingInterval,
-		MaxMessage:       cfg.Limits.MaxMessageSize,
-		MaxSessions:      cfg.Limits.MaxSessions,
-		WriteTimeout:     cfg.Limits.WriteTimeout,
-		MaxSessionsPerIP: cfg.Limits.MaxSessionsPerIP,
-		SessionRatePerIP: float64(cfg.Limits.SessionRatePerIP),
-		MessageRate:      cfg.Limits.MessageRate,
-	}}}
+	b := &Built{log: log, every: cfg.WatchInterval, Metrics: m, Config: Config{Logger: log, Metrics: m, Limits: cfg.Limits}}
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf("gateway: "+format, args...)) }
 

@@ -28,71 +28,12 @@ import (
 	"golang.org/x/crypto/acme"
 
 	"github.com/smqgw/smqgw/certs"
-	"github.com/smqgw/smqgw/config"
+	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/smq"
 	"github.com/smqgw/smqgw/tlsterm"
 	"github.com/smqgw/smqgw/upstream"
 	"github.com/smqgw/smqgw/wire"
 )
-
-// Limits bound every session. Zero fields take the defaults below.
-type Limits struct {
-	HandshakeTimeout time.Duration // TLS handshake; default 10 s
-	RequestTimeout   time.Duration // reading the HTTP bootstrap request; default 10 s
-	ConnectTimeout   time.Duration // client's Connect, upstream's dial, Init and Connack; default 10 s
-	IdleTimeout      time.Duration // nothing from the client (messages or pongs); default 30 min
-	PingInterval     time.Duration // WebSocket pings toward quiet clients; default 30 s
-	MaxMessage       int           // largest client message (type + body); default and maximum 65,533
-	MaxSessions      int           // per listener; default 10,000
-	WriteTimeout     time.Duration // a write to a client that does not read; default 30 s
-	MaxSessionsPerIP int           // open sessions per client address, all listeners; default 1,000
-	SessionRatePerIP float64       // new sessions per second per client address (burst twice that); default 50
-	MessageRate      int           // messages per second from one client; default 10,000
-}
-
-// Default limits: the configuration's, so a Config built by hand and one
-// loaded from a file behave alike.
-const (
-	DefaultHandshakeTimeout = config.DefaultHandshakeTimeout
-	DefaultRequestTimeout   = config.DefaultRequestTimeout
-	DefaultConnectTimeout   = config.DefaultConnectTimeout
-	DefaultIdleTimeout      = config.DefaultIdleTimeout
-	DefaultPingInterval     = config.DefaultWSPingInterval
-	DefaultMaxSessions      = config.DefaultMaxSessions
-	DefaultWriteTimeout     = config.DefaultWriteTimeout
-	DefaultMaxSessionsPerIP = config.DefaultMaxSessionsPerIP
-	DefaultSessionRatePerIP = config.DefaultSessionRatePerIP
-	DefaultMessageRate      = config.DefaultMessageRate
-)
-
-func (l *Limits) setDefaults() {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
-		}
-	}
-	def(&l.HandshakeTimeout, DefaultHandshakeTimeout)
-	def(&l.RequestTimeout, DefaultRequestTimeout)
-	def(&l.ConnectTimeout, DefaultConnectTimeout)
-	def(&l.IdleTimeout, DefaultIdleTimeout)
-	def(&l.PingInterval, DefaultPingInterval)
-	def(&l.WriteTimeout, DefaultWriteTimeout)
-	if l.MaxMessage <= 0 || l.MaxMessage > smq.MaxRawMessage {
-		l.MaxMessage = smq.MaxRawMessage
-	}
-	if l.MaxSessions <= 0 {
-		l.MaxSessions = DefaultMaxSessions
-	}
-	if l.MaxSessionsPerIP <= 0 {
-		l.MaxSessionsPerIP = DefaultMaxSessionsPerIP
-	}
-	if l.SessionRatePerIP <= 0 {
-		l.SessionRatePerIP = DefaultSessionRatePerIP
-	}
-	if l.MessageRate <= 0 {
-		l.MessageRate = DefaultMessageRate
-	}
-}
 
 // Route sends the SMQ sessions of one path to one upstream.
 type Route struct {
@@ -156,8 +97,8 @@ type Listener struct {
 
 // Config configures a Gateway.
 type Config struct {
-	Logger    *slog.Logger // nil discards
-	Limits    Limits
+	Logger    *slog.Logger  // nil discards
+	Limits    limits.Limits // zero fields take their defaults
 	Listeners []Listener
 	// Metrics receives the gateway's metrics; nil makes new ones.
 	Metrics *Metrics
@@ -170,7 +111,7 @@ type Config struct {
 type Gateway struct {
 	log   *slog.Logger
 	m     *Metrics
-	lim   atomic.Pointer[Limits]
+	lim   atomic.Pointer[limits.Limits]
 	certs atomic.Pointer[[]CertSet]
 	perIP *ipLimiter
 
@@ -217,9 +158,9 @@ func New(cfg Config) (*Gateway, error) {
 	if err := check(cfg); err != nil {
 		return nil, err
 	}
-	cfg.Limits.setDefaults()
+	cfg.Limits = cfg.Limits.WithDefaults()
 	g := &Gateway{log: cfg.Logger, m: cfg.Metrics, sessions: make(map[*session]struct{}),
-		perIP: newIPLimiter(cfg.Limits.MaxSessionsPerIP, cfg.Limits.SessionRatePerIP)}
+		perIP: newIPLimiter(cfg.Limits.MaxSessionsPerIP, float64(cfg.Limits.SessionRatePerIP))}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
@@ -274,7 +215,7 @@ func check(cfg Config) error {
 }
 
 // limits returns the limits in force.
-func (g *Gateway) limits() *Limits { return g.lim.Load() }
+func (g *Gateway) limits() *limits.Limits { return g.lim.Load() }
 
 func (g *Gateway) setCerts(sets []CertSet) {
 	g.certs.Store(&sets)
@@ -351,7 +292,7 @@ func (g *Gateway) Apply(cfg Config) (restart []string, err error) {
 	if err := check(cfg); err != nil {
 		return nil, err
 	}
-	cfg.Limits.setDefaults()
+	cfg.Limits = cfg.Limits.WithDefaults()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
@@ -403,7 +344,7 @@ func (g *Gateway) Apply(cfg Config) (restart []string, err error) {
 		}
 	}
 	g.lim.Store(&cfg.Limits)
-	g.perIP.set(cfg.Limits.MaxSessionsPerIP, cfg.Limits.SessionRatePerIP)
+	g.perIP.set(cfg.Limits.MaxSessionsPerIP, float64(cfg.Limits.SessionRatePerIP))
 	for _, sw := range swaps {
 		sw.ll.state.Store(sw.st)
 	}
@@ -634,7 +575,7 @@ func (s *session) accept(w http.ResponseWriter, r *http.Request, boot smq.Bootst
 			return err
 		}
 		conn.SetPongHandler(func(string) error { s.clientSeen.Add(1); return nil })
-		ws := wire.NewWS(conn, s.lim.MaxMessage)
+		ws := wire.NewWS(conn, s.lim.MaxMessageSize)
 		if hw.br != nil {
 			ws.UseReader(hw.br)
 		}
@@ -652,7 +593,7 @@ func (s *session) accept(w http.ResponseWriter, r *http.Request, boot smq.Bootst
 		return err
 	}
 	raw := wire.NewRaw(conn, brw.Reader) // net/http's 4 KiB reader
-	raw.SetMaxRead(s.lim.MaxMessage)
+	raw.SetMaxRead(s.lim.MaxMessageSize)
 	s.client = raw
 	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/smqgw/smqgw/client"
 	"github.com/smqgw/smqgw/gateway"
 	"github.com/smqgw/smqgw/internal/testpki"
+	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/smq"
 	"github.com/smqgw/smqgw/tlsterm"
 	"github.com/smqgw/smqgw/upstream"
@@ -96,7 +97,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e.gw, err = gateway.New(gateway.Config{
-		Limits: gateway.Limits{ConnectTimeout: 3 * time.Second},
+		Limits: limits.Limits{ConnectTimeout: 3 * time.Second},
 		Listeners: []gateway.Listener{{
 			Name:     "edge",
 			Listener: ln,

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/proxyclient"
 	"github.com/smqgw/smqgw/smq"
 	"github.com/smqgw/smqgw/tlsterm"
@@ -30,7 +31,7 @@ const lingerTimeout = 2 * time.Second
 // session is one client relayed to one upstream broker.
 type session struct {
 	g        *Gateway
-	lim      *Limits // as when the session started
+	lim      *limits.Limits // as when the session started
 	listener string
 	route    *Route
 	client   wire.Conn
@@ -509,7 +510,7 @@ func (s *session) clientReadFailed(err error) {
 	switch {
 	case s.reasonOf() != ReasonNone: // already ending
 	case errors.Is(err, websocket.ErrReadLimit):
-		s.end(ReasonTooBig, fmt.Sprintf("message over %d bytes", s.lim.MaxMessage))
+		s.end(ReasonTooBig, fmt.Sprintf("message over %d bytes", s.lim.MaxMessageSize))
 	case errors.As(err, &me):
 		s.clientBadMessage(err)
 	case isTimeout(err):
@@ -559,7 +560,7 @@ func (s *session) startWatchdog() {
 	// Set s.watch before the timer can fire: checkLiveness reads it. Reset
 	// orders this goroutine's writes before the callback.
 	s.watch = time.AfterFunc(math.MaxInt64, s.checkLiveness)
-	s.watch.Reset(min(s.lim.PingInterval, s.lim.IdleTimeout))
+	s.watch.Reset(min(s.lim.WSPingInterval, s.lim.IdleTimeout))
 }
 
 func (s *session) checkLiveness() {
@@ -585,7 +586,7 @@ func (s *session) checkLiveness() {
 		}
 	}
 	if s.reasonOf() == ReasonNone { // relay's Stop may have come meanwhile
-		s.watch.Reset(min(lim.PingInterval, lim.IdleTimeout))
+		s.watch.Reset(min(lim.WSPingInterval, lim.IdleTimeout))
 	}
 }
 

@@ -33,6 +33,7 @@ import (
 	"github.com/smqgw/smqgw/gateway"
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
+	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/smq"
 	"github.com/smqgw/smqgw/tlsterm"
 	"github.com/smqgw/smqgw/upstream"
@@ -40,8 +41,8 @@ import (
 
 // quick are the limits of the liveness tests: small enough that a test
 // sees a timeout in well under a second.
-var quick = gateway.Limits{
-	PingInterval:   100 * time.Millisecond,
+var quick = limits.Limits{
+	WSPingInterval: 100 * time.Millisecond,
 	IdleTimeout:    300 * time.Millisecond,
 	ConnectTimeout: 500 * time.Millisecond,
 }
@@ -114,7 +115,7 @@ func (l *logSink) noSession(t *testing.T) {
 // with the default limits.
 type rigOptions struct {
 	broker broker.Config
-	limits gateway.Limits
+	limits limits.Limits
 	routes []*gateway.Route // more routes, besides /open, /optional and /require
 	// upstreamDialer opens the gateway's connections to the broker; nil: a
 	// net.Dialer.
@@ -349,7 +350,7 @@ func TestWebSocketPongsAreLiveness(t *testing.T) {
 	// Each pong must reach the gateway within a ping interval: quick's
 	// 100 ms is too tight a deadline for a loaded machine to meet every
 	// time, over and over.
-	lim := gateway.Limits{PingInterval: 250 * time.Millisecond, IdleTimeout: 750 * time.Millisecond}
+	lim := limits.Limits{WSPingInterval: 250 * time.Millisecond, IdleTimeout: 750 * time.Millisecond}
 	r := newRig(t, rigOptions{limits: lim})
 	ws := r.wss(t, "", "/open", nil)
 	wsLogin(t, ws, "ws-quiet-client")
@@ -450,7 +451,7 @@ func TestSlowReader(t *testing.T) {
 	// path fills after a few MB rather than tens.
 	r := newRig(t, rigOptions{
 		broker:         broker.Config{QueueBytes: 1 << 20},
-		limits:         gateway.Limits{ConnectTimeout: 2 * time.Second},
+		limits:         limits.Limits{ConnectTimeout: 2 * time.Second},
 		upstreamDialer: smallBufDialer{},
 	})
 	topic := "flood"
@@ -584,7 +585,7 @@ func TestSlowReader(t *testing.T) {
 func TestHeadersUpstream(t *testing.T) {
 	connects := make(chan broker.ConnectRequest, 4)
 	r := newRig(t, rigOptions{
-		limits: gateway.Limits{ConnectTimeout: 2 * time.Second},
+		limits: limits.Limits{ConnectTimeout: 2 * time.Second},
 		broker: broker.Config{
 			TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
 			Authenticate: func(req *broker.ConnectRequest) (smq.ConnackCode, string) {
@@ -708,7 +709,7 @@ func TestHeadersUpstream(t *testing.T) {
 // ends the session with Disconnect "protocol error…" and is never
 // forwarded; the gateway serves other clients on.
 func TestMalformedFromRawClient(t *testing.T) {
-	r := newRig(t, rigOptions{limits: gateway.Limits{ConnectTimeout: 2 * time.Second}})
+	r := newRig(t, rigOptions{limits: limits.Limits{ConnectTimeout: 2 * time.Second}})
 	frame := func(msg []byte) []byte {
 		f, err := smq.AppendRaw(nil, msg)
 		if err != nil {
@@ -828,7 +829,7 @@ func TestSilentUpstream(t *testing.T) {
 // Subscribe at once gets Init, Connack and Suback in order: the gateway
 // holds what it sent until the broker is ready for it.
 func TestPipelinedClient(t *testing.T) {
-	r := newRig(t, rigOptions{limits: gateway.Limits{ConnectTimeout: 2 * time.Second}})
+	r := newRig(t, rigOptions{limits: limits.Limits{ConnectTimeout: 2 * time.Second}})
 	msgs := func(uid string) []byte {
 		b, _ := smq.AppendRawMessage(nil, smq.Connect{Version: 1, UID: uid})
 		b, _ = smq.AppendRawMessage(b, smq.Subscribe{Topic: "pipelined"})
@@ -873,7 +874,7 @@ func TestPipelinedClient(t *testing.T) {
 // TestSessionLogLine: a session ends with exactly one log record that
 // names why and counts the traffic both ways.
 func TestSessionLogLine(t *testing.T) {
-	r := newRig(t, rigOptions{limits: gateway.Limits{ConnectTimeout: 2 * time.Second}})
+	r := newRig(t, rigOptions{limits: limits.Limits{ConnectTimeout: 2 * time.Second}})
 	c := r.raw(t, "/open")
 	connect := smq.Connect{Version: 1, UID: "logged-client"}.Append(nil)
 	c.SendMsg(connect)
@@ -917,7 +918,7 @@ func TestSessionLogLine(t *testing.T) {
 // TestWebSocketShutdown: shutting down tells a WebSocket client Disconnect
 // "shutdown", then closes with 1001.
 func TestWebSocketShutdown(t *testing.T) {
-	r := newRig(t, rigOptions{limits: gateway.Limits{ConnectTimeout: 2 * time.Second}})
+	r := newRig(t, rigOptions{limits: limits.Limits{ConnectTimeout: 2 * time.Second}})
 	ws := r.wss(t, "", "/open", nil)
 	wsLogin(t, ws, "ws-shutdown-client")
 	done := make(chan error, 1)
@@ -944,7 +945,7 @@ func TestWriteTimeoutEndsSilentSlowReader(t *testing.T) {
 	// as a slow consumer first: the gateway's own write timeout must.
 	r := newRig(t, rigOptions{
 		broker: broker.Config{QueueBytes: 256 << 20, QueueMessages: 1 << 20},
-		limits: gateway.Limits{ConnectTimeout: 2 * time.Second, WriteTimeout: 300 * time.Millisecond},
+		limits: limits.Limits{ConnectTimeout: 2 * time.Second, WriteTimeout: 300 * time.Millisecond},
 	})
 	slow := r.rawTLS(t, "", nil)
 	if tc, ok := slow.NetConn.(*tls.Conn).NetConn().(*net.TCPConn); ok {
@@ -1008,7 +1009,7 @@ func TestShutdownDuringDial(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newRig(t, rigOptions{
-		limits: gateway.Limits{ConnectTimeout: time.Minute},
+		limits: limits.Limits{ConnectTimeout: time.Minute},
 		routes: []*gateway.Route{{Path: "/hang", Upstream: hang}},
 	})
 	c := r.rawTLS(t, "", nil)
