@@ -1,8 +1,8 @@
-// Command bench measures smqgw side by side with the direct path and
+// Command smqbench measures smqgw side by side with the direct path and
 // nginx, on one machine, in one run:
 //
-//	go run ./bench            the full run (about 5 minutes)
-//	go run ./bench -quick     a short run, to try the setup
+//	go run ./cmd/smqbench            the full run (about 5 minutes)
+//	go run ./cmd/smqbench -quick     a short run, to try the setup
 //
 // It builds smqgw and smq, makes a test PKI, and starts: a broker process
 // (smqgw with only a plain listener and its embedded broker: the LAN
