@@ -241,16 +241,22 @@ func (a *ACME) Challenges() (tlsALPN, http01 uint64) {
 // Domains returns the configured domains.
 func (a *ACME) Domains() []string { return append([]string(nil), a.cfg.Domains...) }
 
-// Leaves returns the certificates held, by domain, as of the last check.
-func (a *ACME) Leaves() map[string]*x509.Certificate {
+// Leaves returns the certificates held as of the last check, in the
+// order of the domains.
+func (a *ACME) Leaves() []*x509.Certificate {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	m := make(map[string]*x509.Certificate, len(a.leaves))
-	for d, c := range a.leaves {
-		m[d] = c
+	out := make([]*x509.Certificate, 0, len(a.leaves))
+	for _, d := range a.cfg.Domains {
+		if c := a.leaves[d]; c != nil {
+			out = append(out, c)
+		}
 	}
-	return m
+	return out
 }
+
+// Want is the number of domains.
+func (a *ACME) Want() int { return len(a.cfg.Domains) }
 
 // Run obtains a certificate for every domain now — from the cache when it
 // holds a valid one — and then checks them every Check period until ctx

@@ -100,6 +100,9 @@ func (f *Files) Leaves() []*x509.Certificate {
 	return leaves
 }
 
+// Want is the number of pairs.
+func (f *Files) Want() int { return len(f.pairs) }
+
 // GetCertificate chooses a certificate for hello, as described on Files.
 func (f *Files) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	set := f.cur.Load()

@@ -118,8 +118,8 @@ func (g *Gateway) Ready(ctx context.Context) []string {
 	}
 	now := time.Now()
 	for _, set := range *g.certs.Load() {
-		leaves := set.Leaves()
-		if want := max(1, set.Want); len(leaves) < want {
+		leaves := set.Certs.Leaves()
+		if want := set.Certs.Want(); len(leaves) < want {
 			problems = append(problems, fmt.Sprintf("%s: %d of %d certificates obtained", set.Name, len(leaves), want))
 		}
 		for _, l := range leaves {

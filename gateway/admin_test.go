@@ -12,20 +12,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/smq"
 )
 
 // get fetches path from the gateway's admin endpoint.
-func adminGet(t *testing.T, b *built, path string) (int, string) {
+func adminGet(t *testing.T, b *apptest.Running, path string) (int, string) {
 	t.Helper()
-	if b.gw.AdminAddr() == nil {
-		if err := b.gw.StartAdmin("127.0.0.1:0"); err != nil {
+	if b.GW.AdminAddr() == nil {
+		if err := b.GW.StartAdmin("127.0.0.1:0"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	resp, err := http.Get("http://" + b.gw.AdminAddr().String() + path)
+	resp, err := http.Get("http://" + b.GW.AdminAddr().String() + path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +49,7 @@ func TestReadiness(t *testing.T) {
 		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
 	dead := smqtest.DeadAddr(t)
 	broker := smqtest.Listen(t) // accepts, for the probe; never bootstraps
-	b := startBuilt(t, t.TempDir(), fmt.Sprintf(`
+	b := apptest.Start(t, t.TempDir(), fmt.Sprintf(`
 [[listener]]
 name = "edge"
 address = "127.0.0.1:0"
@@ -89,7 +90,7 @@ key_file = %q
 	}
 
 	good := ca.Server(t, "127.0.0.1")
-	ok := startBuilt(t, t.TempDir(), fmt.Sprintf(`
+	ok := apptest.Start(t, t.TempDir(), fmt.Sprintf(`
 [[listener]]
 name = "edge"
 address = "127.0.0.1:0"
@@ -112,10 +113,10 @@ key_file = %q
 	}
 	// While a session drains, /readyz says so; the admin endpoint closes
 	// after the last session.
-	c := smqtest.Connect(t, ok.gw.Addr("lan").String(), "draining")
-	admin := ok.gw.AdminAddr().String()
+	c := smqtest.Connect(t, ok.GW.Addr("lan").String(), "draining")
+	admin := ok.GW.AdminAddr().String()
 	done := make(chan error, 1)
-	go func() { done <- ok.gw.Shutdown(context.Background()) }()
+	go func() { done <- ok.GW.Shutdown(context.Background()) }()
 	c.ExpectType(smq.TypeDisconnect)
 	if code, body := adminGet(t, ok, "/readyz"); code != http.StatusServiceUnavailable || body != "not ready:\n  shutting down\n" {
 		t.Errorf("/readyz while draining: %d %q", code, body)

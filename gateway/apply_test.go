@@ -12,6 +12,8 @@ import (
 	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/config"
 	"github.com/smqgw/smqgw/gateway"
+	"github.com/smqgw/smqgw/internal/app"
+	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/smq"
 )
@@ -55,8 +57,8 @@ address = "127.0.0.1:0"
 urls = ["http://%s/smq"]
 `, rate, origins, second, brokerAddr)
 	}
-	b := startBuilt(t, dir, conf(1000, addrA, "", "side"))
-	lan := b.gw.Addr("lan").String()
+	b := apptest.Start(t, dir, conf(1000, addrA, "", "side"))
+	lan := b.GW.Addr("lan").String()
 	old := smqtest.Connect(t, lan, "before-apply")
 	if s := brokerA.Stats(); s.Accepted != 1 {
 		t.Fatalf("broker A accepted %d", s.Accepted)
@@ -76,7 +78,7 @@ urls = ["http://%s/smq"]
 		if err != nil {
 			t.Fatal(err)
 		}
-		return b.gw.Apply(next.Config)
+		return b.GW.Apply(next.Config)
 	}
 	restart, err := apply(conf(3, addrB, `"https://app.example"`, "extra"))
 	if err != nil {
@@ -111,10 +113,10 @@ urls = ["http://%s/smq"]
 	ws, _ := smqtest.OpenWS(t, "ws://"+lan+"/", http.Header{"Origin": {"https://app.example"}})
 	ws.ReadInit()
 	// The removed listener still serves.
-	smqtest.Connect(t, b.gw.Addr("side").String(), "side-session")
+	smqtest.Connect(t, b.GW.Addr("side").String(), "side-session")
 
 	// A configuration the gateway cannot take changes nothing.
-	if _, err := b.gw.Apply(gateway.Config{}); err == nil {
+	if _, err := b.GW.Apply(gateway.Config{}); err == nil {
 		t.Fatal("an empty configuration was applied")
 	}
 	again := smqtest.Connect(t, lan, "again-apply")
@@ -146,7 +148,7 @@ urls = ["http://%s/smq"]
 		}
 		return cfg
 	}
-	first, err := gateway.Build(conf("embedded"), nil)
+	first, err := app.Build(conf("embedded"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

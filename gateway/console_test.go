@@ -5,13 +5,15 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/smqgw/smqgw/internal/apptest"
 )
 
 // TestConsoleServed: a route with console = true serves the page and its
 // scripts at its own path, with a strict Content-Security-Policy; other
 // routes do not.
 func TestConsoleServed(t *testing.T) {
-	b := startBuilt(t, t.TempDir(), `
+	b := apptest.Start(t, t.TempDir(), `
 [[listener]]
 name = "lan"
 address = "127.0.0.1:0"
@@ -23,7 +25,7 @@ address = "127.0.0.1:0"
   path = "/plain"
   upstream = "embedded"
 `)
-	base := "http://" + b.gw.Addr("lan").String()
+	base := "http://" + b.GW.Addr("lan").String()
 	get := func(path string) (*http.Response, string) {
 		t.Helper()
 		resp, err := http.Get(base + path)

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/smqgw/smqgw/client"
+	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/proxytest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/smq"
@@ -21,7 +22,7 @@ import (
 func cloudGateway(t *testing.T, ca, clientCA *testpki.CA) string {
 	t.Helper()
 	server := ca.Server(t, "127.0.0.1", "cloud.test")
-	cloud := startBuilt(t, t.TempDir(), fmt.Sprintf(`
+	cloud := apptest.Start(t, t.TempDir(), fmt.Sprintf(`
 [[listener]]
 name = "cloud"
 address = "127.0.0.1:0"
@@ -32,8 +33,8 @@ tls = "files"
   client_auth = "require"
   client_ca = [%q]
   allow_cn = ["gateway-*"]
-`, clientCA.CertFile)+certFiles(server))
-	return cloud.gw.Addr("cloud").String()
+`, clientCA.CertFile)+apptest.CertFiles(server))
+	return cloud.GW.Addr("cloud").String()
 }
 
 // TestTLSUpstreamWithClientCertificate is the egress path without a
@@ -66,7 +67,7 @@ func TestTLSUpstreamWithClientCertificate(t *testing.T) {
 		}
 	}()
 
-	edge := startBuilt(t, t.TempDir(), fmt.Sprintf(`
+	edge := apptest.Start(t, t.TempDir(), fmt.Sprintf(`
 [[listener]]
 name = "lan"
 address = "127.0.0.1:0"
@@ -100,7 +101,7 @@ key_file = %[6]q
 urls = ["https://%[7]s/smq"]
 ca_file = %[1]q
 `, ca.CertFile, portOf(cloudAddr), gwCert.CertFile, gwCert.KeyFile, strangerCert.CertFile, strangerCert.KeyFile, strict.Addr()))
-	lan := edge.gw.Addr("lan").String()
+	lan := edge.GW.Addr("lan").String()
 
 	dial := func(path string) (*client.Client, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
@@ -120,7 +121,7 @@ ca_file = %[1]q
 	if err != nil {
 		t.Fatal(err)
 	}
-	pubSub(t, a, b)
+	apptest.PubSub(t, a, b)
 	for _, tc := range []struct{ path, reason string }{
 		{"/nocert", "upstream nocert refused the gateway's certificate: 0x04"},
 		{"/stranger", "upstream stranger refused the gateway's certificate: 0x05"},
@@ -132,7 +133,7 @@ ca_file = %[1]q
 			t.Errorf("%s: %v, want 0x02 %q", tc.path, err, tc.reason)
 		}
 	}
-	if logs := edge.logs.String(); !strings.Contains(logs, "refused the gateway's certificate") {
+	if logs := edge.Logs.String(); !strings.Contains(logs, "refused the gateway's certificate") {
 		t.Errorf("no log line names the refusal:\n%s", logs)
 	}
 }
@@ -184,8 +185,8 @@ func TestEgressThroughProxies(t *testing.T) {
 	upstreamBlock("noproxy", "https", "env")
 	cfg.WriteString(upstreams.String())
 
-	edge := startBuilt(t, t.TempDir(), cfg.String())
-	lan := edge.gw.Addr("lan").String()
+	edge := apptest.Start(t, t.TempDir(), cfg.String())
+	lan := edge.GW.Addr("lan").String()
 	dialAs := func(scheme, path string) (*client.Client, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 		defer cancel()
@@ -207,7 +208,7 @@ func TestEgressThroughProxies(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			pubSub(t, a, b)
+			apptest.PubSub(t, a, b)
 			if log := p.proxy.Log(); !strings.Contains(log, portOf(cloudAddr)) {
 				t.Errorf("the proxy's log does not show the tunnel to port %s:\n%s", portOf(cloudAddr), log)
 			}
@@ -227,6 +228,6 @@ func TestEgressThroughProxies(t *testing.T) {
 		if err != nil {
 			t.Fatalf("NO_PROXY bypass: %v", err)
 		}
-		pubSub(t, c, c)
+		apptest.PubSub(t, c, c)
 	})
 }

@@ -25,7 +25,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"golang.org/x/crypto/acme"
 
 	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/limits"
@@ -377,7 +376,7 @@ func serverTLS(src certs.Source) *tls.Config {
 		// net/http closes a connection that negotiated a protocol it has
 		// no TLSNextProto handler for, after the handshake: the probe got
 		// its answer, and no session starts.
-		cfg.NextProtos = append(cfg.NextProtos, acme.ALPNProto)
+		cfg.NextProtos = append(cfg.NextProtos, certs.ALPNProto)
 	}
 	return cfg
 }

@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -22,6 +21,7 @@ import (
 	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/client"
 	"github.com/smqgw/smqgw/gateway"
+	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/smq"
@@ -175,7 +175,7 @@ func TestCertificateMatrix(t *testing.T) {
 					if err != nil {
 						t.Fatalf("refused: %v", err)
 					}
-					pubSub(t, c, c)
+					apptest.PubSub(t, c, c)
 					return
 				}
 				var re *client.RefusedError
@@ -193,36 +193,6 @@ func TestCertificateMatrix(t *testing.T) {
 	}
 }
 
-var topicSeq atomic.Int64
-
-// pubSub subscribes sub to a fresh topic, publishes from pub, and waits.
-func pubSub(t *testing.T, sub, pub *client.Client) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	topic := fmt.Sprintf("t-%s-%d", t.Name(), topicSeq.Add(1))
-	got := make(chan string, 1)
-	if _, err := sub.Subscribe(ctx, topic, func(m *client.Message) {
-		select {
-		case got <- string(m.Payload):
-		default: // a duplicate fails the test below, not the dispatcher
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := pub.Publish(ctx, topic, []byte("hello")); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case m := <-got:
-		if m != "hello" {
-			t.Fatalf("received %q", m)
-		}
-	case <-ctx.Done():
-		t.Fatal("no message")
-	}
-}
-
 func TestBridge(t *testing.T) {
 	e := newEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
@@ -236,8 +206,8 @@ func TestBridge(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer device.Close()
-	pubSub(t, browser, device)
-	pubSub(t, device, browser)
+	apptest.PubSub(t, browser, device)
+	apptest.PubSub(t, device, browser)
 
 	// One-to-one across the gateway: the device answers the browser's ETID.
 	replies := make(chan string, 1)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/smq"
@@ -23,12 +24,12 @@ address = "127.0.0.1:0"
   path = "/"
   upstream = "embedded"
 `
-	perIP := startBuilt(t, t.TempDir(), `
+	perIP := apptest.Start(t, t.TempDir(), `
 [limits]
 max_sessions_per_ip = 2
 session_rate_per_ip = 1   # burst 2
 `+route)
-	addr := perIP.gw.Addr("lan").String()
+	addr := perIP.GW.Addr("lan").String()
 	refused := func(c *smqtest.Conn, want string) {
 		t.Helper()
 		c.Send(smq.Connect{Version: 1, UID: "limited-client"})
@@ -48,10 +49,10 @@ session_rate_per_ip = 1   # burst 2
 	waitLogged(t, perIP, "reason=client_closed", 1)
 	refused(smqtest.Dial(t, addr), "server busy: sessions from your address start too fast")
 	one.Close()
-	if logs := perIP.logs.String(); !strings.Contains(logs, `msg="session refused: per-address limit"`) {
+	if logs := perIP.Logs.String(); !strings.Contains(logs, `msg="session refused: per-address limit"`) {
 		t.Errorf("per-address refusals not logged:\n%s", logs)
 	}
-	m := scrape(t, perIP.gw)
+	m := scrape(t, perIP.GW)
 	for _, limit := range []string{"max_sessions_per_ip", "session_rate_per_ip"} {
 		if v := m.get(t, "smqgw_limit_refusals_total", "listener", "lan", "limit", limit); v != 1 {
 			t.Errorf("%s refusals = %v, want 1", limit, v)
@@ -59,11 +60,11 @@ session_rate_per_ip = 1   # burst 2
 	}
 
 	// message_rate: the sixth message within a second ends the session.
-	rate := startBuilt(t, t.TempDir(), `
+	rate := apptest.Start(t, t.TempDir(), `
 [limits]
 message_rate = 5
 `+route)
-	c := smqtest.Connect(t, rate.gw.Addr("lan").String(), "limited-rate")
+	c := smqtest.Connect(t, rate.GW.Addr("lan").String(), "limited-rate")
 	for range 6 {
 		c.Send(smq.Ping{})
 	}
@@ -71,18 +72,18 @@ message_rate = 5
 		t.Errorf("Disconnect %q, want \"rate limit exceeded\"", d.Reason)
 	}
 	waitLogged(t, rate, `reason=rate_limited`, 1)
-	if logs := rate.logs.String(); !strings.Contains(logs, `detail="more than 5 messages per second"`) {
+	if logs := rate.Logs.String(); !strings.Contains(logs, `detail="more than 5 messages per second"`) {
 		t.Errorf("message rate not logged:\n%s", logs)
 	}
-	if v := scrape(t, rate.gw).get(t, "smqgw_limit_refusals_total", "listener", "lan", "limit", "message_rate"); v != 1 {
+	if v := scrape(t, rate.GW).get(t, "smqgw_limit_refusals_total", "listener", "lan", "limit", "message_rate"); v != 1 {
 		t.Errorf("message_rate refusals = %v, want 1", v)
 	}
 }
 
 // waitLogged waits until the gateway's log holds want at least n times.
-func waitLogged(t *testing.T, b *built, want string, n int) {
+func waitLogged(t *testing.T, b *apptest.Running, want string, n int) {
 	t.Helper()
-	smqtest.WaitUntil(t, "a log line with "+want, func() bool { return strings.Count(b.logs.String(), want) >= n })
+	smqtest.WaitUntil(t, "a log line with "+want, func() bool { return strings.Count(b.Logs.String(), want) >= n })
 }
 
 // TestLimitsCounted: each session and connection limit refuses as
@@ -90,7 +91,7 @@ func waitLogged(t *testing.T, b *built, want string, n int) {
 func TestLimitsCounted(t *testing.T) {
 	ca := testpki.NewCA(t)
 	server := ca.Server(t, "127.0.0.1")
-	b := startBuilt(t, t.TempDir(), `
+	b := apptest.Start(t, t.TempDir(), `
 [limits]
 max_sessions = 1
 max_message_size = 100
@@ -113,8 +114,8 @@ tls = "files"
   [[listener.route]]
   path = "/"
   upstream = "embedded"
-`+certFiles(server))
-	lan, edge := b.gw.Addr("lan").String(), b.gw.Addr("edge").String()
+`+apptest.CertFiles(server))
+	lan, edge := b.GW.Addr("lan").String(), b.GW.Addr("edge").String()
 
 	// max_sessions: a second session on the listener is refused while the
 	// first is open; idle_timeout then ends the first.
@@ -162,7 +163,7 @@ tls = "files"
 		}
 	}
 
-	m := waitMetric(t, b.gw, 2, "smqgw_limit_refusals_total", "listener", "lan", "limit", "request_timeout")
+	m := waitMetric(t, b.GW, 2, "smqgw_limit_refusals_total", "listener", "lan", "limit", "request_timeout")
 	for listener, limits := range map[string][]string{
 		"lan":  {"max_sessions", "idle_timeout", "max_message_size", "connect_timeout", "request_timeout"},
 		"edge": {"handshake_timeout"},
@@ -187,7 +188,7 @@ tls = "files"
 func TestShutdownEndsHandshakes(t *testing.T) {
 	ca := testpki.NewCA(t)
 	server := ca.Server(t, "127.0.0.1")
-	b := startBuilt(t, t.TempDir(), `
+	b := apptest.Start(t, t.TempDir(), `
 [[listener]]
 name = "edge"
 address = "127.0.0.1:0"
@@ -195,11 +196,11 @@ tls = "files"
   [[listener.route]]
   path = "/"
   upstream = "embedded"
-`+certFiles(server))
-	m := b.gw.Metrics()
-	quiet := smqtest.DialTCP(t, b.gw.Addr("edge").String())
+`+apptest.CertFiles(server))
+	m := b.GW.Metrics()
+	quiet := smqtest.DialTCP(t, b.GW.Addr("edge").String())
 	time.Sleep(50 * time.Millisecond) // the handshake has begun
-	before := scrape(t, b.gw)
+	before := scrape(t, b.GW)
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
@@ -209,7 +210,7 @@ tls = "files"
 		_, err := quiet.NetConn.Read(make([]byte, 1))
 		closed <- err
 	}()
-	if err := b.gw.Shutdown(ctx); err != nil {
+	if err := b.GW.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-closed; err == nil || smqtest.IsTimeout(err) {

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/smq"
 )
 
@@ -51,13 +52,8 @@ const (
 // CertSet is a set of certificates the gateway presents (a [certs] block,
 // an upstream's client certificate), for the expiry metric and readiness.
 type CertSet struct {
-	Name string // "certs web", "upstream cloud client certificate"
-	// Leaves returns the certificates in use now; an ACME set without one
-	// yet returns none.
-	Leaves func() []*x509.Certificate
-	// Want is how many certificates the set should hold (the ACME
-	// domains); 0: at least one.
-	Want int
+	Name  string // "certs web", "upstream cloud client certificate"
+	Certs certs.Inventory
 }
 
 // NewMetrics makes the gateway's metrics on a new registry.
@@ -212,7 +208,13 @@ func (m *Metrics) connack(listener, route string, code smq.ConnackCode, by strin
 // limit counts a refusal by a limit.
 func (m *Metrics) limit(listener, limit string) { m.limits.WithLabelValues(listener, limit).Inc() }
 
-// dialed records one attempt on an upstream URL.
+// UpstreamAttempt returns the function that records each attempt on a URL
+// of the named upstream (upstream.Config.OnAttempt): how long it took,
+// and a failure by what failed.
+func (m *Metrics) UpstreamAttempt(upstream string) func(url string, took time.Duration, err error) {
+	return func(url string, took time.Duration, err error) { m.dialed(upstream, url, took, err) }
+}
+
 func (m *Metrics) dialed(upstream, url string, took time.Duration, err error) {
 	m.dialSeconds.WithLabelValues(upstream, url).Observe(took.Seconds())
 	if err != nil {
@@ -256,7 +258,7 @@ func (c certCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	seen := map[string]bool{}
 	for _, s := range *sets {
-		for _, leaf := range s.Leaves() {
+		for _, leaf := range s.Certs.Leaves() {
 			serial := hex.EncodeToString(leaf.SerialNumber.Bytes())
 			if key := s.Name + "\x00" + serial; !seen[key] {
 				seen[key] = true

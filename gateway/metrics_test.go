@@ -17,6 +17,7 @@ import (
 
 	"github.com/smqgw/smqgw/client"
 	"github.com/smqgw/smqgw/gateway"
+	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/smq"
@@ -116,7 +117,7 @@ func TestMetricsScrape(t *testing.T) {
 	ca := testpki.NewCA(t)
 	server := ca.Server(t, "127.0.0.1")
 	dead, deadProxy := smqtest.DeadAddr(t), smqtest.DeadAddr(t)
-	b := startBuilt(t, dir, fmt.Sprintf(`
+	b := apptest.Start(t, dir, fmt.Sprintf(`
 [limits]
 message_rate = 5
 [[listener]]
@@ -148,8 +149,8 @@ urls = ["http://%s/smq"]
 [upstream.proxied]
 urls = ["http://192.0.2.1/smq"]
 proxy = "socks5://%s"
-`, ca.CertFile, dead, deadProxy)+certFiles(server))
-	edge, lan := b.gw.Addr("edge").String(), b.gw.Addr("lan").String()
+`, ca.CertFile, dead, deadProxy)+apptest.CertFiles(server))
+	edge, lan := b.GW.Addr("edge").String(), b.GW.Addr("lan").String()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 
@@ -199,7 +200,7 @@ proxy = "socks5://%s"
 	}
 	waitLogged(t, b, "msg=session ", 4) // every session but the open one has ended
 
-	m := scrape(t, b.gw)
+	m := scrape(t, b.GW)
 	check := func(what string, got float64, ok bool) {
 		t.Helper()
 		if !ok {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pires/go-proxyproto"
 
+	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/smqtest"
 )
 
@@ -19,7 +20,7 @@ import (
 // untrusted address is refused; a trusted one without a header gets
 // nothing.
 func TestProxyProtocol(t *testing.T) {
-	b := startBuilt(t, t.TempDir(), `
+	b := apptest.Start(t, t.TempDir(), `
 [[listener]]
 name = "behind-lb"
 address = "127.0.0.1:0"
@@ -35,7 +36,7 @@ proxy_protocol_from = ["10.0.0.0/8", "192.0.2.10"]
   path = "/"
   upstream = "embedded"
 `)
-	addr := b.gw.Addr("behind-lb").String()
+	addr := b.GW.Addr("behind-lb").String()
 	dst := netip.MustParseAddrPort(addr)
 	for _, tc := range []struct {
 		name   string
@@ -59,9 +60,9 @@ proxy_protocol_from = ["10.0.0.0/8", "192.0.2.10"]
 			c.Login("proxied-" + tc.name)
 			c.Close()
 			deadline := time.Now().Add(waitFor)
-			for !strings.Contains(b.logs.String(), fmt.Sprintf("listener=behind-lb route=/ client=%s ", tc.client)) {
+			for !strings.Contains(b.Logs.String(), fmt.Sprintf("listener=behind-lb route=/ client=%s ", tc.client)) {
 				if time.Now().After(deadline) {
-					t.Fatalf("no session logged for client %s:\n%s", tc.client, b.logs)
+					t.Fatalf("no session logged for client %s:\n%s", tc.client, b.Logs)
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
@@ -75,7 +76,7 @@ proxy_protocol_from = ["10.0.0.0/8", "192.0.2.10"]
 		}
 	})
 	t.Run("untrusted sender", func(t *testing.T) {
-		uaddr := b.gw.Addr("untrusting").String()
+		uaddr := b.GW.Addr("untrusting").String()
 		conn, err := net.Dial("tcp", uaddr)
 		if err != nil {
 			t.Fatal(err)
@@ -91,10 +92,10 @@ proxy_protocol_from = ["10.0.0.0/8", "192.0.2.10"]
 		} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
 			t.Error("an untrusted sender's connection was left open")
 		}
-		if !strings.Contains(b.logs.String(), `msg="PROXY protocol: connection refused: not from a trusted sender" listener=untrusting peer=127.0.0.1:`) {
-			t.Errorf("the refusal is not logged:\n%s", b.logs)
+		if !strings.Contains(b.Logs.String(), `msg="PROXY protocol: connection refused: not from a trusted sender" listener=untrusting peer=127.0.0.1:`) {
+			t.Errorf("the refusal is not logged:\n%s", b.Logs)
 		}
-		m := scrape(t, b.gw)
+		m := scrape(t, b.GW)
 		if v := m.get(t, "smqgw_proxy_protocol_refusals_total", "listener", "untrusting"); v != 1 {
 			t.Errorf("refusals counted on untrusting: %v, want 1", v)
 		}

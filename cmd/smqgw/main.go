@@ -31,6 +31,7 @@ import (
 
 	"github.com/smqgw/smqgw/config"
 	"github.com/smqgw/smqgw/gateway"
+	"github.com/smqgw/smqgw/internal/app"
 )
 
 func main() {
@@ -88,7 +89,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	built, err := gateway.Build(cfg, log)
+	built, err := app.Build(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -145,7 +146,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 type live struct {
 	file  string // "" for the zero-configuration demo
 	cfg   *config.Config
-	built *gateway.Built
+	built *app.Built
 	gw    *gateway.Gateway
 	log   *slog.Logger
 	level *slog.LevelVar
@@ -259,7 +260,7 @@ func newLogger(w io.Writer, format string, level slog.Leveler) *slog.Logger {
 }
 
 // banner tells a person where to connect.
-func banner(w io.Writer, gw *gateway.Gateway, cfg *config.Config, built *gateway.Built) {
+func banner(w io.Writer, gw *gateway.Gateway, cfg *config.Config, built *app.Built) {
 	fmt.Fprintln(w, "smqgw is running.")
 	var try string
 	for _, l := range cfg.Listeners {

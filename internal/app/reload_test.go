@@ -1,4 +1,4 @@
-package gateway_test
+package app_test
 
 import (
 	"context"
@@ -6,74 +6,22 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/smqgw/smqgw/client"
 	"github.com/smqgw/smqgw/config"
-	"github.com/smqgw/smqgw/gateway"
+	"github.com/smqgw/smqgw/internal/app"
+	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/smq"
 )
-
-// built is a gateway made by Build from TOML, serving, with Run going.
-type built struct {
-	*gateway.Built
-	gw   *gateway.Gateway
-	logs *smqtest.SyncBuffer
-}
-
-// startBuilt parses src (a config file in dir), builds and starts it, and
-// runs its certificate upkeep until the test ends.
-func startBuilt(t *testing.T, dir, src string) *built {
-	t.Helper()
-	cfg, err := config.Parse([]byte(src), filepath.Join(dir, "smqgw.toml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &smqtest.SyncBuffer{}
-	b, err := gateway.Build(cfg, slog.New(slog.NewTextHandler(logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := gateway.New(b.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := gw.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { b.Run(ctx) })
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		sctx, scancel := context.WithTimeout(context.Background(), waitFor)
-		defer scancel()
-		gw.Shutdown(sctx)
-		if b.Broker != nil {
-			b.Broker.Shutdown(sctx)
-		}
-		if t.Failed() {
-			t.Logf("gateway log:\n%s", logs)
-		}
-	})
-	return &built{Built: b, gw: gw, logs: logs}
-}
-
-// certFiles is the [certs.files] block serving leaf's files.
-func certFiles(leaf *testpki.Leaf) string {
-	return fmt.Sprintf("[certs.files]\ncert_file = %q\nkey_file = %q\n", leaf.CertFile, leaf.KeyFile)
-}
 
 // writeFile replaces name by rename, as certificate tools do.
 func writeFile(t *testing.T, name string, data []byte) {
@@ -100,7 +48,7 @@ func servedLeaf(t *testing.T, addr string, roots *x509.CertPool) *x509.Certifica
 // waitServed waits until new handshakes get want.
 func waitServed(t *testing.T, addr string, roots *x509.CertPool, want *x509.Certificate) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
+	deadline := time.Now().Add(smqtest.WaitFor)
 	for !servedLeaf(t, addr, roots).Equal(want) {
 		if time.Now().After(deadline) {
 			t.Fatal("the new certificate is not served")
@@ -117,7 +65,7 @@ func TestCertificateFilesReload(t *testing.T) {
 	certFile, keyFile := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")
 	writeFile(t, certFile, first.CertPEM)
 	writeFile(t, keyFile, first.KeyPEM)
-	b := startBuilt(t, dir, fmt.Sprintf(`
+	b := apptest.Start(t, dir, fmt.Sprintf(`
 watch_interval = "20ms"
 [[listener]]
 name = "edge"
@@ -132,11 +80,11 @@ tls = "files"
 cert_file = "server.pem"
 key_file = "server-key.pem"
 `, clientCA.CertFile))
-	addr := b.gw.Addr("edge").String()
+	addr := b.GW.Addr("edge").String()
 	if got := servedLeaf(t, addr, ca.Pool); !got.Equal(first.Cert) {
 		t.Fatal("the configured certificate is not served")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
 	defer cancel()
 	open, err := client.Dial(ctx, "wss://"+addr+"/", client.Options{RootCAs: ca.Pool})
 	if err != nil {
@@ -154,24 +102,24 @@ key_file = "server-key.pem"
 	writeFile(t, keyFile, second.KeyPEM)
 	waitServed(t, addr, ca.Pool, second.Cert)
 	// The sessions opened under the old certificate are still there.
-	pubSub(t, open, raw)
-	pubSub(t, raw, open)
+	apptest.PubSub(t, open, raw)
+	apptest.PubSub(t, raw, open)
 
 	// A corrupt replacement is rejected, with a log line that says why;
 	// the certificate in service stays.
-	logged := len(b.logs.String())
+	logged := len(b.Logs.String())
 	writeFile(t, certFile, second.CertPEM[:len(second.CertPEM)/2])
 	err = b.Reload()
 	if err == nil || !strings.Contains(err.Error(), "server.pem") {
 		t.Fatalf("Reload of a corrupt file: %v, want an error naming server.pem", err)
 	}
-	if !strings.Contains(b.logs.String()[logged:], `msg="reload failed: keeping the current one in service" what="certs \"files\""`) {
-		t.Errorf("no log line for the rejected file:\n%s", b.logs)
+	if !strings.Contains(b.Logs.String()[logged:], `msg="reload failed: keeping the current one in service" what="certs \"files\""`) {
+		t.Errorf("no log line for the rejected file:\n%s", b.Logs)
 	}
 	if got := servedLeaf(t, addr, ca.Pool); !got.Equal(second.Cert) {
 		t.Fatal("a corrupt file replaced the certificate in service")
 	}
-	pubSub(t, open, raw)
+	apptest.PubSub(t, open, raw)
 }
 
 func TestRevokedClientRefused(t *testing.T) {
@@ -184,7 +132,7 @@ func TestRevokedClientRefused(t *testing.T) {
 	writeFile(t, crlFile, clientCA.CRL(t).DER) // nothing revoked yet, DER
 	caFile := filepath.Join(dir, "clients-ca.pem")
 	writeFile(t, caFile, clientCA.CertPEM)
-	b := startBuilt(t, dir, `
+	b := apptest.Start(t, dir, `
 watch_interval = "1h"   # this test reloads by hand, as SIGHUP does
 [[listener]]
 name = "edge"
@@ -196,10 +144,10 @@ tls = "files"
   client_auth = "require"
   client_ca = ["clients-ca.pem"]
   client_crl = ["clients.crl"]
-`+certFiles(server))
-	addr := b.gw.Addr("edge").String()
+`+apptest.CertFiles(server))
+	addr := b.GW.Addr("edge").String()
 	dial := func(l *testpki.Leaf, scheme string) (*client.Client, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
 		defer cancel()
 		c, err := client.Dial(ctx, scheme+"://"+addr+"/", client.Options{RootCAs: ca.Pool, Certificate: &l.TLS})
 		if err == nil {
@@ -227,13 +175,13 @@ tls = "files"
 		if err != nil {
 			t.Fatalf("%s: a certificate not revoked was refused: %v", scheme, err)
 		}
-		pubSub(t, c, c)
+		apptest.PubSub(t, c, c)
 	}
 	// The session admitted before the revocation is left alone: the CRL is
 	// checked when a session starts.
-	pubSub(t, before, before)
-	if !strings.Contains(b.logs.String(), `detail="0x05 client certificate not accepted: certificate revoked"`) {
-		t.Errorf("the refusal is not logged:\n%s", b.logs)
+	apptest.PubSub(t, before, before)
+	if !strings.Contains(b.Logs.String(), `detail="0x05 client certificate not accepted: certificate revoked"`) {
+		t.Errorf("the refusal is not logged:\n%s", b.Logs)
 	}
 
 	// A broken CRL is rejected and the revocation stays in force.
@@ -283,7 +231,7 @@ acme_http_address = "127.0.0.1:0"
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := gateway.Build(cfg, nil)
+	b, err := app.Build(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

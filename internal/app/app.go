@@ -1,10 +1,15 @@
-package gateway
+// Package app is smqgw's composition root: it turns a validated
+// configuration into live parts — certificate sources, client-certificate
+// policies, upstream dialers, the embedded broker, the gateway's listeners
+// and routes — and keeps the parts built from files current (reload on
+// SIGHUP, polling for changed files, ACME renewals). Package gateway takes
+// those parts ready-made and never sees the configuration.
+package app
 
 import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -18,7 +23,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/acme"
@@ -26,6 +30,7 @@ import (
 	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/config"
+	"github.com/smqgw/smqgw/gateway"
 	"github.com/smqgw/smqgw/proxyclient"
 	"github.com/smqgw/smqgw/tlsterm"
 	"github.com/smqgw/smqgw/upstream"
@@ -33,14 +38,14 @@ import (
 
 // Built is a gateway configuration turned into live parts.
 type Built struct {
-	Config Config
+	Config gateway.Config
 	// Broker is the embedded broker, nil when no route uses it.
 	Broker *broker.Broker
 	// DevCAFile is the dev CA certificate clients must trust, "" when no
 	// dev certificates are served.
 	DevCAFile string
 	// Metrics are the gateway's metrics, shared by every rebuild.
-	Metrics *Metrics
+	Metrics *gateway.Metrics
 	// kept is an earlier build's embedded broker when this one uses none:
 	// its sessions go on, and a later rebuild that wants one reuses it.
 	kept *broker.Broker
@@ -93,14 +98,14 @@ func (b *Built) broker() *broker.Broker {
 	return b.kept
 }
 
-func build(cfg *config.Config, log *slog.Logger, m *Metrics, br *broker.Broker) (*Built, error) {
+func build(cfg *config.Config, log *slog.Logger, m *gateway.Metrics, br *broker.Broker) (*Built, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if m == nil {
-		m = NewMetrics()
+		m = gateway.NewMetrics()
 	}
-	b := &Built{log: log, every: cfg.WatchInterval, Metrics: m, Config: Config{Logger: log, Metrics: m, Limits: cfg.Limits}}
+	b := &Built{log: log, every: cfg.WatchInterval, Metrics: m, Config: gateway.Config{Logger: log, Metrics: m, Limits: cfg.Limits}}
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf("gateway: "+format, args...)) }
 
@@ -119,7 +124,7 @@ func build(cfg *config.Config, log *slog.Logger, m *Metrics, br *broker.Broker) 
 		}
 		d, err := upstream.New(upstream.Config{Name: name, URLs: u.URLs, DialTimeout: u.DialTimeout,
 			Backoff: u.Backoff, Logger: log, TLS: tc, Dialer: dialer,
-			OnAttempt: func(url string, took time.Duration, err error) { m.dialed(name, url, took, err) }})
+			OnAttempt: m.UpstreamAttempt(name)})
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -134,10 +139,10 @@ func build(cfg *config.Config, log *slog.Logger, m *Metrics, br *broker.Broker) 
 			continue
 		}
 		sources[name] = src
-		b.Config.Certs = append(b.Config.Certs, sourceSet("certs "+name, src))
+		b.Config.Certs = append(b.Config.Certs, gateway.CertSet{Name: "certs " + name, Certs: src})
 	}
 	for _, l := range cfg.Listeners {
-		gl := Listener{Name: l.Name, Addr: l.Address}
+		gl := gateway.Listener{Name: l.Name, Addr: l.Address}
 		for _, p := range l.ProxyProtocolFrom {
 			pfx, err := config.ParsePrefix(p)
 			if err != nil {
@@ -149,7 +154,7 @@ func build(cfg *config.Config, log *slog.Logger, m *Metrics, br *broker.Broker) 
 			gl.Certs = sources[l.TLS]
 		}
 		for _, r := range l.Routes {
-			route := &Route{Path: r.Path, AllowedOrigins: r.AllowedOrigins, Console: r.Console}
+			route := &gateway.Route{Path: r.Path, AllowedOrigins: r.AllowedOrigins, Console: r.Console}
 			if r.Upstream == config.Embedded {
 				if b.Broker == nil && br != nil {
 					b.Broker = br
@@ -192,7 +197,7 @@ func build(cfg *config.Config, log *slog.Logger, m *Metrics, br *broker.Broker) 
 				break
 			}
 		}
-		b.Config.Listeners = append(b.Config.Listeners, Listener{Name: "acme-http/" + name,
+		b.Config.Listeners = append(b.Config.Listeners, gateway.Listener{Name: "acme-http/" + name,
 			Addr: c.ACMEHTTPAddress, Handler: a.HTTPHandler(redirectHTTPS(port))})
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -201,8 +206,14 @@ func build(cfg *config.Config, log *slog.Logger, m *Metrics, br *broker.Broker) 
 	return b, nil
 }
 
+// source is a certificate source that accounts for what it serves.
+type source interface {
+	certs.Source
+	certs.Inventory
+}
+
 // source makes the certificate source of a [certs] block.
-func (b *Built) source(cfg *config.Config, c *config.Certs) (certs.Source, error) {
+func (b *Built) source(cfg *config.Config, c *config.Certs) (source, error) {
 	switch {
 	case c.Dev:
 		dev, err := certs.EnsureDev(filepath.Join(cfg.StateDir, "dev"), c.Hosts)
@@ -232,43 +243,6 @@ func (b *Built) source(cfg *config.Config, c *config.Certs) (certs.Source, error
 	return f, nil
 }
 
-// sourceSet describes a certificate source for the expiry metric and
-// readiness.
-func sourceSet(name string, src certs.Source) CertSet {
-	switch s := src.(type) {
-	case *certs.Files:
-		return CertSet{Name: name, Leaves: s.Leaves}
-	case *certs.ACME:
-		return CertSet{Name: name, Want: len(s.Domains()), Leaves: func() []*x509.Certificate {
-			m := s.Leaves()
-			out := make([]*x509.Certificate, 0, len(m))
-			for _, d := range slices.Sorted(maps.Keys(m)) {
-				out = append(out, m[d])
-			}
-			return out
-		}}
-	case *certs.Static:
-		leaves := leafOf((*tls.Certificate)(s))
-		return CertSet{Name: name, Leaves: func() []*x509.Certificate { return leaves }}
-	}
-	return CertSet{Name: name, Leaves: func() []*x509.Certificate { return nil }}
-}
-
-// leafOf returns a certificate's leaf, parsed if need be; none for nil.
-func leafOf(c *tls.Certificate) []*x509.Certificate {
-	switch {
-	case c == nil || len(c.Certificate) == 0:
-		return nil
-	case c.Leaf != nil:
-		return []*x509.Certificate{c.Leaf}
-	}
-	leaf, err := x509.ParseCertificate(c.Certificate[0])
-	if err != nil {
-		return nil
-	}
-	return []*x509.Certificate{leaf}
-}
-
 // upstreamTLS is the TLS client configuration of an upstream, nil when
 // none of its URLs uses TLS: its roots, server name, and the gateway's
 // client certificate, reloaded like the server certificates.
@@ -284,24 +258,13 @@ func (b *Built) upstreamTLS(u *config.Upstream) (*tls.Config, error) {
 		}
 	}
 	if u.CertFile != "" {
-		pair := certs.Pair{CertFile: u.CertFile, KeyFile: u.KeyFile}
-		c, err := certs.LoadPair(pair)
+		c, err := certs.NewReloading(certs.Pair{CertFile: u.CertFile, KeyFile: u.KeyFile})
 		if err != nil {
 			return nil, err
 		}
-		var cur atomic.Pointer[tls.Certificate]
-		cur.Store(c)
-		b.Config.Certs = append(b.Config.Certs, CertSet{Name: fmt.Sprintf("upstream %s client certificate", u.Name),
-			Leaves: func() []*x509.Certificate { return leafOf(cur.Load()) }})
-		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cur.Load(), nil }
-		b.reloadable(fmt.Sprintf("upstream %q client certificate", u.Name), []string{u.CertFile, u.KeyFile}, func() error {
-			c, err := certs.LoadPair(pair)
-			if err != nil {
-				return err
-			}
-			cur.Store(c)
-			return nil
-		})
+		b.Config.Certs = append(b.Config.Certs, gateway.CertSet{Name: fmt.Sprintf("upstream %s client certificate", u.Name), Certs: c})
+		tc.GetClientCertificate = c.GetClientCertificate
+		b.reloadable(fmt.Sprintf("upstream %q client certificate", u.Name), c.Paths(), c.Reload)
 	}
 	return tc, nil
 }
@@ -354,7 +317,7 @@ func ACMECacheName(directory string) string {
 
 // policy builds a route's client-certificate policy and arranges for it
 // to be rebuilt when its CA or CRL files change.
-func (b *Built) policy(listener string, r config.Route, route *Route) error {
+func (b *Built) policy(listener string, r config.Route, route *gateway.Route) error {
 	load := func() (*tlsterm.Policy, error) {
 		p, warnings, err := buildPolicy(r, time.Now())
 		for _, w := range warnings {
