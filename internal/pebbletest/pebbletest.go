@@ -4,8 +4,8 @@
 // real ACME server on loopback that validates HTTP-01 and TLS-ALPN-01
 // challenges by connecting to 127.0.0.1, because pebble-challtestsrv's DNS
 // server answers every name with 127.0.0.1. Both programs come from the tool
-// lines in go.mod and run with "go tool", each in its own process group, and
-// stop with the test.
+// lines in go.mod, built by "go tool -n" and run as the test's own children,
+// each in its own process group, and stop with the test.
 //
 // Pebble makes a fresh root CA on every start: trust Roots, not a fixed file.
 package pebbletest
@@ -42,8 +42,8 @@ import (
 )
 
 const (
-	// startTimeout bounds Start, including the first "go tool" run, which
-	// compiles Pebble.
+	// startTimeout bounds Start, including the first "go tool -n" run,
+	// which compiles Pebble.
 	startTimeout = 90 * time.Second
 	// killAfter is how long Stop waits after SIGTERM before SIGKILL.
 	killAfter = 3 * time.Second
@@ -139,7 +139,7 @@ func Start(t testing.TB, opts Options) *Pebble {
 	ca := testpki.NewCA(t)
 	leaf := ca.Server(t, "127.0.0.1", "localhost")
 	// The programs bind the ports some time after they are found free
-	// ("go tool" first checks the build); a listener elsewhere may take one
+	// (they start up first); a listener elsewhere may take one
 	// meanwhile. Then the program exits, and other ports are tried.
 	for attempt := 1; ; attempt++ {
 		p, err := launch(t, tc, opts, ca, leaf)
@@ -446,10 +446,15 @@ func (p *Pebble) dnsReady(ctx context.Context) error {
 	return fmt.Errorf("DNS answer for %s: %v, want 127.0.0.1", q.Name, answers)
 }
 
-// toolchain is where to run "go tool".
+// toolchain is where the tools are: built by "go tool -n" into the build
+// cache and run from there, so that each tool is the test's own child,
+// reaped by cmd.Wait (a "go tool" in between would leave the tool a
+// grandchild, killed and reparented but possibly not yet reaped when Stop
+// returns).
 type toolchain struct {
-	goBin   string // the go command
-	modRoot string // the directory of go.mod, with the pebble tool lines
+	goBin   string            // the go command
+	modRoot string            // the directory of go.mod, with the pebble tool lines
+	bins    map[string]string // tool name → its binary
 }
 
 // findToolchain locates the go command and the module, and builds both tools
@@ -473,21 +478,30 @@ var findToolchain = sync.OnceValues(func() (toolchain, error) {
 	if gomod == "" || gomod == os.DevNull {
 		return toolchain{}, errors.New("pebbletest: not in a Go module, so no pebble tool")
 	}
-	tc := toolchain{goBin: goBin, modRoot: filepath.Dir(gomod)}
+	tc := toolchain{goBin: goBin, modRoot: filepath.Dir(gomod), bins: map[string]string{}}
 	for _, tool := range []string{"pebble", "pebble-challtestsrv"} {
 		// -n builds the tool into the build cache and prints its path
 		// instead of running it.
 		cmd := exec.CommandContext(ctx, goBin, "tool", "-n", tool)
 		cmd.Dir = tc.modRoot
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return toolchain{}, fmt.Errorf("pebbletest: cannot build %q (go tool -n %s): %v\n%s", tool, tool, err, bytes.TrimSpace(out))
+		out, err := cmd.Output()
+		if err != nil {
+			var stderr []byte
+			if ee, ok := err.(*exec.ExitError); ok {
+				stderr = ee.Stderr
+			}
+			return toolchain{}, fmt.Errorf("pebbletest: cannot build %q (go tool -n %s): %v\n%s", tool, tool, err, bytes.TrimSpace(stderr))
 		}
+		bin := strings.TrimSpace(string(out))
+		if !filepath.IsAbs(bin) {
+			return toolchain{}, fmt.Errorf("pebbletest: go tool -n %s printed %q, not the path of a binary", tool, bin)
+		}
+		tc.bins[tool] = bin
 	}
 	return tc, nil
 })
 
-// process is one "go tool NAME" and the tool it runs, in their own process
-// group.
+// process is one tool, running in its own process group.
 type process struct {
 	name    string
 	cmd     *exec.Cmd
@@ -497,16 +511,16 @@ type process struct {
 	crashed bool          // set by stop: the process had exited already
 }
 
-// start runs "go tool name args..." in the module root.
+// start runs the tool name with args in the module root.
 func (p *Pebble) start(t testing.TB, tc toolchain, name string, args ...string) *process {
 	t.Helper()
 	pr := &process{name: name, done: make(chan struct{})}
-	pr.cmd = exec.Command(tc.goBin, append([]string{"tool", name}, args...)...)
+	pr.cmd = exec.Command(tc.bins[name], args...)
 	pr.cmd.Dir = tc.modRoot
 	pr.cmd.Env = append(withoutPebbleEnv(os.Environ()), pebbleEnv...)
 	pr.cmd.Stdout = &pr.out
 	pr.cmd.Stderr = &pr.out
-	pr.cmd.WaitDelay = killAfter // in case something outside the group holds the output pipe
+	pr.cmd.WaitDelay = killAfter // in case a child of the tool holds the output pipe
 	pr.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	setParentDeathSignal(pr.cmd.SysProcAttr)
 	if err := pr.cmd.Start(); err != nil {
@@ -520,10 +534,10 @@ func (p *Pebble) start(t testing.TB, tc toolchain, name string, args ...string) 
 	return pr
 }
 
-// setParentDeathSignal asks Linux to send SIGTERM to "go tool" if the test
-// binary dies without running its cleanups (a -timeout panic, a kill); "go
-// tool" passes it on to Pebble. The field exists on Linux and FreeBSD only,
-// hence reflection rather than a file per platform.
+// setParentDeathSignal asks Linux to send SIGTERM to the tool if the test
+// binary dies without running its cleanups (a -timeout panic, a kill). The
+// field exists on Linux and FreeBSD only, hence reflection rather than a
+// file per platform.
 func setParentDeathSignal(attr *syscall.SysProcAttr) {
 	f := reflect.ValueOf(attr).Elem().FieldByName("Pdeathsig")
 	if f.IsValid() && f.Type() == reflect.TypeFor[syscall.Signal]() {
@@ -531,7 +545,8 @@ func setParentDeathSignal(attr *syscall.SysProcAttr) {
 	}
 }
 
-// stop ends the process group and waits for "go tool" to exit.
+// stop ends the process group and waits for the tool to exit: cmd.Wait
+// has reaped it when stop returns.
 func (pr *process) stop() {
 	pgid := pr.cmd.Process.Pid
 	select {
@@ -546,7 +561,7 @@ func (pr *process) stop() {
 			<-pr.done
 		}
 	}
-	// "go tool" waits for its tool, so the group should be empty now; sweep
+	// The tools start no children, so the group should be empty now; sweep
 	// whatever is not. While a member lives, no other group can take the id.
 	if syscall.Kill(-pgid, 0) == nil {
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)

@@ -243,12 +243,16 @@ func newClient(t *testing.T, p *Pebble) *acme.Client {
 	return &acme.Client{Key: key, DirectoryURL: p.DirectoryURL, HTTPClient: &http.Client{Transport: tr}}
 }
 
-// assertStopped checks that nothing of p is left: no process in either
-// process group. (Its sockets go with its processes. Dialing its ports
-// would prove less: a parallel test may already listen on one again.)
+// assertStopped checks that nothing of p is left: each tool exited and
+// was reaped, and no process is left in its process group. (Its sockets go
+// with its processes. Dialing its ports would prove less: a parallel test
+// may already listen on one again.)
 func assertStopped(t *testing.T, p *Pebble) {
 	t.Helper()
 	for _, pr := range p.procs {
+		if pr.cmd.ProcessState == nil {
+			t.Errorf("%s (pid %d) was not waited for", pr.name, pr.cmd.Process.Pid)
+		}
 		if err := syscall.Kill(-pr.cmd.Process.Pid, 0); !errors.Is(err, syscall.ESRCH) {
 			t.Errorf("%s process group %d: %v, want ESRCH", pr.name, pr.cmd.Process.Pid, err)
 		}
