@@ -1,7 +1,6 @@
 package tlsterm_test
 
 import (
-	"context"
 	"crypto/tls"
 	"io"
 	"net"
@@ -29,13 +28,13 @@ const waitTimeout = 10 * time.Second
 type result struct {
 	decision tlsterm.Decision
 	state    tls.ConnectionState
-	err      error // from tlsterm.Handshake
+	err      error // the handshake's, as the Listener reported it
 }
 
-// server is a TLS server on a loopback port, configured by
-// tlsterm.ServerConfig, that runs tlsterm.Handshake and the current Policy on
-// every connection, reports the result, and writes the decision's code as
-// one byte before closing.
+// server is a tlsterm.Listener on a loopback port, configured by
+// tlsterm.ServerConfig, that runs the current Policy on every connection
+// whose handshake succeeded, reports the result (or the handshake's
+// failure), and writes the decision's code as one byte before closing.
 type server struct {
 	addr    string
 	ca      *testpki.CA // issued the server certificate: the clients' RootCAs
@@ -51,27 +50,30 @@ func startServer(t *testing.T, p *tlsterm.Policy) *server {
 	s.policy.Store(p)
 	cert := s.ca.Server(t)
 	cfg := tlsterm.ServerConfig(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert.TLS, nil })
-	l, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	l := tlsterm.NewListener(inner, tlsterm.ListenerConfig{
+		Config:  func() *tls.Config { return cfg },
+		Timeout: func() time.Duration { return waitTimeout },
+		OnHandshake: func(_ net.Conn, err error) {
+			if err != nil {
+				s.results <- result{err: err}
+			}
+		},
+	})
 	s.addr = l.Addr().String()
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				s.handle(c.(*tls.Conn))
-			}()
+			wg.Go(func() { s.handle(c.(*tls.Conn)) })
 		}
-	}()
+	})
 	t.Cleanup(func() {
 		l.Close()
 		wg.Wait()
@@ -82,10 +84,6 @@ func startServer(t *testing.T, p *tlsterm.Policy) *server {
 func (s *server) handle(c *tls.Conn) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(waitTimeout))
-	if err := tlsterm.Handshake(context.Background(), c, waitTimeout); err != nil {
-		s.results <- result{err: err}
-		return
-	}
 	cs := c.ConnectionState()
 	d := s.policy.Load().Check(&cs, time.Now())
 	s.results <- result{decision: d, state: cs}

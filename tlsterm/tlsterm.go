@@ -1,5 +1,6 @@
-// Package tlsterm is the server side of TLS for smqgw: a hardened tls.Config
-// and the client-certificate policy, decided per connection from
+// Package tlsterm is the server side of TLS for smqgw: a hardened tls.Config,
+// a listener that completes handshakes under a timeout and classifies their
+// failures, and the client-certificate policy, decided per connection from
 // tls.ConnectionState.
 //
 // The handshake only requests a client certificate and never fails over it;
@@ -8,16 +9,9 @@
 package tlsterm
 
 import (
-	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
-	"time"
 )
-
-// DefaultHandshakeTimeout bounds a TLS handshake when Handshake is given no
-// timeout.
-const DefaultHandshakeTimeout = 10 * time.Second
 
 // cipherSuites are the TLS 1.2 suites ServerConfig allows: Go's secure
 // defaults trimmed to ECDHE key exchange with AEAD ciphers. TLS 1.3 suites are
@@ -32,7 +26,8 @@ var cipherSuites = []uint16{
 }
 
 // ServerConfig returns a new hardened server configuration that takes its
-// certificate from getCert: TLS 1.2 or later, ECDHE+AEAD suites only for
+// certificate from getCert, wrapping its errors in ErrNoCertificate so
+// that FailureReason names them: TLS 1.2 or later, ECDHE+AEAD suites only for
 // TLS 1.2, ALPN "http/1.1", session tickets on, and client certificates
 // requested but not verified (tls.RequestClientCert). The handshake never
 // fails over the client certificate; decide with Policy.Check afterwards.
@@ -42,34 +37,21 @@ var cipherSuites = []uint16{
 // The result is the caller's to extend before use, for example by appending
 // "acme-tls/1" to NextProtos where ACME TLS-ALPN challenges are answered.
 func ServerConfig(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config {
+	var get func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	if getCert != nil {
+		get = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			c, err := getCert(hello)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrNoCertificate, err)
+			}
+			return c, nil
+		}
+	}
 	return &tls.Config{
-		GetCertificate: getCert,
+		GetCertificate: get,
 		MinVersion:     tls.VersionTLS12,
 		CipherSuites:   append([]uint16(nil), cipherSuites...),
 		NextProtos:     []string{"http/1.1"},
 		ClientAuth:     tls.RequestClientCert,
 	}
 }
-
-// Handshake runs the server handshake of conn, giving up after timeout
-// (DefaultHandshakeTimeout if timeout is zero or negative) or when ctx ends.
-// On a timeout or cancellation conn is closed and the error, which names the
-// timeout, matches context.DeadlineExceeded or context.Canceled with
-// errors.Is.
-func Handshake(ctx context.Context, conn *tls.Conn, timeout time.Duration) error {
-	if timeout <= 0 {
-		timeout = DefaultHandshakeTimeout
-	}
-	hctx, cancel := context.WithTimeoutCause(ctx, timeout, errHandshakeTimeout)
-	defer cancel()
-	err := conn.HandshakeContext(hctx)
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, context.DeadlineExceeded) && errors.Is(context.Cause(hctx), errHandshakeTimeout) {
-		return fmt.Errorf("tlsterm: handshake with %s timed out after %v: %w", conn.RemoteAddr(), timeout, context.DeadlineExceeded)
-	}
-	return fmt.Errorf("tlsterm: handshake with %s: %w", conn.RemoteAddr(), err)
-}
-
-var errHandshakeTimeout = errors.New("tlsterm: handshake timeout")

@@ -1,12 +1,8 @@
 package tlsterm_test
 
 import (
-	"context"
 	"crypto/tls"
-	"errors"
-	"fmt"
 	"io"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -55,7 +51,7 @@ func TestServerConfigFields(t *testing.T) {
 }
 
 // TestServerConfigHandshakes connects real clients with various offers to a
-// ServerConfig server (ECDSA certificate).
+// Listener with a ServerConfig (ECDSA certificate).
 func TestServerConfigHandshakes(t *testing.T) {
 	ca := testpki.NewCA(t)
 	leaf := ca.Server(t)
@@ -81,35 +77,23 @@ func TestServerConfigHandshakes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l, err := tls.Listen("tcp", "127.0.0.1:0", tlsterm.ServerConfig(func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-				return &leaf.TLS, nil
-			}))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
-			served := make(chan error, 1)
-			go func() {
-				c, err := l.Accept()
-				if err != nil {
-					served <- err
-					return
-				}
-				defer c.Close()
-				err = tlsterm.Handshake(context.Background(), c.(*tls.Conn), waitTimeout)
-				if err == nil {
-					_, err = c.Write([]byte{0})
-				}
-				served <- err
-			}()
+			tl := listen(t, nil, tlsterm.ListenerConfig{Config: func() *tls.Config {
+				return tlsterm.ServerConfig(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &leaf.TLS, nil })
+			}})
 			cfg := tt.client.Clone()
 			cfg.RootCAs = ca.Pool
-			c, err := tls.Dial("tcp", l.Addr().String(), cfg)
+			c, err := tls.Dial("tcp", tl.addr, cfg)
+			serr := tl.next(t).err
 			if err == nil {
 				defer c.Close()
+				if serr == nil {
+					sc := tl.nextConn(t)
+					sc.Write([]byte{0})
+					sc.Close()
+				}
+				c.SetDeadline(time.Now().Add(waitTimeout))
 				_, err = io.ReadFull(c, make([]byte, 1))
 			}
-			serr := <-served
 			if tt.ok != (err == nil) || tt.ok != (serr == nil) {
 				t.Fatalf("client: %v; server: %v; want success %v", err, serr, tt.ok)
 			}
@@ -120,119 +104,6 @@ func TestServerConfigHandshakes(t *testing.T) {
 			} else {
 				t.Logf("refused as expected: %v", serr)
 			}
-		})
-	}
-}
-
-// TestHandshake runs Handshake against clients that stay silent, send
-// garbage, complete the handshake, or arrive after the context ended.
-func TestHandshake(t *testing.T) {
-	ca := testpki.NewCA(t)
-	leaf := ca.Server(t)
-	cfg := tlsterm.ServerConfig(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &leaf.TLS, nil })
-	const short = 200 * time.Millisecond
-	cancelled, cancel := context.WithCancel(context.Background())
-	cancel()
-
-	tests := []struct {
-		name    string
-		client  func(net.Conn) // runs on the dialled end, which it owns
-		ctx     context.Context
-		timeout time.Duration
-		check   func(t *testing.T, err error, remote string, took time.Duration)
-	}{
-		{
-			name:    "silent client times out",
-			client:  func(net.Conn) {},
-			ctx:     context.Background(),
-			timeout: short,
-			check: func(t *testing.T, err error, remote string, took time.Duration) {
-				want := fmt.Sprintf("tlsterm: handshake with %s timed out after 200ms: context deadline exceeded", remote)
-				if err == nil || err.Error() != want {
-					t.Fatalf("error %v, want %q", err, want)
-				}
-				if !errors.Is(err, context.DeadlineExceeded) {
-					t.Error("error does not match context.DeadlineExceeded")
-				}
-				var ne interface{ Timeout() bool }
-				if !errors.As(err, &ne) || !ne.Timeout() {
-					t.Error("error is not a timeout")
-				}
-				if took < short || took > 5*time.Second {
-					t.Errorf("returned after %v, want about %v", took, short)
-				}
-			},
-		},
-		{
-			name:    "garbage",
-			client:  func(c net.Conn) { c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")) },
-			ctx:     context.Background(),
-			timeout: waitTimeout,
-			check: func(t *testing.T, err error, remote string, _ time.Duration) {
-				var rh tls.RecordHeaderError
-				if !errors.As(err, &rh) || errors.Is(err, context.DeadlineExceeded) {
-					t.Fatalf("error %v, want a tls.RecordHeaderError", err)
-				}
-				if !strings.HasPrefix(err.Error(), "tlsterm: handshake with "+remote+": tls: ") {
-					t.Errorf("error %q", err)
-				}
-			},
-		},
-		{
-			name: "real client, default timeout",
-			client: func(c net.Conn) {
-				tc := tls.Client(c, &tls.Config{RootCAs: ca.Pool, ServerName: "localhost"})
-				tc.Handshake()
-			},
-			ctx: context.Background(),
-			check: func(t *testing.T, err error, _ string, _ time.Duration) {
-				if err != nil {
-					t.Fatal(err)
-				}
-			},
-		},
-		{
-			name:    "context already cancelled",
-			client:  func(net.Conn) {},
-			ctx:     cancelled,
-			timeout: waitTimeout,
-			check: func(t *testing.T, err error, remote string, _ time.Duration) {
-				want := fmt.Sprintf("tlsterm: handshake with %s: context canceled", remote)
-				if err == nil || err.Error() != want || !errors.Is(err, context.Canceled) {
-					t.Fatalf("error %v, want %q", err, want)
-				}
-			},
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
-			cc, err := net.Dial("tcp", l.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			sc, err := l.Accept()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sc.Close()
-			clientDone := make(chan struct{})
-			go func() {
-				defer close(clientDone)
-				defer cc.Close()
-				tt.client(cc)
-				io.Copy(io.Discard, cc) // stay connected until the server closes
-			}()
-			start := time.Now()
-			err = tlsterm.Handshake(tt.ctx, tls.Server(sc, cfg), tt.timeout)
-			took := time.Since(start)
-			sc.Close()
-			<-clientDone
-			tt.check(t, err, sc.RemoteAddr().String(), took)
 		})
 	}
 }

@@ -1,0 +1,212 @@
+package tlsterm
+
+import (
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"reflect"
+	"syscall"
+
+	"github.com/pires/go-proxyproto"
+)
+
+// Failure is why a TLS handshake failed, as FailureReason finds it from
+// the error. Its String is the metric label and the log reason.
+type Failure uint8
+
+// The reasons a server handshake fails. The zero value is FailureOther.
+const (
+	FailureOther   Failure = iota // none of the below
+	FailureTimeout                // the handshake timed out
+	// FailureNotTLS: the client does not speak TLS (a plain HTTP request,
+	// say: Listener answers that with a 400).
+	FailureNotTLS
+	// FailureNoCertificate: the server has no certificate for the name
+	// the client asked for; see ErrNoCertificate.
+	FailureNoCertificate
+	// FailureProxyProtocol: the PROXY protocol header that a trusted
+	// sender must send first was missing or malformed.
+	FailureProxyProtocol
+	// FailureClientClosed: the client went away (EOF, reset).
+	FailureClientClosed
+	// FailureClientRejectedCertificate: the client refused the server's
+	// certificate with a TLS alert (bad_certificate, unknown_ca, ...).
+	FailureClientRejectedCertificate
+	// FailureClientAlert: the client ended the handshake with another
+	// TLS alert.
+	FailureClientAlert
+	// FailureNoCommonParameters: the client offers no TLS version, cipher
+	// suite, key exchange or application protocol (ALPN) the server
+	// accepts.
+	FailureNoCommonParameters
+)
+
+var failureNames = [...]string{
+	FailureOther:                     "other",
+	FailureTimeout:                   "timeout",
+	FailureNotTLS:                    "not_tls",
+	FailureNoCertificate:             "no_certificate",
+	FailureProxyProtocol:             "proxy_protocol",
+	FailureClientClosed:              "client_closed",
+	FailureClientRejectedCertificate: "client_rejected_certificate",
+	FailureClientAlert:               "client_alert",
+	FailureNoCommonParameters:        "no_common_parameters",
+}
+
+// String returns the reason as a metric label: "timeout", "not_tls", ...
+func (f Failure) String() string {
+	if int(f) < len(failureNames) {
+		return failureNames[f]
+	}
+	return "other"
+}
+
+// ErrNoCertificate marks a failure to find a certificate for a handshake
+// (an unknown server name, an ACME name not obtained yet). The
+// configurations of ServerConfig wrap every error of their certificate
+// function in it.
+//
+// Its text has no package prefix: it starts the error the gateway has
+// always logged for such a handshake.
+var ErrNoCertificate = errors.New("no certificate for this server name")
+
+// FailureReason classifies the error of a failed server handshake, by the
+// types of the errors in err's tree and by TLS alerts, never by error
+// text. It is meant for the errors Listener reports, which also carry the
+// alert the server refused the ClientHello with (a tls.AlertError); a bare
+// tls.Conn error lacks it, so a mismatch of parameters is FailureOther.
+func FailureReason(err error) Failure {
+	var rhe tls.RecordHeaderError
+	switch {
+	case isTimeout(err):
+		return FailureTimeout
+	case errors.As(err, &rhe):
+		return FailureNotTLS
+	case errors.Is(err, ErrNoCertificate):
+		return FailureNoCertificate
+	case isProxyProtocol(err):
+		return FailureProxyProtocol
+	case closedByPeer(err):
+		return FailureClientClosed
+	}
+	if a, ok := ReceivedAlert(err); ok {
+		if certificateAlert(a) {
+			return FailureClientRejectedCertificate
+		}
+		return FailureClientAlert
+	}
+	if sent, ok := errors.AsType[tls.AlertError](err); ok {
+		switch sent {
+		case alertHandshakeFailure, alertProtocolVersion, alertInsufficientSecurity, alertNoApplicationProtocol:
+			return FailureNoCommonParameters
+		}
+	}
+	return FailureOther
+}
+
+// TLS alert numbers (RFC 8446 section 6, RFC 5246 section 7.2, RFC 7301).
+const (
+	alertHandshakeFailure       tls.AlertError = 40
+	alertBadCertificate         tls.AlertError = 42
+	alertUnsupportedCertificate tls.AlertError = 43
+	alertCertificateRevoked     tls.AlertError = 44
+	alertCertificateExpired     tls.AlertError = 45
+	alertCertificateUnknown     tls.AlertError = 46
+	alertUnknownCA              tls.AlertError = 48
+	alertAccessDenied           tls.AlertError = 49
+	alertProtocolVersion        tls.AlertError = 70
+	alertInsufficientSecurity   tls.AlertError = 71
+	alertCertificateRequired    tls.AlertError = 116
+	alertNoApplicationProtocol  tls.AlertError = 120
+)
+
+// certificateAlert reports whether a peer's alert refuses a certificate.
+func certificateAlert(a tls.AlertError) bool {
+	switch a {
+	case alertBadCertificate, alertUnsupportedCertificate, alertCertificateRevoked, alertCertificateExpired,
+		alertCertificateUnknown, alertUnknownCA, alertAccessDenied, alertCertificateRequired:
+		return true
+	}
+	return false
+}
+
+// ReceivedAlert finds in err's tree the TLS alert the peer sent, as a
+// tls.AlertError (its Error is the alert's description). crypto/tls
+// reports a received alert as a *net.OpError with Op "remote error" around
+// a value of its unexported alert type, a uint8; it reports one it sent
+// the same way with Op "local error", and a tls.AlertError found in an
+// error is one the local side sent (see Listener), so neither counts.
+func ReceivedAlert(err error) (tls.AlertError, bool) {
+	switch e := err.(type) {
+	case nil:
+		return 0, false
+	case *net.OpError:
+		if e.Op == "remote error" && e.Err != nil {
+			if v := reflect.ValueOf(e.Err); isTLSAlert(v.Type()) {
+				return tls.AlertError(v.Uint()), true
+			}
+		}
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		return ReceivedAlert(u.Unwrap())
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if a, ok := ReceivedAlert(e); ok {
+				return a, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// isTLSAlert reports whether t is crypto/tls's unexported alert type.
+func isTLSAlert(t reflect.Type) bool {
+	return t.Kind() == reflect.Uint8 && t.PkgPath() == "crypto/tls" && t.Name() == "alert"
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// closedByPeer reports the ordinary ways a peer goes away.
+func closedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// proxyProtocolErrors are the errors of github.com/pires/go-proxyproto
+// for a PROXY protocol header that is missing or malformed, as its Conn
+// returns them from the first Read.
+var proxyProtocolErrors = []error{
+	proxyproto.ErrNoProxyProtocol,
+	proxyproto.ErrCantReadVersion1Header,
+	proxyproto.ErrVersion1HeaderTooLong,
+	proxyproto.ErrLineMustEndWithCrlf,
+	proxyproto.ErrCantReadProtocolVersionAndCommand,
+	proxyproto.ErrCantReadAddressFamilyAndProtocol,
+	proxyproto.ErrCantReadLength,
+	proxyproto.ErrCantResolveSourceUnixAddress,
+	proxyproto.ErrCantResolveDestinationUnixAddress,
+	proxyproto.ErrUnknownProxyProtocolVersion,
+	proxyproto.ErrUnsupportedProtocolVersionAndCommand,
+	proxyproto.ErrUnsupportedAddressFamilyAndProtocol,
+	proxyproto.ErrInvalidLength,
+	proxyproto.ErrInvalidAddress,
+	proxyproto.ErrInvalidPortNumber,
+	proxyproto.ErrSuperfluousProxyHeader,
+	proxyproto.ErrTruncatedTLV,
+	proxyproto.ErrMalformedTLV,
+	proxyproto.ErrIncompatibleTLV,
+}
+
+func isProxyProtocol(err error) bool {
+	for _, target := range proxyProtocolErrors {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,234 @@
+package tlsterm
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// DefaultHandshakeTimeout bounds a TLS handshake when ListenerConfig has
+// no Timeout.
+const DefaultHandshakeTimeout = 10 * time.Second
+
+// ListenerConfig configures a Listener. Only Config is required.
+type ListenerConfig struct {
+	// Config returns the TLS configuration for a new handshake. It is
+	// called once per connection, so a reload that swaps what it returns
+	// takes effect with the next connection. Required.
+	Config func() *tls.Config
+
+	// Timeout returns the limit on one handshake, read as the handshake
+	// starts. Nil, or a result of zero or less: DefaultHandshakeTimeout.
+	Timeout func() time.Duration
+
+	// Admit, if set, decides whether to go on with a connection just
+	// accepted, before any TLS work: the place for caps on connections in
+	// handshake per listener and per client address. It returns nil to go
+	// on, or an error to refuse: the connection is then closed at once,
+	// and neither handshaken nor reported to OnHandshake, so Admit counts
+	// and logs its own refusals. Nil admits every connection.
+	//
+	// It runs in the connection's own goroutine, so it may block without
+	// holding up Accept: RemoteAddr on a PROXY protocol connection, for
+	// one, reads the header to learn the client's address. Close ends it
+	// by closing the connection. The handshake timeout starts after it.
+	Admit func(net.Conn) error
+
+	// OnHandshake, if set, is told of every handshake that ended, in the
+	// connection's goroutine, before the connection is handed to Accept
+	// or closed: conn is the accepted connection (below TLS), err nil for
+	// a success, else the handshake's error, which FailureReason
+	// classifies. Handshakes that Close ended are not reported: they are
+	// nobody's failure.
+	OnHandshake func(conn net.Conn, err error)
+}
+
+// Listener is a net.Listener that completes the TLS handshakes of the
+// connections an inner listener accepts before it returns them from
+// Accept: each handshake in its own goroutine, under a timeout, so that a
+// slow or silent client holds up nobody else, every handshake is
+// reported with a classified failure, and whoever serves the connections
+// (net/http) finds the handshake done. A client that speaks plain HTTP
+// gets a 400 saying this port speaks TLS.
+//
+// Accept returns *tls.Conn values. Make one with NewListener.
+type Listener struct {
+	inner net.Listener
+	cfg   ListenerConfig
+
+	ready     chan accepted // unbuffered: Accept takes what is ready
+	done      chan struct{} // closed by Close
+	ctx       context.Context
+	cancel    context.CancelFunc // ends handshakes in progress
+	closeOnce sync.Once
+	wg        sync.WaitGroup // the accept loop and the handshakes
+}
+
+type accepted struct {
+	c   net.Conn
+	err error
+}
+
+// NewListener returns a Listener over inner (a TCP listener, or a PROXY
+// protocol listener around one), which it owns and closes. It starts
+// accepting at once. It panics if cfg.Config is nil.
+func NewListener(inner net.Listener, cfg ListenerConfig) *Listener {
+	if cfg.Config == nil {
+		panic("tlsterm: NewListener without ListenerConfig.Config")
+	}
+	l := &Listener{inner: inner, cfg: cfg, ready: make(chan accepted), done: make(chan struct{})}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.wg.Go(l.acceptLoop)
+	return l
+}
+
+func (l *Listener) acceptLoop() {
+	for {
+		c, err := l.inner.Accept()
+		if err != nil {
+			// The HTTP server backs off on temporary errors and stops on
+			// others; after a permanent one there is nothing more to accept.
+			select {
+			case l.ready <- accepted{err: err}:
+			case <-l.done:
+				return
+			}
+			if ne, ok := err.(interface{ Temporary() bool }); ok && ne.Temporary() {
+				continue
+			}
+			return
+		}
+		l.wg.Go(func() { l.serve(c) })
+	}
+}
+
+// serve admits c, runs its handshake, and hands it to Accept.
+func (l *Listener) serve(c net.Conn) {
+	if !l.admit(c) {
+		_ = c.Close()
+		return
+	}
+	sc := &sniffConn{Conn: c}
+	tc := tls.Server(sc, l.cfg.Config())
+	ctx, cancel := context.WithTimeout(l.ctx, l.timeout())
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil && l.ctx.Err() != nil { // closed: not the client's failure
+		_ = c.Close()
+		return
+	}
+	if err != nil {
+		if sc.sentAlert {
+			// Keep the text; add the alert for FailureReason, as crypto/tls
+			// does for QUIC.
+			err = fmt.Errorf("%w%.0w", err, sc.alert)
+		}
+		if l.cfg.OnHandshake != nil {
+			l.cfg.OnHandshake(c, err)
+		}
+		var rhe tls.RecordHeaderError
+		if errors.As(err, &rhe) && rhe.Conn != nil && looksLikeHTTP(rhe.RecordHeader) {
+			_ = rhe.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = io.WriteString(rhe.Conn, notTLSResponse)
+		}
+		_ = c.Close()
+		return
+	}
+	if l.cfg.OnHandshake != nil {
+		l.cfg.OnHandshake(c, nil)
+	}
+	select {
+	case l.ready <- accepted{c: tc}:
+	case <-l.done:
+		_ = tc.Close()
+	}
+}
+
+// admit asks Admit about c, and reports whether to go on.
+func (l *Listener) admit(c net.Conn) bool {
+	if l.cfg.Admit == nil {
+		return true
+	}
+	stop := context.AfterFunc(l.ctx, func() { _ = c.Close() })
+	err := l.cfg.Admit(c)
+	return stop() && err == nil
+}
+
+func (l *Listener) timeout() time.Duration {
+	if l.cfg.Timeout != nil {
+		if d := l.cfg.Timeout(); d > 0 {
+			return d
+		}
+	}
+	return DefaultHandshakeTimeout
+}
+
+// Accept returns the next connection whose handshake is done, a
+// *tls.Conn, or the inner listener's error.
+func (l *Listener) Accept() (net.Conn, error) {
+	select {
+	case a := <-l.ready:
+		return a.c, a.err
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting, ends the handshakes in progress (and the Admit
+// calls), and returns once their goroutines have. Connections already
+// returned by Accept are the caller's.
+func (l *Listener) Close() error {
+	err := net.ErrClosed
+	l.closeOnce.Do(func() {
+		close(l.done)
+		l.cancel()
+		err = l.inner.Close()
+		l.wg.Wait()
+	})
+	return err
+}
+
+// Addr returns the inner listener's address.
+func (l *Listener) Addr() net.Addr { return l.inner.Addr() }
+
+// notTLSResponse answers a plain HTTP request on a TLS port.
+const notTLSResponse = "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\n\r\n" +
+	"smqgw: this port speaks TLS: use https:// or wss://\n"
+
+// looksLikeHTTP reports whether a TLS record header is the start of an
+// HTTP request.
+func looksLikeHTTP(hdr [5]byte) bool {
+	switch string(hdr[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		return true
+	}
+	return false
+}
+
+// sniffConn notes the alert a server refuses a ClientHello with, which
+// crypto/tls sends but does not report. Such an alert is the server's
+// first write, one plaintext record (TLS 1.3 encrypts only what follows
+// the ServerHello): content type 21, a version 3.x, length 2, level,
+// description. Writes are serialized by the tls.Conn, and the first
+// happens during the handshake, in the handshake's goroutine.
+type sniffConn struct {
+	net.Conn
+	wrote     bool
+	sentAlert bool           // the first write was an alert
+	alert     tls.AlertError // the alert it was
+}
+
+func (c *sniffConn) Write(b []byte) (int, error) {
+	if !c.wrote {
+		c.wrote = true
+		if len(b) == 7 && b[0] == 21 && b[1] == 3 && b[3] == 0 && b[4] == 2 {
+			c.sentAlert, c.alert = true, tls.AlertError(b[6])
+		}
+	}
+	return c.Conn.Write(b)
+}
