@@ -261,8 +261,11 @@ func (g *Gateway) Start() error {
 				func() time.Duration { return g.limits().HandshakeTimeout }, g.log, g.m, ll.name)
 		}
 		if ll.tls {
-			ln = newHandshakeListener(ln, ll.name, func() *tls.Config { return ll.state.Load().tls },
-				func() time.Duration { return g.limits().HandshakeTimeout }, g.m, g.log)
+			ln = tlsterm.NewListener(ln, tlsterm.ListenerConfig{
+				Config:      func() *tls.Config { return ll.state.Load().tls },
+				Timeout:     func() time.Duration { return g.limits().HandshakeTimeout },
+				OnHandshake: g.handshakeDone(ll.name),
+			})
 		}
 		ll.ln = ln
 		g.serveWG.Add(1)
@@ -276,6 +279,24 @@ func (g *Gateway) Start() error {
 		g.log.Info("listening", "listener", ll.name, "address", ln.Addr().String(), "tls", ll.tls)
 	}
 	return nil
+}
+
+// handshakeDone counts the TLS handshakes of a listener, and logs their
+// failures with the reason that labels the metric.
+func (g *Gateway) handshakeDone(listener string) func(net.Conn, error) {
+	return func(c net.Conn, err error) {
+		if err == nil {
+			g.m.handshakes.WithLabelValues(listener).Inc()
+			return
+		}
+		reason := tlsterm.FailureReason(err)
+		g.m.tlsFailures.WithLabelValues(listener, reason.String()).Inc()
+		if reason == tlsterm.FailureTimeout {
+			g.m.limit(listener, "handshake_timeout")
+		}
+		g.log.Debug("TLS handshake failed", "listener", listener, "client", c.RemoteAddr().String(),
+			"reason", reason.String(), "err", err)
+	}
 }
 
 // Apply puts cfg in force for the connections and sessions that start
@@ -365,13 +386,7 @@ func (g *Gateway) Addr(listener string) net.Addr {
 
 // serverTLS is the TLS configuration of a listener serving src.
 func serverTLS(src certs.Source) *tls.Config {
-	cfg := tlsterm.ServerConfig(func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-		c, err := src.GetCertificate(hello)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", errNoCertificate, err)
-		}
-		return c, nil
-	})
+	cfg := tlsterm.ServerConfig(src.GetCertificate)
 	if _, ok := src.(certs.ACMESource); ok {
 		// net/http closes a connection that negotiated a protocol it has
 		// no TLSNextProto handler for, after the handshake: the probe got
