@@ -154,9 +154,17 @@ func (l *Listener) admit(c net.Conn) bool {
 	if l.cfg.Admit == nil {
 		return true
 	}
-	stop := context.AfterFunc(l.ctx, func() { _ = c.Close() })
+	closed := make(chan struct{})
+	stop := context.AfterFunc(l.ctx, func() {
+		_ = c.Close()
+		close(closed)
+	})
 	err := l.cfg.Admit(c)
-	return stop() && err == nil
+	if !stop() { // Close ended it
+		<-closed // and Close waits for us
+		return false
+	}
+	return err == nil
 }
 
 func (l *Listener) timeout() time.Duration {

@@ -178,8 +178,8 @@ func goClient(cfg *tls.Config) func(*testing.T, *testListener) {
 	}
 }
 
-// noCert has no certificate to offer when the server asks for one.
-var noCert = errors.New("test: no client certificate")
+// errNoCert has no certificate to offer when the server asks for one.
+var errNoCert = errors.New("test: no client certificate")
 
 // TestFailureReason fails handshakes with a real client in each way
 // FailureReason names, and checks the name.
@@ -246,7 +246,7 @@ func TestFailureReason(t *testing.T) {
 			client: goClient(&tls.Config{ServerName: "other.example"})},
 		{name: "internal error, TLS 1.2", want: tlsterm.FailureClientAlert, label: "client_alert",
 			client: goClient(&tls.Config{MaxVersion: tls.VersionTLS12,
-				GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return nil, noCert }})},
+				GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return nil, errNoCert }})},
 		{name: "signing fails, TLS 1.2", want: tlsterm.FailureClientAlert, label: "client_alert",
 			client: func(t *testing.T, tl *testListener) {
 				cert := cantSign(t)
