@@ -37,6 +37,8 @@ type ListenerConfig struct {
 	// holding up Accept: RemoteAddr on a PROXY protocol connection, for
 	// one, reads the header to learn the client's address. Close ends it
 	// by closing the connection. The handshake timeout starts after it.
+	// A cap on handshakes in progress can count down in OnHandshake: each
+	// admitted connection is reported there once, unless Close ends it.
 	Admit func(net.Conn) error
 
 	// OnHandshake, if set, is told of every handshake that ended, in the
