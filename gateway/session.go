@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -23,6 +26,18 @@ import (
 	"github.com/smqgw/smqgw/upstream"
 	"github.com/smqgw/smqgw/wire"
 )
+
+// A session's methods stand in this file in the order a session lives:
+//
+//	accept     the bootstrap: WebSocket upgrade or raw SMQ hijack (from
+//	           handler.ServeHTTP, server.go)
+//	serve      admission (listener and per-address slots), the
+//	           client-certificate decision
+//	run        refuse (the gateway answers Connack itself), or dial the
+//	           upstream
+//	handshake  Init, Connect, Connack between client and upstream
+//	relay      two copiers and the liveness watchdog
+//	end        the one close reason; close and logEnd
 
 // lingerTimeout bounds the end of a session: flushing a last message,
 // waiting for the peers to see the close.
@@ -78,112 +93,119 @@ type ending struct {
 	detail string
 }
 
-// reasonOf returns the session's close reason, ReasonNone while it runs.
-func (s *session) reasonOf() Reason {
-	if e := s.ending.Load(); e != nil {
-		return e.reason
-	}
-	return ReasonNone
-}
-
-// detail returns the close reason's detail.
-func (s *session) detail() string {
-	if e := s.ending.Load(); e != nil {
-		return e.detail
-	}
-	return ""
-}
-
-// setReadDeadline sets a read deadline on c that never outlasts the
-// session's linger once it is ending.
-func (s *session) setReadDeadline(c wire.Conn, t time.Time) {
-	_ = c.SetReadDeadline(t)
-	if at := s.lingerAt.Load(); at != 0 {
-		_ = c.SetReadDeadline(time.Unix(0, at))
-	}
-}
-
-// end records r as the session's close reason, if it is the first, and
-// starts closing: the client gets r's Disconnect text (if any) and a close
-// (WebSocket close code, or TCP half-close); the upstream a half-close. Both
-// copiers then run out on EOF or on the linger deadline. Safe from any
-// goroutine.
-func (s *session) end(r Reason, detail string) {
-	if r == ReasonNone || !s.ending.CompareAndSwap(nil, &ending{r, detail}) {
-		return
-	}
-	s.stop()
-	deadline := time.Now().Add(lingerTimeout)
-	s.lingerAt.Store(deadline.UnixNano())
-	// Cut short a write blocked on a slow client, so the lock comes free.
-	_ = s.client.SetWriteDeadline(deadline)
-	s.wmu.Lock()
-	if text := r.disconnectText(); text != "" {
-		_ = s.client.Write(smq.Disconnect{Reason: text}.Append(nil))
-	}
-	_ = s.client.Flush()
-	_ = s.client.CloseWrite(r.wsCode(), closeText(r, detail), deadline)
-	s.wmu.Unlock()
-	_ = s.client.SetReadDeadline(deadline)
-	if up := s.upstream(); up != nil {
-		_ = up.CloseWrite(websocket.CloseNormalClosure, "", deadline)
-		_ = up.SetReadDeadline(deadline)
-	}
-}
-
-// upstream returns the upstream connection, nil before it is dialled; safe
-// from any goroutine.
-func (s *session) upstream() wire.Conn {
-	s.upMu.Lock()
-	defer s.upMu.Unlock()
-	return s.up
-}
-
-// setUpstream installs the dialled upstream, unless the session is already
-// ending (shut down during the dial): then it closes it and reports false.
-func (s *session) setUpstream(up wire.Conn) bool {
-	s.upMu.Lock()
-	defer s.upMu.Unlock()
-	if s.reasonOf() != ReasonNone {
-		_ = up.Close()
-		return false
-	}
-	s.up = up
-	return true
-}
-
-// closeText is the WebSocket close reason: the Disconnect text, or detail.
-func closeText(r Reason, detail string) string {
-	if t := r.disconnectText(); t != "" {
-		if detail != "" {
-			return t + ": " + detail
+// accept completes the client's bootstrap: the WebSocket upgrade, or the
+// hijack of a raw SMQ connection (with the HTTP answer if it asked for one).
+func (s *session) accept(w http.ResponseWriter, r *http.Request, boot smq.Bootstrap) error {
+	if boot.WebSocket {
+		// ReadBufferSize 0: gorilla reads frames from the hijacked
+		// reader, which hw keeps, so the relay can see what is buffered.
+		hw := &hijackWatcher{ResponseWriter: w}
+		up := websocket.Upgrader{
+			HandshakeTimeout: s.lim.RequestTimeout,
+			WriteBufferSize:  4096,
+			WriteBufferPool:  wsWritePool,
+			CheckOrigin:      func(*http.Request) bool { return true }, // checked by the handler
 		}
-		return t
+		conn, err := up.Upgrade(hw, r, nil)
+		if err != nil {
+			return err
+		}
+		conn.SetPongHandler(func(string) error { s.clientSeen.Add(1); return nil })
+		ws := wire.NewWS(conn, s.lim.MaxMessageSize)
+		if hw.br != nil {
+			ws.UseReader(hw.br)
+		}
+		s.client = ws
+		return nil
 	}
-	return detail
-}
-
-// writeClient writes one message to the client and flushes it.
-func (s *session) writeClient(m smq.Message) error { return s.sendClient(m.Append(nil)) }
-
-// sendClient writes one message (type + body) to the client and flushes it.
-func (s *session) sendClient(msg []byte) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.reasonOf() == ReasonNone { // ending sets its own, shorter deadline
-		_ = s.client.SetWriteDeadline(time.Now().Add(s.lim.WriteTimeout))
-	}
-	if err := s.client.Write(msg); err != nil {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		http.Error(w, "smqgw: raw SMQ needs HTTP/1.x", http.StatusHTTPVersionNotSupported)
 		return err
 	}
-	return s.client.Flush()
+	_ = conn.SetDeadline(time.Time{})
+	if err := smq.WriteResponse(conn, boot); err != nil {
+		conn.Close()
+		return err
+	}
+	raw := wire.NewRaw(conn, brw.Reader) // net/http's 4 KiB reader
+	raw.SetMaxRead(s.lim.MaxMessageSize)
+	s.client = raw
+	return nil
 }
 
-// upstreamFailed refuses the client with Connack 0x02 when the upstream
-// fails during the handshake. The client learns what went wrong, not the
-// upstream's addresses; the log line has err.
-func (s *session) upstreamFailed(what string, err error, why Reason) {
-	s.answer(smq.CodeServerUnavailable, "upstream "+s.route.Upstream.Name()+" "+what, why, err)
+// hijackWatcher keeps the buffered reader of a hijacked connection.
+type hijackWatcher struct {
+	http.ResponseWriter
+	br *bufio.Reader
+}
+
+func (h *hijackWatcher) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if brw != nil {
+		h.br = brw.Reader
+	}
+	return conn, brw, err
+}
+
+// wsWritePool shares WebSocket write buffers between sessions: an idle
+// session holds none.
+var wsWritePool = &sync.Pool{}
+
+// serve runs an accepted session to its end.
+//
+// The session's log line comes last, after its counters and after every
+// slot it held is released: whoever sees the line (an operator, a test)
+// sees a gateway that has finished with the session.
+func (s *session) serve(ll *liveListener, state *tls.ConnectionState) {
+	g, lim := s.g, s.lim
+	tracked := g.track(s)
+	defer func() {
+		s.logEnd()
+		if tracked {
+			g.wg.Done() // Shutdown waits for the log line too
+		}
+	}()
+	defer s.stop()
+	transport := transportName(s.client)
+	g.m.sessionsTotal.WithLabelValues(ll.name, s.route.Path, transport).Inc()
+	open := g.m.sessionsOpen.WithLabelValues(ll.name, s.route.Path, transport)
+	open.Inc()
+	defer open.Dec()
+	if !tracked {
+		s.end(ReasonShutdown, "")
+		s.close()
+		return
+	}
+	defer g.untrack(s)
+	if n := ll.active.Add(1); n > int64(lim.MaxSessions) {
+		ll.active.Add(-1)
+		g.m.limit(ll.name, "max_sessions")
+		g.log.Warn("session refused: listener at max_sessions", "listener", ll.name, "client", s.clientIP,
+			"max_sessions", lim.MaxSessions)
+		s.refuse(smq.CodeServerUnavailable, "server busy: too many sessions", ReasonBusy, nil)
+		s.close()
+		return
+	}
+	defer ll.active.Add(-1)
+	if ip, err := netip.ParseAddr(s.clientIP); err == nil {
+		if limit, why := g.perIP.admit(ip, time.Now()); limit != "" {
+			g.m.limit(ll.name, limit)
+			g.log.Warn("session refused: per-address limit", "listener", ll.name, "client", s.clientIP,
+				"limit", limit, "why", why)
+			s.refuse(smq.CodeServerUnavailable, why, ReasonBusy, nil)
+			s.close()
+			return
+		}
+		defer g.perIP.release(ip)
+	}
+
+	decision := tlsterm.Decision{Code: smq.CodeAccepted}
+	if p := s.route.policy(); p != nil {
+		decision = p.Check(state, time.Now())
+	}
+	s.run(decision)
+	s.close()
 }
 
 // run is the session from the certificate decision to the end. The
@@ -196,7 +218,7 @@ func (s *session) run(decision tlsterm.Decision) {
 	s.identity = decision.Identity
 	lim := s.lim
 	dctx, cancel := context.WithTimeout(s.ctx, lim.ConnectTimeout)
-	up, err := s.route.Upstream.Dial(dctx, upstream.Request{ClientIP: s.clientIP, Header: s.upstreamHeader()})
+	up, err := s.route.Upstream.Dial(dctx, upstream.Request{ClientIP: s.clientIP, Header: upstreamHeader(s.clientHeader, s.identity)})
 	cancel()
 	s.clientHeader = nil // sent: not kept for the session's lifetime
 	if err != nil && s.reasonOf() != ReasonNone {
@@ -538,19 +560,6 @@ func (s *session) upstreamReadFailed(err error) {
 	}
 }
 
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// closedByPeer reports the ordinary ways a peer goes away.
-func closedByPeer(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) ||
-		websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway,
-			websocket.CloseNoStatusReceived, websocket.CloseAbnormalClosure)
-}
-
 // startWatchdog checks the client's liveness every ping interval without a
 // goroutine of its own: a WebSocket client that sent nothing in an interval
 // gets a ping, and one that answers nothing by the next is gone; any client
@@ -588,6 +597,188 @@ func (s *session) checkLiveness() {
 	if s.reasonOf() == ReasonNone { // relay's Stop may have come meanwhile
 		s.watch.Reset(min(lim.WSPingInterval, lim.IdleTimeout))
 	}
+}
+
+// end records r as the session's close reason, if it is the first, and
+// starts closing: the client gets r's Disconnect text (if any) and a close
+// (WebSocket close code, or TCP half-close); the upstream a half-close. Both
+// copiers then run out on EOF or on the linger deadline. Safe from any
+// goroutine.
+func (s *session) end(r Reason, detail string) {
+	if r == ReasonNone || !s.ending.CompareAndSwap(nil, &ending{r, detail}) {
+		return
+	}
+	s.stop()
+	deadline := time.Now().Add(lingerTimeout)
+	s.lingerAt.Store(deadline.UnixNano())
+	// Cut short a write blocked on a slow client, so the lock comes free.
+	_ = s.client.SetWriteDeadline(deadline)
+	s.wmu.Lock()
+	if text := r.disconnectText(); text != "" {
+		_ = s.client.Write(smq.Disconnect{Reason: text}.Append(nil))
+	}
+	_ = s.client.Flush()
+	_ = s.client.CloseWrite(r.wsCode(), closeText(r, detail), deadline)
+	s.wmu.Unlock()
+	_ = s.client.SetReadDeadline(deadline)
+	if up := s.upstream(); up != nil {
+		_ = up.CloseWrite(websocket.CloseNormalClosure, "", deadline)
+		_ = up.SetReadDeadline(deadline)
+	}
+}
+
+// reasonOf returns the session's close reason, ReasonNone while it runs.
+func (s *session) reasonOf() Reason {
+	if e := s.ending.Load(); e != nil {
+		return e.reason
+	}
+	return ReasonNone
+}
+
+// detail returns the close reason's detail.
+func (s *session) detail() string {
+	if e := s.ending.Load(); e != nil {
+		return e.detail
+	}
+	return ""
+}
+
+// upstream returns the upstream connection, nil before it is dialled; safe
+// from any goroutine.
+func (s *session) upstream() wire.Conn {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	return s.up
+}
+
+// setUpstream installs the dialled upstream, unless the session is already
+// ending (shut down during the dial): then it closes it and reports false.
+func (s *session) setUpstream(up wire.Conn) bool {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	if s.reasonOf() != ReasonNone {
+		_ = up.Close()
+		return false
+	}
+	s.up = up
+	return true
+}
+
+// setReadDeadline sets a read deadline on c that never outlasts the
+// session's linger once it is ending.
+func (s *session) setReadDeadline(c wire.Conn, t time.Time) {
+	_ = c.SetReadDeadline(t)
+	if at := s.lingerAt.Load(); at != 0 {
+		_ = c.SetReadDeadline(time.Unix(0, at))
+	}
+}
+
+// writeClient writes one message to the client and flushes it.
+func (s *session) writeClient(m smq.Message) error { return s.sendClient(m.Append(nil)) }
+
+// sendClient writes one message (type + body) to the client and flushes it.
+func (s *session) sendClient(msg []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.reasonOf() == ReasonNone { // ending sets its own, shorter deadline
+		_ = s.client.SetWriteDeadline(time.Now().Add(s.lim.WriteTimeout))
+	}
+	if err := s.client.Write(msg); err != nil {
+		return err
+	}
+	return s.client.Flush()
+}
+
+// upstreamFailed refuses the client with Connack 0x02 when the upstream
+// fails during the handshake. The client learns what went wrong, not the
+// upstream's addresses; the log line has err.
+func (s *session) upstreamFailed(what string, err error, why Reason) {
+	s.answer(smq.CodeServerUnavailable, "upstream "+s.route.Upstream.Name()+" "+what, why, err)
+}
+
+// close waits out the session's end and closes both connections.
+func (s *session) close() {
+	// Drain the client until it closes or the linger deadline passes, so
+	// our last message is not lost to a reset.
+	if s.client != nil {
+		for {
+			if _, err := s.client.Read(); err != nil {
+				break
+			}
+		}
+		_ = s.client.Close()
+	}
+	if up := s.upstream(); up != nil {
+		_ = up.Close()
+	}
+}
+
+// abort closes both connections at once.
+func (s *session) abort() {
+	s.stop()
+	if s.client != nil {
+		_ = s.client.Close()
+	}
+	if up := s.upstream(); up != nil {
+		_ = up.Close()
+	}
+}
+
+// logEnd counts the session's end and logs it.
+func (s *session) logEnd() {
+	attrs := []any{
+		"listener", s.listener, "route", s.route.Path, "client", s.clientIP,
+		"transport", transportName(s.client), "upstream", s.route.Upstream.Name(),
+		"reason", s.reasonOf().String(),
+		"msgs_in", s.inMsgs.Load(), "bytes_in", s.inBytes.Load(),
+		"msgs_out", s.outMsgs.Load(), "bytes_out", s.outBytes.Load(),
+		"duration", time.Since(s.start).Round(time.Millisecond).String(),
+	}
+	if d := s.detail(); d != "" {
+		attrs = append(attrs, "detail", d)
+	}
+	if s.identity != nil {
+		attrs = append(attrs, "identity", s.identity.Subject)
+	}
+	if n := s.dropped.Load(); n > 0 {
+		attrs = append(attrs, "dropped_too_big", n)
+	}
+	s.g.m.closed.WithLabelValues(s.listener, s.route.Path, s.reasonOf().String()).Inc()
+	if limit := s.reasonOf().limit(); limit != "" {
+		s.g.m.limit(s.listener, limit)
+	}
+	s.g.log.Info("session", attrs...)
+}
+
+// closeText is the WebSocket close reason: the Disconnect text, or detail.
+func closeText(r Reason, detail string) string {
+	if t := r.disconnectText(); t != "" {
+		if detail != "" {
+			return t + ": " + detail
+		}
+		return t
+	}
+	return detail
+}
+
+func transportName(c wire.Conn) string {
+	if c != nil && c.WebSocket() {
+		return "websocket"
+	}
+	return "raw"
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// closedByPeer reports the ordinary ways a peer goes away.
+func closedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) ||
+		websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway,
+			websocket.CloseNoStatusReceived, websocket.CloseAbnormalClosure)
 }
 
 // proxyRefusal words a proxy's refusal to tunnel for the client: "proxy
