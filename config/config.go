@@ -8,6 +8,7 @@ package config
 
 import (
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/limits"
+	"github.com/smqgw/smqgw/tlsterm"
 	"github.com/smqgw/smqgw/upstream"
 )
 
@@ -38,6 +40,10 @@ var DefaultDevHosts = []string{"localhost", "127.0.0.1", "::1"}
 // Config is a decoded, defaulted and validated configuration. Load and
 // Default return one with every default applied; fields documented with a
 // default hold that default when the file leaves the key out.
+//
+// Each key of the file is one field here, named by its toml tag; fields
+// tagged config:"path" are file paths, made absolute against the directory
+// of the configuration file.
 type Config struct {
 	// StateDir (state_dir) is where smqgw keeps state: the dev CA and
 	// certificates (under StateDir/dev), ACME accounts and certificates
@@ -45,37 +51,37 @@ type Config struct {
 	// first entry), else $XDG_STATE_HOME/smqgw, else ~/.local/state/smqgw.
 	// A relative path is resolved against the config file's directory. It
 	// is "" only when no default could be found and nothing needs it.
-	StateDir string
+	StateDir string `toml:"state_dir" config:"path"`
 
 	// WatchInterval (watch_interval) is how often certificate, key, client
 	// CA and CRL files are checked for changes; a change reloads them for
 	// new handshakes (SIGHUP reloads them at once). Default 5s.
-	WatchInterval time.Duration
+	WatchInterval time.Duration `toml:"watch_interval"`
 
-	Log    Log
-	Limits limits.Limits
-	Admin  Admin
+	Log    Log           `toml:"log"`
+	Limits limits.Limits `toml:"limits"`
+	Admin  Admin         `toml:"admin"`
 
 	// Listeners ([[listener]]), in file order. At least one.
-	Listeners []Listener
+	Listeners []Listener `toml:"listener"`
 
 	// Upstreams ([upstream.NAME]) by name. Unused ones are allowed. The
 	// name "embedded" is reserved for the in-process broker.
-	Upstreams map[string]*Upstream
+	Upstreams map[string]*Upstream `toml:"upstream"`
 
 	// Certs ([certs.NAME]) by name: the certificate sources listeners
 	// refer to with tls = "NAME". Unused ones are allowed.
-	Certs map[string]*Certs
+	Certs map[string]*Certs `toml:"certs"`
 }
 
 // Log configures logging ([log]).
 type Log struct {
 	// Level (level) is the least severe level logged: "debug", "info",
 	// "warn" or "error". Default "info" (the zero value).
-	Level slog.Level
+	Level slog.Level `toml:"level"`
 	// Format (format) is "text" (slog's key=value lines) or "json".
 	// Default "text".
-	Format string
+	Format string `toml:"format"`
 }
 
 // Admin is the admin endpoint ([admin]): /metrics (Prometheus), /healthz
@@ -84,44 +90,30 @@ type Admin struct {
 	// Address (address) is the host:port of the admin endpoint. Keep it on
 	// loopback (or behind a firewall): it has no authentication. Default ""
 	// (off); the zero-configuration demo uses 127.0.0.1:9090.
-	Address string
+	Address string `toml:"address"`
 }
 
 // Listener is one listening socket ([[listener]]).
 type Listener struct {
 	// Name (name) identifies the listener in logs and metrics. Required,
 	// unique.
-	Name string
+	Name string `toml:"name"`
 	// Address (address) is the host:port to listen on (":8443" is every
 	// interface; port 0 picks a free port). Required.
-	Address string
+	Address string `toml:"address"`
 	// TLS (tls) names the [certs.NAME] block whose certificate the
 	// listener serves. Default "": a plain (LAN) listener without TLS.
-	TLS string
+	TLS string `toml:"tls"`
 	// Routes ([[listener.route]]), in file order. At least one.
-	Routes []Route
+	Routes []Route `toml:"route"`
 	// ProxyProtocolFrom (proxy_protocol_from) lists the addresses and CIDRs
 	// of L4 load balancers that send a PROXY protocol header (v1 or v2):
 	// when set, every connection from them must carry one, and its client
-	// address is used; connections from anywhere else are refused. Default
-	// empty: no PROXY protocol.
-	ProxyProtocolFrom []string
+	// address is used; connections from anywhere else are refused. A bare
+	// address in the file is a /32 or /128 prefix; prefixes are masked
+	// ("10.1.2.3/8" is 10.0.0.0/8). Default empty: no PROXY protocol.
+	ProxyProtocolFrom []netip.Prefix `toml:"proxy_protocol_from"`
 }
-
-// ClientAuth is a route's client-certificate policy.
-type ClientAuth string
-
-// The client_auth values.
-const (
-	// ClientAuthOff ignores client certificates. The default.
-	ClientAuthOff ClientAuth = "off"
-	// ClientAuthOptional accepts clients without a certificate; a client
-	// that presents one must pass the checks.
-	ClientAuthOptional ClientAuth = "optional"
-	// ClientAuthRequire refuses clients without an accepted certificate
-	// (Connack 0x04 / 0x05).
-	ClientAuthRequire ClientAuth = "require"
-)
 
 // Route maps a request path of a listener to an upstream
 // ([[listener.route]]), with the client-certificate policy and the
@@ -131,82 +123,82 @@ type Route struct {
 	// semantics: "/" matches every path, a path ending in "/" matches its
 	// subtree, any other path matches exactly. Required, unique per
 	// listener, starts with "/".
-	Path string
+	Path string `toml:"path"`
 	// Upstream (upstream) is "embedded" (the in-process broker) or the
 	// name of an [upstream.NAME] block. Required.
-	Upstream string
+	Upstream string `toml:"upstream"`
 	// ClientAuth (client_auth) is the client-certificate policy: "off",
-	// "optional" or "require". Default "off". Must be "off" on a plain
-	// listener.
-	ClientAuth ClientAuth
+	// "optional" or "require". Default "off" (tlsterm.Off, the zero
+	// value). Must be "off" on a plain listener.
+	ClientAuth tlsterm.Mode `toml:"client_auth"`
 	// ClientCA (client_ca) lists PEM files of the CAs client certificates
 	// must chain to (with the clientAuth extended key usage). Required,
 	// unless Pins is set, when ClientAuth is not "off". Paths are absolute
 	// after Load.
-	ClientCA []string
+	ClientCA []string `toml:"client_ca" config:"path"`
 	// ClientCRL (client_crl) lists certificate revocation lists (PEM or
 	// DER) of the client CAs or their intermediates: a client certificate
 	// they list is refused with 0x05 "certificate revoked". Only with
 	// ClientCA. Reloaded with the CA files. Paths are absolute after Load.
-	ClientCRL []string
+	ClientCRL []string `toml:"client_crl" config:"path"`
 	// AllowCN, AllowOU, AllowDNS and AllowURI (allow_cn, allow_ou,
 	// allow_dns, allow_uri) restrict accepted certificates by subject CN,
 	// subject OU, DNS SAN and URI SAN, with globs where '*' matches any run
 	// of characters ("device-*", "spiffe://example.org/device/*"). Empty
 	// lists do not restrict. Only with ClientAuth not "off".
-	AllowCN  []string
-	AllowOU  []string
-	AllowDNS []string
-	AllowURI []string
+	AllowCN  []string `toml:"allow_cn"`
+	AllowOU  []string `toml:"allow_ou"`
+	AllowDNS []string `toml:"allow_dns"`
+	AllowURI []string `toml:"allow_uri"`
 	// Pins (pins) accept certificates by public key: "sha256:" followed by
 	// the standard base64 of the SHA-256 of the SubjectPublicKeyInfo. Only
 	// with ClientAuth not "off".
-	Pins []string
+	Pins []string `toml:"pins"`
 	// AllowedOrigins (allowed_origins) is the WebSocket Origin allow-list
 	// ("https://app.example.com"). Empty: only pages from the same host may
 	// open a WebSocket. "*" allows every site, which lets any web page a
 	// user visits use the user's client certificate and network position.
-	AllowedOrigins []string
+	AllowedOrigins []string `toml:"allowed_origins"`
 	// Console (console) serves the smqgw console, a web page to connect,
 	// subscribe, publish and watch messages, at the route's path (GET
 	// without an SMQ bootstrap), same origin as its WebSocket. Default
 	// false.
-	Console bool
+	Console bool `toml:"console"`
 }
 
 // Upstream is a broker the gateway forwards sessions to ([upstream.NAME]).
 type Upstream struct {
 	// Name is the block's NAME.
-	Name string
+	Name string `toml:"-"`
 	// URLs (urls) are the broker's SMQ URLs, tried in order with failover:
 	// http:// and ws:// (plain), https:// and wss:// (TLS). Required,
 	// non-empty.
-	URLs []string
+	URLs []string `toml:"urls"`
 	// DialTimeout (dial_timeout) bounds connecting to one URL (TCP, proxy,
 	// TLS and bootstrap). Default 5s.
-	DialTimeout time.Duration
+	DialTimeout time.Duration `toml:"dial_timeout"`
 	// Backoff (backoff) is how long a URL that failed is skipped before it
 	// is tried again. Default 5s.
-	Backoff time.Duration
+	Backoff time.Duration `toml:"backoff"`
 	// Proxy (proxy) is how to reach the broker: "" connects directly,
 	// "env" uses HTTPS_PROXY / HTTP_PROXY / NO_PROXY (and their lowercase
 	// forms), a URL with scheme http, https, socks5 or socks5h names the
 	// proxy. Default "".
-	Proxy string
+	Proxy string `toml:"proxy"`
 	// CAFile (ca_file) is a PEM bundle of the CAs that verify the broker's
 	// certificate on https:// and wss:// URLs. Default "": the system
 	// roots. Path absolute after Load.
-	CAFile string
+	CAFile string `toml:"ca_file" config:"path"`
 	// CertFile and KeyFile (cert_file, key_file) are the gateway's own
 	// client certificate chain and key, presented to brokers that ask for
 	// one. Both or neither; reloaded when they change. Paths absolute after
 	// Load.
-	CertFile string
-	KeyFile  string
+	CertFile string `toml:"cert_file" config:"path"`
+	KeyFile  string `toml:"key_file" config:"path"`
 	// ServerName (server_name) is the name the broker's certificate must
 	// carry, when it is not the URL's host (a broker reached by IP
 	// address). Default "": the URL's host.
-	ServerName string
+	ServerName string `toml:"server_name"`
 }
 
 // TLS reports whether any URL of the upstream uses TLS.
@@ -225,61 +217,64 @@ func (u *Upstream) TLS() bool {
 // ACME CA), or a generated dev CA and certificate (dev = true).
 type Certs struct {
 	// Name is the block's NAME.
-	Name string
+	Name string `toml:"-"`
 	// CertFile and KeyFile (cert_file, key_file) are the PEM certificate
 	// chain (leaf first) and its private key: the default pair, served
 	// when no pair of Pairs matches the name a client asks for. Paths are
 	// absolute after Load. Files are watched and reloaded when they change.
-	CertFile string
-	KeyFile  string
+	CertFile string `toml:"cert_file" config:"path"`
+	KeyFile  string `toml:"key_file" config:"path"`
 	// Pairs ([[certs.NAME.pair]], each with cert_file and key_file) are
 	// more certificate chains and keys, chosen by the name the client asks
 	// for (SNI). Only with CertFile and KeyFile.
-	Pairs []CertPair
+	Pairs []CertPair `toml:"pair"`
 
 	// ACMEDomains (acme_domains) are the names to obtain certificates for
 	// from an ACME CA, by TLS-ALPN-01 on the listeners that serve this
 	// block and, with ACMEHTTPAddress, HTTP-01. Certificates and the
 	// account key are kept under StateDir/acme. Setting it accepts the
 	// CA's terms of service.
-	ACMEDomains []string
+	ACMEDomains []string `toml:"acme_domains"`
 	// ACMEEmail (acme_email) is the account's contact address. Optional.
-	ACMEEmail string
+	ACMEEmail string `toml:"acme_email"`
 	// ACMEDirectory (acme_directory) is the CA's directory URL. Default
 	// Let's Encrypt production (DefaultACMEDirectory).
-	ACMEDirectory string
+	ACMEDirectory string `toml:"acme_directory"`
 	// ACMEDirectoryCA (acme_directory_ca) is a PEM file of the CA that
 	// signed the directory's HTTPS certificate, for private ACME CAs.
 	// Default: the system roots.
-	ACMEDirectoryCA string
+	ACMEDirectoryCA string `toml:"acme_directory_ca" config:"path"`
 	// ACMEEABKeyID and ACMEEABKey (acme_eab_kid, acme_eab_key) are the
-	// External Account Binding key ID and base64url HMAC key some CAs
-	// hand out. Both or neither.
-	ACMEEABKeyID string
-	ACMEEABKey   string
+	// External Account Binding key ID and HMAC key some CAs hand out. The
+	// file gives the key in base64url, with or without padding (standard
+	// base64 is accepted too); ACMEEABKey holds it decoded. Both or
+	// neither.
+	ACMEEABKeyID string `toml:"acme_eab_kid"`
+	ACMEEABKey   []byte `toml:"acme_eab_key"`
 	// ACMEHTTPAddress (acme_http_address) is a plain HTTP listener, usually
 	// ":80", that answers HTTP-01 challenges and redirects every other
 	// request to https. Default "" (TLS-ALPN-01 only).
-	ACMEHTTPAddress string
+	ACMEHTTPAddress string `toml:"acme_http_address"`
 	// ACMERenewBefore (acme_renew_before) is how long before expiry a
 	// certificate is renewed. Default 0: 30 days, or a third of the
 	// certificate's lifetime when that is shorter.
-	ACMERenewBefore time.Duration
+	ACMERenewBefore time.Duration `toml:"acme_renew_before"`
 
 	// Dev (dev) generates a dev CA and a server certificate and stores
 	// them under StateDir/dev: the zero-configuration demo. Not for
 	// production. Default false.
-	Dev bool
+	Dev bool `toml:"dev"`
 	// Hosts (hosts) are the DNS names and IP addresses the dev certificate
 	// is issued for. Default (with Dev) "localhost", "127.0.0.1", "::1".
 	// Only with Dev.
-	Hosts []string
+	Hosts []string `toml:"hosts"`
 }
 
-// CertPair is one more certificate and key of a files [certs] block.
+// CertPair is one more certificate and key of a files [certs] block
+// ([[certs.NAME.pair]]).
 type CertPair struct {
-	CertFile string
-	KeyFile  string
+	CertFile string `toml:"cert_file" config:"path"`
+	KeyFile  string `toml:"key_file" config:"path"`
 }
 
 // ACME reports whether the block obtains its certificates by ACME.
@@ -292,8 +287,7 @@ func (c *Certs) ACME() bool { return len(c.ACMEDomains) > 0 }
 // localhost, 127.0.0.1 and ::1. configs/demo.toml is the same in TOML.
 func Default() *Config {
 	c := &Config{
-		StateDir: defaultStateDir(),
-		Admin:    Admin{Address: "127.0.0.1:9090"},
+		Admin: Admin{Address: "127.0.0.1:9090"},
 		Listeners: []Listener{
 			{Name: "tls", Address: "127.0.0.1:8443", TLS: "dev",
 				Routes: []Route{{Path: "/", Upstream: Embedded, Console: true}}},
@@ -310,18 +304,14 @@ func Default() *Config {
 
 // setDefaults fills every zero field that has a default.
 func (c *Config) setDefaults() {
+	if c.StateDir == "" {
+		c.StateDir = defaultStateDir()
+	}
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
 	setDuration(&c.WatchInterval, certs.DefaultWatchInterval)
 	c.Limits = c.Limits.WithDefaults()
-	for i := range c.Listeners {
-		for j := range c.Listeners[i].Routes {
-			if r := &c.Listeners[i].Routes[j]; r.ClientAuth == "" {
-				r.ClientAuth = ClientAuthOff
-			}
-		}
-	}
 	if c.Upstreams == nil {
 		c.Upstreams = map[string]*Upstream{}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/config"
 	"github.com/smqgw/smqgw/limits"
+	"github.com/smqgw/smqgw/tlsterm"
 )
 
 // lines joins its arguments into a TOML document: argument i is line i+1.
@@ -382,7 +383,7 @@ func TestDefaultsApplied(t *testing.T) {
 		t.Errorf("Admin.Address = %q", c.Admin.Address)
 	}
 	r := c.Listeners[0].Routes
-	if r[0].ClientAuth != config.ClientAuthRequire || r[1].ClientAuth != config.ClientAuthOff {
+	if r[0].ClientAuth != tlsterm.Require || r[1].ClientAuth != tlsterm.Off {
 		t.Errorf("ClientAuth = %q, %q", r[0].ClientAuth, r[1].ClientAuth)
 	}
 	ca := filepath.Join(dir, "ca.pem")
@@ -517,7 +518,7 @@ func TestDefault(t *testing.T) {
 	}
 	tl, lan := c.Listeners[0], c.Listeners[1]
 	if tl.Name != "tls" || tl.Address != "127.0.0.1:8443" || tl.TLS != "dev" ||
-		len(tl.Routes) != 1 || tl.Routes[0].Path != "/" || tl.Routes[0].Upstream != config.Embedded || tl.Routes[0].ClientAuth != config.ClientAuthOff {
+		len(tl.Routes) != 1 || tl.Routes[0].Path != "/" || tl.Routes[0].Upstream != config.Embedded || tl.Routes[0].ClientAuth != tlsterm.Off {
 		t.Errorf("tls listener = %+v", tl)
 	}
 	if lan.Name != "lan" || lan.Address != "127.0.0.1:9000" || lan.TLS != "" || len(lan.Routes) != 1 || lan.Routes[0].Path != "/" {
@@ -578,8 +579,8 @@ func TestCertsKinds(t *testing.T) {
 		!reflect.DeepEqual(a.ACMEDomains, []string{"gw.example.com", "b.example.com"}) {
 		t.Errorf("acme = %+v", a)
 	}
-	if k, err := config.DecodeEABKey(a.ACMEEABKey); err != nil || len(k) != 48 {
-		t.Errorf("DecodeEABKey = %d bytes, %v", len(k), err)
+	if k := a.ACMEEABKey; len(k) != 48 {
+		t.Errorf("ACMEEABKey = %d bytes", len(k))
 	}
 	f := c.Certs["files"]
 	want := []config.CertPair{{CertFile: filepath.Join(dir, "cert.pem"), KeyFile: filepath.Join(dir, "key.pem")}}

@@ -1,18 +1,23 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/smqgw/smqgw/tlsterm"
 )
 
 // Load reads, decodes, defaults and validates the TOML file at path.
@@ -36,8 +41,9 @@ func Parse(data []byte, name string) (*Config, error) {
 	if dir, err := filepath.Abs(filepath.Dir(name)); err == nil {
 		d.dir = dir
 	}
-	var raw map[string]any
-	if _, err := toml.Decode(string(data), &raw); err != nil {
+	var root map[string]toml.Primitive
+	md, err := toml.Decode(string(data), &root)
+	if err != nil {
 		p := Problem{File: name, Msg: "invalid TOML: " + err.Error()}
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
@@ -46,8 +52,15 @@ func Parse(data []byte, name string) (*Config, error) {
 		}
 		return nil, &Error{Problems: []Problem{p}}
 	}
-	d.pos = scanPositions(string(data))
-	c := d.decode(raw)
+	d.md, d.pos = md, scanPositions(string(data))
+	c := new(Config)
+	d.table("", root, reflect.ValueOf(c).Elem())
+	for name, u := range c.Upstreams {
+		u.Name = name
+	}
+	for name, ct := range c.Certs {
+		ct.Name = name
+	}
 	d.limits(&c.Limits)
 	c.setDefaults()
 	d.validate(c)
@@ -59,12 +72,238 @@ func Parse(data []byte, name string) (*Config, error) {
 }
 
 // decoder collects the problems of one configuration.
+//
+// It decodes the file into the tagged structs of Config with the toml
+// package, one key at a time: toml.Decode stops at the first bad value,
+// and every problem is to be reported at once. The keys of each table are
+// matched to the toml tags exactly (toml.Decode would also take "Name"
+// for "name"); a key without a field is reported as unknown.
 type decoder struct {
 	file     string
-	dir      string         // relative paths are resolved against it
+	dir      string // relative paths are resolved against it
+	md       toml.MetaData
 	pos      map[string]pos // where each key is written
 	bad      map[string]bool
 	problems []Problem
+}
+
+// table decodes the keys of a TOML table into v, a struct, by the toml
+// tags of its fields, and reports the keys that no field has.
+func (d *decoder) table(key string, t map[string]toml.Primitive, v reflect.Value) {
+	var known []string
+	for i := range v.NumField() {
+		f := v.Type().Field(i)
+		name := f.Tag.Get("toml")
+		if name == "" || name == "-" {
+			continue
+		}
+		known = append(known, name)
+		if p, ok := t[name]; ok {
+			d.value(join(key, name), p, v.Field(i))
+			if f.Tag.Get("config") == "path" {
+				d.resolve(v.Field(i))
+			}
+		}
+	}
+	where := ""
+	if key != "" {
+		where = " in " + tableName(key)
+	}
+	for _, k := range sortedKeys(t) {
+		if !slices.Contains(known, k) {
+			d.add(join(key, k), fmt.Sprintf("unknown key %q%s%s", k, where, suggest(k, known)))
+		}
+	}
+}
+
+// value decodes p, the value at key, into v. Its TOML type is checked
+// first, so that a mismatch is reported in the file's terms.
+func (d *decoder) value(key string, p toml.Primitive, v reflect.Value) {
+	var raw any
+	d.decode(p, &raw) // cannot fail
+	t := v.Type()
+	switch k := t.Kind(); {
+	case k == reflect.Pointer: // the blocks of a map
+		v.Set(reflect.New(t.Elem()))
+		d.value(key, p, v.Elem())
+	case isScalar(t):
+		d.scalar(key, p, raw, v)
+	case k == reflect.Slice: // an array, or [[table]]
+		_, isArray := raw.([]any)
+		_, isTables := raw.([]map[string]any)
+		switch {
+		case isScalar(t.Elem()) && !isArray:
+			d.typeErr(key, "an array of strings", raw)
+			return
+		case !isArray && !isTables:
+			d.typeErr(key, "an array of tables "+tableName(key), raw)
+			return
+		}
+		var elems []toml.Primitive
+		d.decode(p, &elems)
+		v.Set(reflect.MakeSlice(t, len(elems), len(elems)))
+		for i, e := range elems {
+			d.value(join(key, strconv.Itoa(i)), e, v.Index(i)) // a bad element stays zero
+		}
+	case k == reflect.Struct || k == reflect.Map:
+		if _, ok := raw.(map[string]any); !ok {
+			d.typeErr(key, "a table", raw)
+			return
+		}
+		var m map[string]toml.Primitive
+		d.decode(p, &m)
+		if k == reflect.Struct { // [table]
+			d.table(key, m, v)
+			return
+		}
+		v.Set(reflect.MakeMapWithSize(t, len(m))) // [table.NAME], in name order
+		for _, name := range sortedKeys(m) {
+			nkey, e := join(key, name), reflect.New(t.Elem()).Elem()
+			d.value(nkey, m[name], e)
+			if !d.bad[nkey] {
+				v.SetMapIndex(reflect.ValueOf(name), e)
+			}
+		}
+	default:
+		panic("config: no decoding for " + t.String())
+	}
+}
+
+// isScalar reports whether a value of type t is one TOML string, integer
+// or boolean.
+func isScalar(t reflect.Type) bool {
+	switch t {
+	case reflect.TypeFor[netip.Prefix](), reflect.TypeFor[[]byte]():
+		return true
+	}
+	k := t.Kind()
+	return k == reflect.String || k == reflect.Bool || k >= reflect.Int && k <= reflect.Int64
+}
+
+// choices are the values of the enumerated types, as messages list them;
+// the type's UnmarshalText decodes them. "" is the zero value, as if the
+// key were left out.
+var choices = map[reflect.Type][]string{
+	reflect.TypeFor[slog.Level]():   {"debug", "info", "warn", "error"},
+	reflect.TypeFor[tlsterm.Mode](): {"off", "optional", "require"},
+}
+
+// scalar decodes raw, the value at key that p holds, into v. Every
+// integer in the file is from 1 to MaxInt32; every other value but a
+// boolean is a string, parsed by v's type.
+func (d *decoder) scalar(key string, p toml.Primitive, raw any, v reflect.Value) {
+	switch ptr := v.Addr().Interface().(type) {
+	case *bool:
+		if _, ok := raw.(bool); !ok {
+			d.typeErr(key, "a boolean (true or false)", raw)
+			return
+		}
+		d.decode(p, ptr)
+	case *int:
+		n, ok := raw.(int64)
+		if !ok {
+			d.typeErr(key, "an integer", raw)
+			return
+		}
+		if n <= 0 || n > math.MaxInt32 {
+			d.decodeErr(key, "must be between 1 and %d, got %d", math.MaxInt32, n)
+			return
+		}
+		d.decode(p, ptr)
+	default:
+		s, ok := raw.(string)
+		if !ok {
+			want := "a string"
+			if _, ok := ptr.(*time.Duration); ok {
+				want = `a duration string like "10s"` // toml would take an integer as nanoseconds
+			}
+			d.typeErr(key, want, raw)
+			return
+		}
+		if err := d.text(s, p, ptr); err != nil {
+			d.decodeErr(key, "%v", err)
+		}
+	}
+}
+
+// text decodes s, the string p holds, into ptr, or says what is wrong
+// with it.
+func (d *decoder) text(s string, p toml.Primitive, ptr any) error {
+	switch ptr := ptr.(type) {
+	case *time.Duration:
+		if d.decode(p, ptr) != nil {
+			return fmt.Errorf(`invalid duration %q (want a number and a unit: "500ms", "10s", "30m", "1h")`, s)
+		}
+		if *ptr <= 0 {
+			return fmt.Errorf("must be greater than 0, got %q", s)
+		}
+	case *netip.Prefix:
+		pf, err := parsePrefix(s)
+		if err != nil {
+			return fmt.Errorf(`invalid address %q (want an IP address or a CIDR like "10.0.0.0/8")`, s)
+		}
+		*ptr = pf
+	case *[]byte:
+		b, err := decodeEABKey(s)
+		if err != nil {
+			return err
+		}
+		*ptr = b
+	default:
+		c, enum := choices[reflect.TypeOf(ptr).Elem()]
+		switch {
+		case enum && s == "":
+			return nil // the zero value, which is the default
+		case enum && !slices.Contains(c, s):
+			return fmt.Errorf("invalid value %q (want %s)", s, orList(c...))
+		}
+		return d.decode(p, ptr)
+	}
+	return nil
+}
+
+// decode decodes p into v with the toml package.
+func (d *decoder) decode(p toml.Primitive, v any) error { return d.md.PrimitiveDecode(p, v) }
+
+// resolve makes the paths in v, a string or a []string, absolute.
+func (d *decoder) resolve(v reflect.Value) {
+	switch p := v.Addr().Interface().(type) {
+	case *string:
+		*p = d.abs(*p)
+	case *[]string:
+		for i := range *p {
+			(*p)[i] = d.abs((*p)[i])
+		}
+	}
+}
+
+// parsePrefix parses an IP address (as a single-address prefix) or a
+// CIDR, masked.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return p, err
+	}
+	return p.Masked(), nil
+}
+
+// decodeEABKey decodes an External Account Binding HMAC key as CAs hand it
+// out: base64url, with or without padding (standard base64 is accepted
+// too). "" is no key.
+func decodeEABKey(s string) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	for _, enc := range []*base64.Encoding{base64.RawURLEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.StdEncoding} {
+		if b, err := enc.DecodeString(s); err == nil && len(b) > 0 {
+			return b, nil
+		}
+	}
+	return nil, errors.New("invalid key: want the base64url HMAC key the CA gave")
 }
 
 // at returns the position of key, or else of its closest enclosing table.
@@ -177,318 +416,4 @@ func describeValue(v any) string {
 	default:
 		return "a date-time"
 	}
-}
-
-// table is one TOML table being decoded. Every key asked for is known;
-// finish reports the others.
-type table struct {
-	d     *decoder
-	path  string
-	m     map[string]any
-	known []string
-}
-
-func (t *table) key(k string) string { return join(t.path, k) }
-
-func (t *table) get(k string) (any, bool) {
-	t.known = append(t.known, k)
-	v, ok := t.m[k]
-	return v, ok
-}
-
-// finish reports the keys nobody asked for.
-func (t *table) finish() {
-	var unknown []string
-	for k := range t.m {
-		if !slices.Contains(t.known, k) {
-			unknown = append(unknown, k)
-		}
-	}
-	slices.Sort(unknown)
-	where := ""
-	if t.path != "" {
-		where = " in " + tableName(t.path)
-	}
-	for _, k := range unknown {
-		t.d.add(t.key(k), fmt.Sprintf("unknown key %q%s%s", k, where, suggest(k, t.known)))
-	}
-}
-
-// value returns the value at k as a T. It reports false when k is not set,
-// and reports a type error, naming what was wanted, when it is not a T.
-func value[T any](t *table, k, want string) (T, bool) {
-	var zero T
-	v, ok := t.get(k)
-	if !ok {
-		return zero, false
-	}
-	x, ok := v.(T)
-	if !ok {
-		t.d.typeErr(t.key(k), want, v)
-		return zero, false
-	}
-	return x, true
-}
-
-func (t *table) str(k string, dst *string) {
-	if s, ok := value[string](t, k, "a string"); ok {
-		*dst = s
-	}
-}
-
-// strs decodes an array of strings. A bad element is reported and left
-// "", so that indices still match the file.
-func (t *table) strs(k string, dst *[]string) {
-	a, ok := value[[]any](t, k, "an array of strings")
-	if !ok {
-		return
-	}
-	out := make([]string, len(a))
-	for i, e := range a {
-		if s, ok := e.(string); ok {
-			out[i] = s
-		} else {
-			t.d.typeErr(join(t.key(k), strconv.Itoa(i)), "a string", e)
-		}
-	}
-	*dst = out
-}
-
-func (t *table) boolean(k string, dst *bool) {
-	if b, ok := value[bool](t, k, "a boolean (true or false)"); ok {
-		*dst = b
-	}
-}
-
-func (t *table) positive(k string, dst *int) {
-	n, ok := value[int64](t, k, "an integer")
-	if !ok {
-		return
-	}
-	if n <= 0 || n > math.MaxInt32 {
-		t.d.decodeErr(t.key(k), "must be between 1 and %d, got %d", math.MaxInt32, n)
-		return
-	}
-	*dst = int(n)
-}
-
-// duration decodes a time.ParseDuration string that must be greater than
-// zero.
-func (t *table) duration(k string, dst *time.Duration) {
-	s, ok := value[string](t, k, `a duration string like "10s"`)
-	if !ok {
-		return
-	}
-	dur, err := time.ParseDuration(s)
-	switch {
-	case err != nil:
-		t.d.decodeErr(t.key(k), `invalid duration %q (want a number and a unit: "500ms", "10s", "30m", "1h")`, s)
-	case dur <= 0:
-		t.d.decodeErr(t.key(k), "must be greater than 0, got %q", s)
-	default:
-		*dst = dur
-	}
-}
-
-// sub returns the table at k; an empty one when k is not set.
-func (t *table) sub(k string) *table {
-	s := &table{d: t.d, path: t.key(k)}
-	v, ok := t.get(k)
-	if !ok {
-		return s
-	}
-	if m, ok := v.(map[string]any); ok {
-		s.m = m
-	} else {
-		t.d.typeErr(s.path, "a table", v)
-	}
-	return s
-}
-
-// tables returns the array of tables at k, one per element; an element
-// that is not a table is reported and given as an empty table.
-func (t *table) tables(k string) []*table {
-	v, ok := t.get(k)
-	if !ok {
-		return nil
-	}
-	var elems []any
-	switch v := v.(type) {
-	case []map[string]any:
-		for _, m := range v {
-			elems = append(elems, m)
-		}
-	case []any:
-		elems = v
-	default:
-		t.d.typeErr(t.key(k), "an array of tables "+tableName(t.key(k)), v)
-		return nil
-	}
-	out := make([]*table, len(elems))
-	for i, e := range elems {
-		out[i] = &table{d: t.d, path: join(t.key(k), strconv.Itoa(i))}
-		if m, ok := e.(map[string]any); ok {
-			out[i].m = m
-		} else {
-			t.d.typeErr(out[i].path, "a table", e)
-		}
-	}
-	return out
-}
-
-// named calls f for each table of a table of named tables
-// ([upstream.NAME]), in name order.
-func (t *table) named(k string, f func(name string, nt *table)) {
-	s := t.sub(k)
-	names := make([]string, 0, len(s.m))
-	for name := range s.m {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		nt := &table{d: t.d, path: join(s.path, name)}
-		if m, ok := s.m[name].(map[string]any); ok {
-			nt.m = m
-		} else {
-			t.d.typeErr(nt.path, "a table", s.m[name])
-			continue
-		}
-		f(name, nt)
-		nt.finish()
-	}
-}
-
-var logLevels = map[string]slog.Level{
-	"debug": slog.LevelDebug,
-	"info":  slog.LevelInfo,
-	"warn":  slog.LevelWarn,
-	"error": slog.LevelError,
-}
-
-// decode turns the decoded TOML into a Config, reporting wrong types,
-// bad durations and unknown keys; validate judges the rest.
-func (d *decoder) decode(raw map[string]any) *Config {
-	c := &Config{Upstreams: map[string]*Upstream{}, Certs: map[string]*Certs{}}
-	root := &table{d: d, m: raw}
-
-	root.str("state_dir", &c.StateDir)
-	root.duration("watch_interval", &c.WatchInterval)
-	if c.StateDir != "" {
-		c.StateDir = d.abs(c.StateDir)
-	} else {
-		c.StateDir = defaultStateDir()
-	}
-
-	lg := root.sub("log")
-	level := ""
-	lg.str("level", &level)
-	if l, ok := logLevels[level]; ok {
-		c.Log.Level = l
-	} else if level != "" {
-		d.decodeErr(lg.key("level"), "invalid value %q (want %s)", level, orList("debug", "info", "warn", "error"))
-	}
-	lg.str("format", &c.Log.Format)
-	lg.finish()
-
-	lim, l := root.sub("limits"), &c.Limits
-	lim.duration("handshake_timeout", &l.HandshakeTimeout)
-	lim.duration("request_timeout", &l.RequestTimeout)
-	lim.duration("connect_timeout", &l.ConnectTimeout)
-	lim.duration("idle_timeout", &l.IdleTimeout)
-	lim.duration("ws_ping_interval", &l.WSPingInterval)
-	lim.positive("max_sessions", &l.MaxSessions)
-	lim.positive("max_message_size", &l.MaxMessageSize)
-	lim.duration("shutdown_grace", &l.ShutdownGrace)
-	lim.duration("write_timeout", &l.WriteTimeout)
-	lim.positive("max_sessions_per_ip", &l.MaxSessionsPerIP)
-	lim.positive("session_rate_per_ip", &l.SessionRatePerIP)
-	lim.positive("message_rate", &l.MessageRate)
-	lim.finish()
-
-	adm := root.sub("admin")
-	adm.str("address", &c.Admin.Address)
-	adm.finish()
-
-	for _, lt := range root.tables("listener") {
-		var ln Listener
-		lt.str("name", &ln.Name)
-		lt.str("address", &ln.Address)
-		lt.str("tls", &ln.TLS)
-		lt.strs("proxy_protocol_from", &ln.ProxyProtocolFrom)
-		for _, rt := range lt.tables("route") {
-			ln.Routes = append(ln.Routes, d.decodeRoute(rt))
-		}
-		lt.finish()
-		c.Listeners = append(c.Listeners, ln)
-	}
-
-	root.named("upstream", func(name string, ut *table) {
-		u := &Upstream{Name: name}
-		ut.strs("urls", &u.URLs)
-		ut.duration("dial_timeout", &u.DialTimeout)
-		ut.duration("backoff", &u.Backoff)
-		ut.str("proxy", &u.Proxy)
-		ut.str("ca_file", &u.CAFile)
-		ut.str("cert_file", &u.CertFile)
-		ut.str("key_file", &u.KeyFile)
-		ut.str("server_name", &u.ServerName)
-		u.CAFile, u.CertFile, u.KeyFile = d.abs(u.CAFile), d.abs(u.CertFile), d.abs(u.KeyFile)
-		c.Upstreams[name] = u
-	})
-
-	root.named("certs", func(name string, ct *table) {
-		cs := &Certs{Name: name}
-		ct.str("cert_file", &cs.CertFile)
-		ct.str("key_file", &cs.KeyFile)
-		for _, pt := range ct.tables("pair") {
-			var p CertPair
-			pt.str("cert_file", &p.CertFile)
-			pt.str("key_file", &p.KeyFile)
-			pt.finish()
-			p.CertFile, p.KeyFile = d.abs(p.CertFile), d.abs(p.KeyFile)
-			cs.Pairs = append(cs.Pairs, p)
-		}
-		ct.strs("acme_domains", &cs.ACMEDomains)
-		ct.str("acme_email", &cs.ACMEEmail)
-		ct.str("acme_directory", &cs.ACMEDirectory)
-		ct.str("acme_directory_ca", &cs.ACMEDirectoryCA)
-		ct.str("acme_eab_kid", &cs.ACMEEABKeyID)
-		ct.str("acme_eab_key", &cs.ACMEEABKey)
-		ct.str("acme_http_address", &cs.ACMEHTTPAddress)
-		ct.duration("acme_renew_before", &cs.ACMERenewBefore)
-		ct.boolean("dev", &cs.Dev)
-		ct.strs("hosts", &cs.Hosts)
-		cs.CertFile, cs.KeyFile = d.abs(cs.CertFile), d.abs(cs.KeyFile)
-		cs.ACMEDirectoryCA = d.abs(cs.ACMEDirectoryCA)
-		c.Certs[name] = cs
-	})
-
-	root.finish()
-	return c
-}
-
-func (d *decoder) decodeRoute(rt *table) Route {
-	var r Route
-	var auth string
-	rt.str("path", &r.Path)
-	rt.str("upstream", &r.Upstream)
-	rt.str("client_auth", &auth)
-	r.ClientAuth = ClientAuth(auth)
-	rt.strs("client_ca", &r.ClientCA)
-	for i, f := range r.ClientCA {
-		r.ClientCA[i] = d.abs(f)
-	}
-	rt.strs("client_crl", &r.ClientCRL)
-	for i, f := range r.ClientCRL {
-		r.ClientCRL[i] = d.abs(f)
-	}
-	rt.strs("allow_cn", &r.AllowCN)
-	rt.strs("allow_ou", &r.AllowOU)
-	rt.strs("allow_dns", &r.AllowDNS)
-	rt.strs("allow_uri", &r.AllowURI)
-	rt.strs("pins", &r.Pins)
-	rt.strs("allowed_origins", &r.AllowedOrigins)
-	rt.boolean("console", &r.Console)
-	rt.finish()
-	return r
 }

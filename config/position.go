@@ -14,9 +14,11 @@ type pos struct{ line, col int }
 // Keys are dotted paths with array indices, as in Problem.Key:
 // "listener.0" is the first [[listener]] header, "listener.0.route.1.path"
 // a key in its second route, "upstream.lan.urls.1" the second element of
-// an array. The toml package does not expose positions, so this is a
-// small scanner of its own; it is lenient, and a key it misses only loses
-// its position.
+// an array. The toml package does not give them: its MetaData keeps
+// positions unexported, and has them for values rather than keys, for only
+// the last element of an array of tables, and not for array elements. So
+// this is a small scanner of its own; it is lenient, and a key it misses
+// only loses its position.
 func scanPositions(src string) map[string]pos {
 	s := &posScanner{
 		src:    src,

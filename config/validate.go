@@ -16,10 +16,12 @@ import (
 
 	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/smq"
+	"github.com/smqgw/smqgw/tlsterm"
 )
 
 // validate judges a decoded, defaulted Config: required keys, references
-// between blocks, value forms and the files named.
+// between blocks, value forms the types do not check, cross-key rules and
+// the files named.
 func (d *decoder) validate(c *Config) {
 	if len(c.Listeners) == 0 && !d.bad["listener"] {
 		d.add("", "no [[listener]] defined: at least one is required")
@@ -48,11 +50,6 @@ func (d *decoder) validate(c *Config) {
 		if l.TLS != "" {
 			if _, ok := c.Certs[l.TLS]; !ok {
 				d.keyf(key+".tls", "no [certs.%s] block%s", l.TLS, suggest(l.TLS, sortedKeys(c.Certs)))
-			}
-		}
-		for j, p := range l.ProxyProtocolFrom {
-			if _, err := ParsePrefix(p); err != nil {
-				d.keyf(key+".proxy_protocol_from."+strconv.Itoa(j), "invalid address %q (want an IP address or a CIDR like \"10.0.0.0/8\")", p)
 			}
 		}
 		if len(l.Routes) == 0 && !d.bad[key+".route"] {
@@ -85,29 +82,9 @@ func (d *decoder) validate(c *Config) {
 }
 
 // limits checks the [limits] values as decoded, before defaults fill the
-// zero ones.
+// zero ones and cap max_message_size. (The decoder took only values
+// greater than 0.)
 func (d *decoder) limits(l *limits.Limits) {
-	for _, x := range []struct {
-		key string
-		v   int64
-	}{
-		{"handshake_timeout", int64(l.HandshakeTimeout)},
-		{"request_timeout", int64(l.RequestTimeout)},
-		{"connect_timeout", int64(l.ConnectTimeout)},
-		{"idle_timeout", int64(l.IdleTimeout)},
-		{"ws_ping_interval", int64(l.WSPingInterval)},
-		{"shutdown_grace", int64(l.ShutdownGrace)},
-		{"write_timeout", int64(l.WriteTimeout)},
-		{"max_sessions", int64(l.MaxSessions)},
-		{"max_message_size", int64(l.MaxMessageSize)},
-		{"max_sessions_per_ip", int64(l.MaxSessionsPerIP)},
-		{"session_rate_per_ip", int64(l.SessionRatePerIP)},
-		{"message_rate", int64(l.MessageRate)},
-	} {
-		if x.v < 0 {
-			d.keyf("limits."+x.key, "must be greater than 0")
-		}
-	}
 	if l.MaxMessageSize > smq.MaxRawMessage {
 		d.keyf("limits.max_message_size", "%d is larger than %d, the largest SMQ message (smq.MaxRawMessage)", l.MaxMessageSize, smq.MaxRawMessage)
 	}
@@ -130,8 +107,10 @@ func (d *decoder) route(c *Config, l *Listener, r *Route, key string, paths map[
 		}
 	}
 
-	switch r.ClientAuth {
-	case ClientAuthOff:
+	switch {
+	case d.bad[key+".client_auth"]:
+		// which keys apply depends on it
+	case r.ClientAuth == tlsterm.Off:
 		for _, x := range []struct {
 			key  string
 			list []string
@@ -143,21 +122,19 @@ func (d *decoder) route(c *Config, l *Listener, r *Route, key string, paths map[
 				d.keyf(key+"."+x.key, `has no effect with client_auth "off" (set client_auth to "optional" or "require", or remove %s)`, x.key)
 			}
 		}
-	case ClientAuthOptional, ClientAuthRequire:
+	default:
 		if l.TLS == "" {
-			d.keyf(key+".client_auth", "%q needs a TLS listener: this [[listener]] has no tls (set tls, or use %q)", r.ClientAuth, ClientAuthOff)
+			d.keyf(key+".client_auth", "%q needs a TLS listener: this [[listener]] has no tls (set tls, or use %q)", r.ClientAuth, tlsterm.Off)
 		}
 		if len(r.ClientCA) == 0 && len(r.Pins) == 0 && !d.bad[key+".client_ca"] && !d.bad[key+".pins"] {
 			d.keyf(key+".client_ca", "required with client_auth %q (or set pins)", r.ClientAuth)
 		}
-	default:
-		d.keyf(key+".client_auth", "invalid value %q (want %s)", r.ClientAuth, orList("off", "optional", "require"))
 	}
 
 	for i, f := range r.ClientCA {
 		d.readable(key+".client_ca."+strconv.Itoa(i), f)
 	}
-	if len(r.ClientCRL) > 0 && len(r.ClientCA) == 0 && r.ClientAuth != ClientAuthOff {
+	if len(r.ClientCRL) > 0 && len(r.ClientCA) == 0 && r.ClientAuth != tlsterm.Off {
 		d.keyf(key+".client_crl", "needs client_ca: a revocation list applies to certificates checked against a CA")
 	}
 	for i, f := range r.ClientCRL {
@@ -212,9 +189,6 @@ func (d *decoder) upstream(u *Upstream, key string) {
 			d.keyf(ukey, "invalid port %q in %q", p.Port(), s)
 		}
 	}
-	if u.DialTimeout <= 0 {
-		d.keyf(key+".dial_timeout", "must be greater than 0")
-	}
 	tlsKeys := []struct{ key, v string }{{"ca_file", u.CAFile}, {"cert_file", u.CertFile}, {"key_file", u.KeyFile}, {"server_name", u.ServerName}}
 	if !u.TLS() && len(u.URLs) > 0 {
 		for _, x := range tlsKeys {
@@ -236,9 +210,6 @@ func (d *decoder) upstream(u *Upstream, key string) {
 	}
 	if u.ServerName != "" && !validHost(u.ServerName) {
 		d.keyf(key+".server_name", "invalid name %q (want a DNS name or an IP address)", u.ServerName)
-	}
-	if u.Backoff <= 0 {
-		d.keyf(key+".backoff", "must be greater than 0")
 	}
 	if u.Proxy != "" && u.Proxy != "env" {
 		p, err := url.Parse(u.Proxy)
@@ -264,7 +235,7 @@ func (d *decoder) certs(c *Certs, key string) {
 	files := c.CertFile != "" || c.KeyFile != "" || len(c.Pairs) > 0
 	acmeKeys := []struct{ key, v string }{
 		{"acme_email", c.ACMEEmail}, {"acme_directory", c.ACMEDirectory}, {"acme_directory_ca", c.ACMEDirectoryCA},
-		{"acme_eab_kid", c.ACMEEABKeyID}, {"acme_eab_key", c.ACMEEABKey}, {"acme_http_address", c.ACMEHTTPAddress},
+		{"acme_eab_kid", c.ACMEEABKeyID}, {"acme_eab_key", string(c.ACMEEABKey)}, {"acme_http_address", c.ACMEHTTPAddress},
 	}
 	if c.ACMERenewBefore != 0 {
 		acmeKeys = append(acmeKeys, struct{ key, v string }{"acme_renew_before", c.ACMERenewBefore.String()})
@@ -360,14 +331,10 @@ func (d *decoder) acme(c *Certs, key string) {
 		d.readable(key+".acme_directory_ca", c.ACMEDirectoryCA)
 	}
 	switch {
-	case c.ACMEEABKeyID != "" && c.ACMEEABKey == "":
+	case c.ACMEEABKeyID != "" && len(c.ACMEEABKey) == 0 && !d.bad[key+".acme_eab_key"]:
 		d.keyf(key+".acme_eab_kid", "acme_eab_key is missing: External Account Binding needs both")
-	case c.ACMEEABKeyID == "" && c.ACMEEABKey != "":
+	case c.ACMEEABKeyID == "" && len(c.ACMEEABKey) > 0:
 		d.keyf(key+".acme_eab_key", "acme_eab_kid is missing: External Account Binding needs both")
-	case c.ACMEEABKey != "":
-		if _, err := DecodeEABKey(c.ACMEEABKey); err != nil {
-			d.keyf(key+".acme_eab_key", "%v", err)
-		}
 	}
 	if c.ACMEHTTPAddress != "" {
 		d.address(key+".acme_http_address", c.ACMEHTTPAddress)
@@ -375,31 +342,6 @@ func (d *decoder) acme(c *Certs, key string) {
 	if c.ACMERenewBefore > 30*24*time.Hour {
 		d.keyf(key+".acme_renew_before", "%s is more than 720h: autocert renews at most 30 days before expiry", c.ACMERenewBefore)
 	}
-}
-
-// ParsePrefix parses an IP address (as a single-address prefix) or a CIDR.
-func ParsePrefix(s string) (netip.Prefix, error) {
-	if a, err := netip.ParseAddr(s); err == nil {
-		a = a.Unmap()
-		return netip.PrefixFrom(a, a.BitLen()), nil
-	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return p, err
-	}
-	return p.Masked(), nil
-}
-
-// DecodeEABKey decodes an External Account Binding HMAC key as CAs hand it
-// out: base64url, with or without padding (standard base64 is accepted
-// too).
-func DecodeEABKey(s string) ([]byte, error) {
-	for _, enc := range []*base64.Encoding{base64.RawURLEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.StdEncoding} {
-		if b, err := enc.DecodeString(s); err == nil && len(b) > 0 {
-			return b, nil
-		}
-	}
-	return nil, errors.New("invalid key: want the base64url HMAC key the CA gave")
 }
 
 // addresses reports two sockets that would listen on the same port:

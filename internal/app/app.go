@@ -142,14 +142,7 @@ func build(cfg *config.Config, log *slog.Logger, m *gateway.Metrics, br *broker.
 		b.Config.Certs = append(b.Config.Certs, gateway.CertSet{Name: "certs " + name, Certs: src})
 	}
 	for _, l := range cfg.Listeners {
-		gl := gateway.Listener{Name: l.Name, Addr: l.Address}
-		for _, p := range l.ProxyProtocolFrom {
-			pfx, err := config.ParsePrefix(p)
-			if err != nil {
-				fail("listener %q: proxy_protocol_from %q: %v", l.Name, p, err)
-			}
-			gl.ProxyProtocolFrom = append(gl.ProxyProtocolFrom, pfx)
-		}
+		gl := gateway.Listener{Name: l.Name, Addr: l.Address, ProxyProtocolFrom: l.ProxyProtocolFrom}
 		if l.TLS != "" {
 			gl.Certs = sources[l.TLS]
 		}
@@ -289,11 +282,7 @@ func (b *Built) acme(cfg *config.Config, c *config.Certs) (*certs.ACME, error) {
 		}
 	}
 	if c.ACMEEABKeyID != "" {
-		key, err := config.DecodeEABKey(c.ACMEEABKey)
-		if err != nil {
-			return nil, err
-		}
-		ac.EAB = &acme.ExternalAccountBinding{KID: c.ACMEEABKeyID, Key: key}
+		ac.EAB = &acme.ExternalAccountBinding{KID: c.ACMEEABKeyID, Key: c.ACMEEABKey}
 	}
 	a, err := certs.NewACME(ac)
 	if err != nil {
@@ -434,14 +423,11 @@ func redirectHTTPS(port string) http.Handler {
 // buildPolicy makes a route's client-certificate policy (nil when off)
 // from its files, with warnings about stale CRLs.
 func buildPolicy(r config.Route, now time.Time) (*tlsterm.Policy, []string, error) {
-	mode, err := tlsterm.ParseMode(string(r.ClientAuth))
-	if err != nil {
-		return nil, nil, err
-	}
-	if mode == tlsterm.Off {
+	if r.ClientAuth == tlsterm.Off {
 		return nil, nil, nil
 	}
-	pc := tlsterm.PolicyConfig{Mode: mode, AllowCN: r.AllowCN, AllowOU: r.AllowOU,
+	var err error
+	pc := tlsterm.PolicyConfig{Mode: r.ClientAuth, AllowCN: r.AllowCN, AllowOU: r.AllowOU,
 		AllowDNS: r.AllowDNS, AllowURI: r.AllowURI, Pins: r.Pins}
 	if len(r.ClientCA) > 0 {
 		if pc.ClientCAs, _, err = certs.LoadCAs(r.ClientCA...); err != nil {
