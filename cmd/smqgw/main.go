@@ -26,7 +26,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"syscall"
 
 	"github.com/smqgw/smqgw/config"
@@ -89,33 +88,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	built, err := app.Build(cfg, log)
+	srv, err := app.Start(cfg, *file, log, level)
 	if err != nil {
 		return err
 	}
-	gw, err := gateway.New(built.Config)
-	if err != nil {
-		return err
-	}
-	if err := gw.Start(); err != nil {
-		return err
-	}
-	if cfg.Admin.Address != "" {
-		if err := gw.StartAdmin(cfg.Admin.Address); err != nil {
-			sctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.ShutdownGrace)
-			defer cancel()
-			_ = gw.Shutdown(sctx)
-			return err
-		}
-	}
-	lv := &live{file: *file, cfg: cfg, built: built, gw: gw, log: log, level: level}
-	// Certificates: ACME obtains its own now that the listeners are up;
-	// files are reloaded when they change, and on SIGHUP.
-	lv.runBuilt()
-	defer lv.stopBuilt()
-
-	banner(stdout, gw, cfg, built)
-	lv.notify("READY=1\nSTATUS=serving")
+	gw := srv.Gateway()
+	banner(stdout, gw, cfg, srv.Built())
+	notifyState(log, "READY=1\nSTATUS=serving")
 	if ready != nil {
 		ready <- gw
 	}
@@ -123,125 +102,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 		select {
 		case <-ctx.Done():
 		case <-hup:
-			lv.notify(reloading())
-			lv.reload()
-			lv.notify("READY=1\nSTATUS=serving")
+			notifyState(log, reloading())
+			srv.Reload()
+			notifyState(log, "READY=1\nSTATUS=serving")
 		}
 	}
-	lv.notify("STOPPING=1\nSTATUS=draining sessions")
-	log.Info("shutting down", "grace", lv.cfg.Limits.ShutdownGrace.String())
-	sctx, cancel := context.WithTimeout(context.Background(), lv.cfg.Limits.ShutdownGrace)
-	defer cancel()
-	err = gw.Shutdown(sctx)
-	if b := lv.built.EmbeddedBroker(); b != nil {
-		_ = b.Shutdown(sctx)
-	}
-	if err != nil {
-		log.Warn("sessions cut at the end of the grace period", "err", err)
-	}
+	notifyState(log, "STOPPING=1\nSTATUS=draining sessions")
+	srv.Shutdown()
 	return nil
 }
 
-// live is the running gateway and what it was built from, for reloads.
-type live struct {
-	file  string // "" for the zero-configuration demo
-	cfg   *config.Config
-	built *app.Built
-	gw    *gateway.Gateway
-	log   *slog.Logger
-	level *slog.LevelVar
-
-	stopRun func() // stops built.Run
-}
-
-// notify tells systemd the state, logging a failure.
-func (lv *live) notify(state string) {
+// notifyState tells systemd the state, logging a failure.
+func notifyState(log *slog.Logger, state string) {
 	if err := notify(state); err != nil {
-		lv.log.Warn("cannot notify systemd", "err", err)
+		log.Warn("cannot notify systemd", "err", err)
 	}
-}
-
-// runBuilt starts the current build's certificate upkeep.
-func (lv *live) runBuilt() {
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	b := lv.built
-	wg.Go(func() { b.Run(ctx) })
-	lv.stopRun = func() { cancel(); wg.Wait() }
-}
-
-func (lv *live) stopBuilt() { lv.stopRun() }
-
-// reload re-reads the configuration file and puts it in force for new
-// sessions (SIGHUP); established sessions go on. A file that does not
-// validate, or whose certificates or CAs do not load, is rejected with
-// each problem logged, and the running configuration stays. Changes that
-// need a restart are logged by name.
-func (lv *live) reload() {
-	m := lv.built.Metrics
-	if lv.file == "" {
-		lv.log.Info("SIGHUP: reloading certificates (the zero-configuration demo has no file to re-read)")
-		m.Reloaded(lv.built.Reload()) // each failure is logged; what failed stays as it was
-		return
-	}
-	lv.log.Info("SIGHUP: reloading the configuration", "file", lv.file)
-	reject := func(err error) {
-		var ce *config.Error
-		switch {
-		case errors.As(err, &ce):
-			for _, p := range ce.Problems {
-				lv.log.Error("reload rejected: " + p.String())
-			}
-		default:
-			for _, e := range splitErrors(err) {
-				lv.log.Error("reload rejected: " + e.Error())
-			}
-		}
-		lv.log.Error("reload rejected: the running configuration stays in force", "file", lv.file)
-		m.Reloaded(err)
-	}
-	cfg, err := config.Load(lv.file)
-	if err != nil {
-		reject(err)
-		return
-	}
-	next, err := lv.built.Rebuild(cfg)
-	if err != nil {
-		reject(err)
-		return
-	}
-	restart, err := lv.gw.Apply(next.Config)
-	if err != nil {
-		reject(err)
-		return
-	}
-	old := lv.cfg
-	if cfg.Admin.Address != old.Admin.Address {
-		restart = append(restart, fmt.Sprintf("admin.address %q (still %q)", cfg.Admin.Address, old.Admin.Address))
-		cfg.Admin = old.Admin
-	}
-	if cfg.Log.Format != old.Log.Format {
-		restart = append(restart, fmt.Sprintf("log.format %q (still %q)", cfg.Log.Format, old.Log.Format))
-		cfg.Log.Format = old.Log.Format
-	}
-	lv.level.Set(cfg.Log.Level)
-	for _, r := range restart {
-		lv.log.Warn("reload: this change needs a restart", "change", r)
-	}
-	lv.stopBuilt()
-	lv.built, lv.cfg = next, cfg
-	lv.runBuilt()
-	m.Reloaded(nil)
-	lv.log.Info("configuration reloaded: new sessions use it, established ones go on", "file", lv.file,
-		"needs_restart", len(restart))
-}
-
-// splitErrors undoes errors.Join.
-func splitErrors(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
 }
 
 func describe(file string) string {
