@@ -10,6 +10,7 @@ import (
 
 	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/internal/memconn"
+	"github.com/smqgw/smqgw/smqdial"
 	"github.com/smqgw/smqgw/wire"
 )
 
@@ -44,7 +45,7 @@ func (e Embedded) Dial(ctx context.Context, req Request) (wire.Conn, error) {
 	go func() { _ = e.Broker.ServeConn(theirs, peer) }()
 
 	br := bufio.NewReaderSize(ours, 4096)
-	stop := guard(ctx, ours)
+	stop := smqdial.Guard(ctx, ours)
 	_, err := br.Peek(1) // the first byte of Init, which stays unread
 	if !stop() {
 		_ = ours.Close()

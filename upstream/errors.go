@@ -1,16 +1,12 @@
 package upstream
 
 import (
-	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
-	"os"
-	"reflect"
 	"strings"
-	"time"
 	"unicode/utf8"
+
+	"github.com/smqgw/smqgw/smqdial"
 )
 
 // Error is the error of a Dial that got no session: for each URL tried, in
@@ -26,11 +22,13 @@ type Error struct {
 // Attempt is one URL's failure.
 type Attempt struct {
 	URL string // as configured
-	// Err is a *net.OpError with Op "dial", Net "tcp" and the URL's
-	// host:port as Addr. Its Err says what failed: the connect itself
-	// ("connect: connection refused"), or a later stage ("tls handshake:
-	// ...", "bootstrap: smq: bad bootstrap: broker answered \"404 Not
-	// Found\"", "websocket upgrade: ...", "bootstrap: no answer within 5s").
+	// Err is a *smqdial.Error: its Kind says what failed (errors.As finds
+	// it), for the client in smqdial.Reason's words. It unwraps to a
+	// *net.OpError with Op "dial", Net "tcp" and the URL's host:port as
+	// Addr, whose text says what failed: the connect itself ("connect:
+	// connection refused"), or a later stage ("tls handshake: ...",
+	// "bootstrap: smq: bad bootstrap: broker answered \"404 Not Found\"",
+	// "websocket upgrade: ...", "bootstrap: no answer within 5s").
 	Err error
 }
 
@@ -85,7 +83,8 @@ const MaxReason = 200
 // MaxReason bytes.
 //
 // The reason names the upstream's addresses; a gateway facing untrusted
-// clients may prefer to send them less.
+// clients may prefer to send them less: smqdial.Reason words a dial's
+// failure without them.
 func Reason(err error) string {
 	if err == nil {
 		return ""
@@ -112,61 +111,20 @@ func Reason(err error) string {
 	return s
 }
 
-// timeoutError is the cause of an attempt that ran out of time.
-type timeoutError struct{ d time.Duration }
-
-func (e *timeoutError) Error() string { return fmt.Sprintf("no answer within %v", e.d) }
-func (e *timeoutError) Timeout() bool { return true }
-
-// Is makes a timeout match os.ErrDeadlineExceeded and
-// context.DeadlineExceeded.
-func (e *timeoutError) Is(target error) bool {
-	return target == os.ErrDeadlineExceeded || target == context.DeadlineExceeded
-}
-
-// certAlerts are the TLS alerts a server sends when it does not accept
-// the client's certificate (RFC 8446 and RFC 5246 alert numbers):
-// bad_certificate, unsupported_certificate, certificate_revoked,
-// certificate_expired, certificate_unknown, unknown_ca, access_denied and
-// certificate_required.
-var certAlerts = map[uint8]bool{42: true, 43: true, 44: true, 45: true, 46: true, 48: true, 49: true, 116: true}
-
-// CertificateAlert reports whether a TLS alert number refuses the peer's
-// certificate.
-func CertificateAlert(a uint8) bool { return certAlerts[a] }
-
 // CertificateRefused reports whether a failed Dial was the broker
 // refusing the gateway's client certificate (or its absence) with a TLS
-// alert: a configuration problem of the gateway, not an outage.
+// alert, at any URL: a configuration problem of the gateway, not an
+// outage.
 func CertificateRefused(err error) bool {
-	a, ok := RemoteAlert(err)
-	return ok && certAlerts[a]
-}
-
-// RemoteAlert finds the TLS alert a peer sent in err's tree. crypto/tls
-// reports one as a *net.OpError with Op "remote error" around a value of
-// its unexported alert type, a uint8; tls.AlertError is the exported
-// form some paths use.
-func RemoteAlert(err error) (uint8, bool) {
-	switch e := err.(type) {
-	case nil:
-		return 0, false
-	case tls.AlertError:
-		return uint8(e), true
-	case *net.OpError:
-		if v := reflect.ValueOf(e.Err); e.Op == "remote error" && v.Kind() == reflect.Uint8 {
-			return uint8(v.Uint()), true
+	var e *Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	for _, a := range e.Attempts {
+		var de *smqdial.Error
+		if errors.As(a.Err, &de) && de.Kind == smqdial.CertificateRefused {
+			return true
 		}
 	}
-	switch u := err.(type) {
-	case interface{ Unwrap() error }:
-		return RemoteAlert(u.Unwrap())
-	case interface{ Unwrap() []error }:
-		for _, e := range u.Unwrap() {
-			if a, ok := RemoteAlert(e); ok {
-				return a, true
-			}
-		}
-	}
-	return 0, false
+	return false
 }

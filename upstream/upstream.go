@@ -1,9 +1,9 @@
-// Package upstream dials the SMQ broker a gateway session is forwarded to:
-// TCP or TLS, then the raw SMQ bootstrap (http://, https://) or a WebSocket
-// upgrade (ws://, wss://), with failover across an upstream's URLs and a
-// back-off for the ones that failed. Embedded reaches a broker in the same
-// process instead. Either way the caller gets a wire.Conn whose next message
-// is the broker's Init.
+// Package upstream dials the SMQ broker a gateway session is forwarded to,
+// with failover across an upstream's URLs and a back-off for the ones that
+// failed; package smqdial makes each connection (TCP or TLS, then the raw
+// SMQ bootstrap or a WebSocket upgrade). Embedded reaches a broker in the
+// same process instead. Either way the caller gets a wire.Conn whose next
+// message is the broker's Init.
 package upstream
 
 import (
@@ -19,7 +19,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/smqgw/smqgw/proxyclient"
+	"github.com/smqgw/smqgw/smqdial"
 	"github.com/smqgw/smqgw/wire"
 )
 
@@ -99,9 +99,7 @@ type Config struct {
 // safe for concurrent use.
 type Dialer struct {
 	name    string
-	timeout time.Duration
 	backoff time.Duration
-	dialer  ContextDialer
 	log     *slog.Logger
 	targets []*target
 	onTry   func(url string, took time.Duration, err error)
@@ -113,9 +111,7 @@ type Dialer struct {
 type target struct {
 	url    string   // as configured
 	u      *url.URL // parsed
-	ws     bool     // ws:// or wss://
-	addr   string   // host:port to dial
-	tls    *tls.Config
+	dial   smqdial.Dialer
 	failed time.Time // when it last failed; zero: it did not, or it worked since
 	ok     time.Time // when it last worked
 	// lastErr is why the last attempt failed, nil when it worked.
@@ -140,23 +136,24 @@ func New(cfg Config) (*Dialer, error) {
 	}
 	d := &Dialer{
 		name:    cfg.Name,
-		timeout: orDefault(cfg.DialTimeout, DefaultDialTimeout),
 		backoff: orDefault(cfg.Backoff, DefaultBackoff),
-		dialer:  cfg.Dialer,
 		log:     cfg.Logger,
 		onTry:   cfg.OnAttempt,
 	}
-	if d.dialer == nil {
-		d.dialer = &net.Dialer{KeepAlive: DefaultKeepAlive}
-	}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
+	}
+	dialer := cfg.Dialer
+	if dialer == nil {
+		dialer = &net.Dialer{KeepAlive: DefaultKeepAlive}
 	}
 	for _, raw := range cfg.URLs {
 		t, err := parseTarget(raw, cfg.TLS)
 		if err != nil {
 			return nil, fmt.Errorf("upstream: invalid url %q: %w", raw, err)
 		}
+		t.dial.NetDialer = dialer
+		t.dial.Timeout = orDefault(cfg.DialTimeout, DefaultDialTimeout)
 		d.targets = append(d.targets, t)
 	}
 	return d, nil
@@ -180,13 +177,9 @@ func parseTarget(raw string, tc *tls.Config) (*target, error) {
 	t := &target{url: raw, u: u}
 	secure := false
 	switch strings.ToLower(u.Scheme) {
-	case "http":
-	case "https":
+	case "http", "ws":
+	case "https", "wss":
 		secure = true
-	case "ws":
-		t.ws = true
-	case "wss":
-		t.ws, secure = true, true
 	case "":
 		return nil, fmt.Errorf("no scheme: want http, https, ws or wss")
 	default:
@@ -198,18 +191,13 @@ func parseTarget(raw string, tc *tls.Config) (*target, error) {
 	if u.User != nil {
 		return nil, fmt.Errorf("user info is not supported")
 	}
-	port := u.Port()
-	if port == "" {
-		port = "80"
-		if secure {
-			port = "443"
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("invalid port %q", port)
 		}
-	} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return nil, fmt.Errorf("invalid port %q", port)
 	}
-	t.addr = net.JoinHostPort(u.Hostname(), port)
 	if secure {
-		t.tls = tlsConfig(tc, u.Hostname())
+		t.dial.TLSConfig = tlsConfig(tc, u.Hostname())
 	}
 	return t, nil
 }
@@ -256,13 +244,9 @@ func (d *Dialer) Dial(ctx context.Context, req Request) (wire.Conn, error) {
 	e := &Error{Upstream: d.name}
 	plan := d.plan(time.Now())
 	for i, t := range plan {
-		if ctx.Err() != nil {
-			e.Attempts = append(e.Attempts, Attempt{URL: t.url, Err: d.opErr(t, context.Cause(ctx))})
-			e.Aborted = true
-			break
-		}
+		// A ctx that has ended dials nothing: the attempt fails at once.
 		began := time.Now()
-		conn, err := d.attempt(ctx, t, hdr)
+		conn, err := t.dial.Dial(ctx, t.u, hdr)
 		if err == nil {
 			d.report(t, began, nil)
 			return conn, nil
@@ -350,10 +334,7 @@ func (d *Dialer) State() []URLState {
 func (d *Dialer) Probe(ctx context.Context) error {
 	e := &Error{Upstream: d.name}
 	for _, t := range d.targets {
-		pctx, cancel := context.WithTimeoutCause(ctx, d.timeout, &timeoutError{d.timeout})
-		pctx = proxyclient.WithScheme(pctx, strings.ToLower(t.u.Scheme))
-		c, err := d.connect(pctx, t)
-		cancel()
+		c, err := t.dial.Connect(ctx, t.u)
 		if err == nil {
 			c.Close()
 			return nil
@@ -367,35 +348,13 @@ func (d *Dialer) Probe(ctx context.Context) error {
 	return e
 }
 
-// attempt dials one URL under the dial timeout.
-func (d *Dialer) attempt(ctx context.Context, t *target, hdr http.Header) (wire.Conn, error) {
-	actx, cancel := context.WithTimeoutCause(ctx, d.timeout, &timeoutError{d.timeout})
-	defer cancel()
-	// A proxy dialer from the environment picks HTTPS_PROXY or HTTP_PROXY
-	// by the URL's scheme.
-	actx = proxyclient.WithScheme(actx, strings.ToLower(t.u.Scheme))
-	if t.ws {
-		return d.dialWS(actx, t, hdr)
-	}
-	return d.dialRaw(actx, t, hdr)
-}
-
-// reserved are the bootstrap headers Request.Header cannot set (canonical
-// keys), besides Sec-Websocket-*.
-var reserved = map[string]bool{
-	"Host": true, "Simplemq": true, "Sendsmqhttpresponse": true, "Upgrade": true, "Connection": true,
-	"Content-Length": true, "Transfer-Encoding": true, "Te": true, "Trailer": true,
-	"Keep-Alive": true, "Proxy-Connection": true,
-	"X-Forwarded-For": true,
-}
-
 // bootstrapHeader returns req's headers as sent upstream: canonical keys,
-// reserved ones dropped, X-Forwarded-For from ClientIP.
+// those the bootstrap owns dropped, X-Forwarded-For from ClientIP alone.
 func bootstrapHeader(req Request) http.Header {
 	h := make(http.Header, len(req.Header)+1)
 	for k, vs := range req.Header {
 		ck := http.CanonicalHeaderKey(k)
-		if reserved[ck] || strings.HasPrefix(ck, "Sec-Websocket-") || len(vs) == 0 {
+		if smqdial.ReservedHeader(ck) || ck == "X-Forwarded-For" || len(vs) == 0 {
 			continue
 		}
 		h[ck] = append(h[ck], vs...)
