@@ -15,7 +15,6 @@ package client
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -26,6 +25,7 @@ import (
 	"time"
 
 	"github.com/smqgw/smqgw/smq"
+	"github.com/smqgw/smqgw/smqdial"
 )
 
 // Self is the topic name under which Subscribe receives one-to-one messages
@@ -49,11 +49,9 @@ type Message struct {
 
 // Client is a connection to an SMQ broker. Create it with Dial.
 type Client struct {
-	url     *url.URL
-	addr    string // host:port to dial
-	ws      bool
-	tlsConf *tls.Config // nil for plain connections
-	opts    settings
+	url    *url.URL
+	dialer smqdial.Dialer
+	opts   settings
 
 	ctx    context.Context // ends with Close; stops reconnecting
 	cancel context.CancelFunc
@@ -99,31 +97,20 @@ func Dial(ctx context.Context, rawURL string, opts Options) (*Client, error) {
 		return nil, fmt.Errorf("client: invalid url: %w", err)
 	}
 	c := &Client{url: u, subs: make(map[string]*subscription), observers: make(map[obsKey]*observer)}
-	port := "80"
 	switch u.Scheme {
-	case "http":
-	case "https":
-		port = "443"
-	case "ws":
-		c.ws = true
-	case "wss":
-		c.ws, port = true, "443"
+	case "http", "ws":
+	case "https", "wss":
+		c.dialer.TLSConfig = opts.tlsConfig(u.Hostname())
 	default:
 		return nil, fmt.Errorf("client: invalid url %q: scheme must be http, https, ws or wss", rawURL)
 	}
 	if u.Hostname() == "" {
 		return nil, fmt.Errorf("client: invalid url %q: no host", rawURL)
 	}
-	if u.Port() != "" {
-		port = u.Port()
-	}
-	c.addr = net.JoinHostPort(u.Hostname(), port)
 	if c.opts, err = opts.settle(); err != nil {
 		return nil, err
 	}
-	if u.Scheme == "https" || u.Scheme == "wss" {
-		c.tlsConf = c.opts.tlsConfig(u.Hostname())
-	}
+	c.dialer.NetDialer = c.opts.dialer
 	cn, err := c.connect(ctx)
 	if err != nil {
 		return nil, err
@@ -144,27 +131,65 @@ func Dial(ctx context.Context, rawURL string, opts Options) (*Client, error) {
 func (c *Client) connect(ctx context.Context) (*conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.ConnectTimeout)
 	defer cancel()
-	var d *dialed
-	var err error
-	if c.ws {
-		d, err = c.dialWS(ctx)
-	} else {
-		d, err = c.dialRaw(ctx)
-	}
+	wc, err := c.dialer.Dial(ctx, c.url, c.opts.Header)
 	if err != nil {
-		return nil, err
+		return nil, c.dialErr(err)
 	}
-	etid, err := c.handshake(ctx, d.tr)
-	if !d.stop() && err == nil {
+	// ctx bounds the handshake too. (Connect's write has a deadline of its
+	// own, WriteTimeout; the reads are what wait for the broker.)
+	stop := smqdial.Guard(ctx, wc)
+	tr := newTransport(wc)
+	etid, err := c.handshake(ctx, tr)
+	if !stop() && err == nil {
 		err = c.stageErr(ctx, "connecting to", ctx.Err())
 	}
 	if err != nil {
-		_ = d.tr.close()
+		_ = tr.close()
 		return nil, err
 	}
-	_ = d.nc.SetDeadline(time.Time{})
-	return newConn(c, d.tr, etid), nil
+	_ = wc.SetReadDeadline(time.Time{})
+	_ = wc.SetWriteDeadline(time.Time{})
+	return newConn(c, tr, etid), nil
 }
+
+// dialErr words a failed dial as the client always has: "client: dial tcp
+// 10.0.0.5:80: connect: connection refused", "client: tls handshake with
+// HOST: ...", "client: websocket upgrade refused by HOST: 404 Not Found".
+// It wraps the *smqdial.Error.
+func (c *Client) dialErr(err error) error {
+	var e *smqdial.Error
+	var oe *net.OpError
+	switch {
+	case !errors.As(err, &e):
+		return fmt.Errorf("client: %w", err)
+	case e.Stage == smqdial.StageConnect && errors.As(e.Err, &oe):
+		// The dialer's own error names the address (and the proxy).
+		return &dialError{msg: "client: " + e.Err.Error(), err: e}
+	case e.Stage == smqdial.StageConnect:
+		return fmt.Errorf("client: %w", e)
+	case e.Status != "":
+		return &dialError{msg: fmt.Sprintf("client: websocket upgrade refused by %s: %s", c.url.Host, e.Status), err: e}
+	}
+	return &dialError{msg: fmt.Sprintf("client: %v with %s: %v", e.Stage, c.url.Host, e.Err), err: e}
+}
+
+// stageErr describes an error in one stage of the handshake. When ctx
+// ended, that is the cause, whatever I/O error it provoked.
+func (c *Client) stageErr(ctx context.Context, stage string, err error) error {
+	if ctx.Err() != nil {
+		err = context.Cause(ctx)
+	}
+	return fmt.Errorf("client: %s %s: %w", stage, c.url.Host, err)
+}
+
+// dialError is a failed dial in the client's words.
+type dialError struct {
+	msg string
+	err *smqdial.Error
+}
+
+func (e *dialError) Error() string { return e.msg }
+func (e *dialError) Unwrap() error { return e.err }
 
 // handshake waits for Init, and only then sends Connect (never pipelined),
 // and reads the Connack.

@@ -25,6 +25,7 @@ import (
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/smq"
+	"github.com/smqgw/smqgw/smqdial"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -194,6 +195,35 @@ func TestDialErrors(t *testing.T) {
 				t.Errorf("error %q, want client: ...%s...", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestDialErrorWording: a failed dial reads as the client's errors always
+// have, and still says what failed as a *smqdial.Error.
+func TestDialErrorWording(t *testing.T) {
+	ca := testpki.NewCA(t)
+	secure := startBroker(t, broker.Config{}, ca.Server(t).ServerConfig(nil))
+	web := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(web.Close)
+	webHost := strings.TrimPrefix(web.URL, "http://")
+	for _, tc := range []struct {
+		url, want string
+		kind      smqdial.Kind
+	}{
+		{"http://" + webHost + "/smq", `client: bootstrap with ` + webHost + `: smq: bad bootstrap: broker answered "404 Not Found"`, smqdial.Bootstrap},
+		{"ws://" + webHost + "/smq", "client: websocket upgrade refused by " + webHost + ": 404 Not Found", smqdial.Upgrade},
+		{secure.url("https"), "client: tls handshake with " + secure.addr + ": tls: failed to verify certificate: ", smqdial.TLS},
+		{secure.url("wss"), "client: tls handshake with " + secure.addr + ": tls: failed to verify certificate: ", smqdial.TLS},
+	} {
+		c, err := client.Dial(ctxT(t), tc.url, client.Options{})
+		if err == nil {
+			c.Close()
+			t.Fatalf("%s: Dial succeeded", tc.url)
+		}
+		var e *smqdial.Error
+		if !strings.HasPrefix(err.Error(), tc.want) || !errors.As(err, &e) || e.Kind != tc.kind {
+			t.Errorf("%s: %v, want %q (%v)", tc.url, err, tc.want, tc.kind)
+		}
 	}
 }
 

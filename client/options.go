@@ -72,7 +72,9 @@ type Options struct {
 
 	// Header holds extra headers for the bootstrap request (raw) or the
 	// WebSocket upgrade. Headers the transport owns (Host, SimpleMQ,
-	// Upgrade, Connection, Sec-WebSocket-*) are ignored.
+	// Upgrade, Connection, Sec-WebSocket-*, and the framing and hop-by-hop
+	// ones, such as Content-Length: see smqdial.ReservedHeader) are
+	// ignored.
 	Header http.Header
 
 	// Dialer opens TCP connections. Nil: a net.Dialer, or the proxy
