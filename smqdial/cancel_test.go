@@ -201,8 +201,9 @@ func TestGuard(t *testing.T) {
 // deadline on the connection, and any deadline in the future set after that
 // waits until the guard's deadline in the past has landed: the worst
 // order. The dial must still end with the context. (It did not when
-// gorilla/websocket was given the context: it set the context's deadline
-// on the connection after the guard, over the deadline in the past.)
+// gorilla/websocket's Dialer was given the context: it set the context's
+// deadline on the connection after the guard, over the deadline in the
+// past, and the upgrade then waited out the context's deadline.)
 func TestCancelAfterGuard(t *testing.T) {
 	noLeak(t)
 	ca := testpki.NewCA(t)

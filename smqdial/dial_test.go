@@ -3,7 +3,10 @@ package smqdial_test
 import (
 	"bufio"
 	"context"
+	"crypto/sha1"
 	"crypto/tls"
+	"encoding/base64"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
@@ -73,26 +76,39 @@ func TestDial(t *testing.T) {
 }
 
 // TestInitWithAnswer: a broker that sends Init in the same segment as its
-// HTTP answer loses nothing: Init is the first message read.
+// HTTP answer loses nothing: Init is the first message read, on either
+// transport.
 func TestInitWithAnswer(t *testing.T) {
 	noLeak(t)
+	msg := smq.Init{Version: 1, Seed: 7, IP: "192.0.2.1"}.Append(nil)
 	l := smqtest.Listen(t)
 	smqtest.Serve(t, l, func(c net.Conn) {
-		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
 			return
 		}
-		init, _ := smq.AppendRaw(nil, smq.Init{Version: 1, Seed: 7, IP: "192.0.2.1"}.Append(nil))
-		_, _ = c.Write(append([]byte("HTTP/1.1 200 OK\r\n\r\n"), init...))
+		var answer []byte
+		if key := req.Header.Get("Sec-Websocket-Key"); key != "" {
+			sum := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+			answer = fmt.Appendf(nil, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"+
+				"Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", base64.StdEncoding.EncodeToString(sum[:]))
+			answer = append(append(answer, 0x82, byte(len(msg))), msg...) // one binary frame
+		} else {
+			answer = append([]byte("HTTP/1.1 200 OK\r\n\r\n"), must(smq.AppendRaw(nil, msg))...)
+		}
+		_, _ = c.Write(answer)
 		_, _ = c.Read(make([]byte, 1)) // until the dialer closes
 	})
-	var d smqdial.Dialer // the zero value dials
-	c, err := d.Dial(smqtest.Context(t), mustURL("http://"+l.Addr().String()+"/"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if init, ok := exchange(t, c, nil).(smq.Init); !ok || init.Seed != 7 || init.IP != "192.0.2.1" {
-		t.Fatalf("got %+v, want the Init sent with the answer", init)
+	for _, scheme := range []string{"http", "ws"} {
+		var d smqdial.Dialer // the zero value dials
+		c, err := d.Dial(smqtest.Context(t), mustURL(scheme+"://"+l.Addr().String()+"/"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if init, ok := exchange(t, c, nil).(smq.Init); !ok || init.Seed != 7 || init.IP != "192.0.2.1" {
+			t.Errorf("%s: got %+v, want the Init sent with the answer", scheme, init)
+		}
+		c.Close()
 	}
 }
 

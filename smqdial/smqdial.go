@@ -19,8 +19,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/smqgw/smqgw/proxyclient"
 	"github.com/smqgw/smqgw/smq"
 	"github.com/smqgw/smqgw/wire"
@@ -70,8 +68,9 @@ type Dialer struct {
 // On success the next message read from the Conn is the broker's Init
 // (bytes of it that came with the broker's HTTP answer are read first), the
 // Conn has no deadline, and neither ctx nor Timeout bound it any longer. A
-// raw Conn is a *wire.Raw; a WebSocket one reads messages of up to
-// smq.MaxRawFrame bytes, as the reference broker sends.
+// raw Conn is a *wire.Raw, a WebSocket one a *wire.WS (wire.ClientHandshake)
+// reading messages of up to smq.MaxRawFrame bytes, as the reference broker
+// sends.
 //
 // A failed dial returns an *Error; a URL that cannot be dialled at all (nil,
 // another scheme, no host) an error that says so, prefixed "smqdial: ".
@@ -82,11 +81,11 @@ func (d *Dialer) Dial(ctx context.Context, u *url.URL, header http.Header) (wire
 	}
 	ctx, cancel := d.bound(ctx)
 	defer cancel()
-	header = bootstrapHeader(header)
-	if t.ws {
-		return d.dialWS(ctx, t, header)
+	nc, conn, stop, err := d.open(ctx, t)
+	if err != nil {
+		return nil, err
 	}
-	return d.dialRaw(ctx, t, header)
+	return bootstrap(ctx, t, nc, conn, stop, bootstrapHeader(header))
 }
 
 // Connect opens the TCP connection a Dial to u starts with, directly or
@@ -272,97 +271,80 @@ func (d *Dialer) tlsConfig(t *target) *tls.Config {
 	return c
 }
 
-// dialRaw opens a raw SMQ session: the bootstrap request asking for the
-// broker's HTTP answer, and that answer. Init stays unread, possibly in the
-// reader's buffer, which the Conn reads first.
-func (d *Dialer) dialRaw(ctx context.Context, t *target, header http.Header) (wire.Conn, error) {
-	nc, conn, stop, err := d.open(ctx, t)
-	if err != nil {
-		return nil, err
+// bootstrap opens an SMQ session on conn, a connection to t: the raw
+// bootstrap or the WebSocket upgrade, under the guard open set, which it
+// ends. Init stays unread, for the Conn to read first.
+func bootstrap(ctx context.Context, t *target, nc, conn net.Conn, stop func() bool, header http.Header) (wire.Conn, error) {
+	stage, status := StageBootstrap, ""
+	var wc wire.Conn
+	var err error
+	if t.ws {
+		stage = StageUpgrade
+		wc, status, err = upgrade(conn, t, header)
+	} else {
+		wc, err = bootstrapRaw(conn, t, header)
 	}
-	fail := func(err error) (wire.Conn, error) {
+	switch {
+	case err != nil:
+	case !stop():
+		// ctx ended: its deadline in the past may be on the connection.
+		err = context.Cause(ctx)
+	default:
+		err = nc.SetDeadline(time.Time{})
+	}
+	if err != nil {
 		stop()
 		_ = nc.Close()
-		return nil, t.fail(ctx, StageBootstrap, err)
-	}
-	req := smq.Request{Path: t.u.RequestURI(), Host: t.u.Host, SendHTTPResponse: true, Header: header}
-	if _, err := conn.Write(req.Append(nil)); err != nil {
-		return fail(err)
-	}
-	// Big enough for any HTTP head ReadResponse accepts, so that a foreign
-	// server's answer is reported by its status.
-	br := bufio.NewReaderSize(conn, smq.MaxHeadSize)
-	if _, err := smq.ReadResponse(br); err != nil {
-		return fail(err)
-	}
-	if !stop() {
-		return fail(context.Cause(ctx))
-	}
-	if err := nc.SetDeadline(time.Time{}); err != nil {
-		return fail(err)
-	}
-	return wire.NewRaw(conn, br), nil // br goes: the session reads through its own small buffer
-}
-
-// dialWS opens a WebSocket session: the upgrade, run by gorilla/websocket
-// on the connection open made.
-func (d *Dialer) dialWS(ctx context.Context, t *target, header http.Header) (wire.Conn, error) {
-	var (
-		stop    func() bool
-		openErr error
-	)
-	dial := func(context.Context, string, string) (net.Conn, error) {
-		_, conn, s, err := d.open(ctx, t)
-		if err != nil {
-			openErr = err
-			return nil, err
-		}
-		stop = s
-		return conn, nil
-	}
-	// The TLS handshake is open's (NetDialTLSContext set: gorilla runs
-	// none), so that its failures are told from the upgrade's.
-	wd := websocket.Dialer{NetDialContext: dial, NetDialTLSContext: dial}
-	// gorilla gets a context without deadline or cancellation, and no
-	// HandshakeTimeout: with a deadline it would set it on the connection
-	// after open returns, over the guard's, and so over the deadline in the
-	// past that ctx's end may have set in between; the upgrade would then
-	// wait out ctx's deadline, however far, instead of ending with ctx. The
-	// guard alone bounds the upgrade.
-	wc, resp, err := wd.DialContext(context.WithoutCancel(ctx), t.u.String(), header)
-	if err != nil {
-		if openErr != nil {
-			return nil, openErr
-		}
-		if stop != nil {
-			stop() // gorilla has closed the connection
-		}
-		var status string
-		if resp != nil && errors.Is(err, websocket.ErrBadHandshake) {
-			status = resp.Status
-			if resp.StatusCode != http.StatusSwitchingProtocols {
-				err = &refusedError{status: resp.Status}
-			}
-		}
-		e := t.fail(ctx, StageUpgrade, err)
+		e := t.fail(ctx, stage, err)
 		if e.Kind == Upgrade {
 			e.Status = status
 		}
 		return nil, e
 	}
-	// gorilla clears the deadlines once upgraded; if ctx ended before that,
-	// the deadline its end set went with them.
-	if !stop() {
-		_ = wc.Close()
-		return nil, t.fail(ctx, StageUpgrade, context.Cause(ctx))
+	return wc, nil
+}
+
+// bootstrapRaw sends the raw bootstrap request, asking for the broker's
+// HTTP answer, and reads that answer.
+func bootstrapRaw(conn net.Conn, t *target, header http.Header) (wire.Conn, error) {
+	req := smq.Request{Path: t.u.RequestURI(), Host: t.u.Host, SendHTTPResponse: true, Header: header}
+	if _, err := conn.Write(req.Append(nil)); err != nil {
+		return nil, err
 	}
+	// Big enough for any HTTP head ReadResponse accepts, so that a foreign
+	// server's answer is reported by its status.
+	br := bufio.NewReaderSize(conn, smq.MaxHeadSize)
+	if _, err := smq.ReadResponse(br); err != nil {
+		return nil, err
+	}
+	return wire.NewRaw(conn, br), nil // br goes: the session reads through its own small buffer
+}
+
+// upgrade runs the WebSocket upgrade. Its deadlines are the guard's alone:
+// nothing else may set any while the guard is on (see Guard). status is
+// the server's answer to a refused upgrade.
+func upgrade(conn net.Conn, t *target, header http.Header) (wc wire.Conn, status string, err error) {
 	// The reference broker sends at most 65,535-byte messages; so may ours.
-	return wire.NewWSClient(wc, smq.MaxRawFrame), nil
+	ws, _, err := wire.ClientHandshake(conn, t.u, header, smq.MaxRawFrame, time.Time{})
+	var he *wire.HandshakeError
+	if errors.As(err, &he) {
+		status = he.Status
+		if he.StatusCode != http.StatusSwitchingProtocols {
+			err = &refusedError{he}
+		}
+	}
+	if err != nil {
+		return nil, status, err
+	}
+	return ws, "", nil
 }
 
 // refusedError is a refused upgrade: the server answered with another
 // status than 101.
-type refusedError struct{ status string }
+type refusedError struct{ he *wire.HandshakeError }
 
-func (e *refusedError) Error() string { return fmt.Sprintf("broker answered %q", e.status) }
-func (e *refusedError) Unwrap() error { return websocket.ErrBadHandshake }
+func (e *refusedError) Error() string { return fmt.Sprintf("broker answered %q", e.he.Status) }
+
+// Unwrap returns the *wire.HandshakeError, which matches
+// websocket.ErrBadHandshake.
+func (e *refusedError) Unwrap() error { return e.he }
