@@ -16,7 +16,8 @@ import (
 // ServeHTTP serves SMQ on any path: a WebSocket upgrade, or a raw SMQ
 // bootstrap (a SimpleMQ header) answered with the HTTP 200 head when the
 // client sent SendSmqHttpResponse: true and with nothing otherwise. Requests
-// that are neither get 404.
+// that are neither get 404. It returns once the connection is taken over:
+// the session goes on in a goroutine of its own, which Shutdown waits for.
 func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	boot := smq.Classify(r.Header)
 	if !boot.SMQ {
@@ -35,7 +36,10 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		peer.WebSocket = true
 		// The reference broker reads WebSocket frames of up to 65,535 bytes.
-		_ = b.serve(wire.NewWS(conn, smq.MaxRawFrame), peer)
+		// The session goes on in a goroutine of its own: net/http's
+		// connection, which holds the 4 KiB reader and writer it hijacked
+		// with until the handler returns, goes now (see wire's figures).
+		go b.serve(wire.NewWS(conn, smq.MaxRawFrame), peer)
 		return
 	}
 	rc := http.NewResponseController(w)
@@ -50,7 +54,7 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = conn.Close()
 		return
 	}
-	_ = b.serve(wire.NewRaw(conn, brw.Reader), peer)
+	go b.serve(wire.NewRaw(conn, brw.Reader), peer) // brw goes with the handler, as above
 }
 
 // clientIP returns the IP to put in Init: the peer address without a

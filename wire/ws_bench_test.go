@@ -19,8 +19,10 @@ import (
 
 // wsServer serves WebSocket upgrades on a loopback listener the way the
 // gateway does (gorilla's Upgrader with a pooled write buffer, then NewWS)
-// and hands each WS to serve. It returns the listener's address.
-func wsServer(tb testing.TB, maxRead int, serve func(*WS)) string {
+// and hands each WS to serve: in the handler's goroutine, or with detach
+// in a goroutine of its own, the handler returning. It returns the
+// listener's address.
+func wsServer(tb testing.TB, maxRead int, detach bool, serve func(*WS)) string {
 	tb.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -34,7 +36,12 @@ func wsServer(tb testing.TB, maxRead int, serve func(*WS)) string {
 		if err != nil {
 			return
 		}
-		serve(NewWS(conn, maxRead))
+		ws := NewWS(conn, maxRead)
+		if detach {
+			go serve(ws)
+			return
+		}
+		serve(ws)
 	})}
 	go srv.Serve(l)
 	tb.Cleanup(func() { srv.Close() })
@@ -100,7 +107,7 @@ func maskedFrame(msg []byte, key uint32) []byte {
 func BenchmarkWSServer(b *testing.B) {
 	for _, batch := range []int{1, 32} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			addr := wsServer(b, 1<<16, func(ws *WS) {
+			addr := wsServer(b, 1<<16, false, func(ws *WS) {
 				defer ws.Close()
 				for {
 					msg, err := ws.Read()
@@ -149,9 +156,12 @@ func BenchmarkWSServer(b *testing.B) {
 
 // TestWSIdleMemory reports the memory an idle server-side WebSocket holds:
 // SMQGW_MEMTEST=1 go test ./wire -run TestWSIdleMemory -v. Each session is
-// NewWS after gorilla's upgrade with a goroutine blocked in Read, as in the
-// gateway; the clients are bare loopback connections in the same process
-// (SMQGW_MEMTEST_SESSIONS sets how many, 2000 by default).
+// NewWS after gorilla's upgrade with a goroutine blocked in Read: the
+// handler's, as in the gateway, or one of its own once the handler has
+// returned (net/http's connection, which holds the 4 KiB reader and
+// writer it hijacked with, is then gone). The clients are bare loopback
+// connections in the same process (SMQGW_MEMTEST_SESSIONS sets how many,
+// 2000 by default).
 func TestWSIdleMemory(t *testing.T) {
 	if os.Getenv("SMQGW_MEMTEST") != "1" {
 		t.Skip("set SMQGW_MEMTEST=1 to run")
@@ -163,40 +173,45 @@ func TestWSIdleMemory(t *testing.T) {
 			t.Fatalf("SMQGW_MEMTEST_SESSIONS: bad count %q", s)
 		}
 	}
-	var ready, done sync.WaitGroup
-	addr := wsServer(t, 1<<16, func(ws *WS) {
-		defer done.Done()
-		ready.Done()
-		_, _ = ws.Read() // until the client goes
-		ws.Close()
-	})
-	// Warm up the server and the pools with one session.
-	ready.Add(1)
-	done.Add(1)
-	warm := rawWSClient(t, addr)
-	ready.Wait()
-	warm.Close()
-	done.Wait()
+	for _, detach := range []bool{false, true} {
+		name := map[bool]string{false: "in-handler", true: "handler-returned"}[detach]
+		t.Run(name, func(t *testing.T) {
+			var ready, done sync.WaitGroup
+			addr := wsServer(t, 1<<16, detach, func(ws *WS) {
+				defer done.Done()
+				ready.Done()
+				_, _ = ws.Read() // until the client goes
+				ws.Close()
+			})
+			// Warm up the server and the pools with one session.
+			ready.Add(1)
+			done.Add(1)
+			warm := rawWSClient(t, addr)
+			ready.Wait()
+			warm.Close()
+			done.Wait()
 
-	before := memNow()
-	ready.Add(n)
-	done.Add(n)
-	conns := make([]net.Conn, n)
-	for i := range conns {
-		conns[i] = rawWSClient(t, addr)
+			before := memNow()
+			ready.Add(n)
+			done.Add(n)
+			conns := make([]net.Conn, n)
+			for i := range conns {
+				conns[i] = rawWSClient(t, addr)
+			}
+			ready.Wait()
+			after := memNow()
+			per := func(a, b uint64) float64 { return (float64(a) - float64(b)) / float64(n) }
+			t.Logf("%s: %d idle server-side WebSockets (clients in-process): per session: heap+stack in use %.0f B "+
+				"(heap in use %.0f, stack in use %.0f, live heap objects %.0f B)", name, n,
+				per(after.HeapInuse+after.StackInuse, before.HeapInuse+before.StackInuse),
+				per(after.HeapInuse, before.HeapInuse), per(after.StackInuse, before.StackInuse),
+				per(after.HeapAlloc, before.HeapAlloc))
+			for _, c := range conns {
+				c.Close()
+			}
+			done.Wait()
+		})
 	}
-	ready.Wait()
-	after := memNow()
-	per := func(a, b uint64) float64 { return (float64(a) - float64(b)) / float64(n) }
-	t.Logf("%d idle server-side WebSockets (clients in-process): per session: heap+stack in use %.0f B "+
-		"(heap in use %.0f, stack in use %.0f, live heap objects %.0f B)", n,
-		per(after.HeapInuse+after.StackInuse, before.HeapInuse+before.StackInuse),
-		per(after.HeapInuse, before.HeapInuse), per(after.StackInuse, before.StackInuse),
-		per(after.HeapAlloc, before.HeapAlloc))
-	for _, c := range conns {
-		c.Close()
-	}
-	done.Wait()
 }
 
 func memNow() runtime.MemStats {
