@@ -3,6 +3,7 @@ package gateway
 import (
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math/bits"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/smq"
+	"github.com/smqgw/smqgw/smqdial"
 )
 
 // Metrics are the gateway's Prometheus metrics, on a registry of their
@@ -219,9 +221,10 @@ func (m *Metrics) dialed(upstream, url string, took time.Duration, err error) {
 	m.dialSeconds.WithLabelValues(upstream, url).Observe(took.Seconds())
 	if err != nil {
 		m.dialFailures.WithLabelValues(upstream, url).Inc()
-		if op := proxyOpError(err); op != nil {
+		var e *smqdial.Error
+		if errors.As(err, &e) && (e.Kind == smqdial.Proxy || e.Kind == smqdial.ProxyRefused) {
 			reason := "unreachable"
-			if proxyRefusal(err) != "" {
+			if e.Kind == smqdial.ProxyRefused {
 				reason = "refused"
 			}
 			m.proxyFailures.WithLabelValues(upstream, reason).Inc()

@@ -20,8 +20,8 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/smqgw/smqgw/limits"
-	"github.com/smqgw/smqgw/proxyclient"
 	"github.com/smqgw/smqgw/smq"
+	"github.com/smqgw/smqgw/smqdial"
 	"github.com/smqgw/smqgw/tlsterm"
 	"github.com/smqgw/smqgw/upstream"
 	"github.com/smqgw/smqgw/wire"
@@ -787,36 +787,9 @@ func closedByPeer(err error) bool {
 // (SOCKS reply 0x02)". These name no address. "" when err is not one (a
 // proxy that cannot be reached is an ordinary dial failure).
 func proxyRefusal(err error) string {
-	op := proxyOpError(err)
-	if op == nil {
-		return ""
-	}
-	var se *proxyclient.StatusError
-	var ke *proxyclient.SOCKSError
-	switch {
-	case errors.As(op.Err, &ke):
-		return "SOCKS proxy: " + ke.Error()
-	case errors.As(op.Err, &se), errors.Is(op.Err, proxyclient.ErrProxyAuth):
-		return op.Err.Error()
+	var e *smqdial.Error
+	if errors.As(err, &e) && e.Kind == smqdial.ProxyRefused {
+		return smqdial.Reason(e)
 	}
 	return ""
-}
-
-// proxyOpError finds the proxy dialer's own error in err's tree: the
-// *net.OpError whose Op is "proxyconnect" or "socks connect".
-func proxyOpError(err error) *net.OpError {
-	if op, ok := err.(*net.OpError); ok && (op.Op == "proxyconnect" || op.Op == "socks connect") {
-		return op
-	}
-	switch u := err.(type) {
-	case interface{ Unwrap() error }:
-		return proxyOpError(u.Unwrap())
-	case interface{ Unwrap() []error }:
-		for _, e := range u.Unwrap() {
-			if op := proxyOpError(e); op != nil {
-				return op
-			}
-		}
-	}
-	return nil
 }
