@@ -9,10 +9,10 @@ import (
 	"io"
 	"net"
 	"os"
-	"reflect"
 	"syscall"
 	"time"
 
+	"github.com/smqgw/smqgw/internal/tlsalert"
 	"github.com/smqgw/smqgw/proxyclient"
 	"github.com/smqgw/smqgw/smq"
 )
@@ -223,8 +223,8 @@ func kindOf(ctx context.Context, stage Stage, err error) Kind {
 			}
 			return Proxy
 		}
-	} else if a, ok := remoteAlert(err); ok {
-		if certAlerts[a] {
+	} else if a, ok := tlsalert.Received(err); ok {
+		if tlsalert.RefusesCertificate(a) {
 			return CertificateRefused
 		}
 		return TLS
@@ -313,7 +313,7 @@ func Reason(err error) string {
 	case TLS:
 		return "tls handshake: " + tlsProblem(e.Err)
 	case CertificateRefused:
-		a, _ := remoteAlert(e.Err)
+		a, _ := tlsalert.Received(e.Err)
 		return "client certificate refused: " + tls.AlertError(a).Error()
 	case Bootstrap:
 		if errors.Is(e.Err, smq.ErrBadBootstrap) {
@@ -377,7 +377,7 @@ func tlsProblem(err error) string {
 	case errors.As(err, &rh):
 		return "the server does not speak TLS"
 	}
-	if a, ok := remoteAlert(err); ok {
+	if a, ok := tlsalert.Received(err); ok {
 		return "remote error: " + tls.AlertError(a).Error()
 	}
 	return netProblem(err)
@@ -393,34 +393,4 @@ func (e *timeoutError) Timeout() bool { return true }
 // context.DeadlineExceeded.
 func (e *timeoutError) Is(target error) bool {
 	return target == os.ErrDeadlineExceeded || target == context.DeadlineExceeded
-}
-
-// certAlerts are the TLS alerts a server sends when it does not accept
-// the client's certificate (RFC 8446 and RFC 5246 alert numbers):
-// bad_certificate, unsupported_certificate, certificate_revoked,
-// certificate_expired, certificate_unknown, unknown_ca, access_denied and
-// certificate_required.
-var certAlerts = map[uint8]bool{42: true, 43: true, 44: true, 45: true, 46: true, 48: true, 49: true, 116: true}
-
-// remoteAlert finds the TLS alert the peer sent in err's tree. crypto/tls
-// reports one as a *net.OpError with Op "remote error" around a value of
-// its unexported alert type, a uint8 (and one it sent with Op "local
-// error").
-func remoteAlert(err error) (uint8, bool) {
-	if oe, ok := err.(*net.OpError); ok && oe.Op == "remote error" && oe.Err != nil {
-		if v := reflect.ValueOf(oe.Err); v.Kind() == reflect.Uint8 {
-			return uint8(v.Uint()), true
-		}
-	}
-	switch u := err.(type) {
-	case interface{ Unwrap() error }:
-		return remoteAlert(u.Unwrap())
-	case interface{ Unwrap() []error }:
-		for _, e := range u.Unwrap() {
-			if a, ok := remoteAlert(e); ok {
-				return a, true
-			}
-		}
-	}
-	return 0, false
 }

@@ -5,10 +5,11 @@ import (
 	"errors"
 	"io"
 	"net"
-	"reflect"
 	"syscall"
 
 	"github.com/pires/go-proxyproto"
+
+	"github.com/smqgw/smqgw/internal/tlsalert"
 )
 
 // Failure is why a TLS handshake failed, as FailureReason finds it from
@@ -90,80 +91,19 @@ func FailureReason(err error) Failure {
 	case closedByPeer(err):
 		return FailureClientClosed
 	}
-	if a, ok := ReceivedAlert(err); ok {
-		if certificateAlert(a) {
+	if a, ok := tlsalert.Received(err); ok {
+		if tlsalert.RefusesCertificate(a) {
 			return FailureClientRejectedCertificate
 		}
 		return FailureClientAlert
 	}
 	if sent, ok := errors.AsType[tls.AlertError](err); ok {
 		switch sent {
-		case alertHandshakeFailure, alertProtocolVersion, alertInsufficientSecurity, alertNoApplicationProtocol:
+		case tlsalert.HandshakeFailure, tlsalert.ProtocolVersion, tlsalert.InsufficientSecurity, tlsalert.NoApplicationProtocol:
 			return FailureNoCommonParameters
 		}
 	}
 	return FailureOther
-}
-
-// TLS alert numbers (RFC 8446 section 6, RFC 5246 section 7.2, RFC 7301).
-const (
-	alertHandshakeFailure       tls.AlertError = 40
-	alertBadCertificate         tls.AlertError = 42
-	alertUnsupportedCertificate tls.AlertError = 43
-	alertCertificateRevoked     tls.AlertError = 44
-	alertCertificateExpired     tls.AlertError = 45
-	alertCertificateUnknown     tls.AlertError = 46
-	alertUnknownCA              tls.AlertError = 48
-	alertAccessDenied           tls.AlertError = 49
-	alertProtocolVersion        tls.AlertError = 70
-	alertInsufficientSecurity   tls.AlertError = 71
-	alertCertificateRequired    tls.AlertError = 116
-	alertNoApplicationProtocol  tls.AlertError = 120
-)
-
-// certificateAlert reports whether a peer's alert refuses a certificate.
-func certificateAlert(a tls.AlertError) bool {
-	switch a {
-	case alertBadCertificate, alertUnsupportedCertificate, alertCertificateRevoked, alertCertificateExpired,
-		alertCertificateUnknown, alertUnknownCA, alertAccessDenied, alertCertificateRequired:
-		return true
-	}
-	return false
-}
-
-// ReceivedAlert finds in err's tree the TLS alert the peer sent, as a
-// tls.AlertError (its Error is the alert's description). crypto/tls
-// reports a received alert as a *net.OpError with Op "remote error" around
-// a value of its unexported alert type, a uint8; it reports one it sent
-// the same way with Op "local error", and a tls.AlertError found in an
-// error is one the local side sent (see Listener), so neither counts.
-func ReceivedAlert(err error) (tls.AlertError, bool) {
-	switch e := err.(type) {
-	case nil:
-		return 0, false
-	case *net.OpError:
-		if e.Op == "remote error" && e.Err != nil {
-			if v := reflect.ValueOf(e.Err); isTLSAlert(v.Type()) {
-				return tls.AlertError(v.Uint()), true
-			}
-		}
-	}
-	switch u := err.(type) {
-	case interface{ Unwrap() error }:
-		return ReceivedAlert(u.Unwrap())
-	case interface{ Unwrap() []error }:
-		for _, e := range u.Unwrap() {
-			if a, ok := ReceivedAlert(e); ok {
-				return a, true
-			}
-		}
-	}
-	return 0, false
-}
-
-// isTLSAlert reports whether t is crypto/tls's unexported alert type.
-func isTLSAlert(t reflect.Type) bool {
-	return t.Kind() == reflect.Uint8 && t.PkgPath() == "crypto/tls" && t.Name() == "alert"
 }
 
 func isTimeout(err error) bool {

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/smqgw/smqgw/internal/testpki"
+	"github.com/smqgw/smqgw/internal/tlsalert"
 	"github.com/smqgw/smqgw/tlsterm"
 )
 
@@ -352,9 +353,9 @@ func TestFailureReasonUnwraps(t *testing.T) {
 	}()
 	err := tl.next(t).err
 	<-done
-	a, ok := tlsterm.ReceivedAlert(err)
+	a, ok := tlsalert.Received(err)
 	if !ok || a != 42 || a.Error() != "tls: bad certificate" {
-		t.Fatalf("ReceivedAlert = %v (%d), %v; want bad certificate", a, a, ok)
+		t.Fatalf("tlsalert.Received = %v (%d), %v; want bad certificate", a, a, ok)
 	}
 	for _, wrapped := range []error{
 		errors.Join(errors.New("first"), err),
@@ -366,8 +367,8 @@ func TestFailureReasonUnwraps(t *testing.T) {
 	}
 	// What we send is not what the peer sent.
 	for _, e := range []error{tls.AlertError(42), &net.OpError{Op: "local error", Err: tls.AlertError(42)}, nil} {
-		if a, ok := tlsterm.ReceivedAlert(e); ok {
-			t.Errorf("ReceivedAlert(%v) = %v", e, a)
+		if a, ok := tlsalert.Received(e); ok {
+			t.Errorf("tlsalert.Received(%v) = %v", e, a)
 		}
 	}
 }
