@@ -2,6 +2,9 @@ package smqtest
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net"
 	"testing"
 	"time"
 )
@@ -34,11 +37,73 @@ func Recv[T any](t testing.TB, ch <-chan T, what string) T {
 // event to wait on, such as a line in a log.
 func WaitUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(WaitFor)
+	WaitUntilWithin(t, WaitFor, what, cond)
+}
+
+// WaitUntilWithin is WaitUntil bounded by d instead of WaitFor, for states
+// that take longer to come about than a test's ordinary steps, such as a
+// certificate from an ACME CA.
+func WaitUntilWithin(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if !poll(d, cond) {
+		t.Fatalf("timed out after %v waiting for %s", d, what)
+	}
+}
+
+// Retry calls op every 10 ms until it succeeds, failing the test after d
+// with op's last error; what names the awaited state in the failure. For a
+// step that fails until that state comes, such as a handshake that needs a
+// certificate still being issued.
+func Retry(t testing.TB, d time.Duration, what string, op func() error) {
+	t.Helper()
+	var err error
+	if !poll(d, func() bool { err = op(); return err == nil }) {
+		t.Fatalf("timed out after %v waiting for %s: %v", d, what, err)
+	}
+}
+
+// poll calls cond every 10 ms until it holds or d has passed, and reports
+// whether it held.
+func poll(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			return false
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	return true
+}
+
+// PeerCert does a TLS handshake with addr under cfg (its RootCAs, its
+// ServerName) and returns the certificate the server sent, or the
+// handshake's error.
+func PeerCert(addr string, cfg *tls.Config) (*x509.Certificate, error) {
+	d := &net.Dialer{Timeout: WaitFor}
+	c, err := tls.DialWithDialer(d, "tcp", addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0], nil
+}
+
+// ServedCert is PeerCert failing the test if the handshake fails.
+func ServedCert(t testing.TB, addr string, cfg *tls.Config) *x509.Certificate {
+	t.Helper()
+	cert, err := PeerCert(addr, cfg)
+	if err != nil {
+		t.Fatalf("handshake with %s: %v", addr, err)
+	}
+	return cert
+}
+
+// WaitServed waits until new handshakes with addr under cfg get want: for
+// a certificate replaced on disk or by a reload. A failed handshake fails
+// the test.
+func WaitServed(t testing.TB, addr string, cfg *tls.Config, want *x509.Certificate) {
+	t.Helper()
+	WaitUntil(t, "the new certificate to be served on "+addr, func() bool {
+		return ServedCert(t, addr, cfg).Equal(want)
+	})
 }
