@@ -12,21 +12,23 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smqgw/smqgw/gateway"
 	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/smq"
 )
 
-// get fetches path from the gateway's admin endpoint.
-func adminGet(t *testing.T, b *apptest.Running, path string) (int, string) {
+// adminGet fetches path from the gateway's admin endpoint, started if need
+// be, and returns the response and its body.
+func adminGet(t *testing.T, gw *gateway.Gateway, path string) (*http.Response, string) {
 	t.Helper()
-	if b.GW.AdminAddr() == nil {
-		if err := b.GW.StartAdmin("127.0.0.1:0"); err != nil {
+	if gw.AdminAddr() == nil {
+		if err := gw.StartAdmin("127.0.0.1:0"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	resp, err := http.Get("http://" + b.GW.AdminAddr().String() + path)
+	resp, err := http.Get("http://" + gw.AdminAddr().String() + path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +37,7 @@ func adminGet(t *testing.T, b *apptest.Running, path string) (int, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.StatusCode, string(body)
+	return resp, string(body)
 }
 
 // TestReadiness: /healthz answers while the process lives; /readyz names
@@ -43,6 +45,7 @@ func adminGet(t *testing.T, b *apptest.Running, path string) (int, string) {
 // is 200 once nothing is wrong, and 503 "shutting down" while sessions
 // drain.
 func TestReadiness(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t)
 	expired := ca.Issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "old.example"},
 		DNSNames: []string{"old.example"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
@@ -71,10 +74,10 @@ urls = ["ws://%s/smq", "http://%s/smq"]
 cert_file = %q
 key_file = %q
 `, dead, dead, broker.Addr(), expired.CertFile, expired.KeyFile))
-	if code, body := adminGet(t, b, "/healthz"); code != http.StatusOK || body != "ok\n" {
-		t.Errorf("/healthz: %d %q", code, body)
+	if resp, body := adminGet(t, b.GW, "/healthz"); resp.StatusCode != http.StatusOK || body != "ok\n" {
+		t.Errorf("/healthz: %s %q", resp.Status, body)
 	}
-	code, body := adminGet(t, b, "/readyz")
+	resp, body := adminGet(t, b.GW, "/readyz")
 	want := []string{
 		"not ready:\n",
 		`  listener "edge" route "/down": upstream dead unreachable: dial tcp ` + dead + ": connect: connection refused\n",
@@ -85,31 +88,14 @@ key_file = %q
 			t.Errorf("/readyz lacks %q:\n%s", w, body)
 		}
 	}
-	if code != http.StatusServiceUnavailable || strings.Contains(body, `"/up"`) || strings.Contains(body, `route "/":`) {
-		t.Errorf("/readyz: %d\n%s", code, body)
+	if resp.StatusCode != http.StatusServiceUnavailable || strings.Contains(body, `"/up"`) || strings.Contains(body, `route "/":`) {
+		t.Errorf("/readyz: %s\n%s", resp.Status, body)
 	}
 
 	good := ca.Server(t, "127.0.0.1")
-	ok := apptest.Start(t, t.TempDir(), fmt.Sprintf(`
-[[listener]]
-name = "edge"
-address = "127.0.0.1:0"
-tls = "good"
-  [[listener.route]]
-  path = "/"
-  upstream = "embedded"
-[[listener]]
-name = "lan"
-address = "127.0.0.1:0"
-  [[listener.route]]
-  path = "/"
-  upstream = "embedded"
-[certs.good]
-cert_file = %q
-key_file = %q
-`, good.CertFile, good.KeyFile))
-	if code, body := adminGet(t, ok, "/readyz"); code != http.StatusOK || body != "ready\n" {
-		t.Errorf("/readyz of a healthy gateway: %d %q", code, body)
+	ok := apptest.Start(t, t.TempDir(), apptest.Listener("edge", "files")+apptest.Listener("lan", "")+apptest.CertFiles(good))
+	if resp, body := adminGet(t, ok.GW, "/readyz"); resp.StatusCode != http.StatusOK || body != "ready\n" {
+		t.Errorf("/readyz of a healthy gateway: %s %q", resp.Status, body)
 	}
 	// While a session drains, /readyz says so; the admin endpoint closes
 	// after the last session.
@@ -118,8 +104,8 @@ key_file = %q
 	done := make(chan error, 1)
 	go func() { done <- ok.GW.Shutdown(context.Background()) }()
 	c.ExpectType(smq.TypeDisconnect)
-	if code, body := adminGet(t, ok, "/readyz"); code != http.StatusServiceUnavailable || body != "not ready:\n  shutting down\n" {
-		t.Errorf("/readyz while draining: %d %q", code, body)
+	if resp, body := adminGet(t, ok.GW, "/readyz"); resp.StatusCode != http.StatusServiceUnavailable || body != "not ready:\n  shutting down\n" {
+		t.Errorf("/readyz while draining: %s %q", resp.Status, body)
 	}
 	c.Close()
 	if err := <-done; err != nil {

@@ -22,10 +22,8 @@ import (
 // port's address.
 func lanBroker(t *testing.T) (*broker.Broker, string) {
 	t.Helper()
-	b := broker.New(broker.Config{})
 	l := smqtest.Listen(t)
-	go func() { _ = b.Serve(l) }()
-	return b, l.Addr().String()
+	return apptest.Broker(t, broker.Config{}, l), l.Addr().String()
 }
 
 // TestApply: a new configuration changes limits, upstream URLs and origin
@@ -33,6 +31,7 @@ func lanBroker(t *testing.T) (*broker.Broker, string) {
 // started with; listeners added or removed are reported, not applied; an
 // invalid configuration changes nothing.
 func TestApply(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	brokerA, addrA := lanBroker(t)
 	brokerB, addrB := lanBroker(t)
@@ -130,6 +129,7 @@ urls = ["http://%s/smq"]
 // broker keeps it for its sessions, and a later one that uses it again
 // gets the same broker, not a second one.
 func TestRebuildKeepsBroker(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	_, lanAddr := lanBroker(t)
 	conf := func(up string) *config.Config {

@@ -29,6 +29,7 @@ import (
 	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/gateway"
+	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/limits"
@@ -60,23 +61,14 @@ type relayEnv struct {
 
 func newRelayEnv(tb testing.TB, via string) *relayEnv {
 	tb.Helper()
-	e := &relayEnv{via: via, broker: broker.New(broker.Config{})}
-	bl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() { defer close(served); _ = e.broker.Serve(bl) }()
-	tb.Cleanup(func() {
-		_ = e.broker.Shutdown(context.Background())
-		<-served
-	})
-	e.brokerAddr = bl.Addr().String()
+	bl := smqtest.Listen(tb)
+	e := &relayEnv{via: via, broker: apptest.Broker(tb, broker.Config{}, bl), brokerAddr: bl.Addr().String()}
 	if via == "direct" {
 		return e
 	}
 	var up upstream.Upstream = &upstream.Embedded{Broker: e.broker}
 	if via == "lan" {
+		var err error
 		if up, err = upstream.New(upstream.Config{Name: "lan", URLs: []string{"http://" + e.brokerAddr + "/smq"}}); err != nil {
 			tb.Fatal(err)
 		}
@@ -94,28 +86,12 @@ func newRelayEnv(tb testing.TB, via string) *relayEnv {
 func startGateway(tb testing.TB, ca *testpki.CA, lim limits.Limits, up upstream.Upstream) *gateway.Gateway {
 	tb.Helper()
 	server := ca.Server(tb, "127.0.0.1")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	gw, err := gateway.New(gateway.Config{Limits: lim, Listeners: []gateway.Listener{{
+	return runGateway(tb, gateway.Config{Limits: lim, Listeners: []gateway.Listener{{
 		Name:     "edge",
-		Listener: ln,
+		Listener: smqtest.Listen(tb),
 		Certs:    (*certs.Static)(&server.TLS),
 		Routes:   []*gateway.Route{{Path: "/", Upstream: up}},
 	}}})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := gw.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		defer cancel()
-		_ = gw.Shutdown(ctx)
-	})
-	return gw
 }
 
 // publisher sends pre-encoded Publish messages. With batch 1 each message
@@ -194,7 +170,7 @@ func dialPublisher(tb testing.TB, kind, addr string, tlsCfg *tls.Config, batch i
 			p.cork = &corkConn{Conn: conn}
 			return p.cork, nil
 		}
-		d := &websocket.Dialer{HandshakeTimeout: waitFor, NetDialContext: dial}
+		d := &websocket.Dialer{HandshakeTimeout: smqtest.WaitFor, NetDialContext: dial}
 		if tlsCfg != nil {
 			d.NetDialTLSContext = dial
 		}
@@ -228,7 +204,7 @@ func dialPublisher(tb testing.TB, kind, addr string, tlsCfg *tls.Config, batch i
 
 // wsConnect reads Init, sends Connect and returns an accepting Connack.
 func wsConnect(conn *websocket.Conn, uid string) ([]byte, error) {
-	_ = conn.SetReadDeadline(time.Now().Add(waitFor))
+	_ = conn.SetReadDeadline(time.Now().Add(smqtest.WaitFor))
 	defer conn.SetReadDeadline(time.Time{})
 	read := func(want smq.Type) ([]byte, error) {
 		_, msg, err := conn.ReadMessage()
@@ -670,7 +646,7 @@ func TestHelperClients(t *testing.T) {
 	if !pool.AppendCertsFromPEM(pem) {
 		t.Fatal("no CA certificate")
 	}
-	d := &websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}, HandshakeTimeout: waitFor}
+	d := &websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}, HandshakeTimeout: smqtest.WaitFor}
 	conns := make([]*websocket.Conn, n)
 	defer func() {
 		for _, c := range conns {
@@ -729,7 +705,7 @@ func TestHelperBroker(t *testing.T) {
 	go func() { defer close(served); _ = br.Serve(l) }()
 	fmt.Printf("listening %s\n", l.Addr())
 	_, _ = io.Copy(io.Discard, os.Stdin)
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
 	defer cancel()
 	_ = br.Shutdown(ctx)
 	<-served

@@ -13,6 +13,7 @@ import (
 // scripts at its own path, with a strict Content-Security-Policy; other
 // routes do not.
 func TestConsoleServed(t *testing.T) {
+	t.Parallel()
 	b := apptest.Start(t, t.TempDir(), `
 [[listener]]
 name = "lan"

@@ -13,6 +13,7 @@ import (
 	"github.com/smqgw/smqgw/client"
 	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/proxytest"
+	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/smq"
 )
@@ -41,6 +42,7 @@ tls = "files"
 // proxy: a plaintext device, a gateway that goes out over TLS with its own
 // client certificate, and a cloud endpoint that requires it.
 func TestTLSUpstreamWithClientCertificate(t *testing.T) {
+	t.Parallel()
 	ca, clientCA := testpki.NewCA(t), testpki.NewCA(t)
 	cloudAddr := cloudGateway(t, ca, clientCA)
 	gwCert := clientCA.Client(t, "gateway-1")
@@ -104,7 +106,7 @@ ca_file = %[1]q
 	lan := edge.GW.Addr("lan").String()
 
 	dial := func(path string) (*client.Client, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
 		defer cancel()
 		c, err := client.Dial(ctx, "http://"+lan+path, client.Options{})
 		if err == nil {
@@ -148,6 +150,7 @@ func portOf(addr string) string {
 // tinyproxy and microsocks), and a TLS endpoint that requires the
 // gateway's client certificate.
 func TestEgressThroughProxies(t *testing.T) {
+	t.Parallel()
 	ca, clientCA := testpki.NewCA(t), testpki.NewCA(t)
 	cloudAddr := cloudGateway(t, ca, clientCA)
 	gwCert := clientCA.Client(t, "gateway-1")
@@ -178,17 +181,12 @@ func TestEgressThroughProxies(t *testing.T) {
 			upstreamBlock(p.name+"-wrong", scheme, bad.String())
 		}
 	}
-	// NO_PROXY: the environment names a proxy that is not there, and
-	// exempts the cloud's address.
-	t.Setenv("HTTPS_PROXY", "http://127.0.0.1:1")
-	t.Setenv("NO_PROXY", "localhost,127.0.0.0/8")
-	upstreamBlock("noproxy", "https", "env")
 	cfg.WriteString(upstreams.String())
 
 	edge := apptest.Start(t, t.TempDir(), cfg.String())
 	lan := edge.GW.Addr("lan").String()
 	dialAs := func(scheme, path string) (*client.Client, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
 		defer cancel()
 		c, err := client.Dial(ctx, scheme+"://"+lan+path, client.Options{})
 		if err == nil {
@@ -223,11 +221,37 @@ func TestEgressThroughProxies(t *testing.T) {
 			}
 		})
 	}
-	t.Run("NO_PROXY", func(t *testing.T) {
-		c, err := dial("/noproxy")
-		if err != nil {
-			t.Fatalf("NO_PROXY bypass: %v", err)
-		}
-		apptest.PubSub(t, c, c)
-	})
+}
+
+// TestEgressNoProxy: an upstream with proxy = "env" takes its proxy from
+// the environment, which names one that is not there, and NO_PROXY exempts
+// the cloud's address from it.
+func TestEgressNoProxy(t *testing.T) {
+	ca, clientCA := testpki.NewCA(t), testpki.NewCA(t)
+	cloudAddr := cloudGateway(t, ca, clientCA)
+	gwCert := clientCA.Client(t, "gateway-1")
+	t.Setenv("HTTPS_PROXY", "http://127.0.0.1:1")
+	t.Setenv("NO_PROXY", "localhost,127.0.0.0/8")
+	edge := apptest.Start(t, t.TempDir(), fmt.Sprintf(`
+[[listener]]
+name = "lan"
+address = "127.0.0.1:0"
+  [[listener.route]]
+  path = "/"
+  upstream = "noproxy"
+[upstream.noproxy]
+urls = ["https://127.0.0.1:%s/smq"]
+proxy = "env"
+ca_file = %q
+cert_file = %q
+key_file = %q
+`, portOf(cloudAddr), ca.CertFile, gwCert.CertFile, gwCert.KeyFile))
+	ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
+	defer cancel()
+	c, err := client.Dial(ctx, "http://"+edge.GW.Addr("lan").String()+"/", client.Options{})
+	if err != nil {
+		t.Fatalf("NO_PROXY bypass: %v", err)
+	}
+	defer c.Close()
+	apptest.PubSub(t, c, c)
 }

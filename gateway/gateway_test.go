@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -22,6 +21,7 @@ import (
 	"github.com/smqgw/smqgw/client"
 	"github.com/smqgw/smqgw/gateway"
 	"github.com/smqgw/smqgw/internal/apptest"
+	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/smq"
@@ -31,8 +31,6 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-const waitFor = 10 * time.Second
 
 // countingUpstream counts dials, to prove refused clients cause none.
 type countingUpstream struct {
@@ -60,16 +58,11 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{ca: testpki.NewCA(t), clientCA: testpki.NewCA(t)}
-	e.broker = broker.New(broker.Config{OnPublish: func(*broker.Client, *smq.Publish) bool {
+	bl := smqtest.Listen(t)
+	e.broker = apptest.Broker(t, broker.Config{OnPublish: func(*broker.Client, *smq.Publish) bool {
 		e.published.Add(1)
 		return true
-	}})
-	bl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go e.broker.Serve(bl)
-	t.Cleanup(func() { e.broker.Shutdown(context.Background()) })
+	}}, bl)
 	e.brokerURL = "http://" + bl.Addr().String() + "/smq"
 
 	lan, err := upstream.New(upstream.Config{Name: "lan", URLs: []string{e.brokerURL}})
@@ -92,15 +85,11 @@ func newEnv(t *testing.T) *env {
 	}
 	pinned := e.clientCA.Client(t, "device-pinned")
 	server := e.ca.Server(t, "127.0.0.1", "localhost")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.gw, err = gateway.New(gateway.Config{
+	e.gw = runGateway(t, gateway.Config{
 		Limits: limits.Limits{ConnectTimeout: 3 * time.Second},
 		Listeners: []gateway.Listener{{
 			Name:     "edge",
-			Listener: ln,
+			Listener: smqtest.Listen(t),
 			Certs:    (*certs.Static)(&server.TLS),
 			Routes: []*gateway.Route{
 				{Path: "/require", Upstream: e.up, Policy: policy(tlsterm.PolicyConfig{
@@ -114,25 +103,33 @@ func newEnv(t *testing.T) *env {
 			},
 		}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.gw.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		defer cancel()
-		e.gw.Shutdown(ctx)
-	})
 	e.addr = e.gw.Addr("edge").String()
 	return e
+}
+
+// runGateway starts a gateway with cfg and shuts it down when the test
+// ends.
+func runGateway(tb testing.TB, cfg gateway.Config) *gateway.Gateway {
+	tb.Helper()
+	gw, err := gateway.New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := gw.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
+		defer cancel()
+		_ = gw.Shutdown(ctx)
+	})
+	return gw
 }
 
 // dial connects a client through the gateway.
 func (e *env) dial(t *testing.T, scheme, path string, cert *tls.Certificate) (*client.Client, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
 	defer cancel()
 	c, err := client.Dial(ctx, scheme+"://"+e.addr+path, client.Options{RootCAs: e.ca.Pool, Certificate: cert})
 	if err == nil {
@@ -142,6 +139,7 @@ func (e *env) dial(t *testing.T, scheme, path string, cert *tls.Certificate) (*c
 }
 
 func TestCertificateMatrix(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	expired := e.clientCA.Issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "device-old"},
 		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour),
@@ -194,8 +192,9 @@ func TestCertificateMatrix(t *testing.T) {
 }
 
 func TestBridge(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
 	defer cancel()
 	browser, err := e.dial(t, "wss", "/optional", nil)
 	if err != nil {
@@ -233,10 +232,11 @@ func TestBridge(t *testing.T) {
 }
 
 func wsDialer(e *env) *websocket.Dialer {
-	return &websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: e.ca.Pool}, HandshakeTimeout: waitFor}
+	return &websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: e.ca.Pool}, HandshakeTimeout: smqtest.WaitFor}
 }
 
 func TestCrossOriginRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	for _, tc := range []struct {
 		path, origin string
@@ -274,7 +274,7 @@ func wsSession(t *testing.T, e *env, path string) (*websocket.Conn, uint32) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	conn.SetReadDeadline(time.Now().Add(waitFor))
+	conn.SetReadDeadline(time.Now().Add(smqtest.WaitFor))
 	read := func(want smq.Type) []byte {
 		t.Helper()
 		_, msg, err := conn.ReadMessage()
@@ -296,6 +296,7 @@ func wsSession(t *testing.T, e *env, path string) (*websocket.Conn, uint32) {
 }
 
 func TestOversizeWebSocketMessage(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	conn, etid := wsSession(t, e, "/optional")
 	// 65,534 bytes of type + body: one more than a raw frame holds.
@@ -313,6 +314,7 @@ func TestOversizeWebSocketMessage(t *testing.T) {
 }
 
 func TestPubFragOverWebSocketRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	conn, etid := wsSession(t, e, "/optional")
 	frag := (&smq.PubFrag{TID: etid, PTID: etid, Payload: []byte("x")}).Append(nil)
@@ -336,13 +338,14 @@ func TestPubFragOverWebSocketRefused(t *testing.T) {
 }
 
 func TestRawOverTLSPingAndShutdown(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	conn, err := tls.Dial("tcp", e.addr, &tls.Config{RootCAs: e.ca.Pool})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(waitFor))
+	conn.SetDeadline(time.Now().Add(smqtest.WaitFor))
 	// The C client's bootstrap: HTTP/1.0, no HTTP answer; Connect sent
 	// before Init arrives (the gateway must hold it until the broker's Init).
 	frame, _ := smq.AppendRawMessage([]byte("GET /optional HTTP/1.0\r\nHost: x\r\nSimpleMQ: 1\r\n\r\n"),
@@ -372,6 +375,7 @@ func TestRawOverTLSPingAndShutdown(t *testing.T) {
 }
 
 func TestNewRejectsBadConfig(t *testing.T) {
+	t.Parallel()
 	emb := &upstream.Embedded{}
 	_, err := gateway.New(gateway.Config{Listeners: []gateway.Listener{
 		{Name: "a", Routes: []*gateway.Route{{Path: "/x", Upstream: emb}, {Path: "/x", Upstream: emb}, {Path: "y", Upstream: emb}}},
@@ -392,13 +396,14 @@ func TestNewRejectsBadConfig(t *testing.T) {
 // TestWebSocketRefusalCloseCode: after the refusing Connack, a WebSocket
 // client gets close 1008 (policy violation), as the README says.
 func TestWebSocketRefusalCloseCode(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	conn, _, err := wsDialer(e).Dial("wss://"+e.addr+"/require", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetReadDeadline(time.Now().Add(waitFor))
+	conn.SetReadDeadline(time.Now().Add(smqtest.WaitFor))
 	if _, msg, err := conn.ReadMessage(); err != nil || smq.Type(msg[0]) != smq.TypeInit {
 		t.Fatalf("Init: %x %v", msg, err)
 	}

@@ -4,6 +4,7 @@ import "testing"
 
 // TestReasonsNamed: every close reason has its own log and metrics label.
 func TestReasonsNamed(t *testing.T) {
+	t.Parallel()
 	seen := map[string]Reason{}
 	for r := ReasonNone; r <= ReasonBusy; r++ {
 		name := r.String()

@@ -2,6 +2,8 @@ package gateway_test
 
 import (
 	"context"
+	"crypto/tls"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -9,26 +11,21 @@ import (
 	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
+	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/smq"
 )
 
 // TestPerAddressAndMessageLimits: each limit refuses as documented and the
 // log names it. Each limit has a gateway of its own, so that the one second
 // a rate is measured over starts right before the messages that test it.
+// Not parallel: the session rate's refusal needs the steps between the
+// starts to take well under the second a token takes to come back.
 func TestPerAddressAndMessageLimits(t *testing.T) {
-	const route = `
-[[listener]]
-name = "lan"
-address = "127.0.0.1:0"
-  [[listener.route]]
-  path = "/"
-  upstream = "embedded"
-`
 	perIP := apptest.Start(t, t.TempDir(), `
 [limits]
 max_sessions_per_ip = 2
 session_rate_per_ip = 1   # burst 2
-`+route)
+`+apptest.Listener("lan", ""))
 	addr := perIP.GW.Addr("lan").String()
 	refused := func(c *smqtest.Conn, want string) {
 		t.Helper()
@@ -63,7 +60,7 @@ session_rate_per_ip = 1   # burst 2
 	rate := apptest.Start(t, t.TempDir(), `
 [limits]
 message_rate = 5
-`+route)
+`+apptest.Listener("lan", ""))
 	c := smqtest.Connect(t, rate.GW.Addr("lan").String(), "limited-rate")
 	for range 6 {
 		c.Send(smq.Ping{})
@@ -89,6 +86,7 @@ func waitLogged(t *testing.T, b *apptest.Running, want string, n int) {
 // TestLimitsCounted: each session and connection limit refuses as
 // documented, and smqgw_limit_refusals_total counts it by name.
 func TestLimitsCounted(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t)
 	server := ca.Server(t, "127.0.0.1")
 	b := apptest.Start(t, t.TempDir(), `
@@ -101,20 +99,7 @@ handshake_timeout = "500ms"
 request_timeout = "1s"
 connect_timeout = "1s"
 idle_timeout = "1s"
-[[listener]]
-name = "lan"
-address = "127.0.0.1:0"
-  [[listener.route]]
-  path = "/"
-  upstream = "embedded"
-[[listener]]
-name = "edge"
-address = "127.0.0.1:0"
-tls = "files"
-  [[listener.route]]
-  path = "/"
-  upstream = "embedded"
-`+apptest.CertFiles(server))
+`+apptest.Listener("lan", "")+apptest.Listener("edge", "files")+apptest.CertFiles(server))
 	lan, edge := b.GW.Addr("lan").String(), b.GW.Addr("edge").String()
 
 	// max_sessions: a second session on the listener is refused while the
@@ -140,7 +125,7 @@ tls = "files"
 	waitLogged(t, b, "reason=too_big", 1)
 	// connect_timeout: no Connect after Init.
 	silent := smqtest.Dial(t, lan)
-	if _, err := silent.ReadFrame(waitFor); err == nil {
+	if _, err := silent.ReadFrame(smqtest.WaitFor); err == nil {
 		// the gateway closes without a message
 	} else if !smqtest.IsClosed(err) {
 		t.Errorf("silent client: %v", err)
@@ -186,27 +171,27 @@ tls = "files"
 // TestShutdownEndsHandshakes: a client silent in its TLS handshake does not
 // outlive Shutdown, and is not counted as a handshake timeout.
 func TestShutdownEndsHandshakes(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t)
 	server := ca.Server(t, "127.0.0.1")
-	b := apptest.Start(t, t.TempDir(), `
-[[listener]]
-name = "edge"
-address = "127.0.0.1:0"
-tls = "files"
-  [[listener.route]]
-  path = "/"
-  upstream = "embedded"
-`+apptest.CertFiles(server))
+	b := apptest.Start(t, t.TempDir(), apptest.Listener("edge", "files")+apptest.CertFiles(server))
 	m := b.GW.Metrics()
+	// The client sends its ClientHello and goes silent: once the server's
+	// flight has arrived, the gateway is in the handshake, waiting for the
+	// client's Finished.
 	quiet := smqtest.DialTCP(t, b.GW.Addr("edge").String())
-	time.Sleep(50 * time.Millisecond) // the handshake has begun
+	hctx, hcancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
+	defer hcancel()
+	if err := tls.Client(&helloOnly{Conn: quiet.NetConn}, &tls.Config{RootCAs: ca.Pool, ServerName: "127.0.0.1"}).HandshakeContext(hctx); err != nil {
+		t.Fatalf("the server's handshake flight: %v", err)
+	}
 	before := scrape(t, b.GW)
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
 	defer cancel()
 	closed := make(chan error, 1)
 	go func() {
-		_ = quiet.NetConn.SetReadDeadline(time.Now().Add(waitFor))
+		_ = quiet.NetConn.SetReadDeadline(time.Now().Add(smqtest.WaitFor))
 		_, err := quiet.NetConn.Read(make([]byte, 1))
 		closed <- err
 	}()
@@ -216,8 +201,8 @@ tls = "files"
 	if err := <-closed; err == nil || smqtest.IsTimeout(err) {
 		t.Errorf("the silent client: %v", err)
 	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("closed after %v, the handshake timeout is 10s: Shutdown did not end it", d)
+	if d := time.Since(start); d > limits.DefaultHandshakeTimeout/2 {
+		t.Errorf("closed after %v, the handshake timeout is %v: Shutdown did not end it", d, limits.DefaultHandshakeTimeout)
 	}
 	if f := before["smqgw_tls_handshake_failures_total"]; f != nil {
 		t.Errorf("handshake failures before shutdown: %v", f.Metric)
@@ -232,6 +217,21 @@ tls = "files"
 			t.Errorf("the shutdown counted as a handshake failure: %v", f.Metric)
 		}
 	}
+}
+
+// helloOnly writes the first message, a ClientHello, and drops what
+// follows: a client that stops halfway through its handshake.
+type helloOnly struct {
+	net.Conn
+	wrote bool
+}
+
+func (c *helloOnly) Write(p []byte) (int, error) {
+	if c.wrote {
+		return len(p), nil
+	}
+	c.wrote = true
+	return c.Conn.Write(p)
 }
 
 // disconnectAfterPongs reads Pongs (answers to what the gateway relayed

@@ -7,6 +7,7 @@ import (
 )
 
 func TestIPLimiter(t *testing.T) {
+	t.Parallel()
 	l := newIPLimiter(3, 2) // 3 at once; 2 new per second, burst 4
 	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
 	now := time.Unix(1000, 0)
@@ -37,6 +38,7 @@ func TestIPLimiter(t *testing.T) {
 }
 
 func TestIPLimiterSweeps(t *testing.T) {
+	t.Parallel()
 	l := newIPLimiter(10, 100)
 	now := time.Unix(1000, 0)
 	for i := range sweepAt + 10 {
@@ -53,6 +55,7 @@ func TestIPLimiterSweeps(t *testing.T) {
 }
 
 func TestMsgRate(t *testing.T) {
+	t.Parallel()
 	r := msgRate{max: 3, start: time.Now()}
 	for i := range 3 {
 		if !r.allow() {

@@ -30,21 +30,12 @@ type metrics map[string]*dto.MetricFamily
 // (started if need be) and parses the text format.
 func scrape(t *testing.T, gw *gateway.Gateway) metrics {
 	t.Helper()
-	if gw.AdminAddr() == nil {
-		if err := gw.StartAdmin("127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	resp, err := http.Get("http://" + gw.AdminAddr().String() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp, body := adminGet(t, gw, "/metrics")
 	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || !strings.HasPrefix(ct, "text/plain") {
 		t.Fatalf("/metrics: %s, Content-Type %q", resp.Status, ct)
 	}
 	p := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(body))
 	if err != nil {
 		t.Fatalf("/metrics is not valid Prometheus text: %v", err)
 	}
@@ -113,6 +104,7 @@ func waitMetric(t *testing.T, gw *gateway.Gateway, want float64, name string, la
 // apart, scrapes the admin endpoint, and checks each family and its
 // values.
 func TestMetricsScrape(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ca := testpki.NewCA(t)
 	server := ca.Server(t, "127.0.0.1")
@@ -151,7 +143,7 @@ urls = ["http://192.0.2.1/smq"]
 proxy = "socks5://%s"
 `, ca.CertFile, dead, deadProxy)+apptest.CertFiles(server))
 	edge, lan := b.GW.Addr("edge").String(), b.GW.Addr("lan").String()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
 	defer cancel()
 
 	// A wss:// session that publishes to itself, open during the scrape.
@@ -160,18 +152,7 @@ proxy = "socks5://%s"
 		t.Fatal(err)
 	}
 	defer ws.Close()
-	got := make(chan []byte, 1)
-	if _, err := ws.Subscribe(ctx, "metrics", func(m *client.Message) { got <- m.Payload }); err != nil {
-		t.Fatal(err)
-	}
-	if err := ws.Publish(ctx, "metrics", []byte("hello")); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-got:
-	case <-ctx.Done():
-		t.Fatal("the published message did not come back")
-	}
+	apptest.PubSub(t, ws, ws)
 	// Raw over TLS without a certificate on a require route: 0x04.
 	if _, err := client.Dial(ctx, "https://"+edge+"/secure", client.Options{RootCAs: ca.Pool}); !isRefused(err, smq.CodeCertRequired) {
 		t.Fatalf("/secure without a certificate: %v", err)

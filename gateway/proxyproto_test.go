@@ -20,6 +20,7 @@ import (
 // untrusted address is refused; a trusted one without a header gets
 // nothing.
 func TestProxyProtocol(t *testing.T) {
+	t.Parallel()
 	b := apptest.Start(t, t.TempDir(), `
 [[listener]]
 name = "behind-lb"
@@ -59,13 +60,7 @@ proxy_protocol_from = ["10.0.0.0/8", "192.0.2.10"]
 			}
 			c.Login("proxied-" + tc.name)
 			c.Close()
-			deadline := time.Now().Add(waitFor)
-			for !strings.Contains(b.Logs.String(), fmt.Sprintf("listener=behind-lb route=/ client=%s ", tc.client)) {
-				if time.Now().After(deadline) {
-					t.Fatalf("no session logged for client %s:\n%s", tc.client, b.Logs)
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+			waitLogged(t, b, fmt.Sprintf("listener=behind-lb route=/ client=%s ", tc.client), 1)
 		})
 	}
 
@@ -86,7 +81,7 @@ proxy_protocol_from = ["10.0.0.0/8", "192.0.2.10"]
 			SourceAddr: &net.TCPAddr{IP: net.ParseIP("198.51.100.1"), Port: 1}, DestinationAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 1}}
 		_, _ = h.WriteTo(conn) // may already fail: the gateway closes at once
 		_, _ = conn.Write(smqtest.RawRequest("GET / HTTP/1.1", "Host: "+uaddr, "SimpleMQ: 1"))
-		conn.SetReadDeadline(time.Now().Add(waitFor))
+		conn.SetReadDeadline(time.Now().Add(smqtest.WaitFor))
 		if n, err := conn.Read(make([]byte, 64)); err == nil || n > 0 {
 			t.Errorf("an untrusted sender was answered (%d bytes, %v)", n, err)
 		} else if ne, ok := err.(net.Error); ok && ne.Timeout() {

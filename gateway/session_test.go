@@ -31,6 +31,7 @@ import (
 	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/gateway"
+	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/limits"
@@ -46,6 +47,12 @@ var quick = limits.Limits{
 	IdleTimeout:    300 * time.Millisecond,
 	ConnectTimeout: 500 * time.Millisecond,
 }
+
+// slack is how much later than a quick limit a test accepts that it took
+// effect: room for a machine loaded by other tests, and still far below
+// the defaults (10 s to connect, 30 min idle) it tells the quick limits
+// from.
+const slack = 3 * time.Second
 
 // logSink collects a gateway's log as JSON lines (slog's JSON handler
 // writes one record per Write) and passes each "session" record on.
@@ -95,7 +102,7 @@ func (l *logSink) nextSession(t *testing.T) map[string]any {
 	select {
 	case rec := <-l.sessions:
 		return rec
-	case <-time.After(waitFor):
+	case <-time.After(smqtest.WaitFor):
 		t.Fatal("no session log line")
 		return nil
 	}
@@ -137,17 +144,8 @@ type rig struct {
 func newRig(t *testing.T, o rigOptions) *rig {
 	t.Helper()
 	r := &rig{ca: testpki.NewCA(t), clientCA: testpki.NewCA(t), logs: newLogSink()}
-	r.broker = broker.New(o.broker)
-	bl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() { defer close(served); r.broker.Serve(bl) }()
-	t.Cleanup(func() {
-		r.broker.Shutdown(context.Background())
-		<-served
-	})
+	bl := smqtest.Listen(t)
+	r.broker = apptest.Broker(t, o.broker, bl)
 	r.brokerAddr = bl.Addr().String()
 	lan, err := upstream.New(upstream.Config{Name: "lan", URLs: []string{"http://" + r.brokerAddr + "/smq"},
 		Dialer: o.upstreamDialer})
@@ -162,16 +160,12 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		return p
 	}
 	server := r.ca.Server(t, "127.0.0.1")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.gw, err = gateway.New(gateway.Config{
+	r.gw = runGateway(t, gateway.Config{
 		Logger: slog.New(slog.NewJSONHandler(r.logs, nil)),
 		Limits: o.limits,
 		Listeners: []gateway.Listener{{
 			Name:     "edge",
-			Listener: ln,
+			Listener: smqtest.Listen(t),
 			Certs:    (*certs.Static)(&server.TLS),
 			Routes: append([]*gateway.Route{
 				{Path: "/open", Upstream: lan},
@@ -179,17 +173,6 @@ func newRig(t *testing.T, o rigOptions) *rig {
 				{Path: "/require", Upstream: lan, Policy: policy(tlsterm.Require)},
 			}, o.routes...),
 		}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.gw.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		defer cancel()
-		r.gw.Shutdown(ctx)
 	})
 	r.addr = r.gw.Addr("edge").String()
 	return r
@@ -200,7 +183,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 // nothing.
 func (r *rig) rawTLS(t *testing.T, local string, cert *tls.Certificate) *smqtest.Conn {
 	t.Helper()
-	d := &net.Dialer{Timeout: waitFor}
+	d := &net.Dialer{Timeout: smqtest.WaitFor}
 	if local != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
 	}
@@ -234,12 +217,12 @@ func (r *rig) raw(t *testing.T, path string) *smqtest.Conn {
 // local ("" for any), and reads nothing.
 func (r *rig) wss(t *testing.T, local, path string, h http.Header) *websocket.Conn {
 	t.Helper()
-	nd := &net.Dialer{Timeout: waitFor}
+	nd := &net.Dialer{Timeout: smqtest.WaitFor}
 	if local != "" {
 		nd.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
 	}
 	d := websocket.Dialer{NetDialContext: nd.DialContext, TLSClientConfig: &tls.Config{RootCAs: r.ca.Pool},
-		HandshakeTimeout: waitFor}
+		HandshakeTimeout: smqtest.WaitFor}
 	ws, _, err := d.Dial("wss://"+r.addr+path, h)
 	if err != nil {
 		t.Fatal(err)
@@ -251,7 +234,7 @@ func (r *rig) wss(t *testing.T, local, path string, h http.Header) *websocket.Co
 // wsRead reads one SMQ message from a WebSocket.
 func wsRead(t *testing.T, ws *websocket.Conn) smq.Message {
 	t.Helper()
-	ws.SetReadDeadline(time.Now().Add(waitFor))
+	ws.SetReadDeadline(time.Now().Add(smqtest.WaitFor))
 	typ, p, err := ws.ReadMessage()
 	if err != nil {
 		t.Fatalf("websocket read: %v", err)
@@ -268,7 +251,7 @@ func wsRead(t *testing.T, ws *websocket.Conn) smq.Message {
 
 func wsSend(t *testing.T, ws *websocket.Conn, m smq.Message) {
 	t.Helper()
-	ws.SetWriteDeadline(time.Now().Add(waitFor))
+	ws.SetWriteDeadline(time.Now().Add(smqtest.WaitFor))
 	if err := ws.WriteMessage(websocket.BinaryMessage, m.Append(nil)); err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +276,7 @@ func wsLogin(t *testing.T, ws *websocket.Conn, uid string) uint32 {
 // error, failing on anything but close frame.
 func wsClose(t *testing.T, ws *websocket.Conn) *websocket.CloseError {
 	t.Helper()
-	ws.SetReadDeadline(time.Now().Add(waitFor))
+	ws.SetReadDeadline(time.Now().Add(smqtest.WaitFor))
 	_, p, err := ws.ReadMessage()
 	var ce *websocket.CloseError
 	if !errors.As(err, &ce) {
@@ -325,6 +308,7 @@ func wantReason(t *testing.T, rec map[string]any, reason string) {
 // TestWebSocketPingTimeout: a WebSocket client that never reads never
 // answers the gateway's pings; its session ends, upstream too.
 func TestWebSocketPingTimeout(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{limits: quick})
 	ws := r.wss(t, "", "/open", nil)
 	etid := wsLogin(t, ws, "ws-deaf-client")
@@ -333,7 +317,7 @@ func TestWebSocketPingTimeout(t *testing.T) {
 	// From here on the client reads nothing until the broker says its
 	// session is over.
 	gone()
-	if d := time.Since(start); d > quick.IdleTimeout+time.Second {
+	if d := time.Since(start); d > quick.IdleTimeout+slack {
 		t.Errorf("the upstream session ended %v after Connack", d)
 	}
 	ce := wsClose(t, ws)
@@ -346,6 +330,8 @@ func TestWebSocketPingTimeout(t *testing.T) {
 
 // TestWebSocketPongsAreLiveness: a WebSocket client that sends nothing but
 // answers pings (gorilla does, while reading) outlives the idle timeout.
+// Not parallel: each pong must reach the gateway within a ping interval of
+// 250 ms, which the load of other tests can make it miss.
 func TestWebSocketPongsAreLiveness(t *testing.T) {
 	// Each pong must reach the gateway within a ping interval: quick's
 	// 100 ms is too tight a deadline for a loaded machine to meet every
@@ -366,7 +352,7 @@ func TestWebSocketPongsAreLiveness(t *testing.T) {
 	})
 	msgs := make(chan []byte, 1)
 	readErr := make(chan error, 1)
-	ws.SetReadDeadline(time.Now().Add(waitFor))
+	ws.SetReadDeadline(time.Now().Add(smqtest.WaitFor))
 	go func() {
 		for {
 			_, p, err := ws.ReadMessage()
@@ -384,7 +370,7 @@ func TestWebSocketPongsAreLiveness(t *testing.T) {
 		case <-pings:
 		case err := <-readErr:
 			t.Fatalf("after %d pings (%v): %v", n, time.Since(start), err)
-		case <-time.After(waitFor):
+		case <-time.After(smqtest.WaitFor):
 			t.Fatalf("no ping after %d", n)
 		}
 	}
@@ -406,15 +392,16 @@ func TestWebSocketPongsAreLiveness(t *testing.T) {
 // TestRawIdleTimeout: a raw client that sends nothing after Connack gets
 // Disconnect "idle timeout" and the end of the stream.
 func TestRawIdleTimeout(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{limits: quick})
 	c := r.raw(t, "/open")
 	start := time.Now() // the idle clock starts later, at the Connack
 	c.Login("raw-idle-client")
-	c.Timeout = quick.IdleTimeout + 2*time.Second
+	c.Timeout = quick.IdleTimeout + 2*slack
 	c.ExpectMessage(smq.Disconnect{Reason: "idle timeout"})
 	d := time.Since(start)
 	c.ExpectClosed()
-	if d < quick.IdleTimeout || d > quick.IdleTimeout+time.Second {
+	if d < quick.IdleTimeout || d > quick.IdleTimeout+slack {
 		t.Errorf("idle timeout after %v, want about %v", d, quick.IdleTimeout)
 	}
 	rec := r.logs.nextSession(t)
@@ -438,7 +425,7 @@ func (smallBufDialer) DialContext(ctx context.Context, network, addr string) (ne
 
 // TestSlowReader: a subscriber that stops reading while a publisher floods
 // its topic neither slows the publisher nor another subscriber, is ended,
-// and costs bounded memory.
+// and costs bounded memory. Not parallel: it measures the process's heap.
 func TestSlowReader(t *testing.T) {
 	const (
 		payload   = 60000
@@ -506,7 +493,7 @@ func TestSlowReader(t *testing.T) {
 	go func() {
 		defer close(fastErr)
 		for i := range n {
-			f, err := fast.ReadFrame(waitFor)
+			f, err := fast.ReadFrame(smqtest.WaitFor)
 			if err != nil {
 				fastErr <- fmt.Errorf("message %d: %w", i, err)
 				return
@@ -527,7 +514,7 @@ func TestSlowReader(t *testing.T) {
 		select {
 		case <-received:
 			got++
-		case <-time.After(waitFor):
+		case <-time.After(smqtest.WaitFor):
 			err := <-fastErr // closed once the reader is done
 			t.Fatalf("the fast subscriber is stuck after %d of %d messages: %v", got, n, err)
 		}
@@ -583,6 +570,7 @@ func TestSlowReader(t *testing.T) {
 // identity as set by the gateway, whatever the client claims, and the
 // client's other headers.
 func TestHeadersUpstream(t *testing.T) {
+	t.Parallel()
 	connects := make(chan broker.ConnectRequest, 4)
 	r := newRig(t, rigOptions{
 		limits: limits.Limits{ConnectTimeout: 2 * time.Second},
@@ -641,12 +629,12 @@ func TestHeadersUpstream(t *testing.T) {
 			uid := "hdr-" + strings.ReplaceAll(tc.name, " ", "-")
 			var initIP string
 			if tc.ws {
-				nd := &net.Dialer{Timeout: waitFor, LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+				nd := &net.Dialer{Timeout: smqtest.WaitFor, LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
 				cfg := &tls.Config{RootCAs: r.ca.Pool}
 				if tc.cert != nil {
 					cfg.Certificates = []tls.Certificate{*tc.cert}
 				}
-				d := websocket.Dialer{NetDialContext: nd.DialContext, TLSClientConfig: cfg, HandshakeTimeout: waitFor}
+				d := websocket.Dialer{NetDialContext: nd.DialContext, TLSClientConfig: cfg, HandshakeTimeout: smqtest.WaitFor}
 				ws, _, err := d.Dial("wss://"+r.addr+tc.path, forgedHeader)
 				if err != nil {
 					t.Fatal(err)
@@ -670,7 +658,7 @@ func TestHeadersUpstream(t *testing.T) {
 			var req broker.ConnectRequest
 			select {
 			case req = <-connects:
-			case <-time.After(waitFor):
+			case <-time.After(smqtest.WaitFor):
 				t.Fatal("the broker saw no Connect")
 			}
 			if req.Connect.UID != uid {
@@ -709,6 +697,7 @@ func TestHeadersUpstream(t *testing.T) {
 // ends the session with Disconnect "protocol error…" and is never
 // forwarded; the gateway serves other clients on.
 func TestMalformedFromRawClient(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{limits: limits.Limits{ConnectTimeout: 2 * time.Second}})
 	frame := func(msg []byte) []byte {
 		f, err := smq.AppendRaw(nil, msg)
@@ -776,6 +765,7 @@ func fakeUpstream(t *testing.T, init []byte) string {
 // nothing, or nothing after Init, gets the client Connack 0x02 within the
 // connect timeout.
 func TestSilentUpstream(t *testing.T) {
+	t.Parallel()
 	fakeInit := smq.Init{Version: 1, Seed: 0xC0FFEE, IP: "10.9.8.7"}.Append(nil)
 	mute, err := upstream.New(upstream.Config{Name: "mute", URLs: []string{fakeUpstream(t, nil)}})
 	if err != nil {
@@ -787,7 +777,6 @@ func TestSilentUpstream(t *testing.T) {
 	}
 	r := newRig(t, rigOptions{limits: quick, routes: []*gateway.Route{
 		{Path: "/mute", Upstream: mute}, {Path: "/deaf", Upstream: deaf}}})
-	const margin = time.Second
 
 	t.Run("no Init", func(t *testing.T) {
 		c := r.rawTLS(t, "", nil)
@@ -798,7 +787,7 @@ func TestSilentUpstream(t *testing.T) {
 		}
 		c.Send(smq.Connect{Version: 1, UID: "waits-for-init"})
 		ack := c.ExpectConnack(smq.CodeServerUnavailable)
-		if d := time.Since(start); d > quick.ConnectTimeout+margin {
+		if d := time.Since(start); d > quick.ConnectTimeout+slack {
 			t.Errorf("Connack after %v, connect timeout %v", d, quick.ConnectTimeout)
 		}
 		if !strings.Contains(ack.Reason, "Init") {
@@ -814,7 +803,7 @@ func TestSilentUpstream(t *testing.T) {
 		start := time.Now()
 		c.Send(smq.Connect{Version: 1, UID: "waits-for-connack"})
 		ack := c.ExpectConnack(smq.CodeServerUnavailable)
-		if d := time.Since(start); d > quick.ConnectTimeout+margin {
+		if d := time.Since(start); d > quick.ConnectTimeout+slack {
 			t.Errorf("Connack after %v, connect timeout %v", d, quick.ConnectTimeout)
 		}
 		if !strings.Contains(ack.Reason, "Connect") {
@@ -829,6 +818,7 @@ func TestSilentUpstream(t *testing.T) {
 // Subscribe at once gets Init, Connack and Suback in order: the gateway
 // holds what it sent until the broker is ready for it.
 func TestPipelinedClient(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{limits: limits.Limits{ConnectTimeout: 2 * time.Second}})
 	msgs := func(uid string) []byte {
 		b, _ := smq.AppendRawMessage(nil, smq.Connect{Version: 1, UID: uid})
@@ -874,6 +864,7 @@ func TestPipelinedClient(t *testing.T) {
 // TestSessionLogLine: a session ends with exactly one log record that
 // names why and counts the traffic both ways.
 func TestSessionLogLine(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{limits: limits.Limits{ConnectTimeout: 2 * time.Second}})
 	c := r.raw(t, "/open")
 	connect := smq.Connect{Version: 1, UID: "logged-client"}.Append(nil)
@@ -889,7 +880,7 @@ func TestSessionLogLine(t *testing.T) {
 	c.SendMsg(disconnect)
 	c.ExpectClosed()
 
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
 	defer cancel()
 	if err := r.gw.Shutdown(ctx); err != nil {
 		t.Fatal(err)
@@ -918,11 +909,12 @@ func TestSessionLogLine(t *testing.T) {
 // TestWebSocketShutdown: shutting down tells a WebSocket client Disconnect
 // "shutdown", then closes with 1001.
 func TestWebSocketShutdown(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{limits: limits.Limits{ConnectTimeout: 2 * time.Second}})
 	ws := r.wss(t, "", "/open", nil)
 	wsLogin(t, ws, "ws-shutdown-client")
 	done := make(chan error, 1)
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
 	defer cancel()
 	go func() { done <- r.gw.Shutdown(ctx) }()
 	if m := wsRead(t, ws); m != (smq.Disconnect{Reason: "shutdown"}) {
@@ -940,6 +932,7 @@ func TestWebSocketShutdown(t *testing.T) {
 // TestWriteTimeoutEndsSilentSlowReader: a client that stops reading and
 // sends nothing is ended by the write timeout, long before the idle timeout.
 func TestWriteTimeoutEndsSilentSlowReader(t *testing.T) {
+	t.Parallel()
 	const payload = 60000
 	// A broker queue large enough that the broker does not drop the session
 	// as a slow consumer first: the gateway's own write timeout must.
@@ -979,7 +972,7 @@ flood:
 	if rec == nil {
 		select {
 		case rec = <-ended:
-		case <-time.After(waitFor):
+		case <-time.After(smqtest.WaitFor):
 			t.Fatal("the session of a client that reads nothing was not ended by the write timeout")
 		}
 	}
@@ -992,6 +985,7 @@ flood:
 // TestShutdownDuringDial: a session whose upstream dial hangs does not hold
 // Shutdown past its grace: ending the session aborts the dial.
 func TestShutdownDuringDial(t *testing.T) {
+	t.Parallel()
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
