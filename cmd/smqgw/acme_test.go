@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -18,7 +17,7 @@ import (
 	"time"
 
 	"github.com/smqgw/smqgw/client"
-	"github.com/smqgw/smqgw/gateway"
+	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/pebbletest"
 	"github.com/smqgw/smqgw/internal/smqtest"
 )
@@ -60,57 +59,7 @@ func reservePorts(t *testing.T, n int) (ports []int, release func()) {
 // waitLog waits until logs holds want.
 func waitLog(t *testing.T, logs *smqtest.SyncBuffer, want string) {
 	t.Helper()
-	deadline := time.Now().Add(acmeWait)
-	for !strings.Contains(logs.String(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("log lacks %q", want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// running is an smqgw started by run with a configuration file.
-type running struct {
-	gw   *gateway.Gateway
-	logs *smqtest.SyncBuffer
-	stop func() // shuts it down and waits; idempotent
-}
-
-// startSMQGW runs smqgw with the configuration src until stop or the end
-// of the test.
-func startSMQGW(t *testing.T, dir, src string) *running {
-	t.Helper()
-	file := filepath.Join(dir, "smqgw.toml")
-	if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan *gateway.Gateway, 1)
-	done := make(chan error, 1)
-	logs := &smqtest.SyncBuffer{}
-	go func() { done <- run(ctx, []string{"-config", file}, &bytes.Buffer{}, logs, ready) }()
-	r := &running{logs: logs}
-	var once sync.Once
-	r.stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("smqgw exited with %v", err)
-			}
-		})
-	}
-	t.Cleanup(func() {
-		r.stop()
-		if t.Failed() {
-			t.Logf("smqgw log:\n%s", logs)
-		}
-	})
-	select {
-	case r.gw = <-ready:
-	case err := <-done:
-		t.Fatalf("smqgw did not start: %v\n%s", err, logs)
-	}
-	return r
+	smqtest.WaitUntilWithin(t, acmeWait, "a log line with "+want, func() bool { return strings.Contains(logs.String(), want) })
 }
 
 // verifiedLeaf waits until a handshake with addr for acmeDomain verifies
@@ -118,26 +67,19 @@ func startSMQGW(t *testing.T, dir, src string) *running {
 // completes the handshake waits for it or fails.
 func verifiedLeaf(t *testing.T, addr string, roots *x509.CertPool) *x509.Certificate {
 	t.Helper()
-	deadline := time.Now().Add(acmeWait)
-	for {
-		d := &net.Dialer{Timeout: 5 * time.Second}
-		c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{ServerName: acmeDomain, RootCAs: roots})
-		if err == nil {
-			defer c.Close()
-			return c.ConnectionState().PeerCertificates[0]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no verified certificate for %s from %s: %v", acmeDomain, addr, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	var leaf *x509.Certificate
+	smqtest.Retry(t, acmeWait, "a verified certificate for "+acmeDomain+" from "+addr, func() (err error) {
+		leaf, err = smqtest.PeerCert(addr, &tls.Config{ServerName: acmeDomain, RootCAs: roots})
+		return err
+	})
+	return leaf
 }
 
 // session opens an SMQ session over TLS to addr as acmeDomain, trusting
 // only roots, and checks a message goes round.
 func session(t *testing.T, scheme, addr string, roots *x509.CertPool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
 	defer cancel()
 	c, err := client.Dial(ctx, scheme+"://"+addr+"/smq", client.Options{
 		TLSConfig: &tls.Config{ServerName: acmeDomain, RootCAs: roots}})
@@ -145,27 +87,7 @@ func session(t *testing.T, scheme, addr string, roots *x509.CertPool) {
 		t.Fatalf("%s session: %v", scheme, err)
 	}
 	defer c.Close()
-	got := make(chan string, 1)
-	topic := "acme-" + scheme
-	if _, err := c.Subscribe(ctx, topic, func(m *client.Message) {
-		select {
-		case got <- string(m.Payload):
-		default:
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Publish(ctx, topic, []byte("certified")); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case m := <-got:
-		if m != "certified" {
-			t.Fatalf("received %q", m)
-		}
-	case <-ctx.Done():
-		t.Fatalf("%s: message not received", scheme)
-	}
+	apptest.PubSub(t, c, c)
 }
 
 func acmeConfig(stateDir, addr string, pb *pebbletest.Pebble, extra string) string {
@@ -191,7 +113,8 @@ acme_directory_ca = %q
 // TestACMETLSALPN obtains a certificate from Pebble by TLS-ALPN-01 on the
 // gateway's own TLS listener, with External Account Binding, then shows the
 // certificate outlives the CA: the gateway keeps serving when Pebble stops,
-// and a restart serves it from the cache.
+// and a restart serves it from the cache. Not parallel: the gateway binds
+// a port reserved and released for Pebble, as TestACMEHTTP01 does.
 func TestACMETLSALPN(t *testing.T) {
 	key := make([]byte, 32)
 	rand.Read(key)
@@ -205,7 +128,7 @@ func TestACMETLSALPN(t *testing.T) {
 	cfg := acmeConfig(stateDir, addr, pb, fmt.Sprintf("acme_eab_kid = \"kid-1\"\nacme_eab_key = %q",
 		base64.RawURLEncoding.EncodeToString(key)))
 	began := time.Now()
-	gw := startSMQGW(t, dir, cfg)
+	gw := apptest.Start(t, dir, cfg)
 	roots := pb.Roots(t)
 
 	leaf := verifiedLeaf(t, addr, roots)
@@ -216,7 +139,7 @@ func TestACMETLSALPN(t *testing.T) {
 	// autocert hands the certificate to waiting handshakes before it
 	// stores it and before Run sees it: wait for those lines.
 	for _, want := range []string{"acme: answered tls-alpn-01 challenge", "acme: certificate issued", "acme: serving certificate"} {
-		waitLog(t, gw.logs, want)
+		waitLog(t, gw.Logs, want)
 	}
 	// Offering acme-tls/1 among other protocols is an ordinary client: it
 	// gets http/1.1 and the certificate. Offering it alone without a
@@ -251,21 +174,23 @@ func TestACMETLSALPN(t *testing.T) {
 	session(t, "wss", addr, roots)
 
 	// A restart while the CA is down serves the cached certificate.
-	gw.stop()
-	again := startSMQGW(t, dir, cfg)
-	waitLog(t, again.logs, "acme: serving certificate")
+	gw.Stop()
+	again := apptest.Start(t, dir, cfg)
+	waitLog(t, again.Logs, "acme: serving certificate")
 	if got := verifiedLeaf(t, addr, roots); !got.Equal(leaf) {
 		t.Error("restart without the CA: the cached certificate is not served")
 	}
 	session(t, "https", addr, roots)
-	if strings.Contains(again.logs.String(), "level=ERROR") {
-		t.Errorf("restart with a valid cached certificate logged errors:\n%s", again.logs)
+	if strings.Contains(again.Logs.String(), "level=ERROR") {
+		t.Errorf("restart with a valid cached certificate logged errors:\n%s", again.Logs)
 	}
 }
 
 // TestACMEHTTP01 obtains a certificate by HTTP-01 on the plain listener
 // set by acme_http_address: Pebble's TLS-ALPN-01 port leads nowhere, so
-// autocert falls back to HTTP-01.
+// autocert falls back to HTTP-01. Not parallel: the gateway binds ports
+// reserved and released for Pebble, which a parallel test could take in
+// between.
 func TestACMEHTTP01(t *testing.T) {
 	ports, release := reservePorts(t, 2)
 	httpPort := ports[0]
@@ -273,7 +198,7 @@ func TestACMEHTTP01(t *testing.T) {
 	release()
 	dir := t.TempDir()
 	tlsAddr := fmt.Sprintf("127.0.0.1:%d", ports[1])
-	gw := startSMQGW(t, dir, acmeConfig(filepath.Join(dir, "state"), tlsAddr, pb,
+	gw := apptest.Start(t, dir, acmeConfig(filepath.Join(dir, "state"), tlsAddr, pb,
 		fmt.Sprintf("acme_http_address = \"127.0.0.1:%d\"", httpPort)))
 	began := time.Now()
 	roots := pb.Roots(t)
@@ -282,7 +207,7 @@ func TestACMEHTTP01(t *testing.T) {
 	if !slices.Contains(leaf.DNSNames, acmeDomain) {
 		t.Fatalf("certificate for %q, want %q", leaf.DNSNames, acmeDomain)
 	}
-	logs := gw.logs.String()
+	logs := gw.Logs.String()
 	if !strings.Contains(logs, "acme: http-01 challenge request") {
 		t.Errorf("no HTTP-01 challenge was answered:\n%s", logs)
 	}
@@ -296,42 +221,25 @@ func TestACMEHTTP01(t *testing.T) {
 // cached: the failure is logged with the cause, a retry is scheduled, and
 // the rest of the gateway serves.
 func TestACMEUnreachable(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	dead := "https://" + smqtest.DeadAddr(t) + "/dir" // nothing listens there
-	gw := startSMQGW(t, dir, fmt.Sprintf(`state_dir = %q
-[[listener]]
-name = "edge"
-address = "127.0.0.1:0"
-tls = "le"
-  [[listener.route]]
-  path = "/"
-  upstream = "embedded"
-[[listener]]
-name = "lan"
-address = "127.0.0.1:0"
-  [[listener.route]]
-  path = "/"
-  upstream = "embedded"
+	gw := apptest.Start(t, dir, fmt.Sprintf("state_dir = %q\n", filepath.Join(dir, "state"))+
+		apptest.Listener("edge", "le")+apptest.Listener("lan", "")+fmt.Sprintf(`
 [certs.le]
 acme_domains = [%q]
 acme_directory = %q
-`, filepath.Join(dir, "state"), acmeDomain, dead))
-	deadline := time.Now().Add(waitFor)
-	for !strings.Contains(gw.logs.String(), "acme: certificates missing, retrying") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no retry logged:\n%s", gw.logs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	logs := gw.logs.String()
+`, acmeDomain, dead))
+	waitLog(t, gw.Logs, "acme: certificates missing, retrying")
+	logs := gw.Logs.String()
 	for _, want := range []string{`msg="acme: cannot obtain certificate"`, "connection refused", `domain=` + acmeDomain, "retry_in=1m"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("log lacks %q:\n%s", want, logs)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
 	defer cancel()
-	c, err := client.Dial(ctx, "ws://"+gw.gw.Addr("lan").String()+"/", client.Options{})
+	c, err := client.Dial(ctx, "ws://"+gw.GW.Addr("lan").String()+"/", client.Options{})
 	if err != nil {
 		t.Fatalf("the plain listener does not serve while ACME fails: %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/browser"
 	"github.com/smqgw/smqgw/internal/smqtest"
 )
@@ -24,6 +25,7 @@ import (
 // and a command typed in the page reaches the device, whose answer shows
 // in the page; a page from another origin cannot open the WebSocket.
 // SMQGW_SCREENSHOT=FILE saves the page (docs/console.png in the README).
+// Not parallel: it writes Chromium's managed policies in /etc.
 func TestBrowserConsole(t *testing.T) {
 	browser.Require(t)
 	dir := t.TempDir()
@@ -39,7 +41,7 @@ func TestBrowserConsole(t *testing.T) {
 			t.Fatalf("smqgw %s: %v\n%s", strings.Join(args, " "), err, out.String())
 		}
 	}
-	gw := startSMQGW(t, dir, fmt.Sprintf(`state_dir = %q
+	gw := apptest.Start(t, dir, fmt.Sprintf(`state_dir = %q
 [[listener]]
 name = "edge"
 address = "127.0.0.1:0"
@@ -50,22 +52,17 @@ tls = "pki"
   client_auth = "require"
   client_ca = [%q]
   console = true
-[[listener]]
-name = "lan"
-address = "127.0.0.1:0"
-  [[listener.route]]
-  path = "/"
-  upstream = "embedded"
 [certs.pki]
 cert_file = %q
 key_file = %q
-`, filepath.Join(dir, "state"), filepath.Join(pki, "ca.pem"), filepath.Join(pki, "server.pem"), filepath.Join(pki, "server-key.pem")))
-	edge := "https://" + gw.gw.Addr("edge").String()
+`, filepath.Join(dir, "state"), filepath.Join(pki, "ca.pem"), filepath.Join(pki, "server.pem"), filepath.Join(pki, "server-key.pem"))+
+		apptest.Listener("lan", ""))
+	edge := "https://" + gw.GW.Addr("edge").String()
 	console := edge + "/smq"
 
 	// The demo device, a plaintext LAN client.
 	smq := buildCmd(t, "smq")
-	device := exec.Command(smq, "demo-device", "-url", "http://"+gw.gw.Addr("lan").String()+"/", "-interval", "200ms")
+	device := exec.Command(smq, "demo-device", "-url", "http://"+gw.GW.Addr("lan").String()+"/", "-interval", "200ms")
 	deviceOut := &smqtest.SyncBuffer{}
 	device.Stdout, device.Stderr = deviceOut, deviceOut
 	if err := device.Start(); err != nil {
@@ -136,12 +133,12 @@ key_file = %q
 				const ws = new WebSocket(%q);
 				ws.onopen = () => { document.title = "open"; };
 				ws.onclose = () => { if (document.title !== "open") document.title = "refused"; };
-				</script>`, "wss://"+gw.gw.Addr("edge").String()+"/smq")
+				</script>`, "wss://"+gw.GW.Addr("edge").String()+"/smq")
 		}))
 		defer page.Close()
 		b.Navigate(page.URL)
 		b.WaitTrue(`document.title === "refused"`, "the WebSocket to fail")
-		if logs := gw.logs.String(); !strings.Contains(logs, `msg="websocket refused: origin not allowed" listener=edge route=/smq origin=`+page.URL) {
+		if logs := gw.Logs.String(); !strings.Contains(logs, `msg="websocket refused: origin not allowed" listener=edge route=/smq origin=`+page.URL) {
 			t.Errorf("no 403 for the foreign origin in the log:\n%s", logs)
 		}
 	})

@@ -19,7 +19,7 @@ import (
 
 	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/config"
-	"github.com/smqgw/smqgw/gateway"
+	"github.com/smqgw/smqgw/internal/smqtest"
 )
 
 // certsCmd runs "smqgw certs ARGS..." the way main does.
@@ -30,6 +30,7 @@ func certsCmd(args ...string) (stdout string, err error) {
 }
 
 func TestCertsHelp(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{{"-h"}, {"help"}, {"--help"}, {"init", "-h"}, {"client", "-h"}, {"client", "x", "-help"}} {
 		out, err := certsCmd(args...)
 		if err != nil {
@@ -53,6 +54,7 @@ func TestCertsHelp(t *testing.T) {
 }
 
 func TestCertsErrors(t *testing.T) {
+	t.Parallel()
 	pki := filepath.Join(t.TempDir(), "pki")
 	if _, err := certsCmd("init", "-dir", pki); err != nil {
 		t.Fatal(err)
@@ -90,6 +92,7 @@ func TestCertsErrors(t *testing.T) {
 }
 
 func TestCertsInitAndClient(t *testing.T) {
+	t.Parallel()
 	pki := filepath.Join(t.TempDir(), "pki")
 	out, err := certsCmd("init", "-dir", pki, "-hosts", "localhost, gw.test,127.0.0.1")
 	if err != nil {
@@ -212,6 +215,7 @@ func TestCertsDefaultDirIsTheDemos(t *testing.T) {
 // walkthrough": certs init, certs client, the gateway with configs/mtls.toml,
 // and the real smq command with and without the client certificate.
 func TestREADMEWalkthrough(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds cmd/smq")
 	}
@@ -235,10 +239,11 @@ func TestREADMEWalkthrough(t *testing.T) {
 			t.Errorf("README lacks the command %q", strings.TrimSpace(cmd))
 		}
 	}
-	smqBin := buildSMQ(t)
+	smqBin := buildCmd(t, "smq")
 
 	// The walkthrough runs from the repository root; here, from a copy of
-	// its configs/mtls.toml with a free port.
+	// its configs/mtls.toml with a free port in root, where the smq
+	// commands run.
 	root := t.TempDir()
 	cfg := strings.Replace(string(mtls), `address = "127.0.0.1:8443"`, `address = "127.0.0.1:0"`, 1)
 	if cfg == string(mtls) {
@@ -250,33 +255,23 @@ func TestREADMEWalkthrough(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "configs", "mtls.toml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Chdir(root)
 	for _, args := range [][]string{
 		{"init", "-dir", "pki"},
 		{"client", "-dir", "pki", "device-1"},
 		{"init", "-dir", "other"},
 		{"client", "-dir", "other", "intruder"},
 	} {
+		args[2] = filepath.Join(root, args[2])
 		if _, err := certsCmd(args...); err != nil {
 			t.Fatalf("certs %q: %v", args, err)
 		}
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan *gateway.Gateway, 1)
-	done := make(chan error, 1)
-	var banner strings.Builder
-	go func() { done <- run(ctx, []string{"-config", "configs/mtls.toml"}, &banner, io.Discard, ready) }()
-	var gw *gateway.Gateway
-	select {
-	case gw = <-ready:
-	case err := <-done:
-		t.Fatalf("gateway: %v", err)
-	}
+	r := runSMQGW(t, "-config", filepath.Join(root, "configs", "mtls.toml"))
+	gw := r.gw
 	url := "https://" + gw.Addr("tls").String() + "/smq"
-	if !strings.Contains(banner.String(), url) {
-		t.Errorf("banner lacks %s:\n%s", url, banner.String())
+	if !strings.Contains(r.banner.String(), url) {
+		t.Errorf("banner lacks %s:\n%s", url, r.banner)
 	}
 	common := []string{"ping", "-url", url, "-ca", "pki/ca.pem"}
 
@@ -296,7 +291,7 @@ func TestREADMEWalkthrough(t *testing.T) {
 			[]string{"0x05 client certificate not accepted: certificate signed by an unknown authority"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, code := runSMQ(t, smqBin, append(common, tc.args...)...)
+			out, code := runSMQ(t, root, smqBin, append(common, tc.args...)...)
 			if code != tc.code {
 				t.Errorf("exit code %d, want %d:\n%s", code, tc.code, out)
 			}
@@ -307,15 +302,7 @@ func TestREADMEWalkthrough(t *testing.T) {
 			}
 		})
 	}
-
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("gateway: %v", err)
-	}
 }
-
-// buildSMQ builds cmd/smq into the test's temporary directory.
-func buildSMQ(t *testing.T) string { return buildCmd(t, "smq") }
 
 // buildCmd builds the command cmd/NAME into the test's temporary directory
 // and returns the binary's path.
@@ -338,13 +325,15 @@ func buildCmd(t *testing.T, name string) string {
 	return bin
 }
 
-// runSMQ runs the smq binary in the current directory and returns its
-// combined output and exit code.
-func runSMQ(t *testing.T, bin string, args ...string) (string, int) {
+// runSMQ runs the smq binary in dir and returns its combined output and
+// exit code.
+func runSMQ(t *testing.T, dir, bin string, args ...string) (string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+	ctx, cancel := context.WithTimeout(t.Context(), smqtest.WaitFor)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	switch {
 	case err == nil:

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/smq"
 )
@@ -25,22 +26,15 @@ import (
 // within the grace period. On the way it checks the systemd notifications:
 // READY, RELOADING and READY again around a SIGHUP, STOPPING.
 func TestSIGTERMDrains(t *testing.T) {
+	t.Parallel()
 	bin := buildCmd(t, "smqgw")
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`state_dir = %q
 [limits]
 shutdown_grace = "3s"
-[[listener]]
-name = "lan"
-address = "127.0.0.1:0"
-  [[listener.route]]
-  path = "/"
-  upstream = "embedded"
-`, filepath.Join(dir, "state"))
+`, filepath.Join(dir, "state")) + apptest.Listener("lan", "")
 	file := filepath.Join(dir, "smqgw.toml")
-	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	apptest.WriteFile(t, file, []byte(cfg))
 	// systemd's notification socket, as Type=notify provides it.
 	notes, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"})
 	if err != nil {
@@ -50,7 +44,7 @@ address = "127.0.0.1:0"
 	expectNote := func(want string) {
 		t.Helper()
 		buf := make([]byte, 4096)
-		_ = notes.SetReadDeadline(time.Now().Add(waitFor))
+		_ = notes.SetReadDeadline(time.Now().Add(smqtest.WaitFor))
 		n, err := notes.Read(buf)
 		if err != nil || !strings.HasPrefix(string(buf[:n]), want) {
 			t.Fatalf("systemd notification %q, %v; want %q", buf[:n], err, want)
@@ -120,7 +114,7 @@ address = "127.0.0.1:0"
 		}
 	}
 	raw.Close() // as a client does after Disconnect
-	_, err = ws.ReadFrame(waitFor)
+	_, err = ws.ReadFrame(smqtest.WaitFor)
 	var ce *websocket.CloseError
 	if !errors.As(err, &ce) || ce.Code != websocket.CloseGoingAway {
 		t.Errorf("WebSocket after Disconnect: %v, want close 1001", err)
@@ -133,7 +127,7 @@ address = "127.0.0.1:0"
 		if d := time.Since(start); d > 3*time.Second {
 			t.Errorf("exit took %v, longer than the 3s grace period", d)
 		}
-	case <-time.After(waitFor):
+	case <-time.After(smqtest.WaitFor):
 		t.Fatal("smqgw did not exit")
 	}
 }

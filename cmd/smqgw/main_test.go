@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,11 +19,11 @@ import (
 
 	"github.com/smqgw/smqgw/client"
 	"github.com/smqgw/smqgw/gateway"
+	"github.com/smqgw/smqgw/internal/apptest"
+	"github.com/smqgw/smqgw/internal/smqtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-const waitFor = 10 * time.Second
 
 // demoConfig is the built-in demo on ephemeral ports with its own state.
 func demoConfig(t *testing.T) (file, stateDir string) {
@@ -29,99 +31,109 @@ func demoConfig(t *testing.T) (file, stateDir string) {
 	dir := t.TempDir()
 	stateDir = filepath.Join(dir, "state")
 	file = filepath.Join(dir, "smqgw.toml")
-	cfg := `state_dir = "` + stateDir + `"
-[[listener]]
-name = "tls"
-address = "127.0.0.1:0"
-tls = "dev"
-  [[listener.route]]
-  path = "/"
-  upstream = "embedded"
-[[listener]]
-name = "lan"
-address = "127.0.0.1:0"
-  [[listener.route]]
-  path = "/"
-  upstream = "embedded"
+	cfg := fmt.Sprintf("state_dir = %q\n", stateDir) + apptest.Listener("tls", "dev") + apptest.Listener("lan", "") + `
 [certs.dev]
 dev = true
 `
-	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	apptest.WriteFile(t, file, []byte(cfg))
 	return file, stateDir
 }
 
-func TestRunServesTLSAndPlainThenShutsDown(t *testing.T) {
-	file, stateDir := demoConfig(t)
+// running is smqgw run in this process, as main runs it: with its flags,
+// its banner and its SIGHUP handling. Tests of anything else start the
+// gateway with apptest.Start.
+type running struct {
+	gw     *gateway.Gateway
+	banner *smqtest.SyncBuffer // stdout
+	logs   *smqtest.SyncBuffer // stderr
+	stop   func()              // shuts it down and waits; idempotent
+}
+
+// runSMQGW runs smqgw with args until stop or the end of the test; run
+// must return nil.
+func runSMQGW(t *testing.T, args ...string) *running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	ready := make(chan *gateway.Gateway, 1)
 	done := make(chan error, 1)
-	var banner strings.Builder
-	go func() { done <- run(ctx, []string{"-config", file}, &banner, io.Discard, ready) }()
-	var gw *gateway.Gateway
-	select {
-	case gw = <-ready:
-	case err := <-done:
-		t.Fatalf("run returned early: %v", err)
+	r := &running{banner: &smqtest.SyncBuffer{}, logs: &smqtest.SyncBuffer{}}
+	go func() { done <- run(ctx, args, r.banner, r.logs, ready) }()
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("smqgw exited with %v", err)
+			}
+		})
 	}
+	t.Cleanup(func() {
+		r.stop()
+		if t.Failed() {
+			t.Logf("smqgw log:\n%s", r.logs)
+		}
+	})
+	select {
+	case r.gw = <-ready:
+	case err := <-done:
+		t.Fatalf("smqgw did not start: %v\n%s", err, r.logs)
+	}
+	return r
+}
 
+// startSMQGW writes src to dir/smqgw.toml and runs smqgw -config on it.
+func startSMQGW(t *testing.T, dir, src string) *running {
+	t.Helper()
+	file := filepath.Join(dir, "smqgw.toml")
+	apptest.WriteFile(t, file, []byte(src))
+	return runSMQGW(t, "-config", file)
+}
+
+func TestRunServesTLSAndPlainThenShutsDown(t *testing.T) {
+	t.Parallel()
+	file, stateDir := demoConfig(t)
+	r := runSMQGW(t, "-config", file)
 	caPEM, err := os.ReadFile(filepath.Join(stateDir, "dev", "ca.pem"))
 	if err != nil {
 		t.Fatalf("dev CA not created: %v", err)
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(caPEM)
-	dctx, dcancel := context.WithTimeout(ctx, waitFor)
-	defer dcancel()
-	secure, err := client.Dial(dctx, "wss://"+gw.Addr("tls").String()+"/smq", client.Options{RootCAs: roots})
+	ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
+	defer cancel()
+	secure, err := client.Dial(ctx, "wss://"+r.gw.Addr("tls").String()+"/smq", client.Options{RootCAs: roots})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer secure.Close()
-	device, err := client.Dial(dctx, "http://"+gw.Addr("lan").String()+"/smq", client.Options{})
+	device, err := client.Dial(ctx, "http://"+r.gw.Addr("lan").String()+"/smq", client.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer device.Close()
-	got := make(chan string, 1)
-	if _, err := secure.Subscribe(dctx, "demo", func(m *client.Message) { got <- string(m.Payload) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := device.Publish(dctx, "demo", []byte("from the LAN")); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case m := <-got:
-		if m != "from the LAN" {
-			t.Fatalf("got %q", m)
-		}
-	case <-dctx.Done():
-		t.Fatal("no message from the plain device to the TLS client")
-	}
-	for _, want := range []string{"wss://" + gw.Addr("tls").String(), "dev CA to trust", "smq sub"} {
-		if !strings.Contains(banner.String(), want) {
-			t.Errorf("banner lacks %q:\n%s", want, banner.String())
+	apptest.PubSub(t, secure, device) // from the plain device to the TLS client
+	banner := r.banner.String()
+	for _, want := range []string{"wss://" + r.gw.Addr("tls").String(), "dev CA to trust", "smq sub"} {
+		if !strings.Contains(banner, want) {
+			t.Errorf("banner lacks %q:\n%s", want, banner)
 		}
 	}
 
-	cancel()
+	// Shutdown drains: run returns once the clients have been told.
+	r.stop()
 	var de *client.DisconnectError
 	select {
 	case <-secure.Done():
 		if !errors.As(secure.Err(), &de) || de.Reason != "shutdown" {
 			t.Errorf("secure client ended with %v, want Disconnect \"shutdown\"", secure.Err())
 		}
-	case <-time.After(waitFor):
+	case <-time.After(smqtest.WaitFor):
 		t.Fatal("client not disconnected on shutdown")
-	}
-	if err := <-done; err != nil {
-		t.Fatalf("run: %v", err)
 	}
 }
 
 func TestCheckOnly(t *testing.T) {
+	t.Parallel()
 	file, _ := demoConfig(t)
 	var out strings.Builder
 	if err := run(context.Background(), []string{"-t", "-config", file}, &out, io.Discard, nil); err != nil {
@@ -139,6 +151,7 @@ func TestCheckOnly(t *testing.T) {
 }
 
 func TestRunRejectsBadFlags(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{{"-nope"}, {"extra"}, {"-config", "/does/not/exist.toml"}} {
 		if err := run(context.Background(), args, io.Discard, io.Discard, nil); err == nil {
 			t.Errorf("%q: run succeeded", args)
@@ -147,6 +160,7 @@ func TestRunRejectsBadFlags(t *testing.T) {
 }
 
 func TestVersion(t *testing.T) {
+	t.Parallel()
 	var out strings.Builder
 	if err := run(context.Background(), []string{"version"}, &out, io.Discard, nil); err != nil {
 		t.Fatal(err)

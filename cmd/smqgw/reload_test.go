@@ -11,9 +11,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/smqgw/smqgw/client"
+	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 )
@@ -21,7 +21,8 @@ import (
 // TestSIGHUPReloadsCertificates replaces the certificate files of a
 // running smqgw whose file watch is too slow to notice, sends it SIGHUP,
 // and checks new handshakes get the new certificate while a session opened
-// before goes on.
+// before goes on. Not parallel: SIGHUP goes to the whole test process,
+// and so reloads every smqgw that run started in it.
 func TestSIGHUPReloadsCertificates(t *testing.T) {
 	dir := t.TempDir()
 	ca := testpki.NewCA(t)
@@ -29,39 +30,18 @@ func TestSIGHUPReloadsCertificates(t *testing.T) {
 	certFile, keyFile := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")
 	replace := func(l *testpki.Leaf) {
 		t.Helper()
-		for name, data := range map[string][]byte{certFile: l.CertPEM, keyFile: l.KeyPEM} {
-			if err := os.WriteFile(name+".new", data, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Rename(name+".new", name); err != nil {
-				t.Fatal(err)
-			}
-		}
+		apptest.WriteFile(t, certFile, l.CertPEM)
+		apptest.WriteFile(t, keyFile, l.KeyPEM)
 	}
 	replace(first)
-	gw := startSMQGW(t, dir, fmt.Sprintf(`watch_interval = "1h"
-[[listener]]
-name = "edge"
-address = "127.0.0.1:0"
-tls = "files"
-  [[listener.route]]
-  path = "/"
-  upstream = "embedded"
-[certs.files]
+	gw := startSMQGW(t, dir, `watch_interval = "1h"
+`+apptest.Listener("edge", "files")+fmt.Sprintf(`[certs.files]
 cert_file = %q
 key_file = %q
 `, certFile, keyFile))
 	addr := gw.gw.Addr("edge").String()
-	served := func() []byte {
-		t.Helper()
-		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.ConnectionState().PeerCertificates[0].Raw
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	roots := &tls.Config{RootCAs: ca.Pool}
+	ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
 	defer cancel()
 	open, err := client.Dial(ctx, "wss://"+addr+"/", client.Options{RootCAs: ca.Pool})
 	if err != nil {
@@ -70,19 +50,13 @@ key_file = %q
 	defer open.Close()
 
 	replace(second)
-	if string(served()) != string(first.Cert.Raw) {
+	if !smqtest.ServedCert(t, addr, roots).Equal(first.Cert) {
 		t.Fatal("the new files were loaded before SIGHUP (watch_interval is 1h)")
 	}
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(waitFor)
-	for string(served()) != string(second.Cert.Raw) {
-		if time.Now().After(deadline) {
-			t.Fatalf("SIGHUP did not install the new certificate:\n%s", gw.logs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	smqtest.WaitServed(t, addr, roots, second.Cert)
 	if !strings.Contains(gw.logs.String(), "SIGHUP: reloading") {
 		t.Error("the reload is not logged")
 	}
@@ -97,7 +71,7 @@ key_file = %q
 // session running, and the new route and certificate serve at once; a
 // change that needs a restart is named; a configuration that does not
 // validate is rejected with each problem logged, and the running one keeps
-// serving.
+// serving. Not parallel, as TestSIGHUPReloadsCertificates.
 func TestSIGHUPReloadsConfiguration(t *testing.T) {
 	dir := t.TempDir()
 	ca := testpki.NewCA(t)
@@ -128,7 +102,7 @@ key_file = %q
 	}
 	gw := startSMQGW(t, dir, conf(first, "127.0.0.1:0", ""))
 	edge := gw.gw.Addr("edge").String()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
 	defer cancel()
 	opts := client.Options{RootCAs: ca.Pool}
 	browser, err := client.Dial(ctx, "wss://"+edge+"/smq", opts)
@@ -159,15 +133,6 @@ key_file = %q
 			t.Fatalf("%q did not reach the device", payload)
 		}
 	}
-	served := func() []byte {
-		t.Helper()
-		c, err := tls.Dial("tcp", edge, &tls.Config{RootCAs: ca.Pool})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.ConnectionState().PeerCertificates[0].Raw
-	}
 	hup := func(want string, n int) {
 		t.Helper()
 		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
@@ -182,11 +147,11 @@ key_file = %q
 
 	// The new file: the second certificate, route /v2, and the lan
 	// listener moved (which needs a restart).
-	writeConfig(t, file, conf(second, "127.0.0.1:1", `  [[listener.route]]
+	apptest.WriteFile(t, file, []byte(conf(second, "127.0.0.1:1", `  [[listener.route]]
   path = "/v2"
-  upstream = "embedded"`))
+  upstream = "embedded"`)))
 	hup("configuration reloaded", 1)
-	if string(served()) != string(second.Cert.Raw) {
+	if !smqtest.ServedCert(t, edge, &tls.Config{RootCAs: ca.Pool}).Equal(second.Cert) {
 		t.Error("new handshakes do not get the reloaded certificate")
 	}
 	v2, err := client.Dial(ctx, "wss://"+edge+"/v2", opts)
@@ -201,10 +166,10 @@ key_file = %q
 	}
 
 	// A file with two problems: both logged, nothing changes.
-	writeConfig(t, file, conf(second, "127.0.0.1:0", `  [[listener.route]]
+	apptest.WriteFile(t, file, []byte(conf(second, "127.0.0.1:0", `  [[listener.route]]
   path = "/v3"
   upstream = "nowhere"
-  client_auth = "sometimes"`))
+  client_auth = "sometimes"`)))
 	hup("reload rejected: the running configuration stays in force", 1)
 	logs = gw.logs.String()
 	for _, want := range []string{`:13:3: upstream in [[listener.route]]: no [upstream.nowhere] block`, `:14:3: client_auth in [[listener.route]]: invalid value \"sometimes\"`} {
@@ -233,16 +198,5 @@ key_file = %q
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %s", want)
 		}
-	}
-}
-
-// writeConfig replaces a configuration file by rename.
-func writeConfig(t *testing.T, file, src string) {
-	t.Helper()
-	if err := os.WriteFile(file+".new", []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(file+".new", file); err != nil {
-		t.Fatal(err)
 	}
 }
