@@ -3,16 +3,13 @@ package app_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/smqgw/smqgw/client"
 	"github.com/smqgw/smqgw/config"
@@ -23,48 +20,15 @@ import (
 	"github.com/smqgw/smqgw/smq"
 )
 
-// writeFile replaces name by rename, as certificate tools do.
-func writeFile(t *testing.T, name string, data []byte) {
-	t.Helper()
-	if err := os.WriteFile(name+".tmp", data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(name+".tmp", name); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// servedLeaf does a TLS handshake with addr and returns the certificate.
-func servedLeaf(t *testing.T, addr string, roots *x509.CertPool) *x509.Certificate {
-	t.Helper()
-	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots})
-	if err != nil {
-		t.Fatalf("handshake: %v", err)
-	}
-	defer c.Close()
-	return c.ConnectionState().PeerCertificates[0]
-}
-
-// waitServed waits until new handshakes get want.
-func waitServed(t *testing.T, addr string, roots *x509.CertPool, want *x509.Certificate) {
-	t.Helper()
-	deadline := time.Now().Add(smqtest.WaitFor)
-	for !servedLeaf(t, addr, roots).Equal(want) {
-		if time.Now().After(deadline) {
-			t.Fatal("the new certificate is not served")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestCertificateFilesReload(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ca := testpki.NewCA(t)
 	clientCA := testpki.NewCA(t)
 	first, second := ca.Server(t, "127.0.0.1"), ca.Server(t, "127.0.0.1")
 	certFile, keyFile := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")
-	writeFile(t, certFile, first.CertPEM)
-	writeFile(t, keyFile, first.KeyPEM)
+	apptest.WriteFile(t, certFile, first.CertPEM)
+	apptest.WriteFile(t, keyFile, first.KeyPEM)
 	b := apptest.Start(t, dir, fmt.Sprintf(`
 watch_interval = "20ms"
 [[listener]]
@@ -81,7 +45,7 @@ cert_file = "server.pem"
 key_file = "server-key.pem"
 `, clientCA.CertFile))
 	addr := b.GW.Addr("edge").String()
-	if got := servedLeaf(t, addr, ca.Pool); !got.Equal(first.Cert) {
+	if got := smqtest.ServedCert(t, addr, &tls.Config{RootCAs: ca.Pool}); !got.Equal(first.Cert) {
 		t.Fatal("the configured certificate is not served")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
@@ -98,9 +62,9 @@ key_file = "server-key.pem"
 	defer raw.Close()
 
 	// Replaced on disk: picked up by the watcher, no signal needed.
-	writeFile(t, certFile, second.CertPEM)
-	writeFile(t, keyFile, second.KeyPEM)
-	waitServed(t, addr, ca.Pool, second.Cert)
+	apptest.WriteFile(t, certFile, second.CertPEM)
+	apptest.WriteFile(t, keyFile, second.KeyPEM)
+	smqtest.WaitServed(t, addr, &tls.Config{RootCAs: ca.Pool}, second.Cert)
 	// The sessions opened under the old certificate are still there.
 	apptest.PubSub(t, open, raw)
 	apptest.PubSub(t, raw, open)
@@ -108,7 +72,7 @@ key_file = "server-key.pem"
 	// A corrupt replacement is rejected, with a log line that says why;
 	// the certificate in service stays.
 	logged := len(b.Logs.String())
-	writeFile(t, certFile, second.CertPEM[:len(second.CertPEM)/2])
+	apptest.WriteFile(t, certFile, second.CertPEM[:len(second.CertPEM)/2])
 	err = b.Reload()
 	if err == nil || !strings.Contains(err.Error(), "server.pem") {
 		t.Fatalf("Reload of a corrupt file: %v, want an error naming server.pem", err)
@@ -116,22 +80,23 @@ key_file = "server-key.pem"
 	if !strings.Contains(b.Logs.String()[logged:], `msg="reload failed: keeping the current one in service" what="certs \"files\""`) {
 		t.Errorf("no log line for the rejected file:\n%s", b.Logs)
 	}
-	if got := servedLeaf(t, addr, ca.Pool); !got.Equal(second.Cert) {
+	if got := smqtest.ServedCert(t, addr, &tls.Config{RootCAs: ca.Pool}); !got.Equal(second.Cert) {
 		t.Fatal("a corrupt file replaced the certificate in service")
 	}
 	apptest.PubSub(t, open, raw)
 }
 
 func TestRevokedClientRefused(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ca := testpki.NewCA(t)
 	clientCA := testpki.NewCA(t)
 	server := ca.Server(t, "127.0.0.1")
 	good, bad := clientCA.Client(t, "device-good"), clientCA.Client(t, "device-bad")
 	crlFile := filepath.Join(dir, "clients.crl")
-	writeFile(t, crlFile, clientCA.CRL(t).DER) // nothing revoked yet, DER
+	apptest.WriteFile(t, crlFile, clientCA.CRL(t).DER) // nothing revoked yet, DER
 	caFile := filepath.Join(dir, "clients-ca.pem")
-	writeFile(t, caFile, clientCA.CertPEM)
+	apptest.WriteFile(t, caFile, clientCA.CertPEM)
 	b := apptest.Start(t, dir, `
 watch_interval = "1h"   # this test reloads by hand, as SIGHUP does
 [[listener]]
@@ -161,7 +126,7 @@ tls = "files"
 	}
 
 	// Revoke, as PEM this time, and reload.
-	writeFile(t, crlFile, clientCA.CRL(t, bad.Cert).PEM)
+	apptest.WriteFile(t, crlFile, clientCA.CRL(t, bad.Cert).PEM)
 	if err := b.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +150,7 @@ tls = "files"
 	}
 
 	// A broken CRL is rejected and the revocation stays in force.
-	writeFile(t, crlFile, []byte("-----BEGIN X509 CRL-----\nnot base64\n-----END X509 CRL-----\n"))
+	apptest.WriteFile(t, crlFile, []byte("-----BEGIN X509 CRL-----\nnot base64\n-----END X509 CRL-----\n"))
 	if err := b.Reload(); err == nil || !strings.Contains(err.Error(), "clients.crl") {
 		t.Fatalf("Reload of a broken CRL: %v, want an error naming clients.crl", err)
 	}
@@ -196,8 +161,8 @@ tls = "files"
 	// The CA bundle is replaced by another CA's: its devices get in, the
 	// old CA's are refused.
 	otherCA := testpki.NewCA(t)
-	writeFile(t, caFile, otherCA.CertPEM)
-	writeFile(t, crlFile, otherCA.CRL(t).PEM)
+	apptest.WriteFile(t, caFile, otherCA.CertPEM)
+	apptest.WriteFile(t, crlFile, otherCA.CRL(t).PEM)
 	if err := b.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -211,11 +176,11 @@ tls = "files"
 }
 
 func TestACMEHTTPRedirect(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
-	t.Setenv("STATE_DIRECTORY", dir)
 	// No CA is contacted: Run is not what this test needs, only the
 	// HTTP-01 listener's behaviour for requests that are not challenges.
-	cfg, err := config.Parse([]byte(`
+	cfg, err := config.Parse([]byte(fmt.Sprintf("state_dir = %q\n", dir)+`
 [[listener]]
 name = "edge"
 address = "127.0.0.1:8443"
