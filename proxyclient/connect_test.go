@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/smqgw/smqgw/internal/proxytest"
+	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/proxyclient"
 )
@@ -50,7 +51,7 @@ func TestTinyproxy(t *testing.T) {
 
 func TestTinyproxyErrors(t *testing.T) {
 	echo := echoServer(t)
-	dead := deadAddr(t)
+	dead := smqtest.DeadAddr(t)
 	open := proxytest.StartTinyproxy(t, proxytest.Options{})
 	auth := proxytest.StartTinyproxy(t, proxytest.Options{User: "alice", Password: "s3cret"})
 	withUser := func(p *proxytest.Proxy, ui *url.Userinfo) *url.URL {
@@ -97,7 +98,7 @@ func TestTinyproxyErrors(t *testing.T) {
 // sends along with its 200 answer reach the caller.
 func TestConnectRequest(t *testing.T) {
 	const early = "bytes sent with the answer"
-	l := listen(t)
+	l := smqtest.Listen(t)
 	reqs := make(chan *http.Request, 1)
 	connectProxy(t, l, func(req *http.Request) (int, string) {
 		reqs <- req
@@ -129,7 +130,7 @@ func TestConnectRequest(t *testing.T) {
 		}
 	}
 
-	c.SetReadDeadline(time.Now().Add(waitFor))
+	c.SetReadDeadline(time.Now().Add(smqtest.WaitFor))
 	got := make([]byte, len(early))
 	if _, err := io.ReadFull(c, got); err != nil {
 		t.Fatalf("reading the early bytes: %v", err)
@@ -159,7 +160,7 @@ func TestConnectCanceled(t *testing.T) {
 		}()
 		start := time.Now()
 		_, err := d.DialContext(ctx, "tcp", target)
-		if time.Since(start) > waitFor/2 {
+		if time.Since(start) > smqtest.WaitFor/2 {
 			t.Errorf("returned after %v", time.Since(start))
 		}
 		if !errors.Is(err, context.Canceled) {
@@ -184,7 +185,7 @@ func TestConnectCanceled(t *testing.T) {
 }
 
 func TestConnectProxyDown(t *testing.T) {
-	dead := deadAddr(t)
+	dead := smqtest.DeadAddr(t)
 	d := fromURL(t, &url.URL{Scheme: "http", Host: dead}, proxyclient.Options{})
 	err := dialErr(t, d, "broker.example:443")
 	checkOpError(t, err, "proxyconnect", dead, "broker.example:443", "")
@@ -198,7 +199,7 @@ func TestConnectProxyDown(t *testing.T) {
 func TestHTTPSProxy(t *testing.T) {
 	ca := testpki.NewCA(t)
 	clientCA := testpki.NewCA(t)
-	l := listen(t)
+	l := smqtest.Listen(t)
 	proxyAddr := l.Addr().String()
 	connectProxy(t, tls.NewListener(l, ca.Server(t).ServerConfig(clientCA.Pool)), func(req *http.Request) (int, string) {
 		if strings.HasSuffix(req.RequestURI, ":25") {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/proxyclient"
 )
 
@@ -165,13 +166,13 @@ func TestEnvFromOS(t *testing.T) {
 // names, per scheme, and dials NO_PROXY targets directly.
 func TestEnvDialer(t *testing.T) {
 	echo := echoServer(t)
-	l := listen(t)
+	l := smqtest.Listen(t)
 	proxied := make(chan string, 16)
 	connectProxy(t, l, func(req *http.Request) (int, string) {
 		proxied <- req.RequestURI
 		return http.StatusOK, ""
 	})
-	live, dead := "http://"+l.Addr().String(), "http://"+deadAddr(t)
+	live, dead := "http://"+l.Addr().String(), "http://"+smqtest.DeadAddr(t)
 
 	for _, tt := range []struct {
 		name    string

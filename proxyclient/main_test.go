@@ -24,30 +24,12 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// waitFor bounds every wait of a test that should succeed.
-const waitFor = 10 * time.Second
-
-func listen(t *testing.T) net.Listener {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-// deadAddr is smqtest.DeadAddr.
-func deadAddr(t *testing.T) string { return smqtest.DeadAddr(t) }
-
-// serve is smqtest.Serve.
-func serve(t *testing.T, l net.Listener, handle func(c net.Conn)) { smqtest.Serve(t, l, handle) }
-
 // echoServer starts a TCP server that sends back what it receives; it
 // returns its address.
 func echoServer(t *testing.T) string {
 	t.Helper()
-	l := listen(t)
-	serve(t, l, func(c net.Conn) { io.Copy(c, c) })
+	l := smqtest.Listen(t)
+	smqtest.Serve(t, l, func(c net.Conn) { io.Copy(c, c) })
 	return l.Addr().String()
 }
 
@@ -56,9 +38,9 @@ func echoServer(t *testing.T) string {
 // returned channel (while it has room).
 func silentServer(t *testing.T) (string, <-chan struct{}) {
 	t.Helper()
-	l := listen(t)
+	l := smqtest.Listen(t)
 	received := make(chan struct{}, 16)
-	serve(t, l, func(c net.Conn) {
+	smqtest.Serve(t, l, func(c net.Conn) {
 		if _, err := c.Read(make([]byte, 1)); err != nil {
 			return
 		}
@@ -76,7 +58,7 @@ func silentServer(t *testing.T) (string, <-chan struct{}) {
 // target) and any bytes to send right after the answer, in the same write.
 func connectProxy(t *testing.T, l net.Listener, answer func(req *http.Request) (status int, early string)) {
 	t.Helper()
-	serve(t, l, func(c net.Conn) {
+	smqtest.Serve(t, l, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		req, err := http.ReadRequest(br)
 		if err != nil {
@@ -87,7 +69,7 @@ func connectProxy(t *testing.T, l net.Listener, answer func(req *http.Request) (
 			fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Length: 0\r\n\r\n", status, http.StatusText(status))
 			return
 		}
-		back, err := net.DialTimeout("tcp", req.RequestURI, waitFor)
+		back, err := net.DialTimeout("tcp", req.RequestURI, smqtest.WaitFor)
 		if err != nil {
 			io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
 			return
@@ -112,11 +94,11 @@ func connectProxy(t *testing.T, l net.Listener, answer func(req *http.Request) (
 	})
 }
 
-// dial dials addr through d under waitFor; the connection is closed when
+// dial dials addr through d under smqtest.WaitFor; the connection is closed when
 // the test ends.
 func dial(t *testing.T, d proxyclient.ContextDialer, addr string) net.Conn {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
 	defer cancel()
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -126,11 +108,11 @@ func dial(t *testing.T, d proxyclient.ContextDialer, addr string) net.Conn {
 	return c
 }
 
-// dialErr dials addr through d under waitFor and returns the error it
+// dialErr dials addr through d under smqtest.WaitFor and returns the error it
 // must fail with.
 func dialErr(t *testing.T, d proxyclient.ContextDialer, addr string) error {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
 	defer cancel()
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err == nil {
@@ -144,7 +126,7 @@ func dialErr(t *testing.T, d proxyclient.ContextDialer, addr string) error {
 // server).
 func roundTrip(t *testing.T, c net.Conn) {
 	t.Helper()
-	if err := c.SetDeadline(time.Now().Add(waitFor)); err != nil {
+	if err := c.SetDeadline(time.Now().Add(smqtest.WaitFor)); err != nil {
 		t.Fatal(err)
 	}
 	defer c.SetDeadline(time.Time{})

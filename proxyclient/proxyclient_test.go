@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/proxyclient"
 )
 
@@ -66,7 +67,7 @@ func (d *countingDialer) DialContext(ctx context.Context, network, addr string) 
 // target when there is no proxy.
 func TestForward(t *testing.T) {
 	echo := echoServer(t)
-	l := listen(t)
+	l := smqtest.Listen(t)
 	connectProxy(t, l, func(*http.Request) (int, string) { return http.StatusOK, "" })
 	socksAddr, _ := fakeSOCKS(t, 0)
 
@@ -95,7 +96,7 @@ func TestParseEnv(t *testing.T) {
 	for _, n := range []string{"https_proxy", "http_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"} {
 		t.Setenv(n, "")
 	}
-	dead := deadAddr(t)
+	dead := smqtest.DeadAddr(t)
 	t.Setenv("HTTPS_PROXY", "http://"+dead)
 	d, err := proxyclient.Parse("ENV", proxyclient.Options{})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/smqgw/smqgw/internal/proxytest"
+	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/proxyclient"
 )
 
@@ -46,7 +47,7 @@ func TestMicrosocks(t *testing.T) {
 
 func TestMicrosocksErrors(t *testing.T) {
 	echo := echoServer(t)
-	dead := deadAddr(t)
+	dead := smqtest.DeadAddr(t)
 	open := proxytest.StartMicrosocks(t, proxytest.Options{})
 	auth := proxytest.StartMicrosocks(t, proxytest.Options{User: "bob", Password: "s3cret"})
 	withUser := func(p *proxytest.Proxy, ui *url.Userinfo) *url.URL {
@@ -91,9 +92,9 @@ type socksRequest struct {
 func fakeSOCKS(t *testing.T, reply byte) (string, <-chan socksRequest) {
 	t.Helper()
 	reqs := make(chan socksRequest, 16)
-	l := listen(t)
-	serve(t, l, func(c net.Conn) {
-		c.SetDeadline(time.Now().Add(waitFor))
+	l := smqtest.Listen(t)
+	smqtest.Serve(t, l, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(smqtest.WaitFor))
 		var hdr [2]byte
 		if _, err := io.ReadFull(c, hdr[:]); err != nil || hdr[0] != 5 {
 			return

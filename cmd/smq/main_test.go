@@ -15,6 +15,7 @@ import (
 
 	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/client"
+	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/smq"
@@ -29,29 +30,16 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-const waitFor = smqtest.WaitFor
-
-// startBroker serves the embedded broker on a loopback port and returns its
-// address.
+// startBroker serves a broker on a loopback port, over TLS with a server
+// certificate from ca unless it is nil, and returns its address.
 func startBroker(t *testing.T, cfg broker.Config, ca *testpki.CA) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := smqtest.Listen(t)
 	addr := l.Addr().String()
 	if ca != nil {
 		l = tlsListener(t, l, ca)
 	}
-	b := broker.New(cfg)
-	errc := make(chan error, 1)
-	go func() { errc <- b.Serve(l) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		defer cancel()
-		b.Shutdown(ctx)
-		<-errc
-	})
+	apptest.Broker(t, cfg, l)
 	return addr
 }
 

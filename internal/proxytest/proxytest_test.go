@@ -25,8 +25,6 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-const waitFor = 10 * time.Second
-
 // echoServer starts a TCP server that sends back what it receives.
 func echoServer(t *testing.T) string {
 	t.Helper()
@@ -37,7 +35,7 @@ func echoServer(t *testing.T) string {
 
 func roundTrip(t *testing.T, c net.Conn) {
 	t.Helper()
-	c.SetDeadline(time.Now().Add(waitFor))
+	c.SetDeadline(time.Now().Add(smqtest.WaitFor))
 	if _, err := io.WriteString(c, "ping"); err != nil {
 		t.Fatal(err)
 	}
@@ -51,12 +49,12 @@ func roundTrip(t *testing.T, c net.Conn) {
 // the connection and the answer's status code.
 func connect(t *testing.T, addr, target, user, password string) (net.Conn, int) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, waitFor)
+	c, err := net.DialTimeout("tcp", addr, smqtest.WaitFor)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(waitFor))
+	c.SetDeadline(time.Now().Add(smqtest.WaitFor))
 	req := "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n"
 	if user != "" {
 		req += "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password)) + "\r\n"
@@ -81,7 +79,7 @@ func checkStopped(t *testing.T, p *proxytest.Proxy) {
 	if err := syscall.Kill(p.PID, 0); !errors.Is(err, syscall.ESRCH) {
 		t.Errorf("process %d after Stop: kill -0 says %v, want ESRCH", p.PID, err)
 	}
-	if c, err := net.DialTimeout("tcp", p.Addr, waitFor); err == nil {
+	if c, err := net.DialTimeout("tcp", p.Addr, smqtest.WaitFor); err == nil {
 		c.Close()
 		t.Errorf("%s still accepts connections after Stop", p.Addr)
 	}
@@ -132,7 +130,7 @@ func TestMicrosocks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		ctx, cancel := context.WithTimeout(context.Background(), smqtest.WaitFor)
 		defer cancel()
 		return d.(proxy.ContextDialer).DialContext(ctx, "tcp", echo)
 	}
