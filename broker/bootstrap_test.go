@@ -39,6 +39,7 @@ func wantInitRaw(t *testing.T, f smqtest.Frame, ip string) uint32 {
 // when the HTTP head comes before Init. Every case then logs in over the same
 // stream, so the broker must not have eaten or added a byte.
 func TestBootstrapRaw(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{})
 	tests := []struct {
 		name     string
@@ -90,6 +91,7 @@ func TestBootstrapRaw(t *testing.T) {
 // TestBootstrapNotSMQ: a request with neither SimpleMQ nor Sec-WebSocket-Key
 // gets HTTP 404 (SMQ-WIRE.md §2).
 func TestBootstrapNotSMQ(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{})
 	tests := []struct {
 		name    string
@@ -118,6 +120,7 @@ func TestBootstrapNotSMQ(t *testing.T) {
 // TestInit covers the Init rules of SMQ-WIRE.md §4: layout, a fresh seed per
 // connection, and the IP as text without "::ffff:".
 func TestInit(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{})
 
 	t.Run("layout", func(t *testing.T) {
@@ -163,6 +166,7 @@ func TestInit(t *testing.T) {
 // TestForwardedFor: X-Forwarded-For decides the Init IP only when the socket
 // peer is in Config.TrustedProxies; Forwarded and X-Real-IP never do.
 func TestForwardedFor(t *testing.T) {
+	t.Parallel()
 	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	other := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 	tests := []struct {
@@ -213,6 +217,7 @@ func TestForwardedFor(t *testing.T) {
 // TestAuthenticateSeesInit: the authenticate hook gets the seed and IP the
 // client got in Init, and the Connect fields as sent (SMQ-WIRE.md §4).
 func TestAuthenticateSeesInit(t *testing.T) {
+	t.Parallel()
 	reqs := make(chan broker.ConnectRequest, 1)
 	b := startBroker(t, broker.Config{
 		Authenticate: func(r *broker.ConnectRequest) (smq.ConnackCode, string) {

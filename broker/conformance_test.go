@@ -32,6 +32,7 @@ func raw(msg ...byte) []byte {
 }
 
 func TestConnect(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{})
 
 	accepted := []struct {
@@ -81,6 +82,7 @@ func TestConnect(t *testing.T) {
 }
 
 func TestConnectTimeout(t *testing.T) {
+	t.Parallel()
 	const timeout = 200 * time.Millisecond
 	b := startBroker(t, broker.Config{ConnectTimeout: timeout})
 	for _, tc := range []struct {
@@ -107,6 +109,7 @@ func TestConnectTimeout(t *testing.T) {
 
 // TestConnectTimeoutDefault: the zero Config waits about 4 s for Connect.
 func TestConnectTimeoutDefault(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("takes 4 s")
 	}
@@ -124,6 +127,7 @@ func TestConnectTimeoutDefault(t *testing.T) {
 // TestAuthenticateRefusal: codes 0x03-0x06 come from the hook, with its
 // reason and ETID 0, and the broker closes right after.
 func TestAuthenticateRefusal(t *testing.T) {
+	t.Parallel()
 	codes := map[string]smq.ConnackCode{
 		"refuse-03": smq.CodeBadCredentials,
 		"refuse-04": smq.CodeCertRequired,
@@ -154,6 +158,7 @@ func TestAuthenticateRefusal(t *testing.T) {
 // TestTakeover: a second connection with the same UID kicks the first with
 // Disconnect "reconnect" and gets the same ETID.
 func TestTakeover(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{})
 	first := smqtest.Connect(t, b.Addr, "same-uid")
 	other := smqtest.Connect(t, b.Addr, "other-uid")
@@ -180,6 +185,7 @@ func TestTakeover(t *testing.T) {
 // TestIDs: TIDs and ETIDs are non-zero, never the server's ETID 1, and
 // distinct; topics and sub-topics are broker-global.
 func TestIDs(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{})
 	ids := map[uint32]string{}
 	add := func(id uint32, what string) {
@@ -228,6 +234,7 @@ func TestIDs(t *testing.T) {
 // empty names included; a duplicate Subscribe is acked again with the same
 // TID (and does not double delivery).
 func TestTopicCreation(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{})
 	c := smqtest.Connect(t, b.Addr, "creator-1")
 
@@ -281,6 +288,7 @@ func TestTopicCreation(t *testing.T) {
 // TestPermit: a denied Subscribe, Create or Createsub is acked with status 1
 // and ID 0, and a denied Subscribe does not subscribe.
 func TestPermit(t *testing.T) {
+	t.Parallel()
 	type call struct {
 		uid   string
 		op    smq.Type
@@ -321,6 +329,7 @@ func TestPermit(t *testing.T) {
 }
 
 func TestPublish(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{})
 
 	t.Run("ptid mismatch", func(t *testing.T) {
@@ -438,6 +447,7 @@ func TestPublish(t *testing.T) {
 }
 
 func TestObserve(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{})
 
 	t.Run("topic", func(t *testing.T) {
@@ -509,6 +519,7 @@ func TestObserve(t *testing.T) {
 // TestUnobserve: the reference hub's Unobserve bug is fixed: no more Change
 // for that ID, subscribers keep receiving, later Subscribes work.
 func TestUnobserve(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{})
 
 	t.Run("topic", func(t *testing.T) {
@@ -591,6 +602,7 @@ func fragments(tid, ptid, subtid uint32, payload []byte, n int) [][]byte {
 }
 
 func TestPubFrag(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{})
 	payload := func(n int) []byte {
 		p := make([]byte, n)
@@ -688,6 +700,7 @@ func TestPubFrag(t *testing.T) {
 }
 
 func TestPing(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{})
 	c := smqtest.Connect(t, b.Addr, "pinger-1")
 	pong := []byte{0x00, 0x03, 0x0d} // exactly 3 raw bytes
@@ -707,6 +720,7 @@ func TestPing(t *testing.T) {
 // TestClientDisconnect: a client's Disconnect is not echoed; the broker just
 // closes.
 func TestClientDisconnect(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{})
 	for _, reason := range []string{"", "bye"} {
 		c := smqtest.Connect(t, b.Addr, "leaver-1")
@@ -718,6 +732,7 @@ func TestClientDisconnect(t *testing.T) {
 // TestMalformed: protocol errors end the connection silently (no
 // Disconnect), and the broker keeps serving its other clients.
 func TestMalformed(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{})
 	bystander := smqtest.Connect(t, b.Addr, "bystander-1")
 	bystanderTID := bystander.Subscribe("bystander")
@@ -756,6 +771,7 @@ func TestMalformed(t *testing.T) {
 // gets Disconnect "slow consumer"; the publisher and a fast subscriber carry
 // on and lose nothing.
 func TestSlowConsumer(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{QueueBytes: 1 << 20, QueueMessages: 1 << 16})
 	pub := smqtest.Connect(t, b.Addr, "slow-test-pub")
 	fast := smqtest.Connect(t, b.Addr, "slow-test-fast")
@@ -859,6 +875,7 @@ func TestSlowConsumer(t *testing.T) {
 // a raw frame (over 65533 bytes of type + body) is never written to a raw
 // subscriber; WebSocket subscribers get it.
 func TestOversizeWebSocketPublish(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{})
 	p := smqtest.ConnectWS(t, b.Addr, "ws-big-publisher")
 	r := smqtest.Connect(t, b.Addr, "raw-big-subscriber")
@@ -900,6 +917,7 @@ func TestOversizeWebSocketPublish(t *testing.T) {
 // Serve or ServeConn, gets Disconnect "shutdown" and is closed; the
 // listener stops accepting.
 func TestShutdown(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{})
 	rawC := smqtest.Connect(t, b.Addr, "shutdown-raw")
 	wsC := smqtest.ConnectWS(t, b.Addr, "shutdown-ws")
@@ -933,6 +951,7 @@ func TestShutdown(t *testing.T) {
 // TestServeConn: an already bootstrapped connection gets Init at once (no
 // HTTP bytes) with the given IP, and shares topics with HTTP-served clients.
 func TestServeConn(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{})
 	other := smqtest.Connect(t, b.Addr, "serveconn-other")
 	tid := other.Subscribe("shared-by-serveconn")

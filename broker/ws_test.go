@@ -19,6 +19,7 @@ import (
 // binary (smqtest fails any read of a non-binary message).
 
 func TestWebSocketBootstrap(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{})
 	for _, path := range []string{"/", "/smq.lsp", "/any/path?with=query"} {
 		t.Run(path, func(t *testing.T) {
@@ -44,6 +45,7 @@ func TestWebSocketBootstrap(t *testing.T) {
 }
 
 func TestWebSocketFraming(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{})
 
 	t.Run("one message per WebSocket message", func(t *testing.T) {
@@ -115,6 +117,7 @@ func TestWebSocketFraming(t *testing.T) {
 }
 
 func TestWebSocketRefusal(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{})
 	c, _ := smqtest.DialWS(t, b.Addr, nil)
 	c.Send(smq.Subscribe{Topic: "t"})
@@ -125,6 +128,7 @@ func TestWebSocketRefusal(t *testing.T) {
 // TestWebSocketMalformed: protocol errors over WebSocket, and PubFrag, which
 // is raw-only, close the connection without a Disconnect.
 func TestWebSocketMalformed(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, broker.Config{})
 	bystander := smqtest.ConnectWS(t, b.Addr, "ws-bystander")
 	bystanderTID := bystander.Subscribe("ws-bystander")
