@@ -14,6 +14,7 @@ import (
 // TestNewPolicyErrors checks the exact message of every validation error,
 // and that all problems of one configuration are reported together.
 func TestNewPolicyErrors(t *testing.T) {
+	t.Parallel()
 	pool := x509.NewCertPool()
 	goodPin := "sha256:" + strings.Repeat("A", 43) + "="
 	tests := []struct {
@@ -76,6 +77,7 @@ func TestNewPolicyErrors(t *testing.T) {
 }
 
 func TestNewPolicyValid(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t)
 	pin := tlsterm.SPKIPin(ca.Client(t, "device-1").Cert)
 	tests := []struct {
@@ -104,6 +106,7 @@ func TestNewPolicyValid(t *testing.T) {
 // TestPolicyImmutable changes the configuration's slices and CA pool after
 // NewPolicy: the policy must not see it.
 func TestPolicyImmutable(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t)
 	other := testpki.NewCA(t)
 	device := ca.Client(t, "device-1")

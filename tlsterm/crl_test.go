@@ -75,6 +75,7 @@ func newCRLPKI(t testing.TB) *crlPKI {
 // TestCheckCRL runs revocation outcomes over real TLS on loopback, with TLS
 // 1.2 and 1.3.
 func TestCheckCRL(t *testing.T) {
+	t.Parallel()
 	k := newCRLPKI(t)
 	fromFiles := func(files ...string) []*x509.RevocationList {
 		t.Helper()
@@ -158,6 +159,7 @@ func TestCheckCRL(t *testing.T) {
 // TestCheckCRLConcurrent runs Check from many goroutines on one policy whose
 // signature cache starts empty; run it with -race.
 func TestCheckCRLConcurrent(t *testing.T) {
+	t.Parallel()
 	k := newCRLPKI(t)
 	roots := x509.NewCertPool()
 	roots.AddCert(k.clients.Cert)
@@ -191,6 +193,7 @@ func TestCheckCRLConcurrent(t *testing.T) {
 
 // TestNewPolicyCRLErrors checks the configurations CRLs are not allowed in.
 func TestNewPolicyCRLErrors(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t)
 	crl := ca.CRL(t).List
 	pin := tlsterm.SPKIPin(ca.Client(t, "device-1").Cert)

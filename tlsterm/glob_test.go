@@ -7,6 +7,7 @@ import (
 )
 
 func TestGlobMatch(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		pattern string
 		yes     []string
@@ -54,6 +55,7 @@ func TestGlobMatch(t *testing.T) {
 }
 
 func TestGlobErrors(t *testing.T) {
+	t.Parallel()
 	tests := []struct{ pattern, err string }{
 		{"", "empty pattern"},
 		{"\xff", "pattern is not valid UTF-8"},
@@ -79,6 +81,7 @@ func TestGlobErrors(t *testing.T) {
 // documented syntax, for every pattern up to 4 characters over {a, b, ., *}
 // and every name up to 6 characters over {a, b, .}.
 func TestGlobExhaustive(t *testing.T) {
+	t.Parallel()
 	patterns := strings.Split(words("ab.*", 4), "\n")
 	names := strings.Split(words("ab.", 6), "\n")
 	checks := 0
@@ -123,6 +126,7 @@ func words(alphabet string, n int) string {
 }
 
 func TestNotAllowed(t *testing.T) {
+	t.Parallel()
 	long := strings.Repeat("x", 70)
 	tests := []struct {
 		names []string

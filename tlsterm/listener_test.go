@@ -16,6 +16,7 @@ import (
 	"github.com/pires/go-proxyproto"
 	"go.uber.org/goleak"
 
+	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/internal/tlsalert"
 	"github.com/smqgw/smqgw/tlsterm"
@@ -42,7 +43,7 @@ type testListener struct {
 
 // listen starts a Listener over inner (a new loopback TCP listener if nil)
 // with cfg, whose zero fields get test defaults: Config is ServerConfig
-// with a certificate for every name but unknownName, Timeout waitTimeout,
+// with a certificate for every name but unknownName, Timeout smqtest.WaitFor,
 // OnHandshake reports to reported. The listener closes, and its accept
 // loop and the connections it accepted are reaped, when the test ends.
 func listen(t *testing.T, inner net.Listener, cfg tlsterm.ListenerConfig) *testListener {
@@ -65,7 +66,7 @@ func listen(t *testing.T, inner net.Listener, cfg tlsterm.ListenerConfig) *testL
 		cfg.Config = func() *tls.Config { return sc }
 	}
 	if cfg.Timeout == nil {
-		cfg.Timeout = func() time.Duration { return waitTimeout }
+		cfg.Timeout = func() time.Duration { return smqtest.WaitFor }
 	}
 	if cfg.OnHandshake == nil {
 		cfg.OnHandshake = func(c net.Conn, err error) { tl.reported <- handshake{c, err} }
@@ -99,7 +100,7 @@ func (tl *testListener) next(t *testing.T) handshake {
 	select {
 	case h := <-tl.reported:
 		return h
-	case <-time.After(waitTimeout):
+	case <-time.After(smqtest.WaitFor):
 		t.Fatal("the listener reported no handshake")
 		return handshake{}
 	}
@@ -111,7 +112,7 @@ func (tl *testListener) nextConn(t *testing.T) *tls.Conn {
 	select {
 	case c := <-tl.accepted:
 		return c
-	case <-time.After(waitTimeout):
+	case <-time.After(smqtest.WaitFor):
 		t.Fatal("Accept returned no connection")
 		return nil
 	}
@@ -120,12 +121,12 @@ func (tl *testListener) nextConn(t *testing.T) *tls.Conn {
 // dialTCP connects to addr; the connection closes when the test ends.
 func dialTCP(t *testing.T, addr string) net.Conn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, waitTimeout)
+	c, err := net.DialTimeout("tcp", addr, smqtest.WaitFor)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(waitTimeout))
+	c.SetDeadline(time.Now().Add(smqtest.WaitFor))
 	return c
 }
 
@@ -172,7 +173,7 @@ func goClient(cfg *tls.Config) func(*testing.T, *testListener) {
 			return
 		}
 		defer c.Close()
-		c.SetDeadline(time.Now().Add(waitTimeout))
+		c.SetDeadline(time.Now().Add(smqtest.WaitFor))
 		if _, err := c.Read(make([]byte, 1)); err == nil {
 			t.Error("the server accepted the connection")
 		}
@@ -185,6 +186,7 @@ var errNoCert = errors.New("test: no client certificate")
 // TestFailureReason fails handshakes with a real client in each way
 // FailureReason names, and checks the name.
 func TestFailureReason(t *testing.T) {
+	t.Parallel()
 	// A client that sends its certificate and then cannot sign with its
 	// key ends the handshake with the alert internal_error.
 	cantSign := func(t *testing.T) *tls.Certificate {
@@ -200,7 +202,7 @@ func TestFailureReason(t *testing.T) {
 		want    tlsterm.Failure
 		label   string
 		proxied bool          // behind a PROXY protocol listener that requires a header
-		timeout time.Duration // 0: waitTimeout
+		timeout time.Duration // 0: smqtest.WaitFor
 		client  func(*testing.T, *testListener)
 	}{
 		{name: "silent", want: tlsterm.FailureTimeout, label: "timeout", timeout: 100 * time.Millisecond,
@@ -288,7 +290,7 @@ func TestFailureReason(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				inner = &proxyproto.Listener{Listener: tcp, ReadHeaderTimeout: waitTimeout}
+				inner = &proxyproto.Listener{Listener: tcp, ReadHeaderTimeout: smqtest.WaitFor}
 			}
 			var cfg tlsterm.ListenerConfig
 			if tt.timeout > 0 {
@@ -330,6 +332,7 @@ func (failingSigner) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) 
 }
 
 func TestFailureString(t *testing.T) {
+	t.Parallel()
 	labels := map[string]bool{}
 	for f := tlsterm.FailureOther; f <= tlsterm.FailureNoCommonParameters; f++ {
 		s := f.String()
@@ -345,6 +348,7 @@ func TestFailureString(t *testing.T) {
 
 // TestFailureReasonUnwraps: the classification looks through wrapping.
 func TestFailureReasonUnwraps(t *testing.T) {
+	t.Parallel()
 	tl := listen(t, nil, tlsterm.ListenerConfig{})
 	done := make(chan struct{})
 	go func() {
@@ -376,6 +380,7 @@ func TestFailureReasonUnwraps(t *testing.T) {
 // TestListenerAccepts: a client that completes the handshake is reported
 // and then accepted, with the configuration in force when it connected.
 func TestListenerAccepts(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t)
 	certs := []*testpki.Leaf{ca.Server(t), ca.Server(t)}
 	var current atomic.Pointer[tls.Config]
@@ -406,7 +411,7 @@ func TestListenerAccepts(t *testing.T) {
 		}
 		sc.Write([]byte{7})
 		var b [1]byte
-		c.SetDeadline(time.Now().Add(waitTimeout))
+		c.SetDeadline(time.Now().Add(smqtest.WaitFor))
 		if _, err := io.ReadFull(c, b[:]); err != nil || b[0] != 7 {
 			t.Errorf("read %v, %v", b, err)
 		}
@@ -418,6 +423,7 @@ func TestListenerAccepts(t *testing.T) {
 // TestListenerAdmit: Admit sees each connection first; one it refuses is
 // closed at once, never handshaken nor reported.
 func TestListenerAdmit(t *testing.T) {
+	t.Parallel()
 	refuse := errors.New("test: refused")
 	admitted := make(chan net.Conn, 4)
 	var refusing atomic.Bool
@@ -464,6 +470,7 @@ func TestListenerAdmit(t *testing.T) {
 // (and an Admit blocked on the connection) at once, reports none of them,
 // and leaves no goroutine behind.
 func TestListenerCloseEndsHandshakes(t *testing.T) {
+	t.Parallel()
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	const silent = 3
 	started := make(chan struct{}, silent)
@@ -501,7 +508,7 @@ func TestListenerCloseEndsHandshakes(t *testing.T) {
 
 	var clients []net.Conn
 	for range silent + 1 {
-		c, err := net.DialTimeout("tcp", l.Addr().String(), waitTimeout)
+		c, err := net.DialTimeout("tcp", l.Addr().String(), smqtest.WaitFor)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -520,11 +527,11 @@ func TestListenerCloseEndsHandshakes(t *testing.T) {
 		if err != nil {
 			t.Errorf("Close: %v", err)
 		}
-	case <-time.After(waitTimeout):
+	case <-time.After(smqtest.WaitFor):
 		t.Fatal("Close did not end the handshakes")
 	}
 	for i, c := range clients {
-		c.SetReadDeadline(time.Now().Add(waitTimeout))
+		c.SetReadDeadline(time.Now().Add(smqtest.WaitFor))
 		if got, err := readAll(c); err != nil || got != "" {
 			t.Errorf("client %d: read %q, %v; want a close", i, got, err)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/smq"
 	"github.com/smqgw/smqgw/tlsterm"
@@ -20,9 +21,6 @@ import (
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
-
-// waitTimeout bounds every wait for the test server; reaching it is a failure.
-const waitTimeout = 10 * time.Second
 
 // result is what the test server saw on one connection.
 type result struct {
@@ -56,7 +54,7 @@ func startServer(t *testing.T, p *tlsterm.Policy) *server {
 	}
 	l := tlsterm.NewListener(inner, tlsterm.ListenerConfig{
 		Config:  func() *tls.Config { return cfg },
-		Timeout: func() time.Duration { return waitTimeout },
+		Timeout: func() time.Duration { return smqtest.WaitFor },
 		OnHandshake: func(_ net.Conn, err error) {
 			if err != nil {
 				s.results <- result{err: err}
@@ -83,7 +81,7 @@ func startServer(t *testing.T, p *tlsterm.Policy) *server {
 
 func (s *server) handle(c *tls.Conn) {
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(waitTimeout))
+	c.SetDeadline(time.Now().Add(smqtest.WaitFor))
 	cs := c.ConnectionState()
 	d := s.policy.Load().Check(&cs, time.Now())
 	s.results <- result{decision: d, state: cs}
@@ -96,7 +94,7 @@ func (s *server) next(t *testing.T) result {
 	select {
 	case r := <-s.results:
 		return r
-	case <-time.After(waitTimeout):
+	case <-time.After(smqtest.WaitFor):
 		t.Fatal("test server reported nothing")
 		return result{}
 	}
@@ -128,13 +126,13 @@ func (s *server) dial(t *testing.T, o clientOpts) (smq.ConnackCode, tls.Connecti
 			return o.cert, nil
 		},
 	}
-	d := net.Dialer{Timeout: waitTimeout}
+	d := net.Dialer{Timeout: smqtest.WaitFor}
 	c, err := tls.DialWithDialer(&d, "tcp", s.addr, cfg)
 	if err != nil {
 		t.Fatalf("client handshake: %v", err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(waitTimeout))
+	c.SetDeadline(time.Now().Add(smqtest.WaitFor))
 	var b [1]byte
 	// Reading also processes TLS 1.3 session tickets, and surfaces a
 	// server-side handshake failure that TLS 1.3 hides from the client's

@@ -7,6 +7,7 @@ import (
 )
 
 func TestParseMode(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in   string
 		want tlsterm.Mode

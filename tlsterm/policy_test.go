@@ -26,6 +26,7 @@ func date(t time.Time) string { return t.UTC().Format(time.DateOnly) }
 // and 1.3: the handshake always completes, and the decision comes from
 // Policy.Check on the server's ConnectionState.
 func TestCheck(t *testing.T) {
+	t.Parallel()
 	now := time.Now()
 	clients := testpki.NewCA(t)
 	other := testpki.NewCA(t)
@@ -214,6 +215,7 @@ func TestCheck(t *testing.T) {
 // TestIdentity checks every field of an accepted identity against values
 // computed independently from the certificate.
 func TestIdentity(t *testing.T) {
+	t.Parallel()
 	clients := testpki.NewCA(t)
 	u1, _ := url.Parse("spiffe://example.org/device/42")
 	u2, _ := url.Parse("urn:uuid:2b7a6f4e-4f7e-4c8a-9d0e-3f1a2b3c4d5e")
@@ -259,6 +261,7 @@ func TestIdentity(t *testing.T) {
 // TestSPKIPin checks the pin against the SubjectPublicKeyInfo re-encoded from
 // the parsed key, and that it is the same for two certificates of one key.
 func TestSPKIPin(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t)
 	leaf := ca.Client(t, "device-1")
 	der, err := x509.MarshalPKIXPublicKey(leaf.Cert.PublicKey)
@@ -294,6 +297,7 @@ func TestSPKIPin(t *testing.T) {
 // client certificate, and a stricter policy swapped in between the two
 // connections refuses it; swapping back accepts it again, with its identity.
 func TestResumption(t *testing.T) {
+	t.Parallel()
 	clients := testpki.NewCA(t)
 	device := clients.Client(t, "device-1")
 	lenient := mustPolicy(t, tlsterm.PolicyConfig{Mode: tlsterm.Require, ClientCAs: clients.Pool})
@@ -338,6 +342,7 @@ func TestResumption(t *testing.T) {
 // certificates to a server whose policy requires a trusted one: the
 // handshake completes on both ends and the decision is 0x05.
 func TestHandshakeNeverFailsOnClientCert(t *testing.T) {
+	t.Parallel()
 	clients := testpki.NewCA(t)
 	other := testpki.NewCA(t)
 	now := time.Now()
@@ -374,6 +379,7 @@ func TestHandshakeNeverFailsOnClientCert(t *testing.T) {
 // is Off, a nil ConnectionState is "no certificate", and a zero time means
 // now.
 func TestCheckWithoutTLS(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t)
 	leaf := ca.Client(t, "device-1")
 	withCert := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf.Cert}}

@@ -8,11 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 	"github.com/smqgw/smqgw/tlsterm"
 )
 
 func TestServerConfigFields(t *testing.T) {
+	t.Parallel()
 	cfg := tlsterm.ServerConfig(nil)
 	if cfg.MinVersion != tls.VersionTLS12 {
 		t.Errorf("MinVersion %x", cfg.MinVersion)
@@ -53,6 +55,7 @@ func TestServerConfigFields(t *testing.T) {
 // TestServerConfigHandshakes connects real clients with various offers to a
 // Listener with a ServerConfig (ECDSA certificate).
 func TestServerConfigHandshakes(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t)
 	leaf := ca.Server(t)
 	tests := []struct {
@@ -91,7 +94,7 @@ func TestServerConfigHandshakes(t *testing.T) {
 					sc.Write([]byte{0})
 					sc.Close()
 				}
-				c.SetDeadline(time.Now().Add(waitTimeout))
+				c.SetDeadline(time.Now().Add(smqtest.WaitFor))
 				_, err = io.ReadFull(c, make([]byte, 1))
 			}
 			if tt.ok != (err == nil) || tt.ok != (serr == nil) {
