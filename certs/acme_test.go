@@ -13,6 +13,7 @@ import (
 // TestACMEHandshakeNeverIssues: before Run holds a certificate, a client's
 // handshake fails at once and the CA hears nothing of it.
 func TestACMEHandshakeNeverIssues(t *testing.T) {
+	t.Parallel()
 	var requests atomic.Int64
 	ca := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		requests.Add(1)
@@ -43,6 +44,7 @@ func TestACMEHandshakeNeverIssues(t *testing.T) {
 }
 
 func TestNewACMEErrors(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		cfg  ACMEConfig
 		want string

@@ -41,6 +41,7 @@ func readCA(t *testing.T, d *Dev) *x509.Certificate {
 }
 
 func TestIssueClient(t *testing.T) {
+	t.Parallel()
 	d := devPKI(t)
 	ca := readCA(t, d)
 	f, err := IssueClient(d.Dir, "device-1", ClientOptions{})
@@ -135,6 +136,7 @@ func TestIssueClient(t *testing.T) {
 }
 
 func TestIssueClientOptions(t *testing.T) {
+	t.Parallel()
 	d := devPKI(t)
 	f, err := IssueClient(d.Dir, "alice@example.com", ClientOptions{Password: "s3cret", Validity: 48 * time.Hour})
 	if err != nil {
@@ -175,6 +177,7 @@ func TestIssueClientOptions(t *testing.T) {
 }
 
 func TestIssueClientRefusesToOverwrite(t *testing.T) {
+	t.Parallel()
 	d := devPKI(t)
 	first, err := IssueClient(d.Dir, "device-1", ClientOptions{})
 	if err != nil {
@@ -208,6 +211,7 @@ func TestIssueClientRefusesToOverwrite(t *testing.T) {
 }
 
 func TestIssueClientWithoutCA(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	_, err := IssueClient(dir, "device-1", ClientOptions{})
 	want := "certs: no dev CA in " + dir + ": run `smqgw certs init -dir " + dir + "` first"
@@ -234,6 +238,7 @@ func TestIssueClientWithoutCA(t *testing.T) {
 }
 
 func TestClientNames(t *testing.T) {
+	t.Parallel()
 	for _, name := range []string{"device-1", "a", "alice@example.com", "node_7.lab", "X", strings.Repeat("n", 64)} {
 		if err := checkClientName(name); err != nil {
 			t.Errorf("%q: %v", name, err)

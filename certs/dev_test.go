@@ -9,6 +9,7 @@ import (
 )
 
 func TestEnsureDevCreatesThenReuses(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "dev")
 	d, err := EnsureDev(dir, []string{"localhost", "127.0.0.1"})
 	if err != nil {
@@ -73,6 +74,7 @@ func TestEnsureDevCreatesThenReuses(t *testing.T) {
 }
 
 func TestEnsureDevRejectsBrokenFiles(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, DevCAFile), []byte("garbage"), 0o644); err != nil {
 		t.Fatal(err)
@@ -86,6 +88,7 @@ func TestEnsureDevRejectsBrokenFiles(t *testing.T) {
 }
 
 func TestEnsureDevRefusesHalfACA(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if _, err := EnsureDev(dir, []string{"localhost"}); err != nil {
 		t.Fatal(err)

@@ -72,6 +72,7 @@ func replace(t *testing.T, p Pair, certPEM, keyPEM []byte) {
 }
 
 func TestFilesChoosesBySNI(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t)
 	dir := t.TempDir()
 	def := ca.Server(t, "default.test")
@@ -101,6 +102,7 @@ func TestFilesChoosesBySNI(t *testing.T) {
 }
 
 func TestFilesPrefersWhatTheClientSupports(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t)
 	dir := t.TempDir()
 	ecdsa := ca.Server(t, "gw.test")
@@ -127,6 +129,7 @@ func TestFilesPrefersWhatTheClientSupports(t *testing.T) {
 }
 
 func TestFilesReload(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t)
 	dir := t.TempDir()
 	old := ca.Server(t, "gw.test")
@@ -173,6 +176,7 @@ func TestFilesReload(t *testing.T) {
 }
 
 func TestNewFilesErrors(t *testing.T) {
+	t.Parallel()
 	if _, err := NewFiles(); err == nil {
 		t.Error("NewFiles() with no pairs succeeded")
 	}
@@ -183,6 +187,7 @@ func TestNewFilesErrors(t *testing.T) {
 }
 
 func TestWatcherSeesChanges(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	file := filepath.Join(dir, "a.pem")
 	if err := os.WriteFile(file, []byte("one"), 0o600); err != nil {
@@ -225,6 +230,7 @@ func TestWatcherSeesChanges(t *testing.T) {
 }
 
 func TestStatic(t *testing.T) {
+	t.Parallel()
 	l := testpki.NewCA(t).Server(t)
 	s := Static(l.TLS)
 	if got := served(t, &s, "anything"); !got.Equal(l.Cert) {

@@ -30,6 +30,7 @@ func writeFile(t *testing.T, name string, data []byte) string {
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
 func TestLoadCAs(t *testing.T) {
+	t.Parallel()
 	ca1, ca2 := testpki.NewCA(t), testpki.NewRootCA(t)
 	leaf := ca1.Client(t, "device-1")
 	badB64 := []byte("-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n")
@@ -131,6 +132,7 @@ func TestLoadCAs(t *testing.T) {
 }
 
 func TestLoadCRLs(t *testing.T) {
+	t.Parallel()
 	root := testpki.NewRootCA(t)
 	inter := root.Intermediate(t, nil)
 	leaf := inter.Client(t, "device-1")
@@ -192,6 +194,7 @@ func TestLoadCRLs(t *testing.T) {
 }
 
 func TestCRLWarnings(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t)
 	now := time.Now()
 	fresh := ca.CRL(t)
