@@ -8,12 +8,12 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/smqgw/smqgw/internal/smqtest"
 	"go.uber.org/goleak"
 	"golang.org/x/net/nettest"
 )
@@ -27,6 +27,7 @@ func TestMain(m *testing.M) {
 // echo tests need room for a 13-byte round trip: smaller buffers deadlock
 // them, as they would a TCP connection with such tiny socket buffers.)
 func TestConn(t *testing.T) {
+	t.Parallel()
 	for _, size := range []int{0, 100} {
 		t.Run(map[int]string{0: "default", 100: "100B"}[size], func(t *testing.T) {
 			nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
@@ -52,17 +53,11 @@ func waitBlocked(t *testing.T, c *Conn, write bool) {
 	if write {
 		h = c.out
 	}
-	for start := time.Now(); ; runtime.Gosched() {
+	smqtest.WaitUntil(t, "the operation to block", func() bool {
 		h.mu.Lock()
-		blocked := (write && h.wwait != nil) || (!write && h.rwait != nil)
-		h.mu.Unlock()
-		if blocked {
-			return
-		}
-		if time.Since(start) > 5*time.Second {
-			t.Fatal("the operation did not block")
-		}
-	}
+		defer h.mu.Unlock()
+		return (write && h.wwait != nil) || (!write && h.rwait != nil)
+	})
 }
 
 func wantErr(t *testing.T, what string, err, target error) {
@@ -77,6 +72,7 @@ func wantErr(t *testing.T, what string, err, target error) {
 }
 
 func TestAddrs(t *testing.T) {
+	t.Parallel()
 	a, b := pipe(t, 0)
 	for _, c := range []struct {
 		addr net.Addr
@@ -91,6 +87,7 @@ func TestAddrs(t *testing.T) {
 // TestBackpressure: a writer can get a buffer's worth ahead of its reader,
 // and not one byte more.
 func TestBackpressure(t *testing.T) {
+	t.Parallel()
 	const size = 1000
 	a, b := pipe(t, size)
 	// The write blocks with the buffer full; then its deadline passes.
@@ -142,6 +139,7 @@ func TestBackpressure(t *testing.T) {
 // TestLargeTransfer sends megabytes both ways at once through small buffers
 // in random-sized writes and reads, and checks every byte.
 func TestLargeTransfer(t *testing.T) {
+	t.Parallel()
 	a, b := pipe(t, 4096)
 	const total = 8 << 20
 	send := func(c *Conn, seed uint64) <-chan [32]byte {
@@ -206,6 +204,7 @@ func TestLargeTransfer(t *testing.T) {
 }
 
 func TestHalfClose(t *testing.T) {
+	t.Parallel()
 	a, b := pipe(t, 0)
 	if _, err := a.Write([]byte("last words")); err != nil {
 		t.Fatal(err)
@@ -240,6 +239,7 @@ func TestHalfClose(t *testing.T) {
 // TestCloseWriteWakesReader: a Read blocked on an empty buffer returns io.EOF
 // when the peer half-closes.
 func TestCloseWriteWakesReader(t *testing.T) {
+	t.Parallel()
 	a, b := pipe(t, 0)
 	done := make(chan error, 1)
 	go func() {
@@ -258,6 +258,7 @@ func TestCloseWriteWakesReader(t *testing.T) {
 // once; clearing it makes the conn usable again; a future deadline fires on
 // its own.
 func TestDeadlines(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		op   func(a *Conn) error
@@ -320,6 +321,7 @@ func TestDeadlines(t *testing.T) {
 // TestCloseWhileBlocked: Close wakes this end's blocked Read and Write with
 // net.ErrClosed and the peer's with io.EOF and io.ErrClosedPipe.
 func TestCloseWhileBlocked(t *testing.T) {
+	t.Parallel()
 	a, b := pipe(t, 100)
 	if _, err := b.Write(make([]byte, 100)); err != nil { // b→a full
 		t.Fatal(err)
@@ -364,6 +366,7 @@ func TestCloseWhileBlocked(t *testing.T) {
 }
 
 func TestCloseWakesBlockedRead(t *testing.T) {
+	t.Parallel()
 	a, _ := pipe(t, 0)
 	done := make(chan error, 1)
 	go func() {
@@ -378,6 +381,7 @@ func TestCloseWakesBlockedRead(t *testing.T) {
 // TestAtomicWrites: concurrent Writes larger than the buffer do not
 // interleave.
 func TestAtomicWrites(t *testing.T) {
+	t.Parallel()
 	a, b := pipe(t, 64)
 	const writers, size = 8, 1000
 	var wg sync.WaitGroup
@@ -403,7 +407,8 @@ func TestAtomicWrites(t *testing.T) {
 }
 
 // TestNoAllocsSteadyState: once the buffers have grown, moving data without
-// blocking does not allocate.
+// blocking does not allocate. Not parallel: AllocsPerRun counts the
+// allocations of the whole process.
 func TestNoAllocsSteadyState(t *testing.T) {
 	a, b := pipe(t, 0)
 	msg := make([]byte, 512)

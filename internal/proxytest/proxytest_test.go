@@ -86,6 +86,7 @@ func checkStopped(t *testing.T, p *proxytest.Proxy) {
 }
 
 func TestTinyproxy(t *testing.T) {
+	t.Parallel()
 	echo := echoServer(t)
 	t.Run("no auth", func(t *testing.T) {
 		p := proxytest.StartTinyproxy(t, proxytest.Options{})
@@ -123,6 +124,7 @@ func TestTinyproxy(t *testing.T) {
 }
 
 func TestMicrosocks(t *testing.T) {
+	t.Parallel()
 	echo := echoServer(t)
 	dial := func(t *testing.T, p *proxytest.Proxy, auth *proxy.Auth) (net.Conn, error) {
 		t.Helper()
