@@ -31,6 +31,7 @@ func fromURL(t *testing.T, u *url.URL, opts proxyclient.Options) proxyclient.Con
 }
 
 func TestTinyproxy(t *testing.T) {
+	t.Parallel()
 	echo := echoServer(t)
 	for _, tt := range []struct {
 		name string
@@ -50,6 +51,7 @@ func TestTinyproxy(t *testing.T) {
 }
 
 func TestTinyproxyErrors(t *testing.T) {
+	t.Parallel()
 	echo := echoServer(t)
 	dead := smqtest.DeadAddr(t)
 	open := proxytest.StartTinyproxy(t, proxytest.Options{})
@@ -97,6 +99,7 @@ func TestTinyproxyErrors(t *testing.T) {
 // TestConnectRequest checks what the proxy receives and that bytes it
 // sends along with its 200 answer reach the caller.
 func TestConnectRequest(t *testing.T) {
+	t.Parallel()
 	const early = "bytes sent with the answer"
 	l := smqtest.Listen(t)
 	reqs := make(chan *http.Request, 1)
@@ -147,6 +150,7 @@ func TestConnectRequest(t *testing.T) {
 }
 
 func TestConnectCanceled(t *testing.T) {
+	t.Parallel()
 	proxyAddr, received := silentServer(t)
 	d := fromURL(t, &url.URL{Scheme: "http", Host: proxyAddr}, proxyclient.Options{})
 	const target = "broker.example:443"
@@ -185,6 +189,7 @@ func TestConnectCanceled(t *testing.T) {
 }
 
 func TestConnectProxyDown(t *testing.T) {
+	t.Parallel()
 	dead := smqtest.DeadAddr(t)
 	d := fromURL(t, &url.URL{Scheme: "http", Host: dead}, proxyclient.Options{})
 	err := dialErr(t, d, "broker.example:443")
@@ -197,6 +202,7 @@ func TestConnectProxyDown(t *testing.T) {
 // TestHTTPSProxy uses a TLS-terminating CONNECT proxy that requires a
 // client certificate and refuses port 25.
 func TestHTTPSProxy(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t)
 	clientCA := testpki.NewCA(t)
 	l := smqtest.Listen(t)

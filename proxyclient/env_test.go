@@ -13,6 +13,7 @@ import (
 )
 
 func TestProxyFor(t *testing.T) {
+	t.Parallel()
 	const (
 		httpsP = "http://https-proxy:3128"
 		httpP  = "http://http-proxy:3128"
@@ -165,6 +166,7 @@ func TestEnvFromOS(t *testing.T) {
 // TestEnvDialer checks that the dialer of an Env takes the proxy ProxyFor
 // names, per scheme, and dials NO_PROXY targets directly.
 func TestEnvDialer(t *testing.T) {
+	t.Parallel()
 	echo := echoServer(t)
 	l := smqtest.Listen(t)
 	proxied := make(chan string, 16)
@@ -222,6 +224,7 @@ func TestEnvDialer(t *testing.T) {
 }
 
 func TestEnvDialerInvalid(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		env  proxyclient.Env
 		want string

@@ -14,6 +14,7 @@ import (
 )
 
 func TestParseErrors(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		proxy string
 		want  string
@@ -42,6 +43,7 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestParseValid(t *testing.T) {
+	t.Parallel()
 	for _, proxy := range []string{
 		"http://proxy.lan", "HTTP://proxy.lan:3128", "https://u:p@proxy.lan", "proxy.lan:3128",
 		"socks5://proxy.lan", "socks5h://u:p@[2001:db8::1]:1080", " http://proxy.lan ",
@@ -66,6 +68,7 @@ func (d *countingDialer) DialContext(ctx context.Context, network, addr string) 
 // TestForward checks that Options.Forward reaches the proxies, and the
 // target when there is no proxy.
 func TestForward(t *testing.T) {
+	t.Parallel()
 	echo := echoServer(t)
 	l := smqtest.Listen(t)
 	connectProxy(t, l, func(*http.Request) (int, string) { return http.StatusOK, "" })
@@ -112,6 +115,7 @@ func TestParseEnv(t *testing.T) {
 }
 
 func TestUnsupportedNetwork(t *testing.T) {
+	t.Parallel()
 	for _, proxy := range []string{"http://127.0.0.1:1", "socks5://127.0.0.1:1"} {
 		d, err := proxyclient.Parse(proxy, proxyclient.Options{})
 		if err != nil {
@@ -126,6 +130,7 @@ func TestUnsupportedNetwork(t *testing.T) {
 }
 
 func TestErrorTexts(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		err  error
 		want string

@@ -19,6 +19,7 @@ import (
 )
 
 func TestMicrosocks(t *testing.T) {
+	t.Parallel()
 	echo := echoServer(t)
 	_, port, _ := net.SplitHostPort(echo)
 	for _, tt := range []struct {
@@ -46,6 +47,7 @@ func TestMicrosocks(t *testing.T) {
 }
 
 func TestMicrosocksErrors(t *testing.T) {
+	t.Parallel()
 	echo := echoServer(t)
 	dead := smqtest.DeadAddr(t)
 	open := proxytest.StartMicrosocks(t, proxytest.Options{})
@@ -149,6 +151,7 @@ func fakeSOCKS(t *testing.T, reply byte) (string, <-chan socksRequest) {
 // TestSOCKSResolution proves where names are resolved: socks5 sends the
 // proxy an address, socks5h the name.
 func TestSOCKSResolution(t *testing.T) {
+	t.Parallel()
 	proxyAddr, reqs := fakeSOCKS(t, 0)
 	for _, tt := range []struct {
 		scheme string
@@ -184,6 +187,7 @@ func TestSOCKSResolution(t *testing.T) {
 }
 
 func TestSOCKSReplies(t *testing.T) {
+	t.Parallel()
 	for reply, want := range map[byte]string{
 		1: "general SOCKS server failure (SOCKS reply 0x01)",
 		2: "connection not allowed by ruleset (SOCKS reply 0x02)",
@@ -209,6 +213,7 @@ func TestSOCKSReplies(t *testing.T) {
 }
 
 func TestSOCKSCanceled(t *testing.T) {
+	t.Parallel()
 	proxyAddr, received := silentServer(t)
 	d := fromURL(t, &url.URL{Scheme: "socks5h", Host: proxyAddr}, proxyclient.Options{})
 	const target = "broker.example:8883"

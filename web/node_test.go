@@ -10,6 +10,7 @@ import (
 // runner. Without node the test is skipped, except in CI, where .ci/run
 // installs it.
 func TestJSClient(t *testing.T) {
+	t.Parallel()
 	node, err := exec.LookPath("node")
 	if err != nil {
 		if os.Getenv("CI") == "true" {

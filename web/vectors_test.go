@@ -52,7 +52,8 @@ func vectors() []vector {
 const vectorFile = "testdata/vectors.json"
 
 // TestVectors: the vectors smq.js is tested with are what the Go codec
-// encodes (SMQGW_UPDATE_VECTORS=1 rewrites the file).
+// encodes (SMQGW_UPDATE_VECTORS=1 rewrites the file). Not parallel: it
+// rewrites the file before TestJSClient's node reads it.
 func TestVectors(t *testing.T) {
 	want, err := json.MarshalIndent(vectors(), "", "  ")
 	if err != nil {

@@ -36,6 +36,7 @@ func benchJSONRun(t *testing.T, args ...string) benchOut {
 // TestBenchSmoke runs each workload of smq bench for a fraction of a
 // second against the embedded broker: messages flow, none is lost or
 // reordered, latencies are measured, and errors are reported by kind.
+// Not parallel: the paced run must keep its rate.
 func TestBenchSmoke(t *testing.T) {
 	addr := startBroker(t, broker.Config{}, nil)
 	t.Run("fan-in flat out", func(t *testing.T) {
@@ -106,6 +107,7 @@ func TestBenchSmoke(t *testing.T) {
 // TestDemoDevice: the demo device publishes readings as JSON, obeys on and
 // off sent to its ETID, and answers the sender with its state.
 func TestDemoDevice(t *testing.T) {
+	t.Parallel()
 	addr := startBroker(t, broker.Config{}, nil)
 	ctx := ctxT(t)
 	watcher, err := client.Dial(ctx, "ws://"+addr+"/", client.Options{})

@@ -89,6 +89,7 @@ func waitCount(t *testing.T, ch <-chan uint32, n uint32) {
 }
 
 func TestPubSub(t *testing.T) {
+	t.Parallel()
 	addr := startBroker(t, broker.Config{}, nil)
 	for _, tc := range []struct {
 		name     string
@@ -147,6 +148,7 @@ func TestPubSub(t *testing.T) {
 }
 
 func TestPubTo(t *testing.T) {
+	t.Parallel()
 	addr := startBroker(t, broker.Config{}, nil)
 	url := "http://" + addr + "/smq"
 	c, err := client.Dial(ctxT(t), url, client.Options{})
@@ -168,6 +170,7 @@ func TestPubTo(t *testing.T) {
 }
 
 func TestInterrupt(t *testing.T) {
+	t.Parallel()
 	addr := startBroker(t, broker.Config{}, nil)
 	url := "ws://" + addr + "/smq"
 	subs := watch(t, url, "forever")
@@ -185,6 +188,7 @@ func TestInterrupt(t *testing.T) {
 }
 
 func TestPing(t *testing.T) {
+	t.Parallel()
 	addr := startBroker(t, broker.Config{Authenticate: func(r *broker.ConnectRequest) (smq.ConnackCode, string) {
 		switch r.Connect.Credentials {
 		case "nocert":
@@ -222,6 +226,7 @@ func TestPing(t *testing.T) {
 }
 
 func TestTLS(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t)
 	dev := ca.Client(t, "device-1")
 	addr := startBroker(t, broker.Config{}, ca)
@@ -253,6 +258,7 @@ func TestTLS(t *testing.T) {
 }
 
 func TestUsage(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		args   []string
 		code   int
@@ -286,6 +292,7 @@ func TestUsage(t *testing.T) {
 }
 
 func TestPubErrors(t *testing.T) {
+	t.Parallel()
 	addr := startBroker(t, broker.Config{PermitTopic: func(_ *broker.Client, _ smq.Type, topic string) bool {
 		return topic != "forbidden"
 	}}, nil)

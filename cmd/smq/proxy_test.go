@@ -17,6 +17,7 @@ import (
 // checks a subscriber connected directly gets the message; a wrong password
 // is an error that says so.
 func TestPubThroughProxy(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t)
 	addr := startBroker(t, broker.Config{}, ca)
 	brokerURL := "wss://" + addr + "/smq"
