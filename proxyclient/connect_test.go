@@ -1,13 +1,11 @@
 package proxyclient_test
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -32,7 +30,7 @@ func fromURL(t *testing.T, u *url.URL, opts proxyclient.Options) proxyclient.Con
 
 func TestTinyproxy(t *testing.T) {
 	t.Parallel()
-	echo := echoServer(t)
+	echo := smqtest.Echo(t)
 	for _, tt := range []struct {
 		name string
 		opts proxytest.Options
@@ -52,7 +50,7 @@ func TestTinyproxy(t *testing.T) {
 
 func TestTinyproxyErrors(t *testing.T) {
 	t.Parallel()
-	echo := echoServer(t)
+	echo := smqtest.Echo(t)
 	dead := smqtest.DeadAddr(t)
 	open := proxytest.StartTinyproxy(t, proxytest.Options{})
 	auth := proxytest.StartTinyproxy(t, proxytest.Options{User: "alice", Password: "s3cret"})
@@ -107,7 +105,7 @@ func TestConnectRequest(t *testing.T) {
 		reqs <- req
 		return http.StatusOK, early
 	})
-	echo := echoServer(t)
+	echo := smqtest.Echo(t)
 
 	// A bare host:port is an http:// proxy.
 	d, err := proxyclient.Parse("bob:pa%3Ass@"+l.Addr().String(), proxyclient.Options{
@@ -153,39 +151,8 @@ func TestConnectCanceled(t *testing.T) {
 	t.Parallel()
 	proxyAddr, received := silentServer(t)
 	d := fromURL(t, &url.URL{Scheme: "http", Host: proxyAddr}, proxyclient.Options{})
-	const target = "broker.example:443"
-
-	t.Run("cancel", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			<-received
-			cancel()
-		}()
-		start := time.Now()
-		_, err := d.DialContext(ctx, "tcp", target)
-		if time.Since(start) > smqtest.WaitFor/2 {
-			t.Errorf("returned after %v", time.Since(start))
-		}
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("error %v, want context.Canceled", err)
-		}
-		checkOpError(t, err, "proxyconnect", proxyAddr, target, "canceled waiting for the proxy's answer to CONNECT")
-	})
-	t.Run("deadline", func(t *testing.T) {
-		// Long enough that the TCP connect to the proxy is done before it.
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		defer cancel()
-		_, err := d.DialContext(ctx, "tcp", target)
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("error %v, want context.DeadlineExceeded", err)
-		}
-		var ne net.Error
-		if !errors.As(err, &ne) || !ne.Timeout() {
-			t.Errorf("error %v is not a net.Error timeout", err)
-		}
-		checkOpError(t, err, "proxyconnect", proxyAddr, target, "timed out waiting for the proxy's answer to CONNECT")
-	})
+	checkCanceled(t, d, proxyAddr, received, "broker.example:443", "proxyconnect",
+		"canceled waiting for the proxy's answer to CONNECT", "timed out waiting for the proxy's answer to CONNECT")
 }
 
 func TestConnectProxyDown(t *testing.T) {
@@ -213,7 +180,7 @@ func TestHTTPSProxy(t *testing.T) {
 		}
 		return http.StatusOK, ""
 	})
-	echo := echoServer(t)
+	echo := smqtest.Echo(t)
 	u := &url.URL{Scheme: "https", Host: proxyAddr}
 	client := clientCA.Client(t, "gateway")
 

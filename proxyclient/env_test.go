@@ -167,7 +167,7 @@ func TestEnvFromOS(t *testing.T) {
 // names, per scheme, and dials NO_PROXY targets directly.
 func TestEnvDialer(t *testing.T) {
 	t.Parallel()
-	echo := echoServer(t)
+	echo := smqtest.Echo(t)
 	l := smqtest.Listen(t)
 	proxied := make(chan string, 16)
 	connectProxy(t, l, func(req *http.Request) (int, string) {

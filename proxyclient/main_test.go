@@ -24,15 +24,6 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// echoServer starts a TCP server that sends back what it receives; it
-// returns its address.
-func echoServer(t *testing.T) string {
-	t.Helper()
-	l := smqtest.Listen(t)
-	smqtest.Serve(t, l, func(c net.Conn) { io.Copy(c, c) })
-	return l.Addr().String()
-}
-
 // silentServer accepts connections, reads what it gets and never answers:
 // a proxy that hangs. Each connection's first bytes are reported on the
 // returned channel (while it has room).
@@ -141,6 +132,45 @@ func roundTrip(t *testing.T, c net.Conn) {
 	if string(got) != string(msg) {
 		t.Fatalf("read %q, want %q", got, msg)
 	}
+}
+
+// checkCanceled dials target through d, whose proxy at proxyAddr reads
+// and never answers (received reports the first bytes of each connection):
+// a dial canceled, and one past its deadline, must end with a *net.OpError
+// of op whose Err's text is canceled or timedOut.
+func checkCanceled(t *testing.T, d proxyclient.ContextDialer, proxyAddr string, received <-chan struct{}, target, op, canceled, timedOut string) {
+	t.Helper()
+	t.Run("cancel", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			<-received
+			cancel()
+		}()
+		start := time.Now()
+		_, err := d.DialContext(ctx, "tcp", target)
+		if time.Since(start) > smqtest.WaitFor/2 {
+			t.Errorf("returned after %v", time.Since(start))
+		}
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("error %v, want context.Canceled", err)
+		}
+		checkOpError(t, err, op, proxyAddr, target, canceled)
+	})
+	t.Run("deadline", func(t *testing.T) {
+		// Long enough that the TCP connect to the proxy is done before it.
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		_, err := d.DialContext(ctx, "tcp", target)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("error %v, want context.DeadlineExceeded", err)
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Errorf("error %v is not a net.Error timeout", err)
+		}
+		checkOpError(t, err, op, proxyAddr, target, timedOut)
+	})
 }
 
 // checkOpError checks that err is a *net.OpError of op naming the proxy as

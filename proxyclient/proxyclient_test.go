@@ -69,7 +69,7 @@ func (d *countingDialer) DialContext(ctx context.Context, network, addr string) 
 // target when there is no proxy.
 func TestForward(t *testing.T) {
 	t.Parallel()
-	echo := echoServer(t)
+	echo := smqtest.Echo(t)
 	l := smqtest.Listen(t)
 	connectProxy(t, l, func(*http.Request) (int, string) { return http.StatusOK, "" })
 	socksAddr, _ := fakeSOCKS(t, 0)
@@ -95,7 +95,7 @@ func TestForward(t *testing.T) {
 }
 
 func TestParseEnv(t *testing.T) {
-	echo := echoServer(t)
+	echo := smqtest.Echo(t)
 	for _, n := range []string{"https_proxy", "http_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"} {
 		t.Setenv(n, "")
 	}

@@ -1,7 +1,6 @@
 package proxyclient_test
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -20,7 +19,7 @@ import (
 
 func TestMicrosocks(t *testing.T) {
 	t.Parallel()
-	echo := echoServer(t)
+	echo := smqtest.Echo(t)
 	_, port, _ := net.SplitHostPort(echo)
 	for _, tt := range []struct {
 		name string
@@ -48,7 +47,7 @@ func TestMicrosocks(t *testing.T) {
 
 func TestMicrosocksErrors(t *testing.T) {
 	t.Parallel()
-	echo := echoServer(t)
+	echo := smqtest.Echo(t)
 	dead := smqtest.DeadAddr(t)
 	open := proxytest.StartMicrosocks(t, proxytest.Options{})
 	auth := proxytest.StartMicrosocks(t, proxytest.Options{User: "bob", Password: "s3cret"})
@@ -216,33 +215,6 @@ func TestSOCKSCanceled(t *testing.T) {
 	t.Parallel()
 	proxyAddr, received := silentServer(t)
 	d := fromURL(t, &url.URL{Scheme: "socks5h", Host: proxyAddr}, proxyclient.Options{})
-	const target = "broker.example:8883"
-
-	t.Run("cancel", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			<-received
-			cancel()
-		}()
-		_, err := d.DialContext(ctx, "tcp", target)
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("error %v, want context.Canceled", err)
-		}
-		checkOpError(t, err, "socks connect", proxyAddr, target, "canceled in the SOCKS5 handshake")
-	})
-	t.Run("deadline", func(t *testing.T) {
-		// Long enough that the TCP connect to the proxy is done before it.
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		defer cancel()
-		_, err := d.DialContext(ctx, "tcp", target)
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("error %v, want context.DeadlineExceeded", err)
-		}
-		var ne net.Error
-		if !errors.As(err, &ne) || !ne.Timeout() {
-			t.Errorf("error %v is not a net.Error timeout", err)
-		}
-		checkOpError(t, err, "socks connect", proxyAddr, target, "timed out in the SOCKS5 handshake")
-	})
+	checkCanceled(t, d, proxyAddr, received, "broker.example:8883", "socks connect",
+		"canceled in the SOCKS5 handshake", "timed out in the SOCKS5 handshake")
 }

@@ -25,14 +25,6 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// echoServer starts a TCP server that sends back what it receives.
-func echoServer(t *testing.T) string {
-	t.Helper()
-	l := smqtest.Listen(t)
-	smqtest.Serve(t, l, func(c net.Conn) { io.Copy(c, c) })
-	return l.Addr().String()
-}
-
 func roundTrip(t *testing.T, c net.Conn) {
 	t.Helper()
 	c.SetDeadline(time.Now().Add(smqtest.WaitFor))
@@ -87,7 +79,7 @@ func checkStopped(t *testing.T, p *proxytest.Proxy) {
 
 func TestTinyproxy(t *testing.T) {
 	t.Parallel()
-	echo := echoServer(t)
+	echo := smqtest.Echo(t)
 	t.Run("no auth", func(t *testing.T) {
 		p := proxytest.StartTinyproxy(t, proxytest.Options{})
 		if p.URL.Scheme != "http" || p.URL.Host != p.Addr || p.URL.User != nil {
@@ -125,7 +117,7 @@ func TestTinyproxy(t *testing.T) {
 
 func TestMicrosocks(t *testing.T) {
 	t.Parallel()
-	echo := echoServer(t)
+	echo := smqtest.Echo(t)
 	dial := func(t *testing.T, p *proxytest.Proxy, auth *proxy.Auth) (net.Conn, error) {
 		t.Helper()
 		d, err := proxy.SOCKS5("tcp", p.Addr, auth, nil)

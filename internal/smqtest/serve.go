@@ -2,6 +2,7 @@ package smqtest
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -57,6 +58,15 @@ func Listen(tb testing.TB) net.Listener {
 	}
 	tb.Cleanup(func() { l.Close() })
 	return l
+}
+
+// Echo serves a TCP echo on a free loopback port until the test ends: each
+// connection gets back what it sends. It returns the address.
+func Echo(tb testing.TB) string {
+	tb.Helper()
+	l := Listen(tb)
+	Serve(tb, l, func(c net.Conn) { _, _ = io.Copy(c, c) })
+	return l.Addr().String()
 }
 
 // DeadAddr returns a loopback address nobody listens on: connecting to it
