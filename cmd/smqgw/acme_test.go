@@ -114,7 +114,8 @@ acme_directory_ca = %q
 // gateway's own TLS listener, with External Account Binding, then shows the
 // certificate outlives the CA: the gateway keeps serving when Pebble stops,
 // and a restart serves it from the cache. Not parallel: the gateway binds
-// a port reserved and released for Pebble, as TestACMEHTTP01 does.
+// a port reserved for Pebble and released just before, which a parallel
+// test could take in between.
 func TestACMETLSALPN(t *testing.T) {
 	key := make([]byte, 32)
 	rand.Read(key)
@@ -188,9 +189,7 @@ func TestACMETLSALPN(t *testing.T) {
 
 // TestACMEHTTP01 obtains a certificate by HTTP-01 on the plain listener
 // set by acme_http_address: Pebble's TLS-ALPN-01 port leads nowhere, so
-// autocert falls back to HTTP-01. Not parallel: the gateway binds ports
-// reserved and released for Pebble, which a parallel test could take in
-// between.
+// autocert falls back to HTTP-01. Not parallel, as TestACMETLSALPN.
 func TestACMEHTTP01(t *testing.T) {
 	ports, release := reservePorts(t, 2)
 	httpPort := ports[0]
