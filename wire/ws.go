@@ -167,12 +167,9 @@ func (c *WS) next() ([]byte, error) {
 	var msg []byte // the fragments so far
 	inMsg := false
 	for {
-		h, err := c.readHeader()
+		h, err := c.readHeader(inMsg)
 		if err != nil {
 			return nil, err
-		}
-		if reason := c.check(h, inMsg); reason != "" {
-			return nil, c.protocolError(reason)
 		}
 		if h.op&0x8 != 0 {
 			if err := c.control(h); err != nil {
@@ -249,7 +246,8 @@ type frameHeader struct {
 }
 
 // parseHeader parses the frame header at the start of p; ok is false if p
-// does not hold all of it.
+// does not hold all of it (then, what it holds: the first two bytes, the
+// extended length).
 func parseHeader(p []byte) (h frameHeader, ok bool) {
 	if len(p) < 2 {
 		return h, false
@@ -265,9 +263,6 @@ func parseHeader(p []byte) (h frameHeader, ok bool) {
 	case 127:
 		h.size = 10
 	}
-	if h.masked {
-		h.size += 4
-	}
 	if len(p) < h.size {
 		return h, false
 	}
@@ -278,28 +273,38 @@ func parseHeader(p []byte) (h frameHeader, ok bool) {
 		h.n = int64(binary.BigEndian.Uint64(p[2:]))
 	}
 	if h.masked {
+		h.size += 4
+		if len(p) < h.size {
+			return h, false
+		}
 		copy(h.key[:], p[h.size-4:h.size])
 	}
 	return h, true
 }
 
-// readHeader reads the next frame's header, leaving it in the buffer.
-func (c *WS) readHeader() (frameHeader, error) {
+// readHeader reads the next frame's header, leaving it in the buffer, and
+// checks it: its first two bytes before the rest is read, as gorilla did.
+func (c *WS) readHeader(inMsg bool) (frameHeader, error) {
 	p, err := c.r.Peek(2)
 	if err != nil {
 		return frameHeader{}, readError(err)
 	}
-	size := 2 + int(p[1]>>7)*4
-	switch p[1] & 0x7f {
-	case 126:
-		size += 2
-	case 127:
-		size += 8
+	h, _ := parseHeader(p[:2:2]) // the 7-bit length; h.size: up to the masking key
+	if reason := c.check(h, inMsg); reason != "" {
+		return h, c.protocolError(reason)
 	}
-	if p, err = c.r.Peek(size); err != nil {
+	if p, err = c.r.Peek(h.size); err != nil {
 		return frameHeader{}, readError(err)
 	}
-	h, _ := parseHeader(p)
+	if h, _ = parseHeader(p); h.n < 0 {
+		return h, c.protocolError("bad length")
+	}
+	if h.masked { // h.size counts the key now
+		if p, err = c.r.Peek(h.size); err != nil {
+			return frameHeader{}, readError(err)
+		}
+		h, _ = parseHeader(p)
+	}
 	return h, nil
 }
 
