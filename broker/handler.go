@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -61,7 +60,7 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // "::ffff:" prefix, or the last X-Forwarded-For entry when the peer is a
 // trusted proxy.
 func (b *Broker) clientIP(r *http.Request) string {
-	ip := hostIP(r.RemoteAddr)
+	ip := smq.HostIP(r.RemoteAddr)
 	addr, err := netip.ParseAddr(ip)
 	if err != nil {
 		return ip
@@ -85,17 +84,4 @@ func (b *Broker) trusted(a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// hostIP returns the host part of a network address, an IPv4-mapped IPv6
-// address as plain IPv4; anything unparsable comes back as it is.
-func hostIP(addr string) string {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	if a, err := netip.ParseAddr(host); err == nil {
-		return a.Unmap().String()
-	}
-	return host
 }

@@ -71,7 +71,7 @@ var errProtocol = errors.New("protocol error")
 func (b *Broker) ServeConn(conn net.Conn, peer Peer) error {
 	if peer.IP == "" {
 		// Clients need an IP in Init (the C client at least 3 characters).
-		peer.IP = hostIP(conn.RemoteAddr().String())
+		peer.IP = smq.HostIP(conn.RemoteAddr().String())
 	}
 	return b.serve(wire.NewRaw(conn, nil), peer)
 }

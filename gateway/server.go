@@ -7,7 +7,6 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -100,7 +99,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	lim := g.limits()
-	s := &session{g: g, lim: lim, listener: h.ll.name, route: h.route, clientIP: clientIP(r.RemoteAddr), start: time.Now()}
+	s := &session{g: g, lim: lim, listener: h.ll.name, route: h.route, clientIP: smq.HostIP(r.RemoteAddr), start: time.Now()}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.clientHeader = r.Header // forwarded upstream, less ours and hop-by-hop ones
 	if err := s.accept(w, r, boot); err != nil {
@@ -131,17 +130,4 @@ func originAllowed(r *http.Request, allowed []string) bool {
 		}
 	}
 	return false
-}
-
-// clientIP returns the host part of a remote address, IPv4-mapped IPv6 as
-// IPv4.
-func clientIP(remote string) string {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		host = remote
-	}
-	if a, err := netip.ParseAddr(host); err == nil {
-		return a.Unmap().String()
-	}
-	return host
 }

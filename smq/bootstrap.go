@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 )
 
@@ -201,4 +203,18 @@ func ReadResponse(br *bufio.Reader) (bool, error) {
 		return true, fmt.Errorf("%w: broker answered %q", ErrBadBootstrap, resp.Status)
 	}
 	return true, nil
+}
+
+// HostIP returns the host part of a network address ("192.0.2.1:5000",
+// "[::1]:80") as Init carries a client's address: an IPv4-mapped IPv6
+// address as plain IPv4; anything unparsable comes back as it is.
+func HostIP(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.Unmap().String()
+	}
+	return host
 }

@@ -432,3 +432,17 @@ func TestRequestAppendDropsOwnHeadersInAnyCase(t *testing.T) {
 		t.Errorf("X-Forwarded-For = %q", got)
 	}
 }
+
+func TestHostIP(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.1:5000":          "192.0.2.1",
+		"[::1]:80":                "::1",
+		"[::ffff:192.0.2.7]:9000": "192.0.2.7",
+		"192.0.2.9":               "192.0.2.9",
+		"pipe":                    "pipe",
+	} {
+		if got := smq.HostIP(in); got != want {
+			t.Errorf("HostIP(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
