@@ -3,26 +3,36 @@ package wire
 // WebSocket framing (RFC 6455), both ways, owned here. gorilla/websocket
 // only answers a server's upgrade request; ClientHandshake opens a client's.
 //
-// Why not let gorilla read: its Conn keeps a 4 KiB bufio.Reader per
-// session (net/http's hijacked one) and allocates a reader per message,
-// and it writes pongs and closes on its own, behind the back of the
-// coalescing writer. WS parses frames from the connection through the same
-// Elastic buffer as Raw (1 KiB while quiet, a pooled 64 KiB while busy),
-// hands out a message straight from that buffer when it arrived in one
-// frame, and sends every frame, data or control, through one queue.
+// Why not let gorilla read: its Conn keeps a 4 KiB bufio.Reader per session
+// (the one net/http hijacked with), allocates a reader per message, and
+// writes pongs and closes on its own, behind the back of the coalescing
+// writer. WS parses frames from the connection through the same Elastic
+// buffer as Raw (1 KiB while quiet, a pooled 64 KiB while busy), hands out
+// a message that came in one frame straight from that buffer, and sends
+// every frame, data or control, through one queue.
 //
-// Measured on 2 shared cores (go1.26, loopback; before: gorilla reading,
-// after: WS reading):
+// Measured on 2 shared cores (go1.26, loopback), gorilla reading (before)
+// against WS reading (after), the rest of the tree the same:
 //
-//	BenchmarkWSServer (server side, 64-byte messages echoed; wire):
-//	  batch=1   before 50,000 msgs/s, 8 B/op, 1 allocs/op
-//	            after  FILL
-//	  batch=32  before 1.31 M msgs/s, 8 B/op, 1 allocs/op
-//	            after  FILL
-//	TestWSIdleMemory (2,000 idle server-side sessions, heap+stack per
-//	session, clients in-process): before 17.0 KB, after FILL
-//	gateway TestIdleSessionMemory (2,000 idle wss sessions, upstream=lan,
-//	gateway process): heap in use per session before 19.4 KB, after FILL
+//	Idle sessions, 2,000, per session:
+//	  gateway TestIdleSessionMemory, wss, upstream=lan (gateway process):
+//	    heap in use 19.3-19.6 KB -> 12.6-12.9 KB; live heap 14.9 -> 10.9 KB
+//	  wire TestWSIdleMemory, heap+stack (in-process clients included):
+//	    session in the handler's goroutine  16.5-17.6 KB -> 17.3-18.2 KB
+//	    handler returned (as broker.ServeHTTP now does) 10.9 -> 4.7-4.9 KB
+//	  (While the handler runs, net/http's connection still holds the 4 KiB
+//	  reader and writer it hijacked with, whoever else lets them go.)
+//	Allocations: BenchmarkWSServer 1 alloc (8 B) per message -> 0;
+//	  gateway BenchmarkRelay ws/wss, whole process: 3 allocs/op -> 2.
+//	Throughput, BenchmarkWSServer (64-byte messages echoed by a server WS):
+//	  batch=1   47-49 k msgs/s -> 48-51 k msgs/s
+//	  batch=32  1.35-1.37 M msgs/s -> 0.85-0.97 M msgs/s: a 2.2 KB burst
+//	  arriving at a quiet 1 KiB buffer takes two reads, and the relay
+//	  flushes at the cut frame. A 4 KiB quiet buffer gives 1.27-1.36 M back
+//	  for 3 KiB more per idle session; on the gateway's wss relay
+//	  (BenchmarkRelay lan/wss, embedded/wss) the difference is within the
+//	  run-to-run noise (0.45-0.92 M msgs/s at batch=32, either way).
+//	The idle memory is what the gateway is sized by: 1 KiB quiet it is.
 
 import (
 	"bufio"
