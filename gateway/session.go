@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -97,24 +96,20 @@ type ending struct {
 // hijack of a raw SMQ connection (with the HTTP answer if it asked for one).
 func (s *session) accept(w http.ResponseWriter, r *http.Request, boot smq.Bootstrap) error {
 	if boot.WebSocket {
-		// ReadBufferSize 0: gorilla reads frames from the hijacked
-		// reader, which hw keeps, so the relay can see what is buffered.
-		hw := &hijackWatcher{ResponseWriter: w}
+		// gorilla only upgrades: wire reads and writes the frames from
+		// then on, through its own small buffer, and the gorilla
+		// connection (with net/http's hijacked reader) is dropped.
 		up := websocket.Upgrader{
 			HandshakeTimeout: s.lim.RequestTimeout,
-			WriteBufferSize:  4096,
 			WriteBufferPool:  wsWritePool,
 			CheckOrigin:      func(*http.Request) bool { return true }, // checked by the handler
 		}
-		conn, err := up.Upgrade(hw, r, nil)
+		conn, err := up.Upgrade(w, r, nil)
 		if err != nil {
 			return err
 		}
-		conn.SetPongHandler(func(string) error { s.clientSeen.Add(1); return nil })
 		ws := wire.NewWS(conn, s.lim.MaxMessageSize)
-		if hw.br != nil {
-			ws.UseReader(hw.br)
-		}
+		ws.SetPongHandler(func([]byte) { s.clientSeen.Add(1) })
 		s.client = ws
 		return nil
 	}
@@ -134,22 +129,9 @@ func (s *session) accept(w http.ResponseWriter, r *http.Request, boot smq.Bootst
 	return nil
 }
 
-// hijackWatcher keeps the buffered reader of a hijacked connection.
-type hijackWatcher struct {
-	http.ResponseWriter
-	br *bufio.Reader
-}
-
-func (h *hijackWatcher) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	conn, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
-	if brw != nil {
-		h.br = brw.Reader
-	}
-	return conn, brw, err
-}
-
-// wsWritePool shares WebSocket write buffers between sessions: an idle
-// session holds none.
+// wsWritePool is gorilla's write buffer pool: wire writes the frames, so
+// with a pool gorilla never takes a buffer (without one it would keep
+// net/http's hijacked 4 KiB writer per session).
 var wsWritePool = &sync.Pool{}
 
 // serve runs an accepted session to its end.

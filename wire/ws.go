@@ -35,7 +35,6 @@ package wire
 //	The idle memory is what the gateway is sized by: 1 KiB quiet it is.
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -133,11 +132,6 @@ func newWS(nc net.Conn, r *Elastic, maxRead int, client bool) *WS {
 // for each pong; payload is valid during the call. Set it before the first
 // Read.
 func (c *WS) SetPongHandler(h func(payload []byte)) { c.pong = h }
-
-// UseReader does nothing: WS reads through its own buffer.
-//
-// Deprecated: the reader a server hijacked with is no longer used.
-func (c *WS) UseReader(*bufio.Reader) {}
 
 // ProtocolError is a peer's breach of RFC 6455 found by Read, which has
 // sent the peer close code 1002 with Reason.
