@@ -9,11 +9,9 @@ import (
 	"net"
 	"sync"
 	"time"
-)
 
-// DefaultHandshakeTimeout bounds a TLS handshake when ListenerConfig has
-// no Timeout.
-const DefaultHandshakeTimeout = 10 * time.Second
+	"github.com/smqgw/smqgw/limits"
+)
 
 // ListenerConfig configures a Listener. Only Config is required.
 type ListenerConfig struct {
@@ -23,7 +21,8 @@ type ListenerConfig struct {
 	Config func() *tls.Config
 
 	// Timeout returns the limit on one handshake, read as the handshake
-	// starts. Nil, or a result of zero or less: DefaultHandshakeTimeout.
+	// starts. Nil, or a result of zero or less:
+	// limits.DefaultHandshakeTimeout.
 	Timeout func() time.Duration
 
 	// Admit, if set, decides whether to go on with a connection just
@@ -175,7 +174,7 @@ func (l *Listener) timeout() time.Duration {
 			return d
 		}
 	}
-	return DefaultHandshakeTimeout
+	return limits.DefaultHandshakeTimeout
 }
 
 // Accept returns the next connection whose handshake is done, a
