@@ -124,20 +124,27 @@ ca_file = %[1]q
 		t.Fatal(err)
 	}
 	apptest.PubSub(t, a, b)
-	for _, tc := range []struct{ path, reason string }{
-		{"/nocert", "upstream nocert refused the gateway's certificate: 0x04"},
-		{"/stranger", "upstream stranger refused the gateway's certificate: 0x05"},
-		{"/strict", "upstream strict refused the gateway's certificate"},
+	// The cloud gateway answers Connect with 0x04/0x05: that Connack is
+	// the upstream's, relayed unchanged. A TLS alert is the gateway's
+	// certificate refused: 0x02.
+	for _, tc := range []struct {
+		path   string
+		code   smq.ConnackCode
+		reason string
+	}{
+		{"/nocert", smq.CodeCertRequired, "client certificate required"},
+		{"/stranger", smq.CodeCertNotAccepted, "certificate signed by an unknown authority"},
+		{"/strict", smq.CodeServerUnavailable, "upstream strict refused the gateway's certificate"},
 	} {
 		_, err := dial(tc.path)
 		var re *client.RefusedError
-		if !errors.As(err, &re) || re.Code != smq.CodeServerUnavailable || !strings.HasPrefix(re.Reason, tc.reason) {
-			t.Errorf("%s: %v, want 0x02 %q", tc.path, err, tc.reason)
+		if !errors.As(err, &re) || re.Code != tc.code || !strings.HasPrefix(re.Reason, tc.reason) {
+			t.Errorf("%s: %v, want %v %q", tc.path, err, tc.code, tc.reason)
 		}
 	}
-	if logs := edge.Logs.String(); !strings.Contains(logs, "refused the gateway's certificate") {
-		t.Errorf("no log line names the refusal:\n%s", logs)
-	}
+	smqtest.WaitUntil(t, "a log line naming the refusal", func() bool {
+		return strings.Contains(edge.Logs.String(), "reason=gateway_cert_refused")
+	})
 }
 
 func portOf(addr string) string {

@@ -13,7 +13,7 @@ const (
 	ReasonUpstreamClosed          // the broker closed (after its Disconnect, if any)
 	ReasonRefused                 // the gateway refused the client (certificate) with a Connack
 	ReasonUpstreamDown            // no upstream could be reached: Connack 0x02
-	ReasonConnackRefused          // the broker refused the client's Connect
+	ReasonConnackRefused          // the broker refused the client (its Connack, relayed)
 	ReasonProtocolError           // malformed or out-of-place message from the client
 	ReasonUpstreamProtocol        // malformed or out-of-place message from the broker
 	ReasonTooBig                  // a client message over the size limit
@@ -24,6 +24,10 @@ const (
 	ReasonWriteError              // a write to either side failed (slow or gone peer)
 	ReasonBusy                    // the listener or the client's address is at its session limit
 	ReasonRateLimited             // the client sent more messages per second than allowed
+	// ReasonGatewayCertRefused: the upstream refused the gateway's own
+	// client certificate (a TLS alert, or a front end's Connack 0x04/0x05
+	// before the client's Connect was relayed): Connack 0x02.
+	ReasonGatewayCertRefused
 )
 
 var reasonInfo = [...]struct {
@@ -31,22 +35,23 @@ var reasonInfo = [...]struct {
 	text   string // SMQ Disconnect reason, "" for none
 	wsCode int    // WebSocket close code
 }{
-	ReasonNone:             {"none", "", websocket.CloseNormalClosure},
-	ReasonClientClosed:     {"client_closed", "", websocket.CloseNormalClosure},
-	ReasonUpstreamClosed:   {"upstream_closed", "", websocket.CloseNormalClosure},
-	ReasonRefused:          {"refused", "", websocket.ClosePolicyViolation},
-	ReasonUpstreamDown:     {"upstream_unavailable", "", websocket.CloseTryAgainLater},
-	ReasonConnackRefused:   {"connack_refused", "", websocket.CloseNormalClosure},
-	ReasonProtocolError:    {"protocol_error", "protocol error", websocket.CloseProtocolError},
-	ReasonUpstreamProtocol: {"upstream_protocol_error", "upstream protocol error", websocket.CloseInternalServerErr},
-	ReasonTooBig:           {"too_big", "message too big", websocket.CloseMessageTooBig},
-	ReasonIdle:             {"idle_timeout", "idle timeout", websocket.CloseGoingAway},
-	ReasonPingTimeout:      {"ping_timeout", "", websocket.CloseGoingAway},
-	ReasonConnectTimeout:   {"connect_timeout", "", websocket.CloseNormalClosure},
-	ReasonShutdown:         {"shutdown", "shutdown", websocket.CloseGoingAway},
-	ReasonWriteError:       {"write_error", "", websocket.CloseGoingAway},
-	ReasonBusy:             {"busy", "", websocket.CloseTryAgainLater},
-	ReasonRateLimited:      {"rate_limited", "rate limit exceeded", websocket.ClosePolicyViolation},
+	ReasonNone:               {"none", "", websocket.CloseNormalClosure},
+	ReasonClientClosed:       {"client_closed", "", websocket.CloseNormalClosure},
+	ReasonUpstreamClosed:     {"upstream_closed", "", websocket.CloseNormalClosure},
+	ReasonRefused:            {"refused", "", websocket.ClosePolicyViolation},
+	ReasonUpstreamDown:       {"upstream_unavailable", "", websocket.CloseTryAgainLater},
+	ReasonConnackRefused:     {"connack_refused", "", websocket.CloseNormalClosure},
+	ReasonProtocolError:      {"protocol_error", "protocol error", websocket.CloseProtocolError},
+	ReasonUpstreamProtocol:   {"upstream_protocol_error", "upstream protocol error", websocket.CloseInternalServerErr},
+	ReasonTooBig:             {"too_big", "message too big", websocket.CloseMessageTooBig},
+	ReasonIdle:               {"idle_timeout", "idle timeout", websocket.CloseGoingAway},
+	ReasonPingTimeout:        {"ping_timeout", "", websocket.CloseGoingAway},
+	ReasonConnectTimeout:     {"connect_timeout", "", websocket.CloseNormalClosure},
+	ReasonShutdown:           {"shutdown", "shutdown", websocket.CloseGoingAway},
+	ReasonWriteError:         {"write_error", "", websocket.CloseGoingAway},
+	ReasonBusy:               {"busy", "", websocket.CloseTryAgainLater},
+	ReasonRateLimited:        {"rate_limited", "rate limit exceeded", websocket.ClosePolicyViolation},
+	ReasonGatewayCertRefused: {"gateway_cert_refused", "", websocket.ClosePolicyViolation},
 }
 
 // String is the reason's label in logs and metrics ("client_closed").

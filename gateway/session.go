@@ -84,6 +84,13 @@ type session struct {
 	// clientBye is set before the client's Disconnect goes upstream: the
 	// broker's close that follows is the client's doing.
 	clientBye atomic.Bool
+	// connectDue is set by the handshake once the client's Connect is read
+	// (or its read failed): an upstream message before it is no answer to
+	// that Connect.
+	connectDue atomic.Bool
+	// answerRead, once the handshake reads the upstream's answer on a
+	// goroutine of its own, is closed when that read has returned.
+	answerRead chan struct{}
 }
 
 // ending is why a session ended.
@@ -221,7 +228,9 @@ func (s *session) run(decision tlsterm.Decision) {
 		what := " unavailable"
 		switch {
 		case upstream.CertificateRefused(err):
-			what = " refused the gateway's certificate"
+			s.refuse(smq.CodeServerUnavailable, "upstream "+s.route.Upstream.Name()+" refused the gateway's certificate",
+				ReasonGatewayCertRefused, errors.New(upstream.Reason(err)))
+			return
 		case proxyRefusal(err) != "":
 			what += ": " + proxyRefusal(err)
 		}
@@ -262,6 +271,9 @@ func (s *session) refuse(code smq.ConnackCode, reason string, why Reason, logDet
 // answer sends a refusing Connack and ends the session with why. The log
 // line gets the reason and logDetail, which the client does not see.
 func (s *session) answer(code smq.ConnackCode, reason string, why Reason, logDetail error) {
+	if s.reasonOf() != ReasonNone {
+		return // ended already (shut down): the client was told
+	}
 	if s.writeClient(smq.Connack{Code: code, Reason: reason}) == nil {
 		s.g.m.connack(s.listener, s.route.Path, code, "gateway")
 	}
@@ -273,9 +285,15 @@ func (s *session) answer(code smq.ConnackCode, reason string, why Reason, logDet
 }
 
 // handshake relays the upstream's Init unchanged, then the client's
-// Connect, then the upstream's Connack: nothing is pipelined, and nothing
-// else from the client goes upstream before Connack 0x00. It reports
-// whether the session is connected.
+// Connect, then the upstream's Connack, unchanged whatever its code:
+// nothing is pipelined, and nothing else from the client goes upstream
+// before Connack 0x00. It reports whether the session is connected.
+//
+// The upstream is read from the moment its Init is relayed: a broker may
+// answer before the client's Connect has gone to it (the reference broker
+// times out a Connect that does not come; a TLS front end refuses the
+// gateway's certificate at once), and that answer says something else than
+// an answer to the client's Connect (see early).
 func (s *session) handshake() bool {
 	timeout := s.lim.ConnectTimeout
 	s.setReadDeadline(s.up, time.Now().Add(timeout))
@@ -289,9 +307,27 @@ func (s *session) handshake() bool {
 		return false
 	}
 	s.g.m.message(toClient, init)
+	if s.up.Buffered() > 0 {
+		// Sent with Init: no answer to a Connect not relayed yet.
+		msg, err := s.up.Read()
+		s.early(upAnswer{msg, err})
+		return false
+	}
 
+	// While the client's Connect is awaited the upstream may take its time
+	// (its own connect timeout runs); once Connect is relayed, it has
+	// timeout to answer.
 	s.setReadDeadline(s.client, time.Now().Add(timeout))
+	s.setReadDeadline(s.up, time.Time{})
+	answer := s.readAnswer()
 	connect, err := s.client.Read()
+	s.connectDue.Store(true)
+	select {
+	case a := <-answer:
+		s.early(a)
+		return false
+	default:
+	}
 	if err != nil {
 		s.clientReadFailed(err)
 		return false
@@ -300,6 +336,7 @@ func (s *session) handshake() bool {
 		s.clientBadMessage(err)
 		return false
 	}
+	s.setReadDeadline(s.up, time.Now().Add(timeout))
 	err = s.up.Write(connect)
 	if err == nil {
 		err = s.up.Flush()
@@ -312,28 +349,83 @@ func (s *session) handshake() bool {
 	s.inBytes.Add(uint64(len(connect)))
 	s.g.m.message(fromClient, connect)
 
-	s.setReadDeadline(s.up, time.Now().Add(timeout))
-	ack, err := s.up.Read()
-	if err != nil {
-		s.upstreamFailed("did not answer Connect", err, ReasonUpstreamDown)
+	a := <-answer
+	if a.err != nil {
+		s.upstreamFailed("did not answer Connect", a.err, ReasonUpstreamDown)
 		return false
 	}
-	if smq.Check(ack) != nil || smq.Type(ack[0]) != smq.TypeConnack {
-		s.upstreamFailed("answered Connect with "+smq.Type(ack[0]).String(), nil, ReasonUpstreamProtocol)
+	if smq.Check(a.msg) != nil || smq.Type(a.msg[0]) != smq.TypeConnack {
+		s.upstreamFailed("answered Connect with "+smq.Type(a.msg[0]).String(), nil, ReasonUpstreamProtocol)
 		return false
 	}
-	// 0x04 and 0x05 from the broker judge the gateway's certificate (the
-	// client's was judged here): the device gets 0x02 and that reason.
-	if code := smq.ConnackCode(ack[1]); code == smq.CodeCertRequired || code == smq.CodeCertNotAccepted {
-		reason := code.String()
-		if m, err := smq.Decode(ack); err == nil {
-			if c, ok := m.(*smq.Connack); ok && c.Reason != "" {
-				reason += ": " + c.Reason
-			}
+	if !s.relayConnack(a.msg) {
+		return false
+	}
+	s.setReadDeadline(s.client, time.Time{})
+	s.setReadDeadline(s.up, time.Time{})
+	return true
+}
+
+// upAnswer is the upstream's first message after Init, or why none came.
+type upAnswer struct {
+	msg []byte
+	err error
+}
+
+// readAnswer reads the upstream's next message on a goroutine of its own
+// (close waits for it) and sends it on the channel it returns. If it comes
+// before the handshake has the client's Connect, the client's read is cut
+// short: the upstream has spoken first.
+func (s *session) readAnswer() <-chan upAnswer {
+	ch := make(chan upAnswer, 1)
+	done := make(chan struct{})
+	s.answerRead = done
+	go func() {
+		defer close(done)
+		msg, err := s.up.Read()
+		ch <- upAnswer{msg, err}
+		// Ordered after the send: if the handshake has not set connectDue
+		// yet, it sees the answer when it does.
+		if !s.connectDue.Load() {
+			_ = s.client.SetReadDeadline(time.Unix(1, 0))
 		}
-		s.upstreamFailed("refused the gateway's certificate: "+reason, nil, ReasonUpstreamDown)
-		return false
+	}()
+	return ch
+}
+
+// early ends the handshake on what the upstream sent before the client's
+// Connect was relayed to it. Such a Connack cannot judge the client's
+// credentials: with code 0x04 or 0x05 it is a front end (a TLS-terminating
+// gateway) refusing the gateway's own certificate, a configuration problem
+// the client hears of as 0x02; any other code (the broker's 0x02 when no
+// Connect came in time) is relayed unchanged.
+func (s *session) early(a upAnswer) {
+	if a.err != nil {
+		s.upstreamFailed("closed the session before Connect", a.err, ReasonUpstreamDown)
+		return
 	}
+	m, err := smq.Decode(a.msg)
+	ack, ok := m.(smq.Connack)
+	switch {
+	case err != nil || !ok || ack.Code == smq.CodeAccepted:
+		s.upstreamFailed("sent "+smq.Type(a.msg[0]).String()+" before Connect", err, ReasonUpstreamProtocol)
+	case ack.Code == smq.CodeCertRequired || ack.Code == smq.CodeCertNotAccepted:
+		reason := ack.Code.String()
+		if ack.Reason != "" {
+			reason += ": " + ack.Reason
+		}
+		s.g.log.Warn("upstream refused the gateway's client certificate: check the upstream's cert_file and its CA",
+			"route", s.route.Path, "upstream", s.route.Upstream.Name(), "client", s.clientIP, "connack", reason)
+		s.answer(smq.CodeServerUnavailable, "upstream "+s.route.Upstream.Name()+" refused the gateway's certificate: "+reason,
+			ReasonGatewayCertRefused, nil)
+	default:
+		s.relayConnack(a.msg)
+	}
+}
+
+// relayConnack sends the broker's Connack to the client unchanged and
+// reports whether it accepted the client; a refusal ends the session.
+func (s *session) relayConnack(ack []byte) bool {
 	if err := s.sendClient(ack); err != nil {
 		s.end(ReasonWriteError, err.Error())
 		return false
@@ -341,14 +433,17 @@ func (s *session) handshake() bool {
 	s.outMsgs.Add(1)
 	s.outBytes.Add(uint64(len(ack)))
 	s.g.m.message(toClient, ack)
-	s.g.m.connack(s.listener, s.route.Path, smq.ConnackCode(ack[1]), "upstream")
-	if code := smq.ConnackCode(ack[1]); code != smq.CodeAccepted {
-		s.end(ReasonConnackRefused, code.String())
-		return false
+	code := smq.ConnackCode(ack[1])
+	s.g.m.connack(s.listener, s.route.Path, code, "upstream")
+	if code == smq.CodeAccepted {
+		return true
 	}
-	s.setReadDeadline(s.client, time.Time{})
-	s.setReadDeadline(s.up, time.Time{})
-	return true
+	detail := code.String()
+	if m, err := smq.Decode(ack); err == nil && m.(smq.Connack).Reason != "" {
+		detail += ": " + m.(smq.Connack).Reason
+	}
+	s.end(ReasonConnackRefused, detail)
+	return false
 }
 
 // relay runs the two copiers until both have ended.
@@ -692,6 +787,9 @@ func (s *session) close() {
 	}
 	if up := s.upstream(); up != nil {
 		_ = up.Close()
+	}
+	if s.answerRead != nil {
+		<-s.answerRead // the upstream's close ends it
 	}
 }
 

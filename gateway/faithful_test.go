@@ -1,0 +1,219 @@
+package gateway_test
+
+// Tests of issue 14: the gateway is faithful to the reference broker and
+// its clients (SMQ-WIRE §4 and §5).
+
+import (
+	"bufio"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/smqgw/smqgw/broker"
+	"github.com/smqgw/smqgw/gateway"
+	"github.com/smqgw/smqgw/internal/smqtest"
+	"github.com/smqgw/smqgw/smq"
+	"github.com/smqgw/smqgw/upstream"
+)
+
+// judgeByHeaders is an authenticate hook as a broker behind smqgw may
+// have: it judges the client by the X-SMQ-Client-* headers of the
+// bootstrap, and by its credentials.
+func judgeByHeaders(req *broker.ConnectRequest) (smq.ConnackCode, string) {
+	switch cn := req.Peer.Header.Get("X-Smq-Client-Cn"); {
+	case req.Connect.Credentials == "wrong":
+		return smq.CodeBadCredentials, "the broker says: wrong password"
+	case req.Connect.Credentials == "banned":
+		return smq.CodeAccessDenied, "the broker says: banned"
+	case cn == "":
+		return smq.CodeCertRequired, "the broker says: devices need a certificate"
+	case cn != "device-good":
+		return smq.CodeCertNotAccepted, "the broker says: " + cn + " is not one of ours"
+	}
+	return smq.CodeAccepted, ""
+}
+
+// TestBrokerConnackRelayed is item 1: whatever code the broker's
+// authenticate hook answers, its Connack (code, ETID, reason) reaches the
+// client byte for byte, raw or WebSocket, on a plain http:// upstream
+// without cert_file; it is counted decided_by="upstream" and logged
+// connack_refused.
+func TestBrokerConnackRelayed(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, rigOptions{broker: broker.Config{Authenticate: judgeByHeaders}})
+	good := r.clientCA.Client(t, "device-good")
+	other := r.clientCA.Client(t, "device-other")
+	for _, tc := range []struct {
+		name  string
+		cert  *tls.Certificate
+		cred  string
+		code  smq.ConnackCode
+		why   string
+		wsTry bool
+	}{
+		{"no certificate", nil, "", smq.CodeCertRequired, "the broker says: devices need a certificate", true},
+		{"another certificate", &other.TLS, "", smq.CodeCertNotAccepted, "the broker says: device-other is not one of ours", true},
+		{"wrong password", &good.TLS, "wrong", smq.CodeBadCredentials, "the broker says: wrong password", false},
+		{"banned", &good.TLS, "banned", smq.CodeAccessDenied, "the broker says: banned", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := smq.Connack{Code: tc.code, Reason: tc.why}.Append(nil)
+			c := r.rawTLS(t, "", tc.cert)
+			c.WriteBytes(r.bootstrap("/optional"))
+			c.ReadInit()
+			c.Send(smq.Connect{Version: 1, UID: "device-" + strings.ReplaceAll(tc.name, " ", "-"), Credentials: tc.cred})
+			c.Expect(want)
+			c.ExpectClosed()
+			rec := r.logs.nextSession(t)
+			wantReason(t, rec, "connack_refused")
+			if d, _ := rec["detail"].(string); !strings.Contains(d, tc.why) {
+				t.Errorf("log detail %q does not carry the broker's reason", d)
+			}
+			if !tc.wsTry {
+				return
+			}
+			ws := wssWithCert(t, r, "/optional", tc.cert)
+			if m := wsRead(t, ws); m.Type() != smq.TypeInit {
+				t.Fatalf("got %+v, want Init", m)
+			}
+			wsSend(t, ws, smq.Connect{Version: 1, UID: "browser-" + strings.ReplaceAll(tc.name, " ", "-")})
+			ws.SetReadDeadline(time.Now().Add(smqtest.WaitFor))
+			_, got, err := ws.ReadMessage()
+			if err != nil || string(got) != string(want) {
+				t.Fatalf("WebSocket: got % x, %v\n%s", got, err, smqtest.Diff(got, want))
+			}
+			wsClose(t, ws)
+			wantReason(t, r.logs.nextSession(t), "connack_refused")
+		})
+	}
+	m := scrape(t, r.gw)
+	for code, n := range map[string]float64{"0x03": 1, "0x04": 2, "0x05": 2, "0x06": 1} {
+		if v := m.get(t, "smqgw_connack_total", "code", code, "decided_by", "upstream"); v != n {
+			t.Errorf("connack %s decided_by upstream: %v, want %v", code, v, n)
+		}
+		if v, err := m.lookup("smqgw_connack_total", "code", code, "decided_by", "gateway"); err == nil && v != 0 {
+			t.Errorf("connack %s decided_by gateway: %v, want 0", code, v)
+		}
+	}
+	// And the accepted one, for completeness.
+	c := r.rawTLS(t, "", &good.TLS)
+	c.WriteBytes(r.bootstrap("/optional"))
+	c.ReadInit()
+	c.Login("device-good-1")
+}
+
+// wssWithCert opens a WebSocket to path through the rig's gateway with an
+// optional client certificate, and reads nothing.
+func wssWithCert(t *testing.T, r *rig, path string, cert *tls.Certificate) *websocket.Conn {
+	t.Helper()
+	cfg := &tls.Config{RootCAs: r.ca.Pool}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	d := websocket.Dialer{TLSClientConfig: cfg, HandshakeTimeout: smqtest.WaitFor}
+	ws, _, err := d.Dial("wss://"+r.addr+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	return ws
+}
+
+// frontEnd is an upstream that refuses the gateway's certificate as a
+// TLS-terminating front end may: Init, then Connack code without waiting
+// for Connect, with Init when later is nil, else when later is closed. It
+// returns its URL.
+func frontEnd(t *testing.T, code smq.ConnackCode, reason string, later <-chan struct{}) string {
+	t.Helper()
+	ln := smqtest.Listen(t)
+	smqtest.Serve(t, ln, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nSmqBroker: true\r\n\r\n")
+		b, _ := smq.AppendRawMessage(nil, smq.Init{Version: 1, Seed: 7, IP: "10.1.1.1"})
+		if later != nil {
+			c.Write(b)
+			<-later
+			b = nil
+		}
+		b, _ = smq.AppendRawMessage(b, smq.Connack{Code: code, Reason: reason})
+		c.Write(b)
+		io.Copy(io.Discard, br) // until the gateway hangs up
+	})
+	return "http://" + ln.Addr().String() + "/smq"
+}
+
+// TestFrontEndRefusesGatewayCertificate is item 1's other half: a Connack
+// 0x04/0x05 that comes before the client's Connect was relayed judges the
+// gateway, not the client: the client gets 0x02 naming the upstream (at
+// once, whether it sent Connect or not), the gateway counts it as its own
+// decision and logs gateway_cert_refused.
+func TestFrontEndRefusesGatewayCertificate(t *testing.T) {
+	t.Parallel()
+	later := make(chan struct{})
+	newUp := func(name string, later <-chan struct{}) upstream.Upstream {
+		u, err := upstream.New(upstream.Config{Name: name, URLs: []string{frontEnd(t, smq.CodeCertNotAccepted, "unknown client CA", later)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	r := newRig(t, rigOptions{routes: []*gateway.Route{
+		{Path: "/cloud", Upstream: newUp("cloud", nil)},
+		{Path: "/later", Upstream: newUp("later", later)},
+	}})
+	want := func(name string) string {
+		return "upstream " + name + " refused the gateway's certificate: 0x05 client certificate not accepted: unknown client CA"
+	}
+	for _, ws := range []bool{false, true} {
+		var ack smq.Connack
+		if ws {
+			conn := r.wss(t, "", "/cloud", nil)
+			wsRead(t, conn) // the front end's Init
+			wsSend(t, conn, smq.Connect{Version: 1, UID: "browser-behind-edge"})
+			ack, _ = wsRead(t, conn).(smq.Connack)
+			if ce := wsClose(t, conn); ce.Code != websocket.ClosePolicyViolation {
+				t.Errorf("close %d %q, want 1008", ce.Code, ce.Text)
+			}
+		} else {
+			c := r.rawTLS(t, "", nil)
+			c.WriteBytes(r.bootstrap("/cloud"))
+			c.ReadInit()
+			c.Send(smq.Connect{Version: 1, UID: "device-behind-edge"})
+			ack = c.ExpectConnack(smq.CodeServerUnavailable)
+			c.ExpectClosed()
+		}
+		if ack.Code != smq.CodeServerUnavailable || ack.Reason != want("cloud") {
+			t.Errorf("websocket %v: got %+v, want 0x02 %q", ws, ack, want("cloud"))
+		}
+		wantReason(t, r.logs.nextSession(t), "gateway_cert_refused")
+	}
+	// The front end's Connack comes after Init, while the client has not
+	// sent Connect yet: the gateway stops waiting for it.
+	c := r.rawTLS(t, "", nil)
+	c.WriteBytes(r.bootstrap("/later"))
+	c.ReadInit()
+	close(later)
+	if ack := c.ExpectConnack(smq.CodeServerUnavailable); ack.Reason != want("later") {
+		t.Errorf("got %+v, want 0x02 %q", ack, want("later"))
+	}
+	c.Send(smq.Connect{Version: 1, UID: "device-too-late"}) // as a client does after Init
+	c.ExpectClosed()
+	wantReason(t, r.logs.nextSession(t), "gateway_cert_refused")
+
+	m := scrape(t, r.gw)
+	if v := m.get(t, "smqgw_connack_total", "code", "0x02", "decided_by", "gateway"); v != 3 {
+		t.Errorf("connack 0x02 decided_by gateway: %v, want 3", v)
+	}
+	if v, err := m.lookup("smqgw_connack_total", "code", "0x05", "decided_by", "upstream"); err == nil && v != 0 {
+		t.Errorf("connack 0x05 decided_by upstream: %v, want 0", v)
+	}
+}
