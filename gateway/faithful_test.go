@@ -5,11 +5,14 @@ package gateway_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
+	"github.com/smqgw/smqgw/wire"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -215,5 +218,104 @@ func TestFrontEndRefusesGatewayCertificate(t *testing.T) {
 	}
 	if v, err := m.lookup("smqgw_connack_total", "code", "0x05", "decided_by", "upstream"); err == nil && v != 0 {
 		t.Errorf("connack 0x05 decided_by upstream: %v, want 0", v)
+	}
+}
+
+// lateUpstream is an upstream whose URLs are known once the rig's broker
+// runs.
+type lateUpstream struct {
+	u atomic.Pointer[upstream.Dialer]
+}
+
+func (l *lateUpstream) set(t *testing.T, name string, urls ...string) {
+	t.Helper()
+	d, err := upstream.New(upstream.Config{Name: name, URLs: urls})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.u.Store(d)
+}
+
+func (l *lateUpstream) Dial(ctx context.Context, req upstream.Request) (wire.Conn, error) {
+	return l.u.Load().Dial(ctx, req)
+}
+
+func (l *lateUpstream) Name() string { return l.u.Load().Name() }
+
+// TestPubFragToWebSocketUpstream is item 2: a raw client's PubFrag goes to a
+// ws:// upstream as one Publish, reassembled at the gateway with the
+// reference broker's limits, and to a raw upstream as it came. The broker
+// closes a WebSocket session that sends PubFrag, as the reference broker
+// does.
+func TestPubFragToWebSocketUpstream(t *testing.T) {
+	t.Parallel()
+	late := &lateUpstream{}
+	r := newRig(t, rigOptions{routes: []*gateway.Route{{Path: "/ws", Upstream: late}}})
+	late.set(t, "lanws", "ws://"+r.brokerAddr+"/smq")
+
+	// The test broker, like the reference one, closes a WebSocket client
+	// that sends PubFrag.
+	direct := smqtest.ConnectWS(t, r.brokerAddr, "direct-ws-fragmenter")
+	direct.SendMsg(smqtest.PubFragMsg(0, direct.ETID, 0, []byte("x")))
+	direct.ExpectClosed()
+
+	sub := smqtest.Connect(t, r.brokerAddr, "frag-subscriber")
+	tid := sub.Subscribe("frag")
+	payload := func(n int) []byte {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(i * 7)
+		}
+		return p
+	}
+	// sendFrags sends p in fragments of at most 30,000 bytes, tid 0 but on
+	// the last.
+	sendFrags := func(c *smqtest.Conn, tid uint32, p []byte) {
+		for len(p) > 30000 {
+			c.SendMsg(smqtest.PubFragMsg(0, 0, 0, p[:30000]))
+			p = p[30000:]
+		}
+		c.SendMsg(smqtest.PubFragMsg(tid, c.ETID, 5, p))
+	}
+	for _, path := range []string{"/ws", "/open"} {
+		pub := r.raw(t, path)
+		pub.Login("frag-publisher-" + path[1:])
+		for _, n := range []int{1, 30001, smq.MaxPubFragPayload} {
+			p := payload(n)
+			sendFrags(pub, tid, p)
+			sub.Expect(smqtest.PublishMsg(tid, pub.ETID, 5, p))
+		}
+		pub.Barrier() // still connected
+	}
+	m := scrape(t, r.gw)
+	for typ, want := range map[string]float64{"PubFrag": 1 + 2 + 3, "Publish": 3} {
+		if v := m.get(t, "smqgw_messages_total", "direction", "client_to_upstream", "type", typ); v != want {
+			t.Errorf("%s to the upstreams: %v, want %v", typ, v, want)
+		}
+	}
+
+	// Over the limits, on the WebSocket upstream.
+	pub := r.raw(t, "/ws")
+	pub.Login("frag-publisher-limits")
+	// 0xFFE4 bytes: the reassembled message is over 0xFFF0 with its
+	// header: dropped, as the reference broker drops it; the session goes on.
+	sendFrags(pub, tid, payload(smq.MaxPubFragPayload+1))
+	small := pub.Publish(tid, 0, []byte("after the dropped one"))
+	sub.Expect(small)
+	// More than 0xFFF0 bytes accumulated: Disconnect "message too big".
+	for range 2 {
+		pub.SendMsg(smqtest.PubFragMsg(0, 0, 0, payload(32761)))
+	}
+	pub.ExpectDisconnect("message too big")
+	sub.Barrier() // nothing came
+	for {
+		rec := r.logs.nextSession(t)
+		if rec["route"] == "/ws" && rec["reason"] != "client_closed" {
+			wantReason(t, rec, "too_big")
+			if rec["dropped_pubfrag_too_big"] != 1.0 {
+				t.Errorf("dropped_pubfrag_too_big = %v, want 1", rec["dropped_pubfrag_too_big"])
+			}
+			break
+		}
 	}
 }

@@ -81,6 +81,11 @@ type session struct {
 
 	inMsgs, inBytes, outMsgs, outBytes atomic.Uint64 // in: client→upstream
 	dropped                            atomic.Uint64 // broker messages too big for a raw client
+	// frag reassembles a raw client's PubFrag for a WebSocket upstream
+	// (clientToUpstream's); fragDropped counts reassembled messages too
+	// big to deliver, dropped as the reference broker drops them.
+	frag        []byte
+	fragDropped atomic.Uint64
 	// clientBye is set before the client's Disconnect goes upstream: the
 	// broker's close that follows is the client's doing.
 	clientBye atomic.Bool
@@ -489,6 +494,17 @@ func (s *session) clientToUpstream() {
 			s.end(ReasonRateLimited, fmt.Sprintf("more than %d messages per second", rate.max))
 			continue
 		}
+		if smq.Type(msg[0]) == smq.TypePubFrag && s.up.WebSocket() {
+			var err error
+			if msg, err = s.reassemble(msg); err != nil {
+				_ = s.up.Flush() // what came before it still goes
+				s.end(ReasonTooBig, err.Error())
+				continue
+			}
+			if msg == nil {
+				continue // more to come, or dropped
+			}
+		}
 		if err := s.up.Write(msg); err != nil {
 			s.end(ReasonWriteError, "upstream: "+err.Error())
 			continue
@@ -507,6 +523,42 @@ func (s *session) clientToUpstream() {
 			s.end(ReasonClientClosed, "client sent Disconnect")
 		}
 	}
+}
+
+// reassemble collects a raw client's PubFrag fragments into one Publish
+// for a WebSocket upstream (the reference broker closes a WebSocket that
+// sends PubFrag), with the reference broker's limits (SMQ-WIRE §4): more
+// than smq.MaxPayload accumulated payload bytes is an error (the broker
+// closes the connection); a reassembled message (header included) over
+// smq.MaxPayload is dropped silently. It returns the Publish once the last
+// fragment (non-zero tid, whose header it takes) has come, nil before.
+func (s *session) reassemble(msg []byte) ([]byte, error) {
+	const head = 1 + smq.PublishHeaderLen
+	payload := msg[head:]
+	acc := len(payload)
+	if s.frag != nil {
+		acc += len(s.frag) - head
+	}
+	if acc > smq.MaxPayload {
+		s.frag = nil
+		return nil, fmt.Errorf("PubFrag reassembly over %d bytes", smq.MaxPayload)
+	}
+	if s.frag == nil {
+		s.frag = make([]byte, head, head+max(len(payload), 4<<10))
+	}
+	s.frag = append(s.frag, payload...)
+	if smq.ID(msg) == 0 {
+		return nil, nil
+	}
+	whole := s.frag
+	s.frag = nil
+	if len(whole) > smq.MaxPayload {
+		s.fragDropped.Add(1)
+		return nil, nil
+	}
+	whole[0] = byte(smq.TypePublish)
+	copy(whole[1:head], msg[1:head])
+	return whole, nil
 }
 
 // upstreamToClient copies broker messages to the client, flushing when the
@@ -822,6 +874,9 @@ func (s *session) logEnd() {
 	}
 	if n := s.dropped.Load(); n > 0 {
 		attrs = append(attrs, "dropped_too_big", n)
+	}
+	if n := s.fragDropped.Load(); n > 0 {
+		attrs = append(attrs, "dropped_pubfrag_too_big", n)
 	}
 	s.g.m.closed.WithLabelValues(s.listener, s.route.Path, s.reasonOf().String()).Inc()
 	if limit := s.reasonOf().limit(); limit != "" {
