@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/wire"
 	"io"
 	"net"
@@ -318,4 +319,79 @@ func TestPubFragToWebSocketUpstream(t *testing.T) {
 			break
 		}
 	}
+}
+
+// TestNoConnectAfterInit is item 5: a client that sends nothing after
+// Init gets Connack 0x02 "no Connect received in time", as from the
+// reference broker. Where the gateway relays, that is the broker's own
+// Connack, after the broker's connect timeout (relayed unchanged); where
+// the gateway answers itself (a refused certificate), or its own
+// connect_timeout is the shorter, the gateway's, after connect_timeout.
+func TestNoConnectAfterInit(t *testing.T) {
+	t.Parallel()
+	const brokerWait = 500 * time.Millisecond
+	want := smq.Connack{Code: smq.CodeServerUnavailable, Reason: "no Connect received in time"}.Append(nil)
+	embedded := &upstream.Embedded{Broker: broker.New(broker.Config{ConnectTimeout: brokerWait})}
+	t.Cleanup(func() { embedded.Broker.Shutdown(context.Background()) })
+	// The broker's timeout is the shorter: its Connack.
+	r := newRig(t, rigOptions{broker: broker.Config{ConnectTimeout: brokerWait},
+		routes: []*gateway.Route{{Path: "/embedded", Upstream: embedded}}})
+	for _, path := range []string{"/open", "/embedded"} {
+		c := r.rawTLS(t, "", nil)
+		c.WriteBytes(r.bootstrap(path))
+		c.ReadInit()
+		start := time.Now()
+		c.Expect(want)
+		if d := time.Since(start); d < brokerWait*8/10 || d > brokerWait+slack {
+			t.Errorf("%s: Connack after %v, the broker waits %v", path, d, brokerWait)
+		}
+		c.ExpectClosed()
+		wantReason(t, r.logs.nextSession(t), "connack_refused")
+	}
+	if v := scrape(t, r.gw).get(t, "smqgw_connack_total", "code", "0x02", "decided_by", "upstream"); v != 2 {
+		t.Errorf("connack 0x02 decided_by upstream: %v, want 2", v)
+	}
+
+	// The gateway's is the shorter, or the gateway answers itself: its own.
+	r = newRig(t, rigOptions{broker: broker.Config{ConnectTimeout: time.Minute}, limits: quick})
+	for _, path := range []string{"/open", "/require"} {
+		c := r.rawTLS(t, "", nil)
+		c.WriteBytes(r.bootstrap(path))
+		c.ReadInit()
+		start := time.Now()
+		c.Expect(want)
+		if d := time.Since(start); d > quick.ConnectTimeout+slack {
+			t.Errorf("%s: Connack after %v, connect_timeout %v", path, d, quick.ConnectTimeout)
+		}
+		c.ExpectClosed()
+		wantReason(t, r.logs.nextSession(t), "connect_timeout")
+	}
+	// A WebSocket client too.
+	ws := r.wss(t, "", "/open", nil)
+	wsRead(t, ws) // Init
+	if m := wsRead(t, ws); m != (smq.Connack{Code: smq.CodeServerUnavailable, Reason: "no Connect received in time"}) {
+		t.Errorf("WebSocket: got %+v", m)
+	}
+	wsClose(t, ws)
+	wantReason(t, r.logs.nextSession(t), "connect_timeout")
+	if v := scrape(t, r.gw).get(t, "smqgw_connack_total", "code", "0x02", "decided_by", "gateway"); v != 3 {
+		t.Errorf("connack 0x02 decided_by gateway: %v, want 3", v)
+	}
+}
+
+// TestNoConnectDefaults: with the defaults, as smqgw runs them, a client
+// of the embedded broker that sends nothing after Init gets the broker's
+// Connack 0x02 after about 4 s, as from the reference broker.
+func TestNoConnectDefaults(t *testing.T) {
+	t.Parallel()
+	b := apptest.Start(t, t.TempDir(), apptest.Listener("lan", ""))
+	c := smqtest.Dial(t, b.GW.Addr("lan").String())
+	start := time.Now()
+	c.Timeout = broker.DefaultConnectTimeout + slack
+	c.ExpectMessage(smq.Connack{Code: smq.CodeServerUnavailable, Reason: "no Connect received in time"})
+	if d := time.Since(start); d < broker.DefaultConnectTimeout*9/10 || d > broker.DefaultConnectTimeout+slack {
+		t.Errorf("Connack after %v, want about %v", d, broker.DefaultConnectTimeout)
+	}
+	t.Logf("Connack 0x02 after %v", time.Since(start).Round(time.Millisecond))
+	c.ExpectClosed()
 }

@@ -261,16 +261,25 @@ func (s *session) refuse(code smq.ConnackCode, reason string, why Reason, logDet
 	}
 	s.setReadDeadline(s.client, time.Now().Add(s.lim.ConnectTimeout))
 	if _, err := s.client.Read(); err != nil {
+		if isTimeout(err) {
+			s.noConnect()
+			return
+		}
 		// The session ends for why, whatever the client did instead of
 		// sending Connect: it was refused before.
-		detail := fmt.Sprintf("%v: %s: the client sent no Connect", code, reason)
-		if isTimeout(err) {
-			detail += " in time"
-		}
-		s.end(why, detail)
+		s.end(why, fmt.Sprintf("%v: %s: the client sent no Connect", code, reason))
 		return
 	}
 	s.answer(code, reason, why, logDetail)
+}
+
+// noConnect answers a client that sent no Connect within the connect
+// timeout as the reference broker does (SMQ-WIRE §4): Connack 0x02 "no
+// Connect received in time". Where the gateway relays, the broker's own
+// timeout (about 4 s for the reference broker and the embedded one)
+// usually comes first, and its Connack is relayed instead.
+func (s *session) noConnect() {
+	s.answer(smq.CodeServerUnavailable, "no Connect received in time", ReasonConnectTimeout, nil)
 }
 
 // answer sends a refusing Connack and ends the session with why. The log
@@ -334,6 +343,10 @@ func (s *session) handshake() bool {
 	default:
 	}
 	if err != nil {
+		if isTimeout(err) {
+			s.noConnect()
+			return false
+		}
 		s.clientReadFailed(err)
 		return false
 	}
