@@ -783,7 +783,11 @@ func TestSlowConsumer(t *testing.T) {
 	slow.Subscribe("firehose")
 
 	// The fast subscriber reads on its own goroutine: sequence numbers in
-	// order, until the "end" marker.
+	// order, until the "end" marker. It reports each message on read, and
+	// the publisher stays at most window messages ahead of it, so that it
+	// is fast however loaded the machine: only the slow one's queue fills.
+	const window = 16 // 256 KiB, a quarter of QueueBytes
+	read := make(chan struct{}, 4096)
 	fastDone := make(chan error, 1)
 	go func() {
 		next := uint32(0)
@@ -811,12 +815,22 @@ func TestSlowConsumer(t *testing.T) {
 				return
 			}
 			next++
+			read <- struct{}{}
 		}
 	}()
 
 	payload := make([]byte, 16<<10)
 	sent := 0
 	for ; sent < 4000; sent++ {
+		if sent >= window {
+			select {
+			case <-read:
+			case err := <-fastDone:
+				t.Fatalf("before the end: %v", err)
+			case <-time.After(smqtest.WaitFor):
+				t.Fatalf("the fast subscriber is stuck %d messages behind", window)
+			}
+		}
 		binary.BigEndian.PutUint32(payload, uint32(sent))
 		pub.Publish(tid, 0, payload)
 		if sent%8 == 7 {
