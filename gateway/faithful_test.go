@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/wire"
 	"io"
@@ -92,7 +93,9 @@ func TestBrokerConnackRelayed(t *testing.T) {
 			if err != nil || string(got) != string(want) {
 				t.Fatalf("WebSocket: got % x, %v\n%s", got, err, smqtest.Diff(got, want))
 			}
-			wsClose(t, ws)
+			if ce := wsClose(t, ws); ce.Code != websocket.CloseNormalClosure {
+				t.Errorf("close %d %q, want 1000", ce.Code, ce.Text)
+			}
 			wantReason(t, r.logs.nextSession(t), "connack_refused")
 		})
 	}
@@ -372,7 +375,9 @@ func TestNoConnectAfterInit(t *testing.T) {
 	if m := wsRead(t, ws); m != (smq.Connack{Code: smq.CodeServerUnavailable, Reason: "no Connect received in time"}) {
 		t.Errorf("WebSocket: got %+v", m)
 	}
-	wsClose(t, ws)
+	if ce := wsClose(t, ws); ce.Code != websocket.CloseNormalClosure {
+		t.Errorf("close %d %q, want 1000", ce.Code, ce.Text)
+	}
 	wantReason(t, r.logs.nextSession(t), "connect_timeout")
 	if v := scrape(t, r.gw).get(t, "smqgw_connack_total", "code", "0x02", "decided_by", "gateway"); v != 3 {
 		t.Errorf("connack 0x02 decided_by gateway: %v, want 3", v)
@@ -394,4 +399,95 @@ func TestNoConnectDefaults(t *testing.T) {
 	}
 	t.Logf("Connack 0x02 after %v", time.Since(start).Round(time.Millisecond))
 	c.ExpectClosed()
+}
+
+// TestOversizeCloseCodeWhileWriting is item 6's first half: a WebSocket
+// client that goes on writing after an oversized message still reads close
+// 1009: the gateway's close frame is not lost to a reset.
+func TestOversizeCloseCodeWhileWriting(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, rigOptions{})
+	big := make([]byte, smq.MaxRawMessage+1)
+	big[0] = byte(smq.TypePublish)
+	for i := range 20 {
+		ws := r.wss(t, "", "/open", nil)
+		wsLogin(t, ws, fmt.Sprintf("oversize-writer-%d", i))
+		writing := make(chan struct{})
+		go func() {
+			defer close(writing)
+			ws.SetWriteDeadline(time.Now().Add(smqtest.WaitFor))
+			if ws.WriteMessage(websocket.BinaryMessage, big) != nil {
+				return
+			}
+			small := smq.Ping{}.Append(nil)
+			for ws.WriteMessage(websocket.BinaryMessage, small) == nil {
+			}
+		}()
+		ws.SetReadDeadline(time.Now().Add(smqtest.WaitFor))
+		var err error
+		for err == nil {
+			_, _, err = ws.ReadMessage() // Pongs, then the close
+		}
+		if !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
+			t.Errorf("run %d: %v, want close 1009", i, err)
+		}
+		ws.Close()
+		<-writing
+		wantReason(t, r.logs.nextSession(t), "too_big")
+	}
+}
+
+// killableBroker is a broker on a loopback port whose death a test
+// decides: Kill drops every connection at once, as a crash would.
+func killableBroker(t *testing.T) *smqtest.Killable {
+	t.Helper()
+	b := broker.New(broker.Config{})
+	l := smqtest.Track(smqtest.Listen(t))
+	served := make(chan struct{})
+	go func() { defer close(served); b.Serve(l) }()
+	t.Cleanup(func() {
+		l.Kill()
+		b.Shutdown(context.Background())
+		<-served
+	})
+	return l
+}
+
+// TestUpstreamGoneCloseCode is item 6's second half: when the upstream
+// dies, a WebSocket client gets close 1001 with a reason that says so (a
+// raw one the end of the stream, no Disconnect); and no close reason names
+// the upstream's address.
+func TestUpstreamGoneCloseCode(t *testing.T) {
+	t.Parallel()
+	up := killableBroker(t)
+	late := &lateUpstream{}
+	late.set(t, "lan2", "http://"+up.Addr().String()+"/smq")
+	r := newRig(t, rigOptions{routes: []*gateway.Route{{Path: "/lan2", Upstream: late}}})
+	ws := r.wss(t, "", "/lan2", nil)
+	wsLogin(t, ws, "browser-upstream-dies")
+	raw := r.raw(t, "/lan2")
+	raw.Login("device-upstream-dies")
+	up.Kill()
+	ce := wsClose(t, ws)
+	if ce.Code != websocket.CloseGoingAway || ce.Text != "upstream lan2 closed the session" {
+		t.Errorf("close %d %q, want 1001 \"upstream lan2 closed the session\"", ce.Code, ce.Text)
+	}
+	raw.ExpectClosed()
+	for range 2 {
+		wantReason(t, r.logs.nextSession(t), "upstream_closed")
+	}
+	// The upstream is gone: whatever a WebSocket client is told, its
+	// close reason names no address.
+	ws = r.wss(t, "", "/lan2", nil)
+	ws.SetReadDeadline(time.Now().Add(smqtest.WaitFor))
+	var err error
+	for err == nil {
+		var p []byte
+		if _, p, err = ws.ReadMessage(); err == nil && smq.Type(p[0]) == smq.TypeInit {
+			wsSend(t, ws, smq.Connect{Version: 1, UID: "browser-upstream-gone"})
+		}
+	}
+	if ce, ok := err.(*websocket.CloseError); !ok || strings.Contains(ce.Text, "127.0.0.1") {
+		t.Errorf("close %v: want a close reason without the upstream's address", err)
+	}
 }

@@ -37,7 +37,7 @@ var reasonInfo = [...]struct {
 }{
 	ReasonNone:               {"none", "", websocket.CloseNormalClosure},
 	ReasonClientClosed:       {"client_closed", "", websocket.CloseNormalClosure},
-	ReasonUpstreamClosed:     {"upstream_closed", "", websocket.CloseNormalClosure},
+	ReasonUpstreamClosed:     {"upstream_closed", "", websocket.CloseGoingAway},
 	ReasonRefused:            {"refused", "", websocket.ClosePolicyViolation},
 	ReasonUpstreamDown:       {"upstream_unavailable", "", websocket.CloseTryAgainLater},
 	ReasonConnackRefused:     {"connack_refused", "", websocket.CloseNormalClosure},

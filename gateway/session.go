@@ -101,7 +101,7 @@ type session struct {
 // ending is why a session ended.
 type ending struct {
 	reason Reason
-	detail string
+	detail string // for the log
 }
 
 // accept completes the client's bootstrap: the WebSocket upgrade, or the
@@ -291,11 +291,12 @@ func (s *session) answer(code smq.ConnackCode, reason string, why Reason, logDet
 	if s.writeClient(smq.Connack{Code: code, Reason: reason}) == nil {
 		s.g.m.connack(s.listener, s.route.Path, code, "gateway")
 	}
-	detail := fmt.Sprintf("%v: %s", code, reason)
+	said := fmt.Sprintf("%v: %s", code, reason)
+	detail := said
 	if logDetail != nil {
 		detail += ": " + logDetail.Error()
 	}
-	s.end(why, detail)
+	s.endSaying(why, detail, said)
 }
 
 // handshake relays the upstream's Init unchanged, then the client's
@@ -696,9 +697,9 @@ func (s *session) upstreamReadFailed(err error) {
 	case errors.As(err, &me):
 		s.end(ReasonUpstreamProtocol, err.Error())
 	case closedByPeer(err):
-		s.end(ReasonUpstreamClosed, "")
+		s.endSaying(ReasonUpstreamClosed, "", s.upstreamClosedText())
 	default:
-		s.end(ReasonUpstreamClosed, err.Error())
+		s.endSaying(ReasonUpstreamClosed, err.Error(), s.upstreamClosedText())
 	}
 }
 
@@ -746,7 +747,11 @@ func (s *session) checkLiveness() {
 // (WebSocket close code, or TCP half-close); the upstream a half-close. Both
 // copiers then run out on EOF or on the linger deadline. Safe from any
 // goroutine.
-func (s *session) end(r Reason, detail string) {
+func (s *session) end(r Reason, detail string) { s.endSaying(r, detail, closeText(r, detail)) }
+
+// endSaying is end with say as the WebSocket close reason, for a detail
+// that is for the log only (it may name the upstream's addresses).
+func (s *session) endSaying(r Reason, detail, say string) {
 	if r == ReasonNone || !s.ending.CompareAndSwap(nil, &ending{r, detail}) {
 		return
 	}
@@ -760,7 +765,7 @@ func (s *session) end(r Reason, detail string) {
 		_ = s.client.Write(smq.Disconnect{Reason: text}.Append(nil))
 	}
 	_ = s.client.Flush()
-	_ = s.client.CloseWrite(r.wsCode(), closeText(r, detail), deadline)
+	_ = s.client.CloseWrite(r.wsCode(), say, deadline)
 	s.wmu.Unlock()
 	_ = s.client.SetReadDeadline(deadline)
 	if up := s.upstream(); up != nil {
@@ -843,9 +848,18 @@ func (s *session) close() {
 	// Drain the client until it closes or the linger deadline passes, so
 	// our last message is not lost to a reset.
 	if s.client != nil {
-		for {
-			if _, err := s.client.Read(); err != nil {
-				break
+		var err error
+		for err == nil {
+			_, err = s.client.Read()
+		}
+		if unreadLeft(err) {
+			// Reading stopped inside what the client sent (a message too
+			// big, a broken frame): closing on unread bytes would reset the
+			// connection, and a reset may destroy our close frame or
+			// Disconnect before the client reads it. Discard the bytes
+			// until the client closes or the linger deadline passes.
+			if nc, ok := s.client.(interface{ NetConn() net.Conn }); ok {
+				_, _ = io.Copy(io.Discard, nc.NetConn())
 			}
 		}
 		_ = s.client.Close()
@@ -898,6 +912,12 @@ func (s *session) logEnd() {
 	s.g.log.Info("session", attrs...)
 }
 
+// upstreamClosedText is the WebSocket close reason of a session whose
+// upstream closed it.
+func (s *session) upstreamClosedText() string {
+	return "upstream " + s.route.Upstream.Name() + " closed the session"
+}
+
 // closeText is the WebSocket close reason: the Disconnect text, or detail.
 func closeText(r Reason, detail string) string {
 	if t := r.disconnectText(); t != "" {
@@ -919,6 +939,15 @@ func transportName(c wire.Conn) string {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// unreadLeft reports whether a read error of the client's connection left
+// what the client sent partly unread: a message over the limit, a
+// malformed frame.
+func unreadLeft(err error) bool {
+	var me *smq.MessageError
+	var pe *wire.ProtocolError
+	return errors.Is(err, websocket.ErrReadLimit) || errors.As(err, &me) || errors.As(err, &pe)
 }
 
 // closedByPeer reports the ordinary ways a peer goes away.
