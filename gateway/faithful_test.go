@@ -491,3 +491,42 @@ func TestUpstreamGoneCloseCode(t *testing.T) {
 		t.Errorf("close %v: want a close reason without the upstream's address", err)
 	}
 }
+
+// TestSessionLogNamesUpstreamURL is item 8: the session's log line names
+// the URL its upstream connection was made to, which after a failover is
+// not the first.
+func TestSessionLogNamesUpstreamURL(t *testing.T) {
+	t.Parallel()
+	late := &lateUpstream{}
+	r := newRig(t, rigOptions{routes: []*gateway.Route{{Path: "/failover", Upstream: late}}})
+	dead := "http://" + smqtest.DeadAddr(t) + "/smq"
+	live := "ws://" + r.brokerAddr + "/smq"
+	late.set(t, "pair", dead, live)
+	c := r.raw(t, "/failover")
+	c.Login("device-after-failover")
+	c.Send(smq.Disconnect{})
+	c.ExpectClosed()
+	rec := r.logs.nextSession(t)
+	if rec["upstream"] != "pair" || rec["upstream_url"] != live {
+		t.Errorf("upstream %v at %v, want pair at %s", rec["upstream"], rec["upstream_url"], live)
+	}
+	// The first URL's turn is over, for the back-off: straight to the
+	// second, named again.
+	ws := r.wss(t, "", "/failover", nil)
+	wsLogin(t, ws, "browser-after-failover")
+	ws.Close()
+	if rec := r.logs.nextSession(t); rec["upstream_url"] != live {
+		t.Errorf("upstream_url %v, want %s", rec["upstream_url"], live)
+	}
+	// In-process, there is no URL to name.
+	b := broker.New(broker.Config{})
+	t.Cleanup(func() { b.Shutdown(context.Background()) })
+	r = newRig(t, rigOptions{routes: []*gateway.Route{{Path: "/embedded", Upstream: &upstream.Embedded{Broker: b}}}})
+	c = r.raw(t, "/embedded")
+	c.Login("device-in-process")
+	c.Send(smq.Disconnect{})
+	c.ExpectClosed()
+	if rec := r.logs.nextSession(t); rec["upstream"] != "embedded" || rec["upstream_url"] != nil {
+		t.Errorf("upstream %v at %v, want embedded and no url", rec["upstream"], rec["upstream_url"])
+	}
+}

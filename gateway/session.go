@@ -53,6 +53,7 @@ type session struct {
 	// once set; others (end, abort from Shutdown) go through upstream().
 	up       wire.Conn
 	upMu     sync.Mutex
+	upURL    string             // the URL up was dialled at, "" for an in-process broker
 	ctx      context.Context    // ends with the session: aborts a dial in progress
 	stop     context.CancelFunc // cancels ctx
 	clientIP string
@@ -242,6 +243,10 @@ func (s *session) run(decision tlsterm.Decision) {
 		s.refuse(smq.CodeServerUnavailable, "upstream "+s.route.Upstream.Name()+what, ReasonUpstreamDown,
 			errors.New(upstream.Reason(err)))
 		return
+	}
+	if c, ok := up.(*upstream.Conn); ok {
+		s.upURL = c.URL
+		up = c.Conn // relayed on directly
 	}
 	if !s.setUpstream(up) {
 		return
@@ -892,6 +897,9 @@ func (s *session) logEnd() {
 		"msgs_in", s.inMsgs.Load(), "bytes_in", s.inBytes.Load(),
 		"msgs_out", s.outMsgs.Load(), "bytes_out", s.outBytes.Load(),
 		"duration", time.Since(s.start).Round(time.Millisecond).String(),
+	}
+	if s.upURL != "" {
+		attrs = append(attrs, "upstream_url", s.upURL)
 	}
 	if d := s.detail(); d != "" {
 		attrs = append(attrs, "detail", d)

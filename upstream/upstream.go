@@ -233,7 +233,8 @@ func (d *Dialer) URLs() []string {
 
 // Dial connects to the first URL that works, trying the URLs in order and
 // skipping those in back-off, and bootstraps an SMQ session on it: the next
-// message read from the Conn is the broker's Init. Each attempt is bounded by
+// message read from the Conn is the broker's Init. The Conn is a *Conn,
+// which names the URL. Each attempt is bounded by
 // the dial timeout, the whole Dial by ctx, whose end aborts the attempt in
 // progress and stops the failover; it does not count as the URL's failure.
 //
@@ -249,7 +250,7 @@ func (d *Dialer) Dial(ctx context.Context, req Request) (wire.Conn, error) {
 		conn, err := t.dial.Dial(ctx, t.u, hdr)
 		if err == nil {
 			d.report(t, began, nil)
-			return conn, nil
+			return &Conn{Conn: conn, URL: t.url}, nil
 		}
 		e.Attempts = append(e.Attempts, Attempt{URL: t.url, Err: err})
 		if ctx.Err() != nil {
@@ -263,6 +264,14 @@ func (d *Dialer) Dial(ctx context.Context, req Request) (wire.Conn, error) {
 		}
 	}
 	return nil, e
+}
+
+// Conn is the connection a Dialer's Dial returns: the broker's, and the
+// URL (as configured) that it was made to, which after a failover is not
+// the first.
+type Conn struct {
+	wire.Conn
+	URL string
 }
 
 // plan returns the URLs to try now: those not in back-off, in order; if all
