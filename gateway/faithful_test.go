@@ -530,3 +530,74 @@ func TestSessionLogNamesUpstreamURL(t *testing.T) {
 		t.Errorf("upstream %v at %v, want embedded and no url", rec["upstream"], rec["upstream_url"])
 	}
 }
+
+// cClientStatus is the status the reference C client reports for a raw
+// Connack frame (SMQ-WIRE §5): its parser moves the reason text to the
+// start of its buffer before it reads the code byte, at offset 3 of the
+// frame, so a reason of 4 bytes or more gives the reason's 4th byte.
+func cClientStatus(frame []byte) int {
+	buf := append([]byte(nil), frame...)
+	copy(buf, frame[2+1+5:]) // the reason, moved to the start
+	return int(buf[3])
+}
+
+// TestCClientRefusalCodes is item 7: a raw client that bootstraps like the
+// C client (HTTP/1.0, User-Agent: SimpleMQ/1) gets the gateway's own
+// refusals without reason text, so that it reports the right code; the
+// log keeps the reason. Other clients get the reason; the broker's own
+// Connack is relayed unchanged to every client.
+func TestCClientRefusalCodes(t *testing.T) {
+	t.Parallel()
+	fe, err := upstream.New(upstream.Config{Name: "cloud", URLs: []string{frontEnd(t, smq.CodeCertRequired, "no cert", nil)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, rigOptions{broker: broker.Config{Authenticate: judgeByHeaders},
+		routes: []*gateway.Route{{Path: "/cloud", Upstream: fe}}})
+	cBoot := func(path string) []byte {
+		return smqtest.RawRequest("GET "+path+" HTTP/1.0", "Host: "+r.addr, "SimpleMQ: 1", "User-Agent: SimpleMQ/1")
+	}
+	for _, tc := range []struct {
+		name, path string
+		boot       []byte
+		code       smq.ConnackCode
+		reason     string // "" when the client must get none
+		log        string // in the log line's detail
+	}{
+		{"C client, certificate required", "/require", cBoot("/require"), smq.CodeCertRequired, "", "client certificate required"},
+		{"C client, gateway refused upstream", "/cloud", cBoot("/cloud"), smq.CodeServerUnavailable, "",
+			"upstream cloud refused the gateway's certificate"},
+		{"C client, the broker's own refusal", "/optional", cBoot("/optional"), smq.CodeCertRequired,
+			"the broker says: devices need a certificate", "the broker says"},
+		{"HTTP/1.1 client", "/require", r.bootstrap("/require", "User-Agent: SimpleMQ/1"), smq.CodeCertRequired,
+			"client certificate required", "client certificate required"},
+		{"HTTP/1.0 client of another kind", "/require", smqtest.RawRequest("GET /require HTTP/1.0", "SimpleMQ: 1"),
+			smq.CodeCertRequired, "client certificate required", "client certificate required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := r.rawTLS(t, "", nil)
+			c.WriteBytes(tc.boot)
+			c.ReadInit()
+			c.Send(smq.Connect{Version: 1, UID: "c-client-device"})
+			f := c.ReadFull()
+			m, _ := smq.Decode(f.Msg)
+			if ack, ok := m.(smq.Connack); !ok || ack.Code != tc.code || ack.Reason != tc.reason || ack.ETID != 0 {
+				t.Fatalf("got %s, want Connack %v %q", smqtest.Describe(f.Msg), tc.code, tc.reason)
+			}
+			if tc.reason == "" {
+				if got := cClientStatus(f.Raw); got != int(tc.code) {
+					t.Errorf("the C client reports status %d, want %d", got, tc.code)
+				}
+			}
+			c.ExpectClosed()
+			if d, _ := r.logs.nextSession(t)["detail"].(string); !strings.Contains(d, tc.log) {
+				t.Errorf("log detail %q lacks %q", d, tc.log)
+			}
+		})
+	}
+	// Why: with a reason, the C client reports its 4th byte.
+	f, _ := smq.AppendRawMessage(nil, smq.Connack{Code: smq.CodeServerUnavailable, Reason: "upstream lan unavailable"})
+	if got := cClientStatus(f); got != 't' {
+		t.Errorf("the emulated C parser reports %d for a reason, want %d ('t')", got, 't')
+	}
+}

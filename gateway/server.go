@@ -102,6 +102,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := &session{g: g, lim: lim, listener: h.ll.name, route: h.route, clientIP: smq.HostIP(r.RemoteAddr), start: time.Now()}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.clientHeader = r.Header // forwarded upstream, less ours and hop-by-hop ones
+	s.bareRefusals = bootsLikeCClient(r, boot)
 	if err := s.accept(w, r, boot); err != nil {
 		s.stop()
 		g.log.Debug("bootstrap failed", "client", r.RemoteAddr, "err", err)
@@ -112,6 +113,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// that served them) are not kept for the session's lifetime.
 	state := r.TLS
 	go s.serve(h.ll, state)
+}
+
+// bootsLikeCClient reports whether a raw SMQ request comes from the
+// reference C client, which sends "GET path HTTP/1.0" with "User-Agent:
+// SimpleMQ/1" (SMQ-WIRE §2). Its Connack parser reads a reason text of 4
+// bytes or more in place of the code (SMQ-WIRE §5).
+func bootsLikeCClient(r *http.Request, boot smq.Bootstrap) bool {
+	return !boot.WebSocket && r.ProtoMajor == 1 && r.ProtoMinor == 0 &&
+		r.Header.Get("User-Agent") == "SimpleMQ/1"
 }
 
 // originAllowed applies a route's Origin allow-list to a WebSocket upgrade.

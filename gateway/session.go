@@ -59,6 +59,11 @@ type session struct {
 	clientIP string
 	// clientHeader is the client's bootstrap request header.
 	clientHeader http.Header
+	// bareRefusals: the client bootstrapped like the reference C client,
+	// which misreads the code of a Connack with a reason of 4 bytes or
+	// more: the gateway's own refusals go without their reason text (the
+	// log keeps it). The broker's Connacks are relayed unchanged.
+	bareRefusals bool
 	identity     *tlsterm.Identity
 	start        time.Time
 
@@ -293,7 +298,11 @@ func (s *session) answer(code smq.ConnackCode, reason string, why Reason, logDet
 	if s.reasonOf() != ReasonNone {
 		return // ended already (shut down): the client was told
 	}
-	if s.writeClient(smq.Connack{Code: code, Reason: reason}) == nil {
+	ack := smq.Connack{Code: code, Reason: reason}
+	if s.bareRefusals {
+		ack.Reason = ""
+	}
+	if s.writeClient(ack) == nil {
 		s.g.m.connack(s.listener, s.route.Path, code, "gateway")
 	}
 	said := fmt.Sprintf("%v: %s", code, reason)
