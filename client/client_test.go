@@ -139,6 +139,7 @@ func waitCount(t *testing.T, ch <-chan change, n uint32) change {
 var transports = []string{"http", "ws"}
 
 func TestConnect(t *testing.T) {
+	t.Parallel()
 	tb := startBroker(t, broker.Config{}, nil)
 	for _, scheme := range transports {
 		t.Run(scheme, func(t *testing.T) {
@@ -171,6 +172,7 @@ func TestConnect(t *testing.T) {
 }
 
 func TestDialErrors(t *testing.T) {
+	t.Parallel()
 	tb := startBroker(t, broker.Config{}, nil)
 	closed := smqtest.DeadAddr(t)
 	for _, tc := range []struct {
@@ -201,6 +203,7 @@ func TestDialErrors(t *testing.T) {
 // TestDialErrorWording: a failed dial reads as the client's errors always
 // have, and still says what failed as a *smqdial.Error.
 func TestDialErrorWording(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t)
 	secure := startBroker(t, broker.Config{}, ca.Server(t).ServerConfig(nil))
 	web := httptest.NewServer(http.NotFoundHandler())
@@ -228,6 +231,7 @@ func TestDialErrorWording(t *testing.T) {
 }
 
 func TestIDCaching(t *testing.T) {
+	t.Parallel()
 	var topics, subtopics atomic.Int32
 	tb := startBroker(t, broker.Config{
 		PermitTopic:    func(*broker.Client, smq.Type, string) bool { topics.Add(1); return true },
@@ -291,6 +295,7 @@ func TestIDCaching(t *testing.T) {
 }
 
 func TestDenied(t *testing.T) {
+	t.Parallel()
 	tb := startBroker(t, broker.Config{
 		PermitTopic:    func(_ *broker.Client, _ smq.Type, topic string) bool { return topic != "secret" },
 		PermitSubTopic: func(*broker.Client, string) bool { return false },
@@ -312,6 +317,7 @@ func TestDenied(t *testing.T) {
 }
 
 func TestPublishSubscribe(t *testing.T) {
+	t.Parallel()
 	tb := startBroker(t, broker.Config{}, nil)
 	for _, tc := range []struct{ pub, sub string }{
 		{"http", "http"}, {"ws", "ws"}, {"http", "ws"}, {"ws", "http"},
@@ -353,6 +359,7 @@ func TestPublishSubscribe(t *testing.T) {
 }
 
 func TestOneToOne(t *testing.T) {
+	t.Parallel()
 	tb := startBroker(t, broker.Config{}, nil)
 	for _, scheme := range transports {
 		t.Run(scheme, func(t *testing.T) {
@@ -384,6 +391,7 @@ func TestOneToOne(t *testing.T) {
 }
 
 func TestSubTopic(t *testing.T) {
+	t.Parallel()
 	tb := startBroker(t, broker.Config{}, nil)
 	sub := dial(t, tb.url("ws"), client.Options{})
 	pub := dial(t, tb.url("http"), client.Options{})
@@ -412,6 +420,7 @@ func TestSubTopic(t *testing.T) {
 }
 
 func TestObserve(t *testing.T) {
+	t.Parallel()
 	tb := startBroker(t, broker.Config{}, nil)
 	for _, scheme := range transports {
 		t.Run(scheme, func(t *testing.T) {
@@ -465,6 +474,7 @@ func TestObserve(t *testing.T) {
 }
 
 func TestRefused(t *testing.T) {
+	t.Parallel()
 	tb := startBroker(t, broker.Config{Authenticate: func(r *broker.ConnectRequest) (smq.ConnackCode, string) {
 		if r.Connect.Credentials == "quiet" {
 			return smq.CodeAccessDenied, ""
@@ -503,6 +513,7 @@ func TestRefused(t *testing.T) {
 }
 
 func TestTLS(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t)
 	srv := ca.Server(t, "127.0.0.1")
 	leaf := ca.Client(t, "device-7")
@@ -538,6 +549,7 @@ func TestTLS(t *testing.T) {
 }
 
 func TestDialer(t *testing.T) {
+	t.Parallel()
 	tb := startBroker(t, broker.Config{}, nil)
 	for _, scheme := range transports {
 		t.Run(scheme, func(t *testing.T) {
@@ -581,6 +593,7 @@ func (failingDialer) DialContext(context.Context, string, string) (net.Conn, err
 }
 
 func TestOversize(t *testing.T) {
+	t.Parallel()
 	tb := startBroker(t, broker.Config{}, nil)
 	for _, scheme := range transports {
 		t.Run(scheme, func(t *testing.T) {
@@ -603,6 +616,7 @@ func TestOversize(t *testing.T) {
 }
 
 func TestTakeover(t *testing.T) {
+	t.Parallel()
 	tb := startBroker(t, broker.Config{}, nil)
 	states := make(chan client.StateChange, 10)
 	first := dial(t, tb.url("http"), client.Options{UID: "same-uid-1", Reconnect: true,
@@ -628,6 +642,7 @@ func TestTakeover(t *testing.T) {
 }
 
 func TestReconnect(t *testing.T) {
+	t.Parallel()
 	for _, scheme := range transports {
 		t.Run(scheme, func(t *testing.T) {
 			states := make(chan client.StateChange, 10)
@@ -737,6 +752,7 @@ func fakeBroker(t *testing.T, after func(r *smq.Reader)) (url string, done <-cha
 // TestDeadBroker runs against a peer that completes the handshake and then
 // never answers: keepalive must notice.
 func TestDeadBroker(t *testing.T) {
+	t.Parallel()
 	url, done := fakeBroker(t, func(r *smq.Reader) {
 		for { // read and never answer
 			if _, err := r.Read(); err != nil {
@@ -759,6 +775,7 @@ func TestDeadBroker(t *testing.T) {
 // TestCloseOnTheWire checks the bytes Close sends: a Disconnect frame, then
 // the end of the stream.
 func TestCloseOnTheWire(t *testing.T) {
+	t.Parallel()
 	got := make(chan string, 2)
 	url, done := fakeBroker(t, func(r *smq.Reader) {
 		msg, err := r.Read()
@@ -778,6 +795,7 @@ func TestCloseOnTheWire(t *testing.T) {
 }
 
 func TestHandlerReentry(t *testing.T) {
+	t.Parallel()
 	tb := startBroker(t, broker.Config{}, nil)
 	c := dial(t, tb.url("http"), client.Options{})
 	got := make(chan string, 1)
@@ -892,6 +910,7 @@ func stalledWSBroker(t *testing.T, release <-chan struct{}) (url string) {
 // TestWriteTimeout checks that WriteTimeout ends a session whose broker
 // stops reading, on both transports.
 func TestWriteTimeout(t *testing.T) {
+	t.Parallel()
 	for _, scheme := range transports {
 		t.Run(scheme, func(t *testing.T) {
 			release := make(chan struct{})

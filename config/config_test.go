@@ -305,6 +305,7 @@ func TestErrorFormat(t *testing.T) {
 }
 
 func TestSyntaxErrorPosition(t *testing.T) {
+	t.Parallel()
 	src := lines(
 		`[[listener]]`,
 		`name = "a"`,
@@ -318,6 +319,7 @@ func TestSyntaxErrorPosition(t *testing.T) {
 }
 
 func TestUnknownPositionFallback(t *testing.T) {
+	t.Parallel()
 	p := config.Problem{File: "f.toml", Key: "listener.0.route.1.foo", Msg: "m"}
 	if got, want := p.String(), `f.toml: key "listener.0.route.1.foo": m`; got != want {
 		t.Errorf("String() = %q, want %q", got, want)
@@ -402,6 +404,7 @@ func TestDefaultsApplied(t *testing.T) {
 }
 
 func TestExplicitValues(t *testing.T) {
+	t.Parallel()
 	dir, name := testDir(t)
 	src := withListener(
 		`[log]`,
@@ -492,6 +495,7 @@ func TestNoStateDir(t *testing.T) {
 }
 
 func TestLoad(t *testing.T) {
+	t.Parallel()
 	dir, name := testDir(t)
 	if err := os.WriteFile(name, []byte(withListener(`[certs.c]`, `cert_file = "cert.pem"`, `key_file = "key.pem"`)), 0o600); err != nil {
 		t.Fatal(err)

@@ -143,6 +143,7 @@ func TestDecodedValues(t *testing.T) {
 // valid example decodes straight into a Config with toml.Decode, every key
 // used.
 func TestTagsAreTOML(t *testing.T) {
+	t.Parallel()
 	files, _ := filepath.Glob("../configs/*.toml")
 	for _, file := range files {
 		data, err := os.ReadFile(file)

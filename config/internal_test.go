@@ -18,6 +18,7 @@ func TestDefaultValidates(t *testing.T) {
 }
 
 func TestScanPositions(t *testing.T) {
+	t.Parallel()
 	src := strings.Join([]string{
 		`# [[listener]] in a comment`,       // 1
 		`state_dir = """`,                   // 2
@@ -102,6 +103,7 @@ func FuzzScanPositions(f *testing.F) {
 }
 
 func TestSuggest(t *testing.T) {
+	t.Parallel()
 	known := []string{"name", "address", "tls", "route"}
 	for in, want := range map[string]string{
 		"adress":   ` (did you mean "address"?)`,

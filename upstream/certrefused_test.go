@@ -11,6 +11,7 @@ import (
 )
 
 func TestCertificateRefused(t *testing.T) {
+	t.Parallel()
 	ca, clientCA := testpki.NewCA(t), testpki.NewCA(t)
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", ca.Server(t, "127.0.0.1").ServerConfig(clientCA.Pool))
 	if err != nil {

@@ -38,6 +38,7 @@ var hostile = header(
 // TestDial dials a real broker over each transport, checks that Init comes
 // first, that the headers arrived as they should, and that messages flow.
 func TestDial(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t)
 	clientCA := testpki.NewCA(t)
 	serverCert := ca.Server(t)
@@ -123,6 +124,7 @@ func TestDial(t *testing.T) {
 // and query of the URL, the URL's host, the SMQ headers, none of them
 // overridden.
 func TestBootstrapRequest(t *testing.T) {
+	t.Parallel()
 	b := broker.New(broker.Config{})
 	type seen struct {
 		host, uri string
@@ -158,6 +160,7 @@ func TestBootstrapRequest(t *testing.T) {
 // TestFailover: a dead URL is skipped for the next one, and skipped without
 // a dial while it is in back-off.
 func TestFailover(t *testing.T) {
+	t.Parallel()
 	tb := startBroker(t, nil)
 	dead := deadAddr(t)
 	cd := &countingDialer{}
@@ -183,6 +186,7 @@ func TestFailover(t *testing.T) {
 // TestAllDead: when every URL fails, the error lists each with its own
 // error, and Reason makes one line of it.
 func TestAllDead(t *testing.T) {
+	t.Parallel()
 	dead1, dead2 := deadAddr(t), deadAddr(t)
 	urls := []string{"http://" + dead1 + "/smq", "ws://" + dead2 + "/smq"}
 	d := newDialer(t, upstream.Config{Name: "lan", URLs: urls})
@@ -219,6 +223,7 @@ func TestAllDead(t *testing.T) {
 // TestBackoff: when every URL is in back-off, the one that failed longest
 // ago is tried, alone; a URL whose back-off has passed is tried again.
 func TestBackoff(t *testing.T) {
+	t.Parallel()
 	a, b := deadAddr(t), deadAddr(t)
 	urls := []string{"http://" + a, "http://" + b}
 	t.Run("all in back-off", func(t *testing.T) {
@@ -249,6 +254,7 @@ func TestBackoff(t *testing.T) {
 
 // TestNotABroker: a plain HTTP server answers 404; the error says so.
 func TestNotABroker(t *testing.T) {
+	t.Parallel()
 	srv := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(srv.Close)
 	host := strings.TrimPrefix(srv.URL, "http://")
@@ -274,6 +280,7 @@ func TestNotABroker(t *testing.T) {
 }
 
 func TestTLSUnknownAuthority(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t)
 	tb := startBroker(t, ca.Server(t).ServerConfig(nil))
 	for _, scheme := range []string{"https", "wss"} {
@@ -301,6 +308,7 @@ func (d blockingDialer) DialContext(ctx context.Context, _, _ string) (net.Conn,
 // TestSilent: a server that never answers, or a connect that hangs, fails
 // the attempt after DialTimeout.
 func TestSilent(t *testing.T) {
+	t.Parallel()
 	const timeout = 200 * time.Millisecond
 	silent, _ := silentServer(t)
 	tests := []struct {
@@ -338,6 +346,7 @@ func TestSilent(t *testing.T) {
 // TestCancel: the caller's context aborts a connect or a bootstrap at once;
 // it is not held against the URL.
 func TestCancel(t *testing.T) {
+	t.Parallel()
 	silent, accepted := silentServer(t)
 	tb := startBroker(t, nil)
 	blocking := blockingDialer{make(chan struct{}, 1)}
@@ -393,6 +402,7 @@ func TestCancel(t *testing.T) {
 
 // TestCanceledBeforeDial: a context that has ended dials nothing.
 func TestCanceledBeforeDial(t *testing.T) {
+	t.Parallel()
 	cd := &countingDialer{}
 	d := newDialer(t, upstream.Config{Dialer: cd, URLs: []string{"http://" + deadAddr(t)}})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -406,6 +416,7 @@ func TestCanceledBeforeDial(t *testing.T) {
 // TestIdleConnDeadlines: the deadlines of the dial are gone once it
 // succeeded.
 func TestIdleConnDeadlines(t *testing.T) {
+	t.Parallel()
 	tb := startBroker(t, nil)
 	for _, scheme := range []string{"http", "ws"} {
 		t.Run(scheme, func(t *testing.T) {
@@ -431,6 +442,7 @@ func TestIdleConnDeadlines(t *testing.T) {
 // TestAttemptsReported: OnAttempt hears of each URL tried, State keeps the
 // last outcome per URL, and Probe finds the live URL without a session.
 func TestAttemptsReported(t *testing.T) {
+	t.Parallel()
 	tb := startBroker(t, nil)
 	dead := deadAddr(t)
 	urls := []string{"http://" + dead + "/smq", "ws://" + tb.Addr + "/smq"}

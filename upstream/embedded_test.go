@@ -33,6 +33,7 @@ func embeddedBroker(t *testing.T) (*broker.Broker, chan broker.Peer) {
 }
 
 func TestEmbedded(t *testing.T) {
+	t.Parallel()
 	b, peers := embeddedBroker(t)
 	e := upstream.Embedded{Broker: b}
 	if e.Name() != "embedded" {
@@ -92,6 +93,7 @@ func TestEmbedded(t *testing.T) {
 }
 
 func TestEmbeddedFails(t *testing.T) {
+	t.Parallel()
 	t.Run("shut down", func(t *testing.T) {
 		b, _ := embeddedBroker(t)
 		if err := b.Shutdown(context.Background()); err != nil {

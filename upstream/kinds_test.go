@@ -17,6 +17,7 @@ import (
 // learns what failed, and how to word it for a client, without looking
 // into the proxy dialer's errors.
 func TestAttemptKinds(t *testing.T) {
+	t.Parallel()
 	tb := startBroker(t, nil)
 	proxy := proxytest.StartTinyproxy(t, proxytest.Options{User: "gw", Password: "s3cret"})
 	wrong := *proxy.URL

@@ -11,6 +11,7 @@ import (
 )
 
 func TestNewValidates(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		cfg  upstream.Config
 		want string
@@ -48,6 +49,7 @@ func TestNewValidates(t *testing.T) {
 }
 
 func TestReason(t *testing.T) {
+	t.Parallel()
 	if r := upstream.Reason(nil); r != "" {
 		t.Errorf("Reason(nil) = %q", r)
 	}

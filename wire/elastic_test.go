@@ -36,6 +36,7 @@ func (c *chunks) Read(p []byte) (int, error) {
 // TestElasticFrames: frames of every size, cut at random points, come out
 // of smq.Reader over an Elastic buffer whole and in order.
 func TestElasticFrames(t *testing.T) {
+	t.Parallel()
 	r := rand.New(rand.NewPCG(3, 4))
 	var stream []byte
 	var want [][]byte
@@ -70,6 +71,7 @@ func TestElasticFrames(t *testing.T) {
 // brings the big one, and a short read with nothing left brings the small
 // one back before the next (blocking) read.
 func TestElasticSize(t *testing.T) {
+	t.Parallel()
 	src := &chunks{script: [][]byte{
 		[]byte("ab"),                           // quiet
 		bytes.Repeat([]byte("c"), quietBuffer), // fills the small buffer
@@ -115,6 +117,7 @@ func equal(a, b []int) bool {
 // TestElasticLeftover: what a bootstrap's reader buffered comes first,
 // small or big.
 func TestElasticLeftover(t *testing.T) {
+	t.Parallel()
 	for _, n := range []int{10, 3000} {
 		head := "HTTP/1.1 200 OK\r\n\r\n"
 		rest := strings.Repeat("x", n)
@@ -136,6 +139,7 @@ func TestElasticLeftover(t *testing.T) {
 // TestElasticErrors: a stream cut inside a frame is ErrUnexpectedEOF, and
 // a read error comes once, after the data before it.
 func TestElasticErrors(t *testing.T) {
+	t.Parallel()
 	frame, _ := smq.AppendRaw(nil, smq.Ping{}.Append(nil))
 	rd := smq.NewReader(NewElastic(bytes.NewReader(append(frame, frame[:2]...)), nil))
 	if _, err := rd.Read(); err != nil {

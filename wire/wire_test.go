@@ -37,6 +37,7 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 }
 
 func TestRawRoundTripAndHalfClose(t *testing.T) {
+	t.Parallel()
 	a, b := tcpPair(t)
 	ca, cb := NewRaw(a, nil), NewRaw(b, nil)
 	msgs := [][]byte{smq.Ping{}.Append(nil), smq.Disconnect{Reason: "bye"}.Append(nil),
@@ -79,6 +80,7 @@ func TestRawRoundTripAndHalfClose(t *testing.T) {
 }
 
 func TestRawRefusesWhatCannotBeFramed(t *testing.T) {
+	t.Parallel()
 	a, _ := tcpPair(t)
 	c := NewRaw(a, nil)
 	for _, n := range []int{0, smq.MaxRawMessage + 1, 70000} {
@@ -100,6 +102,7 @@ func TestRawRefusesWhatCannotBeFramed(t *testing.T) {
 }
 
 func TestRawBuffered(t *testing.T) {
+	t.Parallel()
 	a, b := tcpPair(t)
 	two, _ := smq.AppendRawMessage(nil, smq.Ping{})
 	two, _ = smq.AppendRawMessage(two, smq.Pong{})
@@ -116,6 +119,7 @@ func TestRawBuffered(t *testing.T) {
 }
 
 func TestRawBufferedCountsWholeFramesOnly(t *testing.T) {
+	t.Parallel()
 	a, b := tcpPair(t)
 	ping, _ := smq.AppendRawMessage(nil, smq.Ping{})
 	pub, _ := smq.AppendRawMessage(nil, &smq.Publish{TID: 1, PTID: 2, Payload: []byte("payload")})

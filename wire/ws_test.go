@@ -135,6 +135,7 @@ func event(msg []byte, err error) string {
 
 // TestWSRead: what Read makes of frame streams, and what it sends back.
 func TestWSRead(t *testing.T) {
+	t.Parallel()
 	const eof = `close 1006 "unexpected EOF"`
 	big := strings.Repeat("b", 70000)
 	for _, tt := range []struct {
@@ -255,6 +256,7 @@ func equalStrings(a, b []string) bool {
 // TestWSPongHandler: pongs go to the handler, set on the WS or, before
 // NewWS, on gorilla's connection (as the gateway does).
 func TestWSPongHandler(t *testing.T) {
+	t.Parallel()
 	peer, conn := tcpPair(t)
 	ws := newWS(conn, NewElastic(conn, nil), 0, false)
 	var pongs []string
@@ -291,6 +293,7 @@ func slices(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
 
 // TestWSBuffered: Buffered counts exactly when a whole message is there.
 func TestWSBuffered(t *testing.T) {
+	t.Parallel()
 	ping := frm(fin|opPing, true, "")
 	msg := frm(bin, true, "\x0cpayload!!")
 	for _, tt := range []struct {
@@ -396,6 +399,7 @@ func oracleMessages() (msgs [][]byte, textual []bool) {
 // pings among them) read by WS, WS's read by gorilla, and the closing
 // handshake.
 func TestWSGorillaOracle(t *testing.T) {
+	t.Parallel()
 	msgs, textual := oracleMessages()
 	// talk writes msgs with gorilla, pinging as it goes, reads each echo,
 	// then closes with 1000 "done" and expects the echo of the close.
@@ -502,6 +506,7 @@ func TestWSGorillaOracle(t *testing.T) {
 // TestClientHandshake: the answer, what comes right after it, and the
 // refusals.
 func TestClientHandshake(t *testing.T) {
+	t.Parallel()
 	// rawServer answers one upgrade request with answer(key), in one write.
 	rawServer := func(t *testing.T, answer func(req *http.Request) string) (string, chan *http.Request) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -701,6 +706,7 @@ func TestWSAllocs(t *testing.T) {
 // TestWSOversizeClosesOnce: over the read limit WS sends close 1009 and
 // nothing after it (no data frame, no second close).
 func TestWSOversizeClosesOnce(t *testing.T) {
+	t.Parallel()
 	server := make(chan *WS, 1)
 	readErr := make(chan error, 1)
 	addr := gorillaServer(t, func(w http.ResponseWriter, r *http.Request) {
@@ -736,6 +742,7 @@ func TestWSOversizeClosesOnce(t *testing.T) {
 // order, masked by a client and not by a server (gorilla checks both);
 // pings are answered and a close is echoed once, through the same queue.
 func TestWSCoalesces(t *testing.T) {
+	t.Parallel()
 	serverDone := make(chan error, 1)
 	addr := gorillaServer(t, func(w http.ResponseWriter, r *http.Request) {
 		conn, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
@@ -832,6 +839,7 @@ func wsPair(t *testing.T, serve func(*websocket.Conn)) *WS {
 // TestWSWriteDeadline: a peer that stops reading trips the write deadline
 // set before the writes.
 func TestWSWriteDeadline(t *testing.T) {
+	t.Parallel()
 	c := wsPair(t, func(*websocket.Conn) {}) // never reads
 	if err := c.SetWriteDeadline(time.Now().Add(300 * time.Millisecond)); err != nil {
 		t.Fatal(err)
@@ -855,6 +863,7 @@ func TestWSWriteDeadline(t *testing.T) {
 // TestWSControlKeepsDataDeadline: a control frame's short deadline does not
 // stay on the connection for the data written after it.
 func TestWSControlKeepsDataDeadline(t *testing.T) {
+	t.Parallel()
 	c := wsPair(t, func(conn *websocket.Conn) {
 		for {
 			if _, _, err := conn.ReadMessage(); err != nil {
@@ -877,6 +886,7 @@ func TestWSControlKeepsDataDeadline(t *testing.T) {
 // TestWSCloseWriteCutsStuckWrite: CloseWrite returns by its deadline when
 // a write is stuck on a peer that reads nothing.
 func TestWSCloseWriteCutsStuckWrite(t *testing.T) {
+	t.Parallel()
 	c := wsPair(t, func(*websocket.Conn) {}) // never reads
 	msg := make([]byte, 60000)
 	msg[0] = byte(smq.TypePublish)
