@@ -601,3 +601,74 @@ func TestCClientRefusalCodes(t *testing.T) {
 		t.Errorf("the emulated C parser reports %d for a reason, want %d ('t')", got, 't')
 	}
 }
+
+// TestUnobserveAnsweredByGateway is item 3: in front of a broker with the
+// reference broker's Unobserve bug, the gateway answers Unobserve itself:
+// the client's Change messages for that topic stop, the topic's
+// subscribers go on receiving, and a later Subscribe works. The embedded
+// broker, which has no such bug, gets Unobserve.
+func TestUnobserveAnsweredByGateway(t *testing.T) {
+	t.Parallel()
+	late := &lateUpstream{}
+	emb := broker.New(broker.Config{})
+	t.Cleanup(func() { emb.Shutdown(context.Background()) })
+	r := newRig(t, rigOptions{routes: []*gateway.Route{
+		{Path: "/hub", Upstream: late},
+		{Path: "/embedded", Upstream: &upstream.Embedded{Broker: emb}},
+	}})
+	buggy := smqtest.UnobserveBug(t, r.brokerAddr)
+	late.set(t, "hub", "http://"+buggy+"/smq")
+
+	// The test broker has the bug: straight to it, after the only
+	// observer unobserves, the subscriber gets nothing, and its next
+	// Subscribe to the topic ends its connection.
+	a := smqtest.Connect(t, buggy, "direct-observer")
+	tid := a.Subscribe("bugged")
+	a.Send(smq.Observe{ID: tid})
+	a.ExpectMessage(smq.Change{ID: tid, Count: 1})
+	a.Send(smq.Unobserve{ID: tid})
+	p := smqtest.Connect(t, r.brokerAddr, "direct-publisher")
+	p.Publish(tid, 0, []byte("lost"))
+	p.Barrier()
+	a.ExpectNothing()
+	a.Send(smq.Subscribe{Topic: "bugged"})
+	a.ExpectClosed()
+
+	// Through the gateway, raw and WebSocket.
+	for i, path := range []string{"/hub", "/hub", "/embedded"} {
+		topic := fmt.Sprintf("shielded-%d", i)
+		var c *smqtest.Conn
+		if i == 1 {
+			c = smqtest.NewWS(t, r.wss(t, "", path, nil))
+			c.ReadInit()
+			c.Login("browser-observer")
+		} else {
+			c = r.raw(t, path)
+			c.Login(fmt.Sprintf("device-observer-%d", i))
+		}
+		tid := c.Subscribe(topic)
+		c.Send(smq.Observe{ID: tid})
+		c.ExpectMessage(smq.Change{ID: tid, Count: 1})
+		c.Send(smq.Unobserve{ID: tid})
+		c.Barrier()
+		// A second subscriber changes the count: the broker queues that
+		// Change for c before it takes the publisher's message.
+		other := r.raw(t, path)
+		other.Login(fmt.Sprintf("second-subscriber-%d", i))
+		other.Subscribe(topic)
+		msg := other.Publish(tid, 0, []byte("still delivered"))
+		c.Expect(msg) // and no Change before it
+		other.Expect(msg)
+		// A later Subscribe to the topic works.
+		c.Send(smq.Subscribe{Topic: topic})
+		c.ExpectAck(smq.TypeSuback, smq.AckOK, topic)
+		// Observing again brings the Change messages back.
+		c.Send(smq.Observe{ID: tid})
+		c.ExpectMessage(smq.Change{ID: tid, Count: 2})
+		c.Barrier()
+	}
+	m := scrape(t, r.gw)
+	if v := m.get(t, "smqgw_messages_total", "direction", "client_to_upstream", "type", "Unobserve"); v != 1 {
+		t.Errorf("Unobserve relayed %v times, want 1 (to the embedded broker)", v)
+	}
+}

@@ -92,6 +92,14 @@ type session struct {
 	// big to deliver, dropped as the reference broker drops them.
 	frag        []byte
 	fragDropped atomic.Uint64
+	// observing holds, for an upstream that may be the reference broker
+	// (any but the embedded one), the IDs the client observes: true while
+	// their Change messages are relayed, false once the client unobserved
+	// them. The gateway answers Unobserve itself (SMQ-WIRE §4: the
+	// reference broker's Unobserve breaks the topic); nil for the embedded
+	// broker, which gets Unobserve. Guarded by obsMu.
+	observing map[uint32]bool
+	obsMu     sync.Mutex
 	// clientBye is set before the client's Disconnect goes upstream: the
 	// broker's close that follows is the client's doing.
 	clientBye atomic.Bool
@@ -255,6 +263,9 @@ func (s *session) run(decision tlsterm.Decision) {
 	}
 	if !s.setUpstream(up) {
 		return
+	}
+	if !isEmbedded(s.route.Upstream) {
+		s.observing = map[uint32]bool{}
 	}
 	if !s.handshake() {
 		return
@@ -522,22 +533,27 @@ func (s *session) clientToUpstream() {
 			s.end(ReasonRateLimited, fmt.Sprintf("more than %d messages per second", rate.max))
 			continue
 		}
-		if smq.Type(msg[0]) == smq.TypePubFrag && s.up.WebSocket() {
+		if s.observing != nil && !s.observe(msg) {
+			msg = nil // answered here
+		}
+		if msg != nil && smq.Type(msg[0]) == smq.TypePubFrag && s.up.WebSocket() {
 			var err error
-			if msg, err = s.reassemble(msg); err != nil {
+			if msg, err = s.reassemble(msg); err != nil { // nil: more to come, or dropped
 				_ = s.up.Flush() // what came before it still goes
 				s.end(ReasonTooBig, err.Error())
 				continue
 			}
-			if msg == nil {
-				continue // more to come, or dropped
+		}
+		full := false
+		if msg != nil {
+			if err := s.up.Write(msg); err != nil {
+				s.end(ReasonWriteError, "upstream: "+err.Error())
+				continue
 			}
+			full = counts.add(msg)
 		}
-		if err := s.up.Write(msg); err != nil {
-			s.end(ReasonWriteError, "upstream: "+err.Error())
-			continue
-		}
-		full := counts.add(msg)
+		// Flushed when the client has nothing more buffered, whether this
+		// message went or not.
 		if bye || s.client.Buffered() == 0 {
 			counts.flush(s.g.m, fromClient, &s.inMsgs, &s.inBytes)
 			if err := s.up.Flush(); err != nil {
@@ -551,6 +567,46 @@ func (s *session) clientToUpstream() {
 			s.end(ReasonClientClosed, "client sent Disconnect")
 		}
 	}
+}
+
+// observe keeps track of what the client observes, for an upstream that
+// does not get Unobserve, and reports whether msg goes upstream: Unobserve
+// does not; the Change messages of that ID stop instead. Observe goes (the
+// broker answers it with the current count), and lets them through again.
+func (s *session) observe(msg []byte) bool {
+	switch smq.Type(msg[0]) {
+	case smq.TypeObserve:
+		s.obsMu.Lock()
+		s.observing[smq.ID(msg)] = true
+		s.obsMu.Unlock()
+	case smq.TypeUnobserve:
+		s.obsMu.Lock()
+		if _, ok := s.observing[smq.ID(msg)]; ok {
+			s.observing[smq.ID(msg)] = false
+		}
+		s.obsMu.Unlock()
+		return false
+	}
+	return true
+}
+
+// changeWanted reports whether the client still observes the ID of
+// Change msg.
+func (s *session) changeWanted(msg []byte) bool {
+	s.obsMu.Lock()
+	defer s.obsMu.Unlock()
+	wanted, ok := s.observing[smq.ID(msg)]
+	return wanted || !ok
+}
+
+// isEmbedded reports whether u is the embedded broker, which has not the
+// reference broker's Unobserve bug.
+func isEmbedded(u upstream.Upstream) bool {
+	switch u.(type) {
+	case *upstream.Embedded, upstream.Embedded:
+		return true
+	}
+	return false
 }
 
 // reassemble collects a raw client's PubFrag fragments into one Publish
@@ -603,6 +659,9 @@ func (s *session) upstreamToClient() {
 		if err != nil {
 			s.upstreamReadFailed(err)
 			return
+		}
+		if s.observing != nil && smq.Type(msg[0]) == smq.TypeChange && !s.changeWanted(msg) {
+			continue // the client unobserved it
 		}
 		s.wmu.Lock()
 		// Checked under the lock: end sets the reason before its own

@@ -130,6 +130,14 @@ func OpenWS(tb testing.TB, url string, h http.Header) (*Conn, *http.Response) {
 	return &Conn{tb: tb, WS: ws}, resp
 }
 
+// NewWS wraps an open WebSocket (one dialled with a TLS configuration of
+// the test's, say) as a peer. It reads nothing.
+func NewWS(tb testing.TB, ws *websocket.Conn) *Conn {
+	tb.Helper()
+	tb.Cleanup(func() { ws.Close() })
+	return &Conn{tb: tb, WS: ws}
+}
+
 // DialWS opens a WebSocket to ws://addr/ with extra request headers and reads
 // Init. It returns the upgrade response too.
 func DialWS(tb testing.TB, addr string, h http.Header) (*Conn, *http.Response) {
