@@ -164,7 +164,24 @@ type Route struct {
 	// without an SMQ bootstrap), same origin as its WebSocket. Default
 	// false.
 	Console bool `toml:"console"`
+	// TemporaryFailures (temporary_failures) is how the route's clients
+	// hear of a passing condition — the upstream unreachable or silent,
+	// the gateway busy (max_sessions, the per-address limits), the
+	// gateway shutting down: "close" ends the connection without an SMQ
+	// refusal (a raw client sees the end of the stream, a WebSocket client
+	// a close frame with code 1013 or 1001 and the reason), so that the
+	// reference clients retry (smq.js and the C client give up for good on
+	// any Connack refusal or Disconnect); "refuse" answers with Connack
+	// 0x02 and the reason (Disconnect "shutdown" on a shutdown), for
+	// clients that retry after them. Default "close".
+	TemporaryFailures string `toml:"temporary_failures"`
 }
+
+// The values of Route.TemporaryFailures.
+const (
+	TemporaryClose  = "close"
+	TemporaryRefuse = "refuse"
+)
 
 // Upstream is a broker the gateway forwards sessions to ([upstream.NAME]).
 type Upstream struct {
@@ -312,6 +329,13 @@ func (c *Config) setDefaults() {
 	}
 	setDuration(&c.WatchInterval, certs.DefaultWatchInterval)
 	c.Limits = c.Limits.WithDefaults()
+	for i := range c.Listeners {
+		for j := range c.Listeners[i].Routes {
+			if r := &c.Listeners[i].Routes[j]; r.TemporaryFailures == "" {
+				r.TemporaryFailures = TemporaryClose
+			}
+		}
+	}
 	if c.Upstreams == nil {
 		c.Upstreams = map[string]*Upstream{}
 	}

@@ -107,6 +107,10 @@ func (d *decoder) route(c *Config, l *Listener, r *Route, key string, paths map[
 		}
 	}
 
+	if f := r.TemporaryFailures; f != TemporaryClose && f != TemporaryRefuse {
+		d.keyf(key+".temporary_failures", "invalid value %q (want %s)", f, orList(TemporaryClose, TemporaryRefuse))
+	}
+
 	switch {
 	case d.bad[key+".client_auth"]:
 		// which keys apply depends on it

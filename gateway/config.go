@@ -30,6 +30,15 @@ type Route struct {
 	// Console serves the web console (package web) on GET requests to
 	// the route that are not an SMQ bootstrap.
 	Console bool
+	// RefuseTemporary answers passing conditions — the upstream
+	// unreachable or silent, the listener or the client's address busy,
+	// the gateway shutting down — inside SMQ: Connack 0x02 with the
+	// reason, Disconnect "shutdown". False (the zero value) ends the
+	// connection without an SMQ refusal instead (the end of the stream; a
+	// WebSocket close frame with 1013 or 1001 and the reason), because the
+	// reference clients smq.js and the C client take any Connack refusal
+	// or Disconnect as final and would not come back (SMQ-WIRE §5).
+	RefuseTemporary bool
 
 	swapped atomic.Pointer[policyBox] // set by SetPolicy
 }

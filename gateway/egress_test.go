@@ -175,7 +175,7 @@ func TestEgressThroughProxies(t *testing.T) {
 	var cfg, upstreams strings.Builder
 	cfg.WriteString("[[listener]]\nname = \"lan\"\naddress = \"127.0.0.1:0\"\n")
 	upstreamBlock := func(name, scheme, proxy string) {
-		fmt.Fprintf(&cfg, "  [[listener.route]]\n  path = \"/%s\"\n  upstream = %q\n", name, name)
+		fmt.Fprintf(&cfg, "  [[listener.route]]\n  path = \"/%s\"\n  upstream = %q\n  temporary_failures = \"refuse\"\n", name, name)
 		fmt.Fprintf(&upstreams, "[upstream.%s]\nurls = [\"%s://127.0.0.1:%s/smq\"]\nproxy = %q\nca_file = %q\ncert_file = %q\nkey_file = %q\ndial_timeout = \"5s\"\n",
 			name, scheme, portOf(cloudAddr), proxy, ca.CertFile, gwCert.CertFile, gwCert.KeyFile)
 	}

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"github.com/smqgw/smqgw/internal/apptest"
+	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/wire"
 	"io"
 	"net"
@@ -426,7 +427,11 @@ func TestOversizeCloseCodeWhileWriting(t *testing.T) {
 		ws.SetReadDeadline(time.Now().Add(smqtest.WaitFor))
 		var err error
 		for err == nil {
-			_, _, err = ws.ReadMessage() // Pongs, then the close
+			var p []byte
+			_, p, err = ws.ReadMessage() // Pongs, then the close
+			if err == nil && smq.Type(p[0]) != smq.TypePong {
+				t.Errorf("run %d: got %s before the close, want Pongs only", i, smqtest.Describe(p))
+			}
 		}
 		if !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
 			t.Errorf("run %d: %v, want close 1009", i, err)
@@ -670,5 +675,176 @@ func TestUnobserveAnsweredByGateway(t *testing.T) {
 	m := scrape(t, r.gw)
 	if v := m.get(t, "smqgw_messages_total", "direction", "client_to_upstream", "type", "Unobserve"); v != 1 {
 		t.Errorf("Unobserve relayed %v times, want 1 (to the embedded broker)", v)
+	}
+}
+
+// scripted is a raw upstream that answers the bootstrap like a broker
+// asked for its HTTP answer, sends Init, then runs script on the
+// connection. It returns its URL.
+func scripted(t *testing.T, script func(c net.Conn, r *smq.Reader)) string {
+	t.Helper()
+	ln := smqtest.Listen(t)
+	smqtest.Serve(t, ln, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nSmqBroker: true\r\n\r\n")
+		script(c, smq.NewReader(br))
+	})
+	return "http://" + ln.Addr().String() + "/smq"
+}
+
+// TestCloseCodes is the README's close-code table (items 4 and 6): for
+// each way a session ends that a WebSocket client can see, its close code
+// and reason, the SMQ message before it, and what a raw client gets. By
+// default, passing conditions (upstream unavailable, busy) end the
+// connection without an SMQ refusal: no Init of the gateway's, no Connack,
+// no Disconnect.
+func TestCloseCodes(t *testing.T) {
+	t.Parallel()
+	newUp := func(name, url string) upstream.Upstream {
+		u, err := upstream.New(upstream.Config{Name: name, URLs: []string{url}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	initMsg := func(c net.Conn) {
+		b, _ := smq.AppendRawMessage(nil, smq.Init{Version: 1, Seed: 1, IP: "10.0.0.1"})
+		c.Write(b)
+	}
+	lim := limits.Limits{ConnectTimeout: time.Second, IdleTimeout: 500 * time.Millisecond, WSPingInterval: time.Hour,
+		MessageRate: 5}
+	r := newRig(t, rigOptions{limits: lim, routes: []*gateway.Route{
+		{Path: "/dead", Upstream: newUp("dead", "http://"+smqtest.DeadAddr(t)+"/smq")},
+		{Path: "/dead-refuse", Upstream: newUp("dead", "http://"+smqtest.DeadAddr(t)+"/smq"), RefuseTemporary: true},
+		{Path: "/mute", Upstream: newUp("mute", scripted(t, func(c net.Conn, r *smq.Reader) { r.Read() }))},
+		{Path: "/deaf", Upstream: newUp("deaf", scripted(t, func(c net.Conn, r *smq.Reader) {
+			initMsg(c)
+			r.Read()
+			r.Read()
+		}))},
+		{Path: "/odd", Upstream: newUp("odd", scripted(t, func(c net.Conn, r *smq.Reader) {
+			initMsg(c)
+			r.Read() // Connect
+			b, _ := smq.AppendRawMessage(nil, smq.Suback{Topic: "x", ID: 1})
+			c.Write(b)
+			r.Read()
+		}))},
+	}})
+	type outcome struct {
+		code   int
+		text   string // the close reason, or its start when it ends with "*"
+		msg    smq.Message
+		reason string // in the log
+	}
+	for _, tc := range []struct {
+		name, path string
+		connect    bool // the client sends Connect after Init
+		want       outcome
+	}{
+		{"upstream unreachable", "/dead", false, outcome{1013, "upstream dead unavailable", nil, "upstream_unavailable"}},
+		{"upstream sends no Init", "/mute", false, outcome{1013, "upstream mute sent no Init", nil, "upstream_unavailable"}},
+		{"upstream answers no Connect", "/deaf", true, outcome{1013, "upstream deaf did not answer Connect", nil, "upstream_unavailable"}},
+		{"upstream unreachable, refuse", "/dead-refuse", true, outcome{1013, "0x02 server unavailable: upstream dead unavailable",
+			smq.Connack{Code: smq.CodeServerUnavailable, Reason: "upstream dead unavailable"}, "upstream_unavailable"}},
+		{"upstream answers Connect with Suback", "/odd", true, outcome{1011, "0x02 server unavailable: upstream odd answered Connect with Suback",
+			smq.Connack{Code: smq.CodeServerUnavailable, Reason: "upstream odd answered Connect with Suback"}, "upstream_protocol_error"}},
+		{"idle", "/open", true, outcome{1001, "idle timeout*", smq.Disconnect{Reason: "idle timeout"}, "idle_timeout"}},
+		{"over the message rate", "/open", true, outcome{1008, "rate limit exceeded*", smq.Disconnect{Reason: "rate limit exceeded"}, "rate_limited"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ws := r.wss(t, "", tc.path, nil)
+			ws.SetReadDeadline(time.Now().Add(smqtest.WaitFor))
+			var got outcome
+			for {
+				_, p, err := ws.ReadMessage()
+				if ce, ok := err.(*websocket.CloseError); ok {
+					got.code, got.text = ce.Code, ce.Text
+					break
+				} else if err != nil {
+					t.Fatal(err)
+				}
+				switch m, _ := smq.Decode(p); m.Type() {
+				case smq.TypeInit:
+					if tc.connect {
+						wsSend(t, ws, smq.Connect{Version: 1, UID: "ws-" + strings.ReplaceAll(tc.name, " ", "-")})
+					}
+				case smq.TypeConnack:
+					if m.(smq.Connack).Code != smq.CodeAccepted {
+						got.msg = m
+					} else if tc.name == "over the message rate" {
+						for range 6 {
+							wsSend(t, ws, smq.Ping{})
+						}
+					}
+				case smq.TypePong:
+				default:
+					got.msg = m
+				}
+			}
+			got.reason = r.logs.nextSession(t)["reason"].(string)
+			if strings.HasSuffix(tc.want.text, "*") && strings.HasPrefix(got.text, strings.TrimSuffix(tc.want.text, "*")) {
+				got.text = tc.want.text
+			}
+			if got != tc.want {
+				t.Errorf("got %+v\nwant %+v", got, tc.want)
+			}
+			if tc.want.code != 1013 || tc.want.msg != nil {
+				return
+			}
+			// A raw client: no Init of the gateway's, no Connack, the end
+			// of the stream.
+			c := r.rawTLS(t, "", nil)
+			c.WriteBytes(r.bootstrap(tc.path))
+			if tc.connect {
+				c.ReadInit()
+				c.Send(smq.Connect{Version: 1, UID: "raw-" + strings.ReplaceAll(tc.name, " ", "-")})
+			}
+			c.ExpectClosed()
+			wantReason(t, r.logs.nextSession(t), tc.want.reason)
+		})
+	}
+
+	// Busy: the listener at max_sessions.
+	r = newRig(t, rigOptions{limits: limits.Limits{MaxSessions: 1}, routes: []*gateway.Route{{Path: "/busy-refuse",
+		Upstream: newUp("lan", "http://"+smqtest.DeadAddr(t)+"/smq"), RefuseTemporary: true}}})
+	first := r.raw(t, "/open")
+	first.Login("first-of-one")
+	ws := r.wss(t, "", "/open", nil)
+	if ce := wsClose(t, ws); ce.Code != websocket.CloseTryAgainLater || ce.Text != "server busy: too many sessions" {
+		t.Errorf("busy WebSocket: close %d %q, want 1013 \"server busy: too many sessions\"", ce.Code, ce.Text)
+	}
+	wantReason(t, r.logs.nextSession(t), "busy")
+	busyRefused := r.wss(t, "", "/busy-refuse", nil) // RefuseTemporary
+	wsRead(t, busyRefused)                           // our Init
+	wsSend(t, busyRefused, smq.Connect{Version: 1, UID: "busy-refused"})
+	if m := wsRead(t, busyRefused); m != (smq.Connack{Code: smq.CodeServerUnavailable, Reason: "server busy: too many sessions"}) {
+		t.Errorf("busy, refuse: got %+v", m)
+	}
+	if ce := wsClose(t, busyRefused); ce.Code != websocket.CloseTryAgainLater {
+		t.Errorf("busy, refuse: close %d %q, want 1013", ce.Code, ce.Text)
+	}
+	wantReason(t, r.logs.nextSession(t), "busy")
+	c := r.rawTLS(t, "", nil)
+	c.WriteBytes(r.bootstrap("/open", "SendSmqHttpResponse: true"))
+	if resp := c.ReadHTTPResponse(); resp.StatusCode != http.StatusOK {
+		t.Fatalf("HTTP answer %s", resp.Status)
+	}
+	c.ExpectClosed()
+	wantReason(t, r.logs.nextSession(t), "busy")
+
+	// Shutdown, refuse: Disconnect "shutdown", then 1001.
+	first.Close()
+	wantReason(t, r.logs.nextSession(t), "client_closed")
+	ws = r.wss(t, "", "/busy-refuse", nil) // the slot is free; its dead upstream: our Init, waiting for Connect
+	wsRead(t, ws)
+	go r.gw.Shutdown(context.Background())
+	if m := wsRead(t, ws); m != (smq.Disconnect{Reason: "shutdown"}) {
+		t.Errorf("shutdown, refuse: got %+v, want Disconnect \"shutdown\"", m)
+	}
+	if ce := wsClose(t, ws); ce.Code != websocket.CloseGoingAway || ce.Text != "shutdown" {
+		t.Errorf("shutdown, refuse: close %d %q, want 1001 \"shutdown\"", ce.Code, ce.Text)
 	}
 }

@@ -258,9 +258,11 @@ func (g *Gateway) Sessions() int {
 	return len(g.sessions)
 }
 
-// Shutdown stops accepting, tells every client Disconnect "shutdown"
-// (WebSocket clients then get close 1001), and waits for the sessions to end
-// until ctx is done, when it closes the rest.
+// Shutdown stops accepting, ends every session without an SMQ refusal (a
+// raw client sees the end of the stream, a WebSocket one close 1001
+// "shutdown"; a route with RefuseTemporary sends Disconnect "shutdown"
+// first), and waits for the sessions to end until ctx is done, when it
+// closes the rest.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.mu.Lock()
 	g.closed = true

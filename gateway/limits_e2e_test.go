@@ -25,7 +25,8 @@ func TestPerAddressAndMessageLimits(t *testing.T) {
 [limits]
 max_sessions_per_ip = 2
 session_rate_per_ip = 1   # burst 2
-`+apptest.Listener("lan", ""))
+`+apptest.Listener("lan", "")+`  temporary_failures = "refuse" # the Connack names the limit
+`)
 	addr := perIP.GW.Addr("lan").String()
 	refused := func(c *smqtest.Conn, want string) {
 		t.Helper()
@@ -99,7 +100,8 @@ handshake_timeout = "500ms"
 request_timeout = "1s"
 connect_timeout = "1s"
 idle_timeout = "1s"
-`+apptest.Listener("lan", "")+apptest.Listener("edge", "files")+apptest.CertFiles(server))
+`+apptest.Listener("lan", "")+`  temporary_failures = "refuse" # the Connack names the limit
+`+apptest.Listener("edge", "files")+apptest.CertFiles(server))
 	lan, edge := b.GW.Addr("lan").String(), b.GW.Addr("edge").String()
 
 	// max_sessions: a second session on the listener is refused while the

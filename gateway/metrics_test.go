@@ -133,9 +133,11 @@ address = "127.0.0.1:0"
   [[listener.route]]
   path = "/down"
   upstream = "dead"
+  temporary_failures = "refuse"
   [[listener.route]]
   path = "/proxied"
   upstream = "proxied"
+  temporary_failures = "refuse"
 [upstream.dead]
 urls = ["http://%s/smq"]
 [upstream.proxied]

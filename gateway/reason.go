@@ -79,6 +79,18 @@ func (r Reason) limit() string {
 	return ""
 }
 
+// passing reports whether r is a passing condition, after which a client
+// should retry: unless its route says otherwise, such an end carries no SMQ
+// refusal (no Connack, no Disconnect), which the reference clients would
+// take as final.
+func (r Reason) passing() bool {
+	switch r {
+	case ReasonUpstreamDown, ReasonBusy, ReasonShutdown, ReasonUpstreamClosed:
+		return true
+	}
+	return false
+}
+
 // disconnectText is the SMQ Disconnect reason the client gets, "" for none.
 func (r Reason) disconnectText() string { return reasonInfo[r].text }
 

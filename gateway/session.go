@@ -191,7 +191,7 @@ func (s *session) serve(ll *liveListener, state *tls.ConnectionState) {
 		g.m.limit(ll.name, "max_sessions")
 		g.log.Warn("session refused: listener at max_sessions", "listener", ll.name, "client", s.clientIP,
 			"max_sessions", lim.MaxSessions)
-		s.refuse(smq.CodeServerUnavailable, "server busy: too many sessions", ReasonBusy, nil)
+		s.unavailable("server busy: too many sessions", ReasonBusy, nil, false)
 		s.close()
 		return
 	}
@@ -201,7 +201,7 @@ func (s *session) serve(ll *liveListener, state *tls.ConnectionState) {
 			g.m.limit(ll.name, limit)
 			g.log.Warn("session refused: per-address limit", "listener", ll.name, "client", s.clientIP,
 				"limit", limit, "why", why)
-			s.refuse(smq.CodeServerUnavailable, why, ReasonBusy, nil)
+			s.unavailable(why, ReasonBusy, nil, false)
 			s.close()
 			return
 		}
@@ -253,8 +253,8 @@ func (s *session) run(decision tlsterm.Decision) {
 		case proxyRefusal(err) != "":
 			what += ": " + proxyRefusal(err)
 		}
-		s.refuse(smq.CodeServerUnavailable, "upstream "+s.route.Upstream.Name()+what, ReasonUpstreamDown,
-			errors.New(upstream.Reason(err)))
+		s.unavailable("upstream "+s.route.Upstream.Name()+what, ReasonUpstreamDown,
+			errors.New(upstream.Reason(err)), false)
 		return
 	}
 	if c, ok := up.(*upstream.Conn); ok {
@@ -321,7 +321,7 @@ func (s *session) answer(code smq.ConnackCode, reason string, why Reason, logDet
 	if logDetail != nil {
 		detail += ": " + logDetail.Error()
 	}
-	s.endSaying(why, detail, said)
+	s.finish(why, detail, said, false) // the Connack said it: no Disconnect after it
 }
 
 // handshake relays the upstream's Init unchanged, then the client's
@@ -339,7 +339,7 @@ func (s *session) handshake() bool {
 	s.setReadDeadline(s.up, time.Now().Add(timeout))
 	init, err := s.up.Read()
 	if err != nil || smq.Check(init) != nil || smq.Type(init[0]) != smq.TypeInit {
-		s.refuse(smq.CodeServerUnavailable, "upstream "+s.route.Upstream.Name()+" sent no Init", ReasonUpstreamDown, err)
+		s.unavailable("upstream "+s.route.Upstream.Name()+" sent no Init", ReasonUpstreamDown, err, false)
 		return false
 	}
 	if err := s.sendClient(init); err != nil {
@@ -820,11 +820,15 @@ func (s *session) checkLiveness() {
 // (WebSocket close code, or TCP half-close); the upstream a half-close. Both
 // copiers then run out on EOF or on the linger deadline. Safe from any
 // goroutine.
-func (s *session) end(r Reason, detail string) { s.endSaying(r, detail, closeText(r, detail)) }
+func (s *session) end(r Reason, detail string) { s.finish(r, detail, closeText(r, detail), true) }
 
 // endSaying is end with say as the WebSocket close reason, for a detail
 // that is for the log only (it may name the upstream's addresses).
-func (s *session) endSaying(r Reason, detail, say string) {
+func (s *session) endSaying(r Reason, detail, say string) { s.finish(r, detail, say, true) }
+
+// finish is end and endSaying; bye false sends no Disconnect (the client
+// had its Connack).
+func (s *session) finish(r Reason, detail, say string, bye bool) {
 	if r == ReasonNone || !s.ending.CompareAndSwap(nil, &ending{r, detail}) {
 		return
 	}
@@ -834,7 +838,9 @@ func (s *session) endSaying(r Reason, detail, say string) {
 	// Cut short a write blocked on a slow client, so the lock comes free.
 	_ = s.client.SetWriteDeadline(deadline)
 	s.wmu.Lock()
-	if text := r.disconnectText(); text != "" {
+	// A passing end (shutdown) says no Disconnect unless the route asks
+	// for SMQ refusals: the reference clients would not come back.
+	if text := r.disconnectText(); text != "" && bye && (!r.passing() || s.route.RefuseTemporary) {
 		_ = s.client.Write(smq.Disconnect{Reason: text}.Append(nil))
 	}
 	_ = s.client.Flush()
@@ -909,11 +915,39 @@ func (s *session) sendClient(msg []byte) error {
 	return s.client.Flush()
 }
 
-// upstreamFailed refuses the client with Connack 0x02 when the upstream
-// fails during the handshake. The client learns what went wrong, not the
-// upstream's addresses; the log line has err.
+// upstreamFailed ends the session when the upstream fails during the
+// handshake, after its Init: a passing failure (why ReasonUpstreamDown) as
+// unavailable does, any other with Connack 0x02. The client learns what
+// went wrong, not the upstream's addresses; the log line has err.
 func (s *session) upstreamFailed(what string, err error, why Reason) {
-	s.answer(smq.CodeServerUnavailable, "upstream "+s.route.Upstream.Name()+" "+what, why, err)
+	reason := "upstream " + s.route.Upstream.Name() + " " + what
+	if why.passing() {
+		s.unavailable(reason, why, err, true)
+		return
+	}
+	s.answer(smq.CodeServerUnavailable, reason, why, err)
+}
+
+// unavailable ends the session for a passing condition (why: the upstream
+// unreachable or silent, busy), which a later try may find gone. By
+// default without an SMQ refusal, so that the reference clients retry
+// (SMQ-WIRE §5): a raw client sees the end of the stream, a WebSocket one
+// a close frame with why's code and reason. With the route's
+// RefuseTemporary: Connack 0x02 with reason, after our own Init unless
+// initSent. logDetail is for the log only.
+func (s *session) unavailable(reason string, why Reason, logDetail error, initSent bool) {
+	switch {
+	case s.route.RefuseTemporary && initSent:
+		s.answer(smq.CodeServerUnavailable, reason, why, logDetail)
+	case s.route.RefuseTemporary:
+		s.refuse(smq.CodeServerUnavailable, reason, why, logDetail)
+	default:
+		detail := reason
+		if logDetail != nil {
+			detail += ": " + logDetail.Error()
+		}
+		s.endSaying(why, detail, reason)
+	}
 }
 
 // close waits out the session's end and closes both connections.

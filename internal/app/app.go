@@ -147,7 +147,8 @@ func build(cfg *config.Config, log *slog.Logger, m *gateway.Metrics, br *broker.
 			gl.Certs = sources[l.TLS]
 		}
 		for _, r := range l.Routes {
-			route := &gateway.Route{Path: r.Path, AllowedOrigins: r.AllowedOrigins, Console: r.Console}
+			route := &gateway.Route{Path: r.Path, AllowedOrigins: r.AllowedOrigins, Console: r.Console,
+				RefuseTemporary: r.TemporaryFailures == config.TemporaryRefuse}
 			if r.Upstream == config.Embedded {
 				if b.Broker == nil && br != nil {
 					b.Broker = br
