@@ -632,6 +632,7 @@ func TestUnobserveAnsweredByGateway(t *testing.T) {
 	a.Send(smq.Observe{ID: tid})
 	a.ExpectMessage(smq.Change{ID: tid, Count: 1})
 	a.Send(smq.Unobserve{ID: tid})
+	a.Barrier() // the relay has seen the Unobserve before anything is published
 	p := smqtest.Connect(t, r.brokerAddr, "direct-publisher")
 	p.Publish(tid, 0, []byte("lost"))
 	p.Barrier()
