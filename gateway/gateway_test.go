@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"go.uber.org/goleak"
 
 	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/certs"
@@ -31,7 +30,7 @@ import (
 	"github.com/smqgw/smqgw/wire"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { smqtest.Main(m, 6) }
 
 // countingUpstream counts dials, to prove refused clients cause none.
 type countingUpstream struct {

@@ -15,15 +15,13 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/smqgw/smqgw/client"
 	"github.com/smqgw/smqgw/gateway"
 	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/smqtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { smqtest.Main(m, 6) }
 
 // demoConfig is the built-in demo on ephemeral ports with its own state.
 func demoConfig(t *testing.T) (file, stateDir string) {

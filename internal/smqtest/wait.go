@@ -4,9 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"flag"
 	"net"
+	"strconv"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // WaitFor bounds every wait in tests that use Context and Recv.
@@ -106,4 +110,21 @@ func WaitServed(t testing.TB, addr string, cfg *tls.Config, want *x509.Certifica
 	WaitUntil(t, "the new certificate to be served on "+addr, func() bool {
 		return ServedCert(t, addr, cfg).Equal(want)
 	})
+}
+
+// Main runs a package's tests, then checks that none left a goroutine
+// behind (goleak). Unless the command line sets -test.parallel, it lets
+// up to parallel tests that call t.Parallel run at once: tests that
+// spend their time waiting on sockets and timers, not on the CPU, end
+// sooner than under the default of one per CPU.
+func Main(m *testing.M, parallel int) {
+	flag.Parse()
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
+	if !given {
+		if err := flag.Set("test.parallel", strconv.Itoa(parallel)); err != nil {
+			panic(err)
+		}
+	}
+	goleak.VerifyTestMain(m)
 }
