@@ -25,8 +25,10 @@ import (
 // and a command typed in the page reaches the device, whose answer shows
 // in the page; a page from another origin cannot open the WebSocket.
 // SMQGW_SCREENSHOT=FILE saves the page (docs/console.png in the README).
-// Not parallel: it writes Chromium's managed policies in /etc.
+// Parallel with the package's other tests, none of which runs a browser
+// (it writes Chromium's managed policies in /etc).
 func TestBrowserConsole(t *testing.T) {
+	t.Parallel()
 	browser.Require(t)
 	dir := t.TempDir()
 	pki := filepath.Join(dir, "pki")
