@@ -36,7 +36,8 @@ type Limits struct {
 	// request (raw SMQ or WebSocket upgrade). Default 10s.
 	RequestTimeout time.Duration `toml:"request_timeout"`
 	// ConnectTimeout (connect_timeout) bounds waiting for the client's
-	// Connect when the gateway answers itself, and for the upstream's
+	// Connect after Init (then Connack 0x02 "no Connect received in time",
+	// unless the broker's own answer came first), and for the upstream's
 	// dial, Init and Connack. Default 10s.
 	ConnectTimeout time.Duration `toml:"connect_timeout"`
 	// IdleTimeout (idle_timeout) ends a session when nothing came from the
