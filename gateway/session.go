@@ -569,6 +569,11 @@ func (s *session) clientToUpstream() {
 	}
 }
 
+// maxObserved bounds the IDs one session's observing tracks, so a client
+// cannot grow it with Observe for ever new IDs (a real client observes a
+// handful of topics).
+const maxObserved = 1024
+
 // observe keeps track of what the client observes, for an upstream that
 // does not get Unobserve, and reports whether msg goes upstream: Unobserve
 // does not; the Change messages of that ID stop instead. Observe goes (the
@@ -577,7 +582,11 @@ func (s *session) observe(msg []byte) bool {
 	switch smq.Type(msg[0]) {
 	case smq.TypeObserve:
 		s.obsMu.Lock()
-		s.observing[smq.ID(msg)] = true
+		if id := smq.ID(msg); len(s.observing) < maxObserved {
+			s.observing[id] = true
+		} else if _, ok := s.observing[id]; ok {
+			s.observing[id] = true
+		} // else untracked: its Change messages keep coming after an Unobserve
 		s.obsMu.Unlock()
 	case smq.TypeUnobserve:
 		s.obsMu.Lock()
