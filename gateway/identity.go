@@ -48,3 +48,37 @@ func upstreamHeader(client http.Header, id *tlsterm.Identity) http.Header {
 	}
 	return h
 }
+
+// The UID a client sends is bound to its identity on the way upstream
+// (SMQ-WIRE §4: a second connection with a UID takes its session over,
+// Disconnect "reconnect" to the first). The broker sees
+// NAMESPACE:UID, where NAMESPACE is "x509-" and the first 32 hex digits of
+// the SHA-256 of the client's accepted certificate, or "anon" for a client
+// without one. A client can so take over only a session of its own
+// identity: a device that reconnects with its certificate gets its old
+// session (and ETID) back; a client with another certificate, or none,
+// reaching the same broker by another route, gets a session of its own.
+const (
+	uidAnonymous = "anon"
+	uidX509      = "x509-"
+	uidHexDigits = 32
+)
+
+// MaxClientUID is the longest UID a client may send through the gateway:
+// what a Connect carries (255 bytes) less the longest namespace.
+const MaxClientUID = 255 - len(uidX509) - uidHexDigits - 1
+
+// MinClientUID is the shortest UID the gateway relays: the reference
+// broker refuses UIDs of 5 bytes or fewer (SMQ-WIRE §4), and so does the
+// gateway, as the namespace would otherwise hide them from it.
+const MinClientUID = 6
+
+// upstreamUID is the UID the upstream sees for uid, sent by a client of
+// identity id (nil: no accepted certificate).
+func upstreamUID(id *tlsterm.Identity, uid string) string {
+	if id == nil {
+		return uidAnonymous + ":" + uid
+	}
+	hexfp := strings.TrimPrefix(id.Fingerprint, "sha256:")
+	return uidX509 + hexfp[:min(uidHexDigits, len(hexfp))] + ":" + uid
+}

@@ -380,8 +380,13 @@ func (s *session) handshake() bool {
 		s.clientBadMessage(err)
 		return false
 	}
+	bound, err := s.bindUID(connect)
+	if err != nil {
+		s.answer(smq.CodeBadVersion, err.Error(), ReasonRefused, nil)
+		return false
+	}
 	s.setReadDeadline(s.up, time.Now().Add(timeout))
-	err = s.up.Write(connect)
+	err = s.up.Write(bound)
 	if err == nil {
 		err = s.up.Flush()
 	}
@@ -713,6 +718,25 @@ func (s *session) upstreamToClient() {
 			continue
 		}
 	}
+}
+
+// bindUID returns the client's Connect with its UID bound to the client's
+// identity (upstreamUID), or why it cannot be relayed: a UID too short
+// for the broker, or too long to bear the namespace.
+func (s *session) bindUID(connect []byte) ([]byte, error) {
+	m, err := smq.Decode(connect)
+	if err != nil {
+		return nil, err
+	}
+	c := m.(smq.Connect)
+	switch {
+	case len(c.UID) < MinClientUID:
+		return nil, errors.New("uid must be longer than 5 bytes")
+	case len(c.UID) > MaxClientUID:
+		return nil, fmt.Errorf("uid must be at most %d bytes through this gateway", MaxClientUID)
+	}
+	c.UID = upstreamUID(s.identity, c.UID)
+	return c.Append(connect[:0:0]), nil
 }
 
 // checkFromClient applies the edge rules to one client message.

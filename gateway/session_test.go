@@ -660,8 +660,13 @@ func TestHeadersUpstream(t *testing.T) {
 			case <-time.After(smqtest.WaitFor):
 				t.Fatal("the broker saw no Connect")
 			}
-			if req.Connect.UID != uid {
-				t.Fatalf("Connect of %q, want %q", req.Connect.UID, uid)
+			// The UID goes upstream bound to the identity.
+			want := "anon:" + uid
+			if tc.cert != nil {
+				want = "x509-" + hex.EncodeToString(fp[:])[:32] + ":" + uid
+			}
+			if req.Connect.UID != want {
+				t.Fatalf("Connect of %q, want %q", req.Connect.UID, want)
 			}
 			h := req.Peer.Header
 			if got := h.Values("X-Forwarded-For"); !slices.Equal(got, []string{local}) {
