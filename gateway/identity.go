@@ -15,6 +15,11 @@ const (
 	HeaderFingerprint = "X-Smq-Client-Fingerprint"
 )
 
+// HeaderSession carries the session's ID to the upstream, the one in the
+// gateway's log lines for the session, so that the broker's logs can be
+// joined to them.
+const HeaderSession = "X-Smq-Session"
+
 // hopHeaders are never forwarded upstream: hop-by-hop headers, the
 // WebSocket handshake, the bootstrap's own, and anything that would let a
 // client pose as someone else.
@@ -23,14 +28,15 @@ var hopHeaders = map[string]bool{
 	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Host": true,
 	"Sec-Websocket-Key": true, "Sec-Websocket-Version": true, "Sec-Websocket-Extensions": true,
 	"Sec-Websocket-Protocol": true, "Simplemq": true, "Sendsmqhttpresponse": true,
-	"X-Forwarded-For": true, "Forwarded": true, "X-Real-Ip": true,
+	"X-Forwarded-For": true, "Forwarded": true, "X-Real-Ip": true, HeaderSession: true,
 }
 
 // upstreamHeader is the bootstrap header set for the upstream: the client's
 // own headers less hop-by-hop ones and any X-SMQ-Client-* copies, plus the
-// verified identity, if any. upstream adds X-Forwarded-For.
-func upstreamHeader(client http.Header, id *tlsterm.Identity) http.Header {
-	h := make(http.Header, len(client)+4)
+// verified identity, if any, and the session's ID. upstream adds
+// X-Forwarded-For.
+func upstreamHeader(client http.Header, id *tlsterm.Identity, session string) http.Header {
+	h := make(http.Header, len(client)+5)
 	for k, v := range client {
 		ck := http.CanonicalHeaderKey(k)
 		if hopHeaders[ck] || strings.HasPrefix(ck, "X-Smq-Client-") {
@@ -46,6 +52,7 @@ func upstreamHeader(client http.Header, id *tlsterm.Identity) http.Header {
 		}
 		h.Set(HeaderFingerprint, id.Fingerprint)
 	}
+	h.Set(HeaderSession, session)
 	return h
 }
 

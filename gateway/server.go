@@ -99,7 +99,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	lim := g.limits()
-	s := &session{g: g, lim: lim, listener: h.ll.name, route: h.route, clientIP: smq.HostIP(r.RemoteAddr), start: time.Now()}
+	s := &session{g: g, lim: lim, listener: h.ll.name, route: h.route, clientIP: smq.HostIP(r.RemoteAddr), start: time.Now(),
+		id: newSessionID(), remote: r.RemoteAddr}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.clientHeader = r.Header // forwarded upstream, less ours and hop-by-hop ones
 	s.bareRefusals = bootsLikeCClient(r, boot)

@@ -2,7 +2,10 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -66,6 +69,15 @@ type session struct {
 	bareRefusals bool
 	identity     *tlsterm.Identity
 	start        time.Time
+	// id names the session in its two log lines and, as X-Smq-Session,
+	// to the upstream; remote is the client's address:port.
+	id     string
+	remote string
+	// peerCert is the certificate the client presented, accepted or not.
+	peerCert *x509.Certificate
+	// uid is the UID the client sent, etid the one the broker gave it.
+	uid  string
+	etid uint32
 
 	// wmu serialises writes to the client: the upstream copier relays,
 	// while ending (from any goroutine) may add a Disconnect.
@@ -175,6 +187,10 @@ func (s *session) serve(ll *liveListener, state *tls.ConnectionState) {
 		}
 	}()
 	defer s.stop()
+	if state != nil && len(state.PeerCertificates) > 0 {
+		s.peerCert = state.PeerCertificates[0]
+	}
+	s.logStart()
 	transport := transportName(s.client)
 	g.m.sessionsTotal.WithLabelValues(ll.name, s.route.Path, transport).Inc()
 	open := g.m.sessionsOpen.WithLabelValues(ll.name, s.route.Path, transport)
@@ -226,7 +242,7 @@ func (s *session) run(decision tlsterm.Decision) {
 	s.identity = decision.Identity
 	lim := s.lim
 	dctx, cancel := context.WithTimeout(s.ctx, lim.ConnectTimeout)
-	up, err := s.route.Upstream.Dial(dctx, upstream.Request{ClientIP: s.clientIP, Header: upstreamHeader(s.clientHeader, s.identity)})
+	up, err := s.route.Upstream.Dial(dctx, upstream.Request{ClientIP: s.clientIP, Header: upstreamHeader(s.clientHeader, s.identity, s.id)})
 	cancel()
 	s.clientHeader = nil // sent: not kept for the session's lifetime
 	if err != nil && s.reasonOf() != ReasonNone {
@@ -485,6 +501,9 @@ func (s *session) relayConnack(ack []byte) bool {
 	code := smq.ConnackCode(ack[1])
 	s.g.m.connack(s.listener, s.route.Path, code, "upstream")
 	if code == smq.CodeAccepted {
+		if m, err := smq.Decode(ack); err == nil {
+			s.etid = m.(smq.Connack).ETID
+		}
 		return true
 	}
 	detail := code.String()
@@ -735,6 +754,7 @@ func (s *session) bindUID(connect []byte) ([]byte, error) {
 	case len(c.UID) > MaxClientUID:
 		return nil, fmt.Errorf("uid must be at most %d bytes through this gateway", MaxClientUID)
 	}
+	s.uid = c.UID
 	c.UID = upstreamUID(s.identity, c.UID)
 	return c.Append(connect[:0:0]), nil
 }
@@ -1026,7 +1046,7 @@ func (s *session) abort() {
 // logEnd counts the session's end and logs it.
 func (s *session) logEnd() {
 	attrs := []any{
-		"listener", s.listener, "route", s.route.Path, "client", s.clientIP,
+		"session", s.id, "listener", s.listener, "route", s.route.Path, "client", s.clientIP,
 		"transport", transportName(s.client), "upstream", s.route.Upstream.Name(),
 		"reason", s.reasonOf().String(),
 		"msgs_in", s.inMsgs.Load(), "bytes_in", s.inBytes.Load(),
@@ -1041,6 +1061,14 @@ func (s *session) logEnd() {
 	}
 	if s.identity != nil {
 		attrs = append(attrs, "identity", s.identity.Subject)
+	} else if s.peerCert != nil {
+		attrs = append(attrs, certAttrs(s.peerCert)...) // whose certificate was refused
+	}
+	if s.uid != "" {
+		attrs = append(attrs, "uid", s.uid)
+	}
+	if s.etid != 0 {
+		attrs = append(attrs, "etid", fmt.Sprintf("%#x", s.etid))
 	}
 	if n := s.dropped.Load(); n > 0 {
 		attrs = append(attrs, "dropped_too_big", n)
@@ -1054,6 +1082,28 @@ func (s *session) logEnd() {
 	}
 	s.g.log.Info("session", attrs...)
 }
+
+// logStart logs the session's start, once its bootstrap is done: where
+// it came from and the certificate it presented, if any. Its end line has
+// the same session ID.
+func (s *session) logStart() {
+	attrs := []any{"session", s.id, "listener", s.listener, "route", s.route.Path, "client", s.remote,
+		"transport", transportName(s.client)}
+	if s.peerCert != nil {
+		attrs = append(attrs, certAttrs(s.peerCert)...)
+	}
+	s.g.log.Info("session start", attrs...)
+}
+
+// certAttrs names a client certificate in a log line: its subject and
+// fingerprint.
+func certAttrs(c *x509.Certificate) []any {
+	fp := sha256.Sum256(c.Raw)
+	return []any{"cert", c.Subject.String(), "cert_fingerprint", "sha256:" + hex.EncodeToString(fp[:])}
+}
+
+// newSessionID returns a fresh session ID: 16 hex digits.
+func newSessionID() string { return fmt.Sprintf("%016x", rand.Uint64()) }
 
 // upstreamClosedText is the WebSocket close reason of a session whose
 // upstream closed it.
