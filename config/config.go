@@ -21,9 +21,9 @@ import (
 )
 
 // The defaults of the keys Load leaves unset are defined by the packages
-// that apply them: limits.Default* ([limits]), upstream.DefaultDialTimeout
-// and upstream.DefaultBackoff ([upstream.NAME]), certs.DefaultWatchInterval
-// (watch_interval).
+// that apply them: limits.Default* ([limits] and [broker]),
+// upstream.DefaultDialTimeout and upstream.DefaultBackoff
+// ([upstream.NAME]), certs.DefaultWatchInterval (watch_interval).
 
 // DefaultACMEDirectory is Let's Encrypt's production directory, where
 // certificates come from when a [certs] block names no acme_directory.
@@ -61,6 +61,11 @@ type Config struct {
 	Log    Log           `toml:"log"`
 	Limits limits.Limits `toml:"limits"`
 	Admin  Admin         `toml:"admin"`
+
+	// Broker ([broker]) bounds what clients can make the embedded broker
+	// hold: topic names, topics per session, queued bytes. Its defaults
+	// are limits.Default*; it has no effect without an "embedded" route.
+	Broker limits.Broker `toml:"broker"`
 
 	// Listeners ([[listener]]), in file order. At least one.
 	Listeners []Listener `toml:"listener"`
@@ -329,6 +334,7 @@ func (c *Config) setDefaults() {
 	}
 	setDuration(&c.WatchInterval, certs.DefaultWatchInterval)
 	c.Limits = c.Limits.WithDefaults()
+	c.Broker = c.Broker.WithDefaults()
 	for i := range c.Listeners {
 		for j := range c.Listeners[i].Routes {
 			if r := &c.Listeners[i].Routes[j]; r.TemporaryFailures == "" {

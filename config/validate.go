@@ -76,6 +76,7 @@ func (d *decoder) validate(c *Config) {
 		}
 	}
 	d.addresses(c)
+	d.broker(&c.Broker)
 	if needState != "" && c.StateDir == "" {
 		d.add("state_dir", "state_dir: not set, and no default: set state_dir, $STATE_DIRECTORY, $XDG_STATE_HOME or $HOME ("+needState+")")
 	}
@@ -87,6 +88,28 @@ func (d *decoder) validate(c *Config) {
 func (d *decoder) limits(l *limits.Limits) {
 	if l.MaxMessageSize > smq.MaxRawMessage {
 		d.keyf("limits.max_message_size", "%d is larger than %d, the largest SMQ message (smq.MaxRawMessage)", l.MaxMessageSize, smq.MaxRawMessage)
+	}
+}
+
+// maxTopicName is the largest max_topic_name: the longest name whose
+// Suback (type, status, ID and the name) still fits one raw SMQ frame.
+const maxTopicName = smq.MaxRawMessage - 6
+
+// broker checks the [broker] values, defaults applied. (The decoder took
+// only values greater than 0.)
+func (d *decoder) broker(b *limits.Broker) {
+	if b.MaxTopicName > maxTopicName {
+		d.keyf("broker.max_topic_name", "%d is larger than %d, the longest name whose Suback fits an SMQ frame", b.MaxTopicName, maxTopicName)
+	}
+	if b.QueueBytes < smq.MaxRawFrame {
+		d.keyf("broker.queue_bytes", "%d is smaller than %d, the largest SMQ message: every message would overflow it", b.QueueBytes, smq.MaxRawFrame)
+	}
+	if b.MaxQueuedBytes < b.QueueBytes && !d.bad["broker.queue_bytes"] && !d.bad["broker.max_queued_bytes"] {
+		key := "broker.max_queued_bytes"
+		if _, ok := d.pos[key]; !ok {
+			key = "broker.queue_bytes" // the one written
+		}
+		d.keyf(key, "max_queued_bytes (%d) is smaller than queue_bytes (%d): one client's queue must fit the broker's budget", b.MaxQueuedBytes, b.QueueBytes)
 	}
 }
 
