@@ -26,6 +26,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/smqgw/smqgw/access"
 	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/gateway"
@@ -50,13 +51,16 @@ const (
 
 // relayEnv is a broker on a loopback listener (where the subscriber always
 // connects) and, unless via is "direct", a gateway with a TLS listener in
-// front of it, reaching it in-process ("embedded") or over loopback ("lan").
+// front of it, reaching it in-process ("embedded") or over loopback ("lan",
+// and "lan+acl": with topic permissions that grant the publisher its
+// topic, "bench").
 type relayEnv struct {
 	via        string
 	broker     *broker.Broker
 	brokerAddr string
 	gwAddr     string // "" for direct
 	tls        *tls.Config
+	acl        bool // the publisher must Create its topic
 }
 
 func newRelayEnv(tb testing.TB, via string) *relayEnv {
@@ -67,7 +71,15 @@ func newRelayEnv(tb testing.TB, via string) *relayEnv {
 		return e
 	}
 	var up upstream.Upstream = &upstream.Embedded{Broker: e.broker}
-	if via == "lan" {
+	var route gateway.Route
+	if via == "lan+acl" {
+		p, err := access.Compile([]access.Rule{{Anonymous: true, Publish: []string{"bench"}}})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		route.Access, route.AccessName, e.acl = p, "bench", true
+	}
+	if via == "lan" || via == "lan+acl" {
 		var err error
 		if up, err = upstream.New(upstream.Config{Name: "lan", URLs: []string{"http://" + e.brokerAddr + "/smq"}}); err != nil {
 			tb.Fatal(err)
@@ -76,7 +88,8 @@ func newRelayEnv(tb testing.TB, via string) *relayEnv {
 	ca := testpki.NewCA(tb)
 	e.tls = &tls.Config{RootCAs: ca.Pool}
 	// The relay is measured flat out: no message rate limit.
-	gw := startGateway(tb, ca, limits.Limits{MessageRate: math.MaxInt32}, up)
+	route.Path, route.Upstream = "/", up
+	gw := startGatewayRoute(tb, ca, limits.Limits{MessageRate: math.MaxInt32}, &route)
 	e.gwAddr = gw.Addr("edge").String()
 	return e
 }
@@ -84,13 +97,18 @@ func newRelayEnv(tb testing.TB, via string) *relayEnv {
 // startGateway starts a gateway with one TLS listener on loopback and one
 // route, "/", to up. It is shut down at cleanup.
 func startGateway(tb testing.TB, ca *testpki.CA, lim limits.Limits, up upstream.Upstream) *gateway.Gateway {
+	return startGatewayRoute(tb, ca, lim, &gateway.Route{Path: "/", Upstream: up})
+}
+
+// startGatewayRoute is startGateway with route as the one route.
+func startGatewayRoute(tb testing.TB, ca *testpki.CA, lim limits.Limits, route *gateway.Route) *gateway.Gateway {
 	tb.Helper()
 	server := ca.Server(tb, "127.0.0.1")
 	return runGateway(tb, gateway.Config{Limits: lim, Listeners: []gateway.Listener{{
 		Name:     "edge",
 		Listener: smqtest.Listen(tb),
 		Certs:    (*certs.Static)(&server.TLS),
-		Routes:   []*gateway.Route{{Path: "/", Upstream: up}},
+		Routes:   []*gateway.Route{route},
 	}}})
 }
 
@@ -137,11 +155,17 @@ func (c *corkConn) flush() error {
 
 // dialPublisher connects a publisher: "ws" (gorilla, ws:// or wss://) or
 // "raw" (the raw bootstrap, http:// or https://), over TLS when tlsCfg is set.
-func dialPublisher(tb testing.TB, kind, addr string, tlsCfg *tls.Config, batch int) *publisher {
+//
+// A raw publisher Creates topic create first, unless it is "".
+func dialPublisher(tb testing.TB, kind, addr string, tlsCfg *tls.Config, batch int, create string) *publisher {
 	tb.Helper()
 	p := &publisher{}
 	if kind == "raw" {
 		c := smqtest.DialFast(tb, addr, tlsCfg, "bench-publisher")
+		if create != "" {
+			c.Send(tb, smq.Create{Topic: create})
+			c.Expect(tb, smq.TypeCreateack)
+		}
 		p.etid, p.cork = c.ETID, &corkConn{Conn: c.Conn}
 		p.write = func(f []byte) error { _, err := p.cork.Write(f); return err }
 	} else {
@@ -272,9 +296,13 @@ func newFlow(tb testing.TB, e *relayEnv, kind string, batch int) *flow {
 	tb.Cleanup(func() { sub.Conn.Close(); <-fl.dead })
 
 	if e.gwAddr == "" {
-		fl.pub = dialPublisher(tb, kind, e.brokerAddr, nil, batch)
+		fl.pub = dialPublisher(tb, kind, e.brokerAddr, nil, batch, "")
 	} else {
-		fl.pub = dialPublisher(tb, kind, e.gwAddr, e.tls, batch)
+		create := ""
+		if e.acl {
+			create = "bench" // granted by the name
+		}
+		fl.pub = dialPublisher(tb, kind, e.gwAddr, e.tls, batch, create)
 	}
 	msg := (&smq.Publish{TID: tid, PTID: fl.pub.etid, Payload: make([]byte, benchPayload)}).Append(nil)
 	fl.frame = msg
@@ -363,6 +391,9 @@ func baseline(tb testing.TB, kind string, batch int) (allocs, bytes float64) {
 //     TLS listener to the in-process broker, or to the broker over loopback
 //     TCP (raw SMQ, http://).
 //   - embedded/https, lan/https: raw frames over TLS through the gateway.
+//   - lan+acl/https: lan/https on a route with topic permissions: the
+//     publisher Creates its topic (granted), then every Publish is
+//     checked.
 //   - batch=1: one write per message; batch=32: the publisher writes 32
 //     messages at a time (see publisher).
 //
@@ -376,7 +407,7 @@ func BenchmarkRelay(b *testing.B) {
 	for _, batch := range []int{1, 32} {
 		for _, bc := range []struct{ via, kind string }{
 			{"direct", "ws"}, {"embedded", "ws"}, {"lan", "ws"},
-			{"direct", "raw"}, {"embedded", "raw"}, {"lan", "raw"},
+			{"direct", "raw"}, {"embedded", "raw"}, {"lan", "raw"}, {"lan+acl", "raw"},
 		} {
 			scheme := bc.kind
 			if bc.via != "direct" {

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 
+	"github.com/smqgw/smqgw/access"
+
 	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/tlsterm"
@@ -39,6 +41,11 @@ type Route struct {
 	// reference clients smq.js and the C client take any Connack refusal
 	// or Disconnect as final and would not come back (SMQ-WIRE §5).
 	RefuseTemporary bool
+	// Access is the route's topic permissions, enforced on every session
+	// (see package access); nil allows everything. AccessName names it in
+	// logs.
+	Access     *access.Policy
+	AccessName string
 
 	swapped atomic.Pointer[policyBox] // set by SetPolicy
 }

@@ -31,6 +31,10 @@ type Gateway struct {
 	lim   atomic.Pointer[limits.Limits]
 	certs atomic.Pointer[[]CertSet]
 	perIP *ipLimiter
+	// clients are the connected sessions' ETIDs, for one_to_one "any";
+	// denyLog rate-limits the access-denied log lines.
+	clients clientSet
+	denyLog logLimiter
 
 	mu       sync.Mutex
 	started  bool
@@ -77,7 +81,8 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	cfg.Limits = cfg.Limits.WithDefaults()
 	g := &Gateway{log: cfg.Logger, m: cfg.Metrics, sessions: make(map[*session]struct{}),
-		perIP: newIPLimiter(cfg.Limits.MaxSessionsPerIP, float64(cfg.Limits.SessionRatePerIP))}
+		perIP:   newIPLimiter(cfg.Limits.MaxSessionsPerIP, float64(cfg.Limits.SessionRatePerIP)),
+		denyLog: logLimiter{perSecond: denyLogRate}}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}

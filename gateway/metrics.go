@@ -31,6 +31,7 @@ type Metrics struct {
 	tlsFailures   *prometheus.CounterVec // listener, reason
 	limits        *prometheus.CounterVec // listener, limit
 	origins       *prometheus.CounterVec // listener, route
+	denials       *prometheus.CounterVec // listener, route, op
 	proxyProto    *prometheus.CounterVec // listener
 	dialSeconds   *prometheus.HistogramVec
 	dialFailures  *prometheus.CounterVec // upstream, url
@@ -71,6 +72,8 @@ func NewMetrics() *Metrics {
 	m.tlsFailures = f.counter("smqgw_tls_handshake_failures_total", "TLS handshakes failed, by reason.", "listener", "reason")
 	m.limits = f.counter("smqgw_limit_refusals_total", "Sessions refused or ended by a limit.", "listener", "limit")
 	m.origins = f.counter("smqgw_websocket_origin_refusals_total", "WebSocket upgrades refused (403) for their Origin.", "listener", "route")
+	m.denials = f.counter("smqgw_access_denied_total", "Client messages denied by the route's topic permissions, by operation: subscribe, create, createsub, publish, observe, unobserve, unsubscribe.",
+		"listener", "route", "op")
 	m.proxyProto = f.counter("smqgw_proxy_protocol_refusals_total", "Connections refused for a PROXY protocol header from an untrusted sender.", "listener")
 	m.dialSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "smqgw_upstream_dial_duration_seconds",
@@ -149,6 +152,11 @@ func (m *Metrics) declare(l Listener) {
 		for _, tr := range []string{"websocket", "raw"} {
 			m.sessionsOpen.WithLabelValues(l.Name, r.Path, tr)
 			m.sessionsTotal.WithLabelValues(l.Name, r.Path, tr)
+		}
+		if r.Access != nil {
+			for _, op := range deniedOps {
+				m.denials.WithLabelValues(l.Name, r.Path, op)
+			}
 		}
 	}
 }

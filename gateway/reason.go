@@ -28,6 +28,9 @@ const (
 	// client certificate (a TLS alert, or a front end's Connack 0x04/0x05
 	// before the client's Connect was relayed): Connack 0x02.
 	ReasonGatewayCertRefused
+	// ReasonAccessDenied: the client published where its permissions do
+	// not let it (Disconnect "access denied").
+	ReasonAccessDenied
 )
 
 var reasonInfo = [...]struct {
@@ -52,6 +55,7 @@ var reasonInfo = [...]struct {
 	ReasonBusy:               {"busy", "", websocket.CloseTryAgainLater},
 	ReasonRateLimited:        {"rate_limited", "rate limit exceeded", websocket.ClosePolicyViolation},
 	ReasonGatewayCertRefused: {"gateway_cert_refused", "", websocket.ClosePolicyViolation},
+	ReasonAccessDenied:       {"access_denied", "access denied", websocket.ClosePolicyViolation},
 }
 
 // String is the reason's label in logs and metrics ("client_closed").

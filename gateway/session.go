@@ -112,6 +112,10 @@ type session struct {
 	// broker, which gets Unobserve. Guarded by obsMu.
 	observing map[uint32]bool
 	obsMu     sync.Mutex
+	// guard enforces the route's topic permissions; nil without them.
+	guard *guard
+	// deniedCount counts the session's access denials.
+	deniedCount atomic.Uint64
 	// clientBye is set before the client's Disconnect goes upstream: the
 	// broker's close that follows is the client's doing.
 	clientBye atomic.Bool
@@ -240,6 +244,9 @@ func (s *session) run(decision tlsterm.Decision) {
 		return
 	}
 	s.identity = decision.Identity
+	if p := s.route.Access; p != nil {
+		s.guard = newGuard(p.For(s.identity), s.route.AccessName)
+	}
 	lim := s.lim
 	dctx, cancel := context.WithTimeout(s.ctx, lim.ConnectTimeout)
 	up, err := s.route.Upstream.Dial(dctx, upstream.Request{ClientIP: s.clientIP, Header: upstreamHeader(s.clientHeader, s.identity, s.id)})
@@ -286,6 +293,10 @@ func (s *session) run(decision tlsterm.Decision) {
 	if !s.handshake() {
 		return
 	}
+	// Addressable one to one (access.Any) while it is connected.
+	name := s.route.Upstream.Name()
+	s.g.clients.add(name, s.etid)
+	defer s.g.clients.remove(name, s.etid)
 	s.relay()
 }
 
@@ -557,7 +568,10 @@ func (s *session) clientToUpstream() {
 			s.end(ReasonRateLimited, fmt.Sprintf("more than %d messages per second", rate.max))
 			continue
 		}
-		if s.observing != nil && !s.observe(msg) {
+		if s.guard != nil && !bye && !s.permit(msg) {
+			msg = nil // answered or denied here
+		}
+		if msg != nil && s.observing != nil && !s.observe(msg) {
 			msg = nil // answered here
 		}
 		if msg != nil && smq.Type(msg[0]) == smq.TypePubFrag && s.up.WebSocket() {
@@ -695,6 +709,9 @@ func (s *session) upstreamToClient() {
 		}
 		if s.observing != nil && smq.Type(msg[0]) == smq.TypeChange && !s.changeWanted(msg) {
 			continue // the client unobserved it
+		}
+		if s.guard != nil {
+			s.learn(msg) // before the client can act on it
 		}
 		s.wmu.Lock()
 		// Checked under the lock: end sets the reason before its own
@@ -1075,6 +1092,12 @@ func (s *session) logEnd() {
 	}
 	if n := s.fragDropped.Load(); n > 0 {
 		attrs = append(attrs, "dropped_pubfrag_too_big", n)
+	}
+	if s.guard != nil {
+		attrs = append(attrs, "permissions", s.guard.policy)
+		if n := s.deniedCount.Load(); n > 0 {
+			attrs = append(attrs, "access_denied", n)
+		}
 	}
 	s.g.m.closed.WithLabelValues(s.listener, s.route.Path, s.reasonOf().String()).Inc()
 	if limit := s.reasonOf().limit(); limit != "" {

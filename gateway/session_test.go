@@ -123,7 +123,9 @@ func (l *logSink) noSession(t *testing.T) {
 type rigOptions struct {
 	broker broker.Config
 	limits limits.Limits
-	routes []*gateway.Route // more routes, besides /open, /optional and /require
+	// routes are more routes, besides /open, /optional and /require; those
+	// without an upstream get the LAN broker.
+	routes []*gateway.Route
 	// upstreamDialer opens the gateway's connections to the broker; nil: a
 	// net.Dialer.
 	upstreamDialer upstream.ContextDialer
@@ -158,6 +160,11 @@ func newRig(t *testing.T, o rigOptions) *rig {
 			t.Fatal(err)
 		}
 		return p
+	}
+	for _, route := range o.routes {
+		if route.Upstream == nil {
+			route.Upstream = lan
+		}
 	}
 	server := r.ca.Server(t, "127.0.0.1")
 	r.gw = runGateway(t, gateway.Config{
