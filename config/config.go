@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/smqgw/smqgw/access"
 	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/tlsterm"
@@ -77,6 +78,12 @@ type Config struct {
 	// Certs ([certs.NAME]) by name: the certificate sources listeners
 	// refer to with tls = "NAME". Unused ones are allowed.
 	Certs map[string]*Certs `toml:"certs"`
+
+	// Permissions ([[permissions.NAME]]) are topic permissions by name,
+	// each a list of rules (see package access for the rules and the topic
+	// pattern language) that routes refer to with permissions = "NAME".
+	// Unused ones are allowed.
+	Permissions map[string][]access.Rule `toml:"permissions"`
 }
 
 // Log configures logging ([log]).
@@ -180,6 +187,12 @@ type Route struct {
 	// 0x02 and the reason (Disconnect "shutdown" on a shutdown), for
 	// clients that retry after them. Default "close".
 	TemporaryFailures string `toml:"temporary_failures"`
+	// Permissions (permissions) names the [[permissions.NAME]] rules every
+	// session of the route is held to: what it may subscribe to, publish
+	// to, observe, and whom it may send one-to-one messages to, by its
+	// certificate's identity (a client without one is "anonymous").
+	// Default "": everything is allowed.
+	Permissions string `toml:"permissions"`
 }
 
 // The values of Route.TemporaryFailures.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/smqgw/smqgw/access"
 	"github.com/smqgw/smqgw/tlsterm"
 )
 
@@ -184,8 +185,9 @@ func isScalar(t reflect.Type) bool {
 // the type's UnmarshalText decodes them. "" is the zero value, as if the
 // key were left out.
 var choices = map[reflect.Type][]string{
-	reflect.TypeFor[slog.Level]():   {"debug", "info", "warn", "error"},
-	reflect.TypeFor[tlsterm.Mode](): {"off", "optional", "require"},
+	reflect.TypeFor[slog.Level]():      {"debug", "info", "warn", "error"},
+	reflect.TypeFor[tlsterm.Mode]():    {"off", "optional", "require"},
+	reflect.TypeFor[access.OneToOne](): {"none", "reply", "any"},
 }
 
 // scalar decodes raw, the value at key that p holds, into v. Every
@@ -386,8 +388,8 @@ func tableName(path string) string {
 			parts = append(parts, p)
 		}
 	}
-	if parts[0] == "listener" {
-		return "[[" + strings.Join(parts, ".") + "]]"
+	if all := strings.Split(path, "."); parts[0] == "listener" || isIndex(all[len(all)-1]) {
+		return "[[" + strings.Join(parts, ".") + "]]" // an array of tables
 	}
 	return "[" + strings.Join(parts, ".") + "]"
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/smqgw/smqgw/access"
 	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/smq"
 	"github.com/smqgw/smqgw/tlsterm"
@@ -75,6 +76,9 @@ func (d *decoder) validate(c *Config) {
 			needState = "ACME certificates and the account key are kept there"
 		}
 	}
+	for _, name := range sortedKeys(c.Permissions) {
+		d.permissions(name, c.Permissions[name])
+	}
 	d.addresses(c)
 	d.broker(&c.Broker)
 	if needState != "" && c.StateDir == "" {
@@ -130,6 +134,11 @@ func (d *decoder) route(c *Config, l *Listener, r *Route, key string, paths map[
 		}
 	}
 
+	if r.Permissions != "" {
+		if _, ok := c.Permissions[r.Permissions]; !ok && !d.bad["permissions."+r.Permissions] {
+			d.keyf(key+".permissions", "no [[permissions.%s]] rules%s", r.Permissions, suggest(r.Permissions, sortedKeys(c.Permissions)))
+		}
+	}
 	if f := r.TemporaryFailures; f != TemporaryClose && f != TemporaryRefuse {
 		d.keyf(key+".temporary_failures", "invalid value %q (want %s)", f, orList(TemporaryClose, TemporaryRefuse))
 	}
@@ -188,6 +197,33 @@ func (d *decoder) route(c *Config, l *Listener, r *Route, key string, paths map[
 		if !validOrigin(o) {
 			d.keyf(key+".allowed_origins."+strconv.Itoa(i), `invalid origin %q (want scheme://host[:port] like "https://app.example.com", or "*")`, o)
 		}
+	}
+}
+
+// permissions checks the rules of [[permissions.NAME]]: each problem at
+// its rule's key, patterns by their index.
+func (d *decoder) permissions(name string, rules []access.Rule) {
+	_, err := access.Compile(rules)
+	if err == nil {
+		return
+	}
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		var ae *access.Error
+		if !errors.As(e, &ae) {
+			d.add("permissions."+name, e.Error())
+			continue
+		}
+		rule := "permissions." + name + "." + strconv.Itoa(ae.Rule)
+		key := rule + "." + ae.Key
+		if ae.Index >= 0 {
+			key += "." + strconv.Itoa(ae.Index)
+		}
+		if _, written := d.pos[key]; !written {
+			// Said of the rule as a whole (it is for no one).
+			d.add(rule, fmt.Sprintf("rule #%d of [[permissions.%s]]: %v", ae.Rule+1, name, ae.Err))
+			continue
+		}
+		d.keyf(key, "%v", ae.Err)
 	}
 }
 

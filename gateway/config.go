@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 
 	"github.com/smqgw/smqgw/access"
-
 	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/tlsterm"

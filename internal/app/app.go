@@ -27,6 +27,7 @@ import (
 
 	"golang.org/x/crypto/acme"
 
+	"github.com/smqgw/smqgw/access"
 	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/config"
@@ -141,6 +142,15 @@ func build(cfg *config.Config, log *slog.Logger, m *gateway.Metrics, br *broker.
 		sources[name] = src
 		b.Config.Certs = append(b.Config.Certs, gateway.CertSet{Name: "certs " + name, Certs: src})
 	}
+	policies := map[string]*access.Policy{}
+	for name, rules := range cfg.Permissions {
+		p, err := access.Compile(rules)
+		if err != nil {
+			fail("permissions %q: %v", name, err)
+			continue
+		}
+		policies[name] = p
+	}
 	for _, l := range cfg.Listeners {
 		gl := gateway.Listener{Name: l.Name, Addr: l.Address, ProxyProtocolFrom: l.ProxyProtocolFrom}
 		if l.TLS != "" {
@@ -148,7 +158,8 @@ func build(cfg *config.Config, log *slog.Logger, m *gateway.Metrics, br *broker.
 		}
 		for _, r := range l.Routes {
 			route := &gateway.Route{Path: r.Path, AllowedOrigins: r.AllowedOrigins, Console: r.Console,
-				RefuseTemporary: r.TemporaryFailures == config.TemporaryRefuse}
+				RefuseTemporary: r.TemporaryFailures == config.TemporaryRefuse,
+				Access:          policies[r.Permissions], AccessName: r.Permissions}
 			if r.Upstream == config.Embedded {
 				if b.Broker == nil && br != nil {
 					b.Broker = br
