@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"software.sslmate.com/src/go-pkcs12"
 )
@@ -46,6 +47,10 @@ type ClientOptions struct {
 	// Default false: IssueClient refuses, so that a key in use is not lost
 	// by mistake.
 	Force bool
+	// OU are the subject's organizational units, for routes whose
+	// allow-lists or topic permissions select clients by OU
+	// ("operators"). Default none.
+	OU []string
 }
 
 // ClientFiles are the files IssueClient wrote for one client.
@@ -72,6 +77,11 @@ type ClientFiles struct {
 func IssueClient(dir, name string, opts ClientOptions) (*ClientFiles, error) {
 	if err := checkClientName(name); err != nil {
 		return nil, err
+	}
+	for _, ou := range opts.OU {
+		if ou == "" || len(ou) > maxClientName || !utf8.ValidString(ou) {
+			return nil, fmt.Errorf("certs: invalid OU %q: want 1 to %d characters of UTF-8 text", ou, maxClientName)
+		}
 	}
 	validity := opts.Validity
 	if validity == 0 {
@@ -128,7 +138,7 @@ func IssueClient(dir, name string, opts ClientOptions) (*ClientFiles, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: sn,
-		Subject:      pkix.Name{Organization: []string{"smqgw development"}, CommonName: name},
+		Subject:      pkix.Name{Organization: []string{"smqgw development"}, OrganizationalUnit: opts.OU, CommonName: name},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,

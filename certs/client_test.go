@@ -176,6 +176,23 @@ func TestIssueClientOptions(t *testing.T) {
 	}
 }
 
+// TestIssueClientOU: -ou puts organizational units in the subject, for
+// allow_ou and topic permissions; an empty one is refused.
+func TestIssueClientOU(t *testing.T) {
+	t.Parallel()
+	d := devPKI(t)
+	f, err := IssueClient(d.Dir, "alice", ClientOptions{OU: []string{"operators", "night shift"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Certificate.Subject.OrganizationalUnit; !slices.Equal(got, []string{"operators", "night shift"}) {
+		t.Errorf("OUs %q", got)
+	}
+	if _, err := IssueClient(d.Dir, "bob", ClientOptions{OU: []string{""}}); err == nil || !strings.Contains(err.Error(), "invalid OU") {
+		t.Errorf("empty OU: %v", err)
+	}
+}
+
 func TestIssueClientRefusesToOverwrite(t *testing.T) {
 	t.Parallel()
 	d := devPKI(t)

@@ -21,7 +21,7 @@ Usage:
   smqgw certs init [-dir D] [-hosts h1,h2,...]
       create a CA (D/ca.pem, D/ca-key.pem) and a server certificate for the
       hosts (D/server.pem, D/server-key.pem); what exists is reused
-  smqgw certs client [-dir D] [-password P] [-days N] [-force] NAME
+  smqgw certs client [-dir D] [-password P] [-days N] [-ou OU]... [-force] NAME
       issue a client certificate for NAME from the CA in D: D/NAME.pem,
       D/NAME-key.pem and D/NAME.p12 (key, certificate and CA, for browsers)
 
@@ -32,6 +32,8 @@ Flags:
   -password P   client: the .p12 password (default: a random one, printed);
                 other local users may see a password given on the command line
   -days N       client: days the certificate is valid (default %d)
+  -ou OU        client: an organizational unit of the subject (OU=OU), as
+                allow_ou and topic permissions match; repeat for more
   -force        client: replace the files of an existing NAME
 
 Keys are written with mode 0600. NAME is letters, digits, '.', '-', '_' and '@'.
@@ -39,6 +41,7 @@ Keys are written with mode 0600. NAME is letters, digits, '.', '-', '_' and '@'.
 Example (from the repository root; configs/mtls.toml uses these files):
   go run ./cmd/smqgw certs init -dir pki
   go run ./cmd/smqgw certs client -dir pki device-1
+  go run ./cmd/smqgw certs client -dir pki -ou operators alice   # configs/fleet.toml
 `
 
 // runCerts runs "smqgw certs ..." (args without "certs").
@@ -176,6 +179,8 @@ func certsClient(args []string, stdout io.Writer) error {
 	password := fs.String("password", "", "")
 	days := fs.Int("days", int(certs.DefaultClientValidity/(24*time.Hour)), "")
 	force := fs.Bool("force", false, "")
+	var ous []string
+	fs.Func("ou", "", func(v string) error { ous = append(ous, v); return nil })
 	// Flags may come before or after NAME.
 	if done, err := parseCerts(fs, args, stdout); done || err != nil {
 		return err
@@ -200,6 +205,7 @@ func certsClient(args []string, stdout io.Writer) error {
 		Password: *password,
 		Validity: time.Duration(*days) * 24 * time.Hour,
 		Force:    *force,
+		OU:       ous,
 	})
 	if err != nil {
 		return err
@@ -207,8 +213,12 @@ func certsClient(args []string, stdout io.Writer) error {
 
 	fmt.Fprintf(stdout, "Client certificate %q, issued by the dev CA in %s:\n", name, *dir)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "  %s\tcertificate: CN=%s, for client authentication, until %s\n",
-		f.CertFile, name, f.Certificate.NotAfter.Format(time.DateOnly))
+	subject := "CN=" + name
+	for _, ou := range ous {
+		subject += ", OU=" + ou
+	}
+	fmt.Fprintf(tw, "  %s\tcertificate: %s, for client authentication, until %s\n",
+		f.CertFile, subject, f.Certificate.NotAfter.Format(time.DateOnly))
 	fmt.Fprintf(tw, "  %s\tits private key (mode 0600)\n", f.KeyFile)
 	fmt.Fprintf(tw, "  %s\tkey, certificate and CA for browsers (PKCS#12, mode 0600)\n", f.P12File)
 	tw.Flush()

@@ -37,7 +37,7 @@ func TestCertsHelp(t *testing.T) {
 			t.Errorf("%q: %v", args, err)
 			continue
 		}
-		for _, want := range []string{"smqgw certs init [-dir D] [-hosts", "smqgw certs client [-dir D] [-password P] [-days N] [-force] NAME", "0600"} {
+		for _, want := range []string{"smqgw certs init [-dir D] [-hosts", "smqgw certs client [-dir D] [-password P] [-days N] [-ou OU]... [-force] NAME", "0600"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("%q: help lacks %q:\n%s", args, want, out)
 			}
