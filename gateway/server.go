@@ -101,6 +101,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	lim := g.limits()
 	s := &session{g: g, lim: lim, listener: h.ll.name, route: h.route, clientIP: smq.HostIP(r.RemoteAddr), start: time.Now(),
 		id: newSessionID(), remote: r.RemoteAddr}
+	s.rate = msgRate{max: lim.MessageRate, start: s.start}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.clientHeader = r.Header // forwarded upstream, less ours and hop-by-hop ones
 	s.bareRefusals = bootsLikeCClient(r, boot)

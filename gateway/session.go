@@ -41,6 +41,10 @@ import (
 //	relay      two copiers and the liveness watchdog
 //	end        the one close reason; close and logEnd
 
+// errControlRate ends reading a WebSocket client whose control frames
+// (pings, pongs) put it over message_rate.
+var errControlRate = errors.New("WebSocket control frames over message_rate")
+
 // lingerTimeout bounds the end of a session: flushing a last message,
 // waiting for the peers to see the close.
 const lingerTimeout = 2 * time.Second
@@ -90,6 +94,9 @@ type session struct {
 	// deadline set after end started must not outlast it.
 	lingerAt atomic.Int64
 
+	// rate is the client's message_rate, data and WebSocket control frames;
+	// the goroutine reading the client's owns it.
+	rate msgRate
 	// clientSeen counts messages and pongs from the client, for liveness.
 	clientSeen atomic.Uint64
 	watch      *time.Timer
@@ -152,6 +159,13 @@ func (s *session) accept(w http.ResponseWriter, r *http.Request, boot smq.Bootst
 		}
 		ws := wire.NewWS(conn, s.lim.MaxMessageSize)
 		ws.SetPongHandler(func([]byte) { s.clientSeen.Add(1) })
+		// Control frames count toward message_rate: a ping costs an answer.
+		ws.SetControlHook(func() error {
+			if !s.rate.allow() {
+				return errControlRate
+			}
+			return nil
+		})
 		s.client = ws
 		return nil
 	}
@@ -542,7 +556,7 @@ func (s *session) relay() {
 // the edge. It flushes when the client has nothing more buffered, so
 // messages arriving together leave together.
 func (s *session) clientToUpstream() {
-	rate := msgRate{max: s.lim.MessageRate, start: time.Now()}
+	rate := &s.rate
 	var counts tally
 	defer counts.flush(s.g.m, fromClient, &s.inMsgs, &s.inBytes)
 	for {
@@ -819,6 +833,8 @@ func (s *session) clientReadFailed(err error) {
 	case s.reasonOf() != ReasonNone: // already ending
 	case errors.Is(err, websocket.ErrReadLimit):
 		s.end(ReasonTooBig, fmt.Sprintf("message over %d bytes", s.lim.MaxMessageSize))
+	case errors.Is(err, errControlRate):
+		s.end(ReasonRateLimited, fmt.Sprintf("more than %d messages per second, WebSocket pings and pongs included", s.rate.max))
 	case errors.As(err, &me):
 		s.clientBadMessage(err)
 	case isTimeout(err):

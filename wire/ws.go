@@ -90,6 +90,8 @@ type WS struct {
 	asm  *[]byte // from busyPool: the fragments of a message, until the next Read
 	rerr error   // what ended reading: every later Read returns it
 	pong func(payload []byte)
+	// onControl is called for each control frame read (see SetControlHook).
+	onControl func() error
 
 	// wsem (a one-slot semaphore, so that control frames can give up
 	// waiting) serialises writing: data from the writing goroutine, control
@@ -132,6 +134,13 @@ func newWS(nc net.Conn, r *Elastic, maxRead int, client bool) *WS {
 // for each pong; payload is valid during the call. Set it before the first
 // Read.
 func (c *WS) SetPongHandler(h func(payload []byte)) { c.pong = h }
+
+// SetControlHook sets a function Read calls, in the reading goroutine,
+// for each control frame (ping, pong, close) it reads, before handling
+// it: a rate limit counts them there, since they never reach the caller.
+// An error from h ends reading with that error, the frame unanswered. Set
+// it before the first Read.
+func (c *WS) SetControlHook(h func() error) { c.onControl = h }
 
 // ProtocolError is a peer's breach of RFC 6455 found by Read, which has
 // sent the peer close code 1002 with Reason.
@@ -176,6 +185,11 @@ func (c *WS) next() ([]byte, error) {
 			return nil, err
 		}
 		if h.op&0x8 != 0 {
+			if c.onControl != nil {
+				if err := c.onControl(); err != nil {
+					return nil, err
+				}
+			}
 			if err := c.control(h); err != nil {
 				return nil, err
 			}

@@ -291,6 +291,37 @@ func TestWSPongHandler(t *testing.T) {
 
 func slices(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
 
+// TestWSControlHook: every control frame goes through the hook before it
+// is handled; the hook's error ends reading, the ping unanswered.
+func TestWSControlHook(t *testing.T) {
+	t.Parallel()
+	peer, conn := tcpPair(t)
+	ws := newWS(conn, NewElastic(conn, nil), 0, false)
+	errLimit := errors.New("too many frames")
+	n := 0
+	ws.SetControlHook(func() error {
+		if n++; n > 2 {
+			return errLimit
+		}
+		return nil
+	})
+	peer.Write(slices(frm(fin|opPong, true, ""), frm(fin|opPing, true, "a"), frm(bin, true, "m"), frm(fin|opPing, true, "b")))
+	if msg, err := ws.Read(); err != nil || string(msg) != "m" || n != 2 {
+		t.Fatalf("Read: %q %v after %d control frames", msg, err, n)
+	}
+	if _, err := ws.Read(); !errors.Is(err, errLimit) {
+		t.Fatalf("third control frame: %v, want the hook's error", err)
+	}
+	// Only the first ping was answered.
+	_ = peer.SetReadDeadline(time.Now().Add(waitFor))
+	want := []byte{fin | opPong, 1, 'a'}
+	got := make([]byte, len(want)+1)
+	k, _ := io.ReadAtLeast(peer, got, len(want))
+	if !bytes.Equal(got[:k], want) {
+		t.Fatalf("peer got % x, want % x (one pong)", got[:k], want)
+	}
+}
+
 // TestWSBuffered: Buffered counts exactly when a whole message is there.
 func TestWSBuffered(t *testing.T) {
 	t.Parallel()
