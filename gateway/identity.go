@@ -20,29 +20,69 @@ const (
 // joined to them.
 const HeaderSession = "X-Smq-Session"
 
-// hopHeaders are never forwarded upstream: hop-by-hop headers, the
-// WebSocket handshake, the bootstrap's own, and anything that would let a
-// client pose as someone else.
+// Forwarding headers the gateway sets itself (upstream adds
+// X-Forwarded-For).
+const (
+	HeaderForwardedProto = "X-Forwarded-Proto"
+	HeaderForwardedHost  = "X-Forwarded-Host"
+)
+
+// hopHeaders are never forwarded upstream, by normalised name (see
+// normHeader): hop-by-hop headers, the WebSocket handshake, the
+// bootstrap's own, and every header that names a client address, so that
+// no client can pose as another. Headers with the prefixes in hopPrefixes
+// neither: those the gateway sets (X-SMQ-*) and every X-Forwarded-*.
 var hopHeaders = map[string]bool{
-	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Proxy-Authorization": true,
-	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Host": true,
-	"Sec-Websocket-Key": true, "Sec-Websocket-Version": true, "Sec-Websocket-Extensions": true,
-	"Sec-Websocket-Protocol": true, "Simplemq": true, "Sendsmqhttpresponse": true,
-	"X-Forwarded-For": true, "Forwarded": true, "X-Real-Ip": true, HeaderSession: true,
+	"connection": true, "keep-alive": true, "proxy-connection": true, "proxy-authorization": true,
+	"te": true, "trailer": true, "transfer-encoding": true, "upgrade": true, "host": true,
+	"sec-websocket-key": true, "sec-websocket-version": true, "sec-websocket-extensions": true,
+	"sec-websocket-protocol": true, "simplemq": true, "sendsmqhttpresponse": true,
+	"forwarded": true, "x-real-ip": true, "client-ip": true, "x-client-ip": true,
+	"true-client-ip": true, "x-cluster-client-ip": true, "cf-connecting-ip": true,
+	"fastly-client-ip": true, "x-original-forwarded-for": true,
+}
+
+var hopPrefixes = []string{"x-smq-", "x-forwarded-"}
+
+// normHeader is a header name as a proxy or an application may read it:
+// lower case, '_' as '-' (CGI-style servers and some frameworks take
+// X_Smq_Client_Cn for X-Smq-Client-Cn).
+func normHeader(name string) string { return strings.ReplaceAll(strings.ToLower(name), "_", "-") }
+
+// passes reports whether a client's header of this name goes upstream.
+func passes(name string) bool {
+	n := normHeader(name)
+	if hopHeaders[n] {
+		return false
+	}
+	for _, p := range hopPrefixes {
+		if strings.HasPrefix(n, p) {
+			return false
+		}
+	}
+	return true
 }
 
 // upstreamHeader is the bootstrap header set for the upstream: the client's
-// own headers less hop-by-hop ones and any X-SMQ-Client-* copies, plus the
-// verified identity, if any, and the session's ID. upstream adds
-// X-Forwarded-For.
-func upstreamHeader(client http.Header, id *tlsterm.Identity, session string) http.Header {
-	h := make(http.Header, len(client)+5)
+// own headers less those that do not pass, plus X-Forwarded-Proto ("https"
+// for a client over TLS, else "http") and X-Forwarded-Host (the host the
+// client asked for), the verified identity, if any, and the session's ID.
+// upstream adds X-Forwarded-For.
+func upstreamHeader(client http.Header, host string, overTLS bool, id *tlsterm.Identity, session string) http.Header {
+	h := make(http.Header, len(client)+7)
 	for k, v := range client {
-		ck := http.CanonicalHeaderKey(k)
-		if hopHeaders[ck] || strings.HasPrefix(ck, "X-Smq-Client-") {
+		if !passes(k) {
 			continue
 		}
-		h[ck] = v
+		h[http.CanonicalHeaderKey(k)] = v
+	}
+	proto := "http"
+	if overTLS {
+		proto = "https"
+	}
+	h.Set(HeaderForwardedProto, proto)
+	if host != "" {
+		h.Set(HeaderForwardedHost, host)
 	}
 	if id != nil {
 		h.Set(HeaderSubject, id.Subject)

@@ -104,6 +104,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.rate = msgRate{max: lim.MessageRate, start: s.start}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.clientHeader = r.Header // forwarded upstream, less ours and hop-by-hop ones
+	s.host, s.overTLS = r.Host, r.TLS != nil
 	s.bareRefusals = bootsLikeCClient(r, boot)
 	if err := s.accept(w, r, boot); err != nil {
 		s.stop()

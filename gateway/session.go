@@ -64,8 +64,11 @@ type session struct {
 	ctx      context.Context    // ends with the session: aborts a dial in progress
 	stop     context.CancelFunc // cancels ctx
 	clientIP string
-	// clientHeader is the client's bootstrap request header.
+	// clientHeader is the client's bootstrap request header, host the host
+	// it asked for; overTLS: it came over TLS.
 	clientHeader http.Header
+	host         string
+	overTLS      bool
 	// bareRefusals: the client bootstrapped like the reference C client,
 	// which misreads the code of a Connack with a reason of 4 bytes or
 	// more: the gateway's own refusals go without their reason text (the
@@ -263,7 +266,7 @@ func (s *session) run(decision tlsterm.Decision) {
 	}
 	lim := s.lim
 	dctx, cancel := context.WithTimeout(s.ctx, lim.ConnectTimeout)
-	up, err := s.route.Upstream.Dial(dctx, upstream.Request{ClientIP: s.clientIP, Header: upstreamHeader(s.clientHeader, s.identity, s.id)})
+	up, err := s.route.Upstream.Dial(dctx, upstream.Request{ClientIP: s.clientIP, Header: upstreamHeader(s.clientHeader, s.host, s.overTLS, s.identity, s.id)})
 	cancel()
 	s.clientHeader = nil // sent: not kept for the session's lifetime
 	if err != nil && s.reasonOf() != ReasonNone {

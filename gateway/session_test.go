@@ -608,6 +608,10 @@ func TestHeadersUpstream(t *testing.T) {
 		"x-smq-client-cn: forged", "X-SMQ-CLIENT-SUBJECT: CN=forged", "X-Smq-Client-San-Uri: spiffe://evil/x",
 		"X-SMQ-Client-Fingerprint: sha256:00", "X-Forwarded-For: 203.0.113.7", "Forwarded: for=203.0.113.7",
 		"X-Real-IP: 203.0.113.7", "Authorization: Bearer t0k3n", "Cookie: session=abc",
+		// Underscore forms, other forwarding headers, our own session ID.
+		"X_smq_client_cn: forged", "X_SMQ_CLIENT_FINGERPRINT: sha256:00", "X-Forwarded-Host: evil.example",
+		"X-Forwarded-Proto: http", "X_Forwarded_For: 203.0.113.7", "Client-Ip: 203.0.113.7",
+		"True-Client-IP: 203.0.113.7", "X-Smq-Session: forged",
 	}
 	forgedHeader := http.Header{}
 	for _, l := range forged {
@@ -682,10 +686,25 @@ func TestHeadersUpstream(t *testing.T) {
 			if req.Peer.IP != local || initIP != local {
 				t.Errorf("broker's client IP %q, Init IP %q, want %q", req.Peer.IP, initIP, local)
 			}
-			for _, k := range []string{"Forwarded", "X-Real-Ip"} {
-				if v := h.Values(k); v != nil {
+			for k, v := range h {
+				switch n := strings.ToLower(strings.ReplaceAll(k, "_", "-")); {
+				case n == "forwarded" || n == "x-real-ip" || n == "client-ip" || n == "true-client-ip",
+					strings.HasPrefix(n, "x-smq-") && h.Get(k) == "forged":
 					t.Errorf("%s forwarded: %q", k, v)
+				case strings.HasPrefix(n, "x-") && k != http.CanonicalHeaderKey(n):
+					t.Errorf("%s forwarded: %q (a form of %s)", k, v, http.CanonicalHeaderKey(n))
 				}
+			}
+			// The gateway's own forwarding headers: the client's host and
+			// scheme, not what it claimed.
+			if got := h.Values("X-Forwarded-Proto"); !slices.Equal(got, []string{"https"}) {
+				t.Errorf("X-Forwarded-Proto %q, want https", got)
+			}
+			if got := h.Values("X-Forwarded-Host"); !slices.Equal(got, []string{r.addr}) {
+				t.Errorf("X-Forwarded-Host %q, want %q", got, r.addr)
+			}
+			if got := h.Values("X-Smq-Session"); len(got) != 1 || got[0] == "forged" {
+				t.Errorf("X-Smq-Session %q, want the gateway's", got)
 			}
 			for k, v := range h {
 				if strings.HasPrefix(k, "X-Smq-Client-") && !slices.Equal(v, tc.identity[k]) {
