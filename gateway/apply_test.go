@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -163,5 +164,43 @@ urls = ["http://%s/smq"]
 	if first.Broker == nil || second.Broker != nil || second.EmbeddedBroker() != first.Broker ||
 		third.Broker != first.Broker || third.Metrics != first.Metrics {
 		t.Errorf("brokers %p, %p (kept %p), %p", first.Broker, second.Broker, second.EmbeddedBroker(), third.Broker)
+	}
+}
+
+// TestPlainListenerOrigins: without allowed_origins, a plain listener
+// takes WebSocket upgrades only from its own origins — http, its port, an
+// address it listens on or localhost — whatever the Host header says: a
+// DNS-rebinding page (Origin and Host evil.example, resolved to the
+// gateway) is refused.
+func TestPlainListenerOrigins(t *testing.T) {
+	t.Parallel()
+	b := apptest.Start(t, t.TempDir(), apptest.Listener("lan", ""))
+	addr := b.GW.Addr("lan").String()
+	_, port, _ := net.SplitHostPort(addr)
+	for _, tc := range []struct {
+		origin, host string
+		status       int
+	}{
+		{"http://127.0.0.1:" + port, "", http.StatusSwitchingProtocols},
+		{"http://localhost:" + port, "localhost:" + port, http.StatusSwitchingProtocols},
+		{"http://evil.example:" + port, "evil.example:" + port, http.StatusForbidden},
+		{"https://127.0.0.1:" + port, "", http.StatusForbidden},
+		{"http://127.0.0.1:1", "", http.StatusForbidden},
+		{"http://127.0.0.2:" + port, "127.0.0.2:" + port, http.StatusForbidden}, // not the listener's address
+	} {
+		h := http.Header{"Origin": {tc.origin}}
+		if tc.host != "" {
+			h.Set("Host", tc.host)
+		}
+		conn, resp, err := websocket.DefaultDialer.Dial("ws://"+addr+"/", h)
+		if conn != nil {
+			conn.Close()
+		}
+		if resp == nil {
+			t.Fatalf("%s: %v", tc.origin, err)
+		}
+		if resp.StatusCode != tc.status {
+			t.Errorf("Origin %s, Host %q: status %d, want %d", tc.origin, tc.host, resp.StatusCode, tc.status)
+		}
 	}
 }

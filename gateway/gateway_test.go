@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -238,12 +239,18 @@ func wsDialer(e *env) *websocket.Dialer {
 func TestCrossOriginRefused(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
+	_, port, _ := net.SplitHostPort(e.addr)
 	for _, tc := range []struct {
 		path, origin string
 		status       int
 	}{
 		{"/optional", "https://evil.example", http.StatusForbidden},
-		{"/optional", "https://" + e.addr, http.StatusSwitchingProtocols}, // same host
+		{"/optional", "https://" + e.addr, http.StatusSwitchingProtocols}, // the gateway's own
+		{"/optional", "https://" + e.addr + "/", http.StatusSwitchingProtocols},
+		{"/optional", "http://" + e.addr, http.StatusForbidden},              // not the listener's scheme
+		{"/optional", "https://127.0.0.1:1", http.StatusForbidden},           // nor its port
+		{"/optional", "https://other.example:" + port, http.StatusForbidden}, // nor a name its certificate has
+		{"/optional", "null", http.StatusForbidden},
 		{"/open", "https://app.example", http.StatusSwitchingProtocols},
 		{"/open", "https://" + e.addr, http.StatusForbidden}, // an allow-list replaces same-host
 	} {
@@ -258,6 +265,14 @@ func TestCrossOriginRefused(t *testing.T) {
 		if resp.StatusCode != tc.status {
 			t.Errorf("%s from %s: status %d, want %d", tc.path, tc.origin, resp.StatusCode, tc.status)
 		}
+	}
+	// The Host header does not vouch for an Origin (it did: the check
+	// compared the two).
+	h := http.Header{"Origin": {"https://evil.example:" + port}, "Host": {"evil.example:" + port}}
+	d := wsDialer(e)
+	d.TLSClientConfig = &tls.Config{RootCAs: e.ca.Pool, ServerName: "127.0.0.1"}
+	if _, resp, _ := d.Dial("wss://"+e.addr+"/optional", h); resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("Origin and Host both evil.example: %v, want 403", resp)
 	}
 	if n := e.up.dials.Load(); n != 0 {
 		// Accepted upgrades that never sent Connect still dial; the 403s must not.

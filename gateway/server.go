@@ -3,11 +3,14 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"log"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -91,7 +94,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "smqgw: not an SMQ request (no SimpleMQ header, no WebSocket upgrade)", http.StatusNotFound)
 		return
 	}
-	if boot.WebSocket && !originAllowed(r, h.route.AllowedOrigins) {
+	if boot.WebSocket && !h.originAllowed(r) {
 		g.log.Warn("websocket refused: origin not allowed", "listener", h.ll.name, "route", h.route.Path,
 			"origin", r.Header.Get("Origin"), "host", r.Host, "client", r.RemoteAddr)
 		g.m.origins.WithLabelValues(h.ll.name, h.route.Path).Inc()
@@ -127,19 +130,107 @@ func bootsLikeCClient(r *http.Request, boot smq.Bootstrap) bool {
 		r.Header.Get("User-Agent") == "SimpleMQ/1"
 }
 
-// originAllowed applies a route's Origin allow-list to a WebSocket upgrade.
-func originAllowed(r *http.Request, allowed []string) bool {
+// originAllowed applies the route's Origin allow-list to a WebSocket
+// upgrade; without one, the page must come from the gateway itself (see
+// servedOrigin).
+func (h *handler) originAllowed(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
 		return true // not a browser
 	}
-	if len(allowed) == 0 {
-		u, err := url.Parse(origin)
-		return err == nil && strings.EqualFold(u.Host, r.Host)
+	if allowed := h.route.AllowedOrigins; len(allowed) > 0 {
+		for _, a := range allowed {
+			if a == "*" || strings.EqualFold(strings.TrimSuffix(a, "/"), origin) {
+				return true
+			}
+		}
+		return false
 	}
-	for _, a := range allowed {
-		if a == "*" || strings.EqualFold(strings.TrimSuffix(a, "/"), origin) {
+	return h.servedOrigin(origin)
+}
+
+// servedOrigin reports whether origin is one of the listener's own: the
+// listener's scheme (https on a TLS listener, http on a plain one), its
+// port, and a host it really serves — on a TLS listener a name (or IP)
+// its certificates are valid for, on a plain one an IP address it
+// listens on, or "localhost" when that is a loopback or unspecified
+// address. The request's Host header is not looked at: a DNS-rebinding
+// page sends the Host it resolved.
+func (h *handler) servedOrigin(origin string) bool {
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" || u.Path != "" && u.Path != "/" {
+		return false
+	}
+	ln := h.ll.ln
+	if ln == nil {
+		return false
+	}
+	la, ok := ln.Addr().(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	state := h.ll.state.Load()
+	scheme, defPort := "http", "80"
+	if state.tls != nil {
+		scheme, defPort = "https", "443"
+	}
+	port := u.Port()
+	if port == "" {
+		port = defPort
+	}
+	host := strings.ToLower(u.Hostname())
+	if !strings.EqualFold(u.Scheme, scheme) || port != strconv.Itoa(la.Port) {
+		return false
+	}
+	if state.tls != nil {
+		return certCovers(state.def.Certs, host)
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host == "localhost" && (la.IP.IsLoopback() || la.IP.IsUnspecified())
+	}
+	lip, _ := netip.AddrFromSlice(la.IP)
+	if ip.Unmap() == lip.Unmap() {
+		return true
+	}
+	return la.IP.IsUnspecified() && isLocalAddr(ip)
+}
+
+// certCovers reports whether the certificates of src include one valid
+// for host (a DNS name, wildcards as TLS checks them, or an IP address).
+func certCovers(src certs.Source, host string) bool {
+	var leaves []*x509.Certificate
+	if inv, ok := src.(certs.Inventory); ok {
+		leaves = inv.Leaves()
+	} else if c, err := src.GetCertificate(&tls.ClientHelloInfo{ServerName: host}); err == nil && c != nil {
+		leaf := c.Leaf
+		if leaf == nil && len(c.Certificate) > 0 {
+			leaf, _ = x509.ParseCertificate(c.Certificate[0])
+		}
+		if leaf != nil {
+			leaves = []*x509.Certificate{leaf}
+		}
+	}
+	for _, l := range leaves {
+		if l.VerifyHostname(host) == nil {
 			return true
+		}
+	}
+	return false
+}
+
+// isLocalAddr reports whether ip is an address of this machine's
+// interfaces.
+func isLocalAddr(ip netip.Addr) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if la, ok := netip.AddrFromSlice(n.IP); ok && la.Unmap() == ip.Unmap() {
+				return true
+			}
 		}
 	}
 	return false
