@@ -3,6 +3,12 @@
 // Unobserve works, and a message too large for a raw subscriber is dropped for
 // that subscriber instead of being sent with a wrapped length.
 //
+// Unlike the reference broker, it cannot be grown without bound by its
+// clients: a topic or sub-topic is freed once no session holds it (created,
+// subscribed to or observed it), names and the topics one session holds are
+// bounded, and so are the bytes queued to each client and to all of them
+// together (Config's limits; Stats counts what they refuse).
+//
 // One Broker serves raw SMQ (both bootstrap forms) and WebSocket on one
 // http.Handler, and accepts already-bootstrapped connections with ServeConn,
 // which is how the gateway reaches it in-process.
@@ -19,34 +25,69 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/smqgw/smqgw/limits"
 )
 
 // ErrClosed is returned by Serve and ServeConn after Shutdown.
 var ErrClosed = errors.New("broker: closed")
 
-// Stats are the broker's counters since New.
+// Stats are the broker's gauges, and its counters since New.
 type Stats struct {
-	Sessions        int64  // open sessions (connected or not yet)
-	Accepted        uint64 // Connack 0x00 sent
-	Refused         uint64 // refusing Connack sent
-	Published       uint64 // Publish messages accepted for delivery
-	Delivered       uint64 // messages queued to subscribers
-	DroppedTooBig   uint64 // deliveries dropped: too big for a raw subscriber
-	SlowDisconnects uint64 // subscribers disconnected for overflowing their queue
-	ProtocolErrors  uint64 // sessions closed for malformed input
-	Takeovers       uint64 // sessions kicked by a newer one with the same UID
+	Sessions      int64 // open sessions (connected or not yet)
+	Topics        int   // topics held by a session
+	SubTopics     int   // sub-topics held by a session
+	Subscriptions int   // subscriptions of all sessions to all topics
+	QueuedBytes   int64 // bytes queued to clients or being written to them
+
+	Accepted  uint64 // Connack 0x00 sent
+	Refused   uint64 // refusing Connack sent
+	Published uint64 // Publish messages accepted for delivery
+	Delivered uint64 // messages queued to subscribers
+
+	// Messages dropped, by why.
+	DroppedTooBig        uint64 // too big for a raw subscriber (per subscriber)
+	DroppedUnknownID     uint64 // published to an ID that is no topic and no client
+	DroppedNoSubscribers uint64 // published to a topic without subscribers
+	DroppedSlowConsumer  uint64 // discarded from the queues of slow consumers (per subscriber)
+
+	// SlowDisconnects counts the clients disconnected as slow consumers:
+	// for overflowing their queue (QueueBytes, QueueMessages), or, of
+	// those, BudgetDisconnects for holding the most when the broker's
+	// budget (MaxQueuedBytes) ran out.
+	SlowDisconnects   uint64
+	BudgetDisconnects uint64
+
+	// Requests refused by a limit: a name over MaxTopicName, a topic or
+	// sub-topic beyond MaxTopicsPerSession.
+	RefusedTopicName        uint64
+	RefusedTopicsPerSession uint64
+
+	ProtocolErrors uint64 // sessions closed for malformed input
+	Takeovers      uint64 // sessions kicked by a newer one with the same UID
 }
 
 type counters struct {
-	sessions                                               atomic.Int64
-	accepted, refused, published, delivered, droppedTooBig atomic.Uint64
-	slowDisconnects, protocolErrors, takeovers             atomic.Uint64
+	sessions                                                   atomic.Int64
+	accepted, refused, published, delivered                    atomic.Uint64
+	droppedTooBig, droppedUnknown, droppedNoSubscribers        atomic.Uint64
+	droppedSlow, slowQueue, slowBudget                         atomic.Uint64
+	refusedTopicName, refusedTopics, protocolErrors, takeovers atomic.Uint64
 }
 
 // Broker is an SMQ broker. Create it with New.
 type Broker struct {
 	cfg Config
 	st  counters
+	lim atomic.Pointer[limits.Broker]
+
+	// queued counts the bytes all sessions' queues hold (queued or being
+	// written); a message is reserved here before it is queued. It has a
+	// cache line of its own: every send and every write changes it.
+	_      [64]byte
+	queued atomic.Int64
+	_      [56]byte
+	shedMu sync.Mutex // one shed at a time
 
 	mu       sync.Mutex
 	closed   bool
@@ -64,23 +105,97 @@ func New(cfg Config) *Broker {
 		servers:  make(map[*http.Server]struct{}),
 		sessions: make(map[*session]struct{}),
 	}
+	lim := cfg.limits()
+	b.lim.Store(&lim)
 	b.reg.init()
 	return b
 }
 
-// Stats returns a snapshot of the broker's counters.
+// SetLimits puts new limits in force (zero fields take their defaults), as
+// a configuration reload does: names, the topics a session holds and the
+// budget are checked against them from now on, for every session; the
+// queue sizes apply to sessions that start afterwards. What sessions
+// already hold is left to them.
+func (b *Broker) SetLimits(l limits.Broker) {
+	l = l.WithDefaults()
+	b.lim.Store(&l)
+}
+
+// Limits returns the limits in force, defaults filled in.
+func (b *Broker) Limits() limits.Broker { return *b.lim.Load() }
+
+func (b *Broker) limits() *limits.Broker { return b.lim.Load() }
+
+// Stats returns a snapshot of the broker's gauges and counters.
 func (b *Broker) Stats() Stats {
+	topics, subTopics, subscriptions := b.reg.counts()
+	budget := b.st.slowBudget.Load()
 	return Stats{
-		Sessions:        b.st.sessions.Load(),
-		Accepted:        b.st.accepted.Load(),
-		Refused:         b.st.refused.Load(),
-		Published:       b.st.published.Load(),
-		Delivered:       b.st.delivered.Load(),
-		DroppedTooBig:   b.st.droppedTooBig.Load(),
-		SlowDisconnects: b.st.slowDisconnects.Load(),
-		ProtocolErrors:  b.st.protocolErrors.Load(),
-		Takeovers:       b.st.takeovers.Load(),
+		Sessions:      b.st.sessions.Load(),
+		Topics:        topics,
+		SubTopics:     subTopics,
+		Subscriptions: subscriptions,
+		QueuedBytes:   b.queued.Load(),
+
+		Accepted:  b.st.accepted.Load(),
+		Refused:   b.st.refused.Load(),
+		Published: b.st.published.Load(),
+		Delivered: b.st.delivered.Load(),
+
+		DroppedTooBig:        b.st.droppedTooBig.Load(),
+		DroppedUnknownID:     b.st.droppedUnknown.Load(),
+		DroppedNoSubscribers: b.st.droppedNoSubscribers.Load(),
+		DroppedSlowConsumer:  b.st.droppedSlow.Load(),
+
+		SlowDisconnects:   b.st.slowQueue.Load() + budget,
+		BudgetDisconnects: budget,
+
+		RefusedTopicName:        b.st.refusedTopicName.Load(),
+		RefusedTopicsPerSession: b.st.refusedTopics.Load(),
+
+		ProtocolErrors: b.st.protocolErrors.Load(),
+		Takeovers:      b.st.takeovers.Load(),
 	}
+}
+
+// reserve counts n more bytes against the budget (MaxQueuedBytes). When
+// they exceed it, the sessions holding the most are disconnected as slow
+// consumers first, until the bytes fit (or nothing more can be freed). It
+// never waits for a client.
+func (b *Broker) reserve(n int64) {
+	budget := int64(b.limits().MaxQueuedBytes)
+	if b.queued.Add(n) > budget {
+		b.shed(budget)
+	}
+}
+
+// shed disconnects the sessions that hold the most bytes, biggest first,
+// until what all hold fits the budget.
+func (b *Broker) shed(budget int64) {
+	b.shedMu.Lock()
+	defer b.shedMu.Unlock()
+	for b.queued.Load() > budget {
+		v := b.biggest()
+		if v == nil {
+			return
+		}
+		v.slow(&b.st.slowBudget)
+	}
+}
+
+// biggest returns the session whose queue holds the most bytes, nil if
+// none holds any.
+func (b *Broker) biggest() *session {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var big *session
+	most := int64(0)
+	for s := range b.sessions {
+		if h := s.q.held.Load(); h > most {
+			big, most = s, h
+		}
+	}
+	return big
 }
 
 // Serve accepts HTTP connections on l and serves SMQ on every path. It

@@ -6,19 +6,19 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/smq"
 )
 
-// Defaults of Config's zero fields.
+// Defaults of Config's zero timeouts. The zero limits take theirs from
+// package limits (limits.DefaultQueueBytes and so on).
 const (
 	DefaultConnectTimeout = 4 * time.Second
-	DefaultQueueBytes     = 4 << 20
-	DefaultQueueMessages  = 8192
 	DefaultWriteTimeout   = 30 * time.Second
 )
 
 // Config configures a Broker. The zero value is a working broker that
-// accepts every client and every topic.
+// accepts every client and every topic, within the default limits.
 type Config struct {
 	// Logger receives one line per session end and per refusal. Nil
 	// discards.
@@ -32,9 +32,29 @@ type Config struct {
 	// QueueBytes and QueueMessages bound each client's outgoing queue. A
 	// client that lets its queue overflow (a slow subscriber) is disconnected
 	// with the reason "slow consumer"; publishers are never blocked. Zero
-	// means DefaultQueueBytes / DefaultQueueMessages.
+	// means limits.DefaultQueueBytes / limits.DefaultQueueMessages (4 MiB,
+	// 8192).
 	QueueBytes    int
 	QueueMessages int
+
+	// MaxQueuedBytes is the budget of the bytes queued to all clients
+	// together, the batches being written to them included. A message that
+	// would exceed it first disconnects the clients that hold the most with
+	// "slow consumer", until it fits; publishers are never blocked. Zero
+	// means limits.DefaultMaxQueuedBytes (256 MiB).
+	MaxQueuedBytes int
+
+	// MaxTopicName is the longest topic or sub-topic name a client may
+	// Subscribe to, Create or Createsub; a longer one is acked with status
+	// 1 and ID 0. Zero means limits.DefaultMaxTopicName (1024 bytes).
+	MaxTopicName int
+
+	// MaxTopicsPerSession bounds the topics and sub-topics one session
+	// holds: those it created, subscribed to or observed. A request for one
+	// more is acked with status 1 and ID 0 (an Observe is ignored). A topic
+	// or sub-topic no session holds is freed. Zero means
+	// limits.DefaultMaxTopicsPerSession (1000).
+	MaxTopicsPerSession int
 
 	// WriteTimeout bounds one write to a client. A client that does not read
 	// for that long is disconnected. Zero means DefaultWriteTimeout.
@@ -104,18 +124,15 @@ func (c *Config) connectTimeout() time.Duration {
 	return DefaultConnectTimeout
 }
 
-func (c *Config) queueBytes() int {
-	if c.QueueBytes > 0 {
-		return c.QueueBytes
-	}
-	return DefaultQueueBytes
-}
-
-func (c *Config) queueMessages() int {
-	if c.QueueMessages > 0 {
-		return c.QueueMessages
-	}
-	return DefaultQueueMessages
+// limits returns the limits c sets, defaults filled in.
+func (c *Config) limits() limits.Broker {
+	return limits.Broker{
+		MaxTopicName:        c.MaxTopicName,
+		MaxTopicsPerSession: c.MaxTopicsPerSession,
+		QueueBytes:          c.QueueBytes,
+		QueueMessages:       c.QueueMessages,
+		MaxQueuedBytes:      c.MaxQueuedBytes,
+	}.WithDefaults()
 }
 
 func (c *Config) writeTimeout() time.Duration {

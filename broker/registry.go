@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"math/rand/v2"
 	"sync"
 
@@ -16,21 +17,46 @@ type topic struct {
 	name string
 	tid  uint32
 	subs map[*session]struct{}
+	refs int // sessions that hold it (session.held)
+}
+
+// subTopic is a named sub-topic.
+type subTopic struct {
+	name string
+	id   uint32
+	refs int // sessions that hold it (session.heldSubs)
 }
 
 // registry holds the broker's shared state: topics and clients share one ID
 // table (TIDs and ETIDs), sub-topics have their own. Publishing takes the read
 // lock; everything else the write lock.
+//
+// A topic or sub-topic lives while a session holds it: the sessions that
+// created, subscribed to or observed it, until they end. Subscribers and
+// observers are sessions that hold it, so a topic nobody holds has neither,
+// and is freed; a later request for its name makes it anew, with a new ID.
 type registry struct {
-	mu        sync.RWMutex
-	topics    map[string]*topic
-	byID      map[uint32]*topic   // TID -> topic
-	clients   map[uint32]*session // ETID -> session
-	byUID     map[string]*session // UID -> session
-	observers map[uint32]map[*session]struct{}
-	subNames  map[string]uint32
-	subIDs    map[uint32]string
+	mu            sync.RWMutex
+	topics        map[string]*topic
+	byID          map[uint32]*topic   // TID -> topic
+	clients       map[uint32]*session // ETID -> session
+	byUID         map[string]*session // UID -> session
+	observers     map[uint32]map[*session]struct{}
+	subNames      map[string]*subTopic
+	subIDs        map[uint32]*subTopic
+	subscriptions int
+
+	// The most entries the topic and sub-topic tables had since they were
+	// last made: they are made anew, smaller, once most are freed, as a Go
+	// map never gives its memory back.
+	topicsPeak, subsPeak int
 }
+
+// Answers of the registry to a request it does not grant.
+var (
+	errTooMany = errors.New("broker: the session holds its MaxTopicsPerSession topics")
+	errGone    = errors.New("broker: the session has been dropped")
+)
 
 func (r *registry) init() {
 	r.topics = make(map[string]*topic)
@@ -38,8 +64,15 @@ func (r *registry) init() {
 	r.clients = make(map[uint32]*session)
 	r.byUID = make(map[string]*session)
 	r.observers = make(map[uint32]map[*session]struct{})
-	r.subNames = make(map[string]uint32)
-	r.subIDs = make(map[uint32]string)
+	r.subNames = make(map[string]*subTopic)
+	r.subIDs = make(map[uint32]*subTopic)
+}
+
+// counts returns the numbers of topics, sub-topics and subscriptions.
+func (r *registry) counts() (topics, subTopics, subscriptions int) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.topics), len(r.subNames), r.subscriptions
 }
 
 // newID returns a random ID unused in the TID/ETID table. Caller holds mu.
@@ -59,32 +92,64 @@ func (r *registry) newID() uint32 {
 	}
 }
 
-// topic returns the named topic, creating it. Caller holds mu.
-func (r *registry) topic(name string) *topic {
+// holdTopic returns the named topic, creating it, and makes s hold it. It
+// refuses with errTooMany if s would hold more than limit topics and
+// sub-topics, and errGone if s has been dropped. Caller holds mu.
+func (r *registry) holdTopic(s *session, name string, limit int) (*topic, error) {
+	if s.dropped {
+		return nil, errGone
+	}
 	t := r.topics[name]
+	if t != nil {
+		if _, ok := s.held[t.tid]; ok {
+			return t, nil
+		}
+	}
+	if len(s.held)+len(s.heldSubs) >= limit {
+		return nil, errTooMany
+	}
 	if t == nil {
 		t = &topic{name: name, tid: r.newID(), subs: make(map[*session]struct{})}
 		r.topics[name] = t
 		r.byID[t.tid] = t
+		r.topicsPeak = max(r.topicsPeak, len(r.topics))
 	}
-	return t
+	t.refs++
+	s.held[t.tid] = struct{}{}
+	return t, nil
 }
 
-// subTopic returns the ID of the named sub-topic, creating it.
-func (r *registry) subTopic(name string) uint32 {
+// subTopic returns the ID of the named sub-topic, creating it, and makes s
+// hold it; it refuses as holdTopic does.
+func (r *registry) subTopic(s *session, name string, limit int) (uint32, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if id, ok := r.subNames[name]; ok {
-		return id
+	if s.dropped {
+		return 0, errGone
 	}
-	for {
-		id := rand.Uint32()
-		if _, used := r.subIDs[id]; id != 0 && !used {
-			r.subNames[name] = id
-			r.subIDs[id] = name
-			return id
+	st := r.subNames[name]
+	if st != nil {
+		if _, ok := s.heldSubs[st.id]; ok {
+			return st.id, nil
 		}
 	}
+	if len(s.held)+len(s.heldSubs) >= limit {
+		return 0, errTooMany
+	}
+	if st == nil {
+		st = &subTopic{name: name}
+		for st.id == 0 {
+			if id := rand.Uint32(); r.subIDs[id] == nil {
+				st.id = id
+			}
+		}
+		r.subNames[name] = st
+		r.subIDs[st.id] = st
+		r.subsPeak = max(r.subsPeak, len(r.subNames))
+	}
+	st.refs++
+	s.heldSubs[st.id] = struct{}{}
+	return st.id, nil
 }
 
 // register makes s a connected client. If another session has the same UID,
@@ -108,8 +173,8 @@ func (r *registry) register(s *session) (old *session) {
 }
 
 // unregister removes s if it is still registered: its subscriptions (with
-// Change to the topics' observers), its observations, and itself (with
-// Change(etid, 0) to its observers).
+// Change to the topics' observers), its observations, what it holds, and
+// itself (with Change(etid, 0) to its observers).
 func (r *registry) unregister(s *session) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -120,11 +185,13 @@ func (r *registry) unregister(s *session) {
 }
 
 // dropLocked removes s's subscriptions and observations, s itself, and the
-// observers of its ETID, notifying them all.
+// observers of its ETID, notifying them all; then it releases the topics and
+// sub-topics s held, freeing those nobody else holds.
 func (r *registry) dropLocked(s *session) {
 	for tid := range s.subs {
 		if t := r.byID[tid]; t != nil {
 			delete(t.subs, s)
+			r.subscriptions--
 			r.notifyLocked(tid, uint32(len(t.subs)))
 		}
 	}
@@ -143,6 +210,52 @@ func (r *registry) dropLocked(s *session) {
 	delete(r.byUID, s.uid)
 	r.notifyLocked(s.etid, 0)
 	delete(r.observers, s.etid)
+
+	for tid := range s.held {
+		if t := r.byID[tid]; t != nil {
+			if t.refs--; t.refs == 0 {
+				delete(r.topics, t.name)
+				delete(r.byID, tid)
+				delete(r.observers, tid) // none: observers hold it
+			}
+		}
+	}
+	clear(s.held)
+	for id := range s.heldSubs {
+		if st := r.subIDs[id]; st != nil {
+			if st.refs--; st.refs == 0 {
+				delete(r.subNames, st.name)
+				delete(r.subIDs, id)
+			}
+		}
+	}
+	clear(s.heldSubs)
+	r.shrinkLocked()
+}
+
+// shrinkLocked makes the topic and sub-topic tables anew when fewer than a
+// quarter of their most entries are left, so that memory freed topics
+// took in them is given back too.
+func (r *registry) shrinkLocked() {
+	const least = 1024 // tables this small are left alone
+	if r.topicsPeak > least && len(r.topics) < r.topicsPeak/4 {
+		r.topics, r.byID = remake(r.topics), remake(r.byID)
+		r.observers = remake(r.observers)
+		r.topicsPeak = len(r.topics)
+	}
+	if r.subsPeak > least && len(r.subNames) < r.subsPeak/4 {
+		r.subNames, r.subIDs = remake(r.subNames), remake(r.subIDs)
+		r.subsPeak = len(r.subNames)
+	}
+}
+
+// remake returns a copy of m in a map sized for its entries.
+func remake[K comparable, V any](m map[K]V) map[K]V {
+	n := make(map[K]V, len(m))
+	for k, v := range m {
+		n[k] = v
+	}
+	return n
 }
 
 // notifyLocked sends Change(id, count) to the observers of id.
@@ -157,26 +270,38 @@ func (r *registry) notifyLocked(id, count uint32) {
 	}
 }
 
-// subscribe adds s to the named topic's subscribers and returns its TID.
-func (r *registry) subscribe(s *session, name string) uint32 {
+// subscribe adds s to the named topic's subscribers and returns its TID;
+// it refuses as holdTopic does.
+func (r *registry) subscribe(s *session, name string, limit int) (uint32, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	t := r.topic(name)
-	if _, dup := t.subs[s]; !dup && !s.dropped {
+	t, err := r.holdTopic(s, name, limit)
+	if err != nil {
+		return 0, err
+	}
+	if _, dup := t.subs[s]; !dup {
 		t.subs[s] = struct{}{}
 		s.subs[t.tid] = struct{}{}
+		r.subscriptions++
 		r.notifyLocked(t.tid, uint32(len(t.subs)))
 	}
-	return t.tid
+	return t.tid, nil
 }
 
-// create returns the named topic's TID, creating the topic.
-func (r *registry) create(name string) uint32 {
+// create returns the named topic's TID, creating the topic; it refuses as
+// holdTopic does.
+func (r *registry) create(s *session, name string, limit int) (uint32, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.topic(name).tid
+	t, err := r.holdTopic(s, name, limit)
+	if err != nil {
+		return 0, err
+	}
+	return t.tid, nil
 }
 
+// unsubscribe removes s from a topic's subscribers. s still holds the
+// topic until it ends.
 func (r *registry) unsubscribe(s *session, tid uint32) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -187,16 +312,18 @@ func (r *registry) unsubscribe(s *session, tid uint32) {
 	if _, ok := t.subs[s]; ok {
 		delete(t.subs, s)
 		delete(s.subs, tid)
+		r.subscriptions--
 		r.notifyLocked(tid, uint32(len(t.subs)))
 	}
 }
 
 // observe adds s as an observer of id: a topic gets an immediate Change with
 // its count, a peer ETID a Change(etid, 0) when it goes, an unknown ID an
-// immediate Change(id, 0). Observing oneself is ignored.
-func (r *registry) observe(s *session, id uint32) {
+// immediate Change(id, 0). Observing oneself is ignored. An observed topic
+// is held by s; when s may hold no more, errTooMany, and nothing is sent.
+func (r *registry) observe(s *session, id uint32, limit int) error {
 	if id == s.etid {
-		return
+		return nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -204,10 +331,15 @@ func (r *registry) observe(s *session, id uint32) {
 	_, isClient := r.clients[id]
 	if !isTopic && !isClient {
 		s.send(smq.Change{ID: id}.Append(make([]byte, 0, 9)))
-		return
+		return nil
 	}
 	if s.dropped {
-		return
+		return errGone
+	}
+	if isTopic {
+		if _, err := r.holdTopic(s, t.name, limit); err != nil {
+			return err
+		}
 	}
 	set := r.observers[id]
 	if set == nil {
@@ -219,6 +351,7 @@ func (r *registry) observe(s *session, id uint32) {
 	if isTopic {
 		s.send(smq.Change{ID: id, Count: uint32(len(t.subs))}.Append(make([]byte, 0, 9)))
 	}
+	return nil
 }
 
 func (r *registry) unobserve(s *session, id uint32) {
@@ -233,23 +366,45 @@ func (r *registry) unobserve(s *session, id uint32) {
 	delete(s.observing, id)
 }
 
+// Where deliver sent a message.
+type destination int
+
+const (
+	toSubscribers   destination = iota // a topic's subscribers, or a client
+	toNoSubscribers                    // a topic nobody subscribes to
+	toNobody                           // an ID that is no topic and no client
+)
+
 // deliver queues msg (a Publish, type + body, owned by the callee from now
-// on) to the subscribers of its TID or to the client with that ETID. Unknown
-// IDs are dropped silently. It returns the number of clients it was queued to.
-func (r *registry) deliver(tid uint32, msg []byte) int {
+// on) to the subscribers of its TID or to the client with that ETID.
+// Unknown IDs and topics without subscribers are dropped silently. It
+// returns the number of clients it was queued to, and where it went. The
+// bytes of all the copies are reserved in the budget at once.
+func (b *Broker) deliver(tid uint32, msg []byte) (int, destination) {
+	r := &b.reg
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if t := r.byID[tid]; t != nil {
+		if len(t.subs) == 0 {
+			return 0, toNoSubscribers
+		}
+		b.reserve(int64(len(t.subs) * len(msg)))
 		n := 0
 		for s := range t.subs {
-			if s.send(msg) {
+			switch {
+			case !s.fits(msg):
+				b.queued.Add(-int64(len(msg)))
+			case s.queue(msg):
 				n++
 			}
 		}
-		return n
+		return n, toSubscribers
 	}
-	if s := r.clients[tid]; s != nil && s.send(msg) {
-		return 1
+	if s := r.clients[tid]; s != nil {
+		if s.send(msg) {
+			return 1, toSubscribers
+		}
+		return 0, toSubscribers
 	}
-	return 0
+	return 0, toNobody
 }

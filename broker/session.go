@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/smq"
 	"github.com/smqgw/smqgw/wire"
 )
@@ -37,10 +38,15 @@ type session struct {
 	etid uint32
 	uid  string
 
-	// subs, observing and dropped are guarded by the registry's lock.
+	// subs, observing, held, heldSubs and dropped are guarded by the
+	// registry's lock. held and heldSubs are the topics and sub-topics the
+	// session keeps alive: those it created, subscribed to or observed,
+	// until it ends (at most MaxTopicsPerSession together).
 	subs      map[uint32]struct{}
 	observing map[uint32]struct{}
-	dropped   bool // taken over or gone: must not subscribe or observe again
+	held      map[uint32]struct{} // TIDs
+	heldSubs  map[uint32]struct{} // sub-topic IDs
+	dropped   bool                // taken over or gone: must not subscribe or observe again
 
 	q           outQueue
 	writerDone  chan struct{}
@@ -81,9 +87,12 @@ func (b *Broker) serve(tr wire.Conn, peer Peer) error {
 		b: b, tr: tr, peer: peer,
 		subs:       make(map[uint32]struct{}),
 		observing:  make(map[uint32]struct{}),
+		held:       make(map[uint32]struct{}),
+		heldSubs:   make(map[uint32]struct{}),
 		writerDone: make(chan struct{}),
 	}
-	s.q.init(b.cfg.queueBytes(), b.cfg.queueMessages())
+	lim := b.limits()
+	s.q.init(lim.QueueBytes, lim.QueueMessages, &b.queued)
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -146,31 +155,64 @@ func (b *Broker) logEnd(s *session, err error) {
 }
 
 // send queues msg for the client; it reports whether it was queued. A client
-// whose queue overflows is disconnected as a slow consumer.
+// whose queue overflows is disconnected as a slow consumer; a message that
+// would take the broker past its budget (MaxQueuedBytes) first disconnects
+// the clients that hold the most.
 func (s *session) send(msg []byte) bool {
-	if !s.tr.WebSocket() && len(msg) > smq.MaxRawMessage {
+	if !s.fits(msg) {
+		return false
+	}
+	s.b.reserve(int64(len(msg)))
+	return s.queue(msg)
+}
+
+// fits reports whether the client can take msg: a raw client takes no
+// message larger than a raw frame holds. It counts the drop if not.
+func (s *session) fits(msg []byte) bool {
+	if len(msg) > smq.MaxRawMessage && !s.tr.WebSocket() {
 		s.b.st.droppedTooBig.Add(1)
 		return false
 	}
+	return true
+}
+
+// queue queues msg, whose bytes the caller has reserved in the budget, and
+// reports whether it did; if not, the bytes are given back.
+func (s *session) queue(msg []byte) bool {
 	switch s.q.push(msg) {
 	case pushed:
 		return true
-	case overflow:
-		s.setReason(reasonSlowConsumer)
-		if s.end(smq.Disconnect{Reason: reasonSlowConsumer}.Append(nil), true, websocket.ClosePolicyViolation) {
-			s.b.st.slowDisconnects.Add(1)
-			// Cut short the write the client is not reading.
-			_ = s.tr.SetWriteDeadline(time.Now().Add(finalWriteTimeout))
-		}
+	case overflowBytes, overflowMessages:
+		s.b.queued.Add(-int64(len(msg)))
+		s.b.st.droppedSlow.Add(1)
+		s.slow(&s.b.st.slowQueue)
+	default:
+		s.b.queued.Add(-int64(len(msg)))
 	}
 	return false
+}
+
+// slow disconnects the client as a slow consumer: what is queued to it is
+// dropped, and it gets Disconnect "slow consumer". counter counts the
+// disconnect, by the limit that caused it.
+func (s *session) slow(counter *atomic.Uint64) {
+	s.setReason(reasonSlowConsumer)
+	ok, dropped := s.q.finish(smq.Disconnect{Reason: reasonSlowConsumer}.Append(nil), true, websocket.ClosePolicyViolation)
+	s.b.st.droppedSlow.Add(uint64(dropped))
+	if !ok {
+		return
+	}
+	s.ending.Store(true)
+	counter.Add(1)
+	// Cut short the write the client is not reading.
+	_ = s.tr.SetWriteDeadline(time.Now().Add(finalWriteTimeout))
 }
 
 // end queues the session's last message (nil for none) and marks it ending;
 // with discard, what is still queued is dropped. It reports false if the
 // session was already ending.
 func (s *session) end(last []byte, discard bool, wsCode int) bool {
-	if !s.q.finish(last, discard, wsCode) {
+	if ok, _ := s.q.finish(last, discard, wsCode); !ok {
 		return false
 	}
 	s.ending.Store(true)
@@ -200,6 +242,7 @@ func (s *session) abort() {
 // ends the reader at once.
 func (s *session) writeLoop() {
 	defer close(s.writerDone)
+	defer s.q.close() // what is left is never written
 	wt := s.b.cfg.writeTimeout()
 	for range s.q.wake {
 		batch, final := s.q.take()
@@ -212,6 +255,11 @@ func (s *session) writeLoop() {
 				s.abort()
 				return
 			}
+			n := 0
+			for _, m := range batch {
+				n += len(m)
+			}
+			s.q.written(n)
 		}
 		if final {
 			if err := s.tr.CloseWrite(s.q.closeCode(), "", deadline); err != nil {
@@ -329,13 +377,15 @@ func (s *session) handle(msg []byte) error {
 	case smq.TypeSubscribe, smq.TypeCreate:
 		name := string(msg[1:])
 		ack := smq.Suback{Status: smq.AckDenied, Topic: name}
-		if cfg.PermitTopic == nil || cfg.PermitTopic(s.client(), t, name) {
-			ack.Status = smq.AckOK
+		lim := s.b.limits()
+		if s.nameFits(name, lim) && (cfg.PermitTopic == nil || cfg.PermitTopic(s.client(), t, name)) {
+			var err error
 			if t == smq.TypeSubscribe {
-				ack.ID = reg.subscribe(s, name)
+				ack.ID, err = reg.subscribe(s, name, lim.MaxTopicsPerSession)
 			} else {
-				ack.ID = reg.create(name)
+				ack.ID, err = reg.create(s, name, lim.MaxTopicsPerSession)
 			}
+			s.granted(&ack.Status, err)
 		}
 		if t == smq.TypeSubscribe {
 			s.reply(ack)
@@ -345,14 +395,17 @@ func (s *session) handle(msg []byte) error {
 	case smq.TypeCreatesub:
 		name := string(msg[1:])
 		ack := smq.Createsuback{Status: smq.AckDenied, Topic: name}
-		if cfg.PermitSubTopic == nil || cfg.PermitSubTopic(s.client(), name) {
-			ack.Status, ack.ID = smq.AckOK, reg.subTopic(name)
+		lim := s.b.limits()
+		if s.nameFits(name, lim) && (cfg.PermitSubTopic == nil || cfg.PermitSubTopic(s.client(), name)) {
+			var err error
+			ack.ID, err = reg.subTopic(s, name, lim.MaxTopicsPerSession)
+			s.granted(&ack.Status, err)
 		}
 		s.reply(ack)
 	case smq.TypeUnsubscribe:
 		reg.unsubscribe(s, smq.ID(msg))
 	case smq.TypeObserve:
-		reg.observe(s, smq.ID(msg))
+		s.granted(nil, reg.observe(s, smq.ID(msg), s.b.limits().MaxTopicsPerSession))
 	case smq.TypeUnobserve:
 		reg.unobserve(s, smq.ID(msg))
 	case smq.TypePing:
@@ -366,6 +419,27 @@ func (s *session) handle(msg []byte) error {
 		return fmt.Errorf("%w: unexpected %v from client", errProtocol, t)
 	}
 	return nil
+}
+
+// nameFits reports whether a topic or sub-topic name is within
+// MaxTopicName, and counts a refusal if not.
+func (s *session) nameFits(name string, lim *limits.Broker) bool {
+	if len(name) <= lim.MaxTopicName {
+		return true
+	}
+	s.b.st.refusedTopicName.Add(1)
+	return false
+}
+
+// granted sets status (if not nil) from the registry's answer and counts a
+// refusal by MaxTopicsPerSession.
+func (s *session) granted(status *smq.AckStatus, err error) {
+	if err == errTooMany {
+		s.b.st.refusedTopics.Add(1)
+	}
+	if status != nil && err == nil {
+		*status = smq.AckOK
+	}
 }
 
 // publish checks and delivers one Publish; msg is only valid during the call.
@@ -383,7 +457,13 @@ func (s *session) publish(msg []byte) error {
 	}
 	s.b.st.published.Add(1)
 	// Subscribers share one copy; msg itself belongs to the reader.
-	n := s.b.reg.deliver(smq.ID(msg), append([]byte(nil), msg...))
+	n, to := s.b.deliver(smq.ID(msg), append([]byte(nil), msg...))
+	switch to {
+	case toNobody:
+		s.b.st.droppedUnknown.Add(1)
+	case toNoSubscribers:
+		s.b.st.droppedNoSubscribers.Add(1)
+	}
 	s.b.st.delivered.Add(uint64(n))
 	return nil
 }
