@@ -32,6 +32,7 @@ import (
 	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/config"
 	"github.com/smqgw/smqgw/gateway"
+	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/proxyclient"
 	"github.com/smqgw/smqgw/tlsterm"
 	"github.com/smqgw/smqgw/upstream"
@@ -171,8 +172,9 @@ func build(cfg *config.Config, log *slog.Logger, m *gateway.Metrics, br *broker.
 					if cfg.Log.Level <= slog.LevelDebug {
 						blog = log.With("component", "broker")
 					}
-					b.Broker = broker.New(broker.Config{Logger: blog})
+					b.Broker = broker.New(brokerConfig(cfg.Broker, blog))
 				}
+				registerBroker(m, b.Broker)
 				route.Upstream = &upstream.Embedded{Broker: b.Broker}
 			} else {
 				route.Upstream = ups[r.Upstream]
@@ -209,6 +211,13 @@ func build(cfg *config.Config, log *slog.Logger, m *gateway.Metrics, br *broker.
 		return nil, err
 	}
 	return b, nil
+}
+
+// brokerConfig is the embedded broker's configuration: the [broker]
+// limits, and its log.
+func brokerConfig(l limits.Broker, log *slog.Logger) broker.Config {
+	return broker.Config{Logger: log, MaxTopicName: l.MaxTopicName, MaxTopicsPerSession: l.MaxTopicsPerSession,
+		QueueBytes: l.QueueBytes, QueueMessages: l.QueueMessages, MaxQueuedBytes: l.MaxQueuedBytes}
 }
 
 // source is a certificate source that accounts for what it serves.

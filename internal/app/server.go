@@ -86,8 +86,10 @@ func (s *Server) runBuilt() {
 // sessions (SIGHUP); established sessions go on. A file that does not
 // validate, or whose certificates or CAs do not load, is rejected with
 // each problem logged, and the running configuration stays. Changes that
-// need a restart are logged by name. The demo, with no file, reloads its
-// certificates.
+// need a restart are logged by name. The embedded broker is kept, with
+// its sessions and topics; its [broker] limits change in place (the queue
+// sizes for sessions that start afterwards). The demo, with no file,
+// reloads its certificates.
 func (s *Server) Reload() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -138,6 +140,9 @@ func (s *Server) Reload() {
 		cfg.Log.Format = old.Log.Format
 	}
 	s.level.Set(cfg.Log.Level)
+	if br := next.EmbeddedBroker(); br != nil {
+		br.SetLimits(cfg.Broker) // kept across reloads: its limits change in place
+	}
 	for _, r := range restart {
 		s.log.Warn("reload: this change needs a restart", "change", r)
 	}
