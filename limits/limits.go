@@ -23,6 +23,9 @@ const (
 	DefaultMaxSessionsPerIP = 1000
 	DefaultSessionRatePerIP = 50
 	DefaultMessageRate      = 10000
+	DefaultMaxPending       = 4096
+	DefaultMaxPendingPerIP  = 100
+	DefaultMaxConnsPerIP    = DefaultMaxSessionsPerIP + DefaultMaxPendingPerIP
 )
 
 // Limits bound every session ([limits] in the configuration file). A zero
@@ -73,6 +76,19 @@ type Limits struct {
 	// client may send; more ends the session with Disconnect "rate limit
 	// exceeded". Default 10000.
 	MessageRate int `toml:"message_rate"`
+	// MaxPending (max_pending) caps a listener's connections that are not
+	// sessions (yet): in the TLS handshake, or before, between or after
+	// HTTP requests that are no SMQ bootstrap. Beyond it a new connection
+	// is closed at once, before any TLS work. Default 4096.
+	MaxPending int `toml:"max_pending"`
+	// MaxPendingPerIP (max_pending_per_ip) caps such connections of one
+	// client address, across all listeners. Default 100.
+	MaxPendingPerIP int `toml:"max_pending_per_ip"`
+	// MaxConnectionsPerIP (max_connections_per_ip) caps the connections of
+	// one client address of every kind, sessions included, across all
+	// listeners; checked before any TLS work. Default 1100
+	// (max_sessions_per_ip and max_pending_per_ip).
+	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
 }
 
 // WithDefaults returns l with every zero (or negative) field set to its
@@ -100,6 +116,9 @@ func (l Limits) WithDefaults() Limits {
 	num(&l.MaxSessionsPerIP, DefaultMaxSessionsPerIP)
 	num(&l.SessionRatePerIP, DefaultSessionRatePerIP)
 	num(&l.MessageRate, DefaultMessageRate)
+	num(&l.MaxPending, DefaultMaxPending)
+	num(&l.MaxPendingPerIP, DefaultMaxPendingPerIP)
+	num(&l.MaxConnectionsPerIP, DefaultMaxConnsPerIP)
 	l.MaxMessageSize = min(l.MaxMessageSize, smq.MaxRawMessage)
 	return l
 }
