@@ -19,15 +19,15 @@ type outQueue struct {
 	msgs     [][]byte
 	spare    [][]byte // the previous batch's slice, reused
 	bytes    int      // queued
-	inflight int      // taken by the writer, not yet written
 	maxBytes int
 	maxMsgs  int
 	final    bool // no more pushes; close after the queued messages
 	wsCode   int  // WebSocket close code to end with, once final
 	wake     chan struct{}
 
-	budget *atomic.Int64 // the broker's bytes held by all queues
-	held   atomic.Int64  // bytes + inflight, read without mu to pick victims
+	budget   *atomic.Int64 // the broker's bytes held by all queues
+	inflight atomic.Int64  // taken by the writer, not yet written
+	held     atomic.Int64  // bytes + inflight, read without mu to pick victims
 }
 
 func (q *outQueue) init(maxBytes, maxMsgs int, budget *atomic.Int64) {
@@ -77,10 +77,10 @@ func (q *outQueue) finish(last []byte, discard bool, wsCode int) (ok bool, dropp
 	defer q.mu.Unlock()
 	if discard {
 		dropped = len(q.msgs)
-		q.release(q.bytes + q.inflight)
+		q.release(q.bytes + int(q.inflight.Swap(0)))
 		clear(q.msgs)
 		q.msgs = q.msgs[:0]
-		q.bytes, q.inflight = 0, 0
+		q.bytes = 0
 	}
 	if q.final {
 		return false, dropped
@@ -96,7 +96,7 @@ func (q *outQueue) finish(last []byte, discard bool, wsCode int) (ok bool, dropp
 	return true, dropped
 }
 
-// release gives n bytes back to the budget. Caller holds mu.
+// release gives n bytes back to the budget.
 func (q *outQueue) release(n int) {
 	if n != 0 {
 		q.held.Add(-int64(n))
@@ -120,19 +120,16 @@ func (q *outQueue) take() (batch [][]byte, final bool) {
 	batch = q.msgs
 	clear(q.spare)
 	q.msgs, q.spare = q.spare[:0], batch
-	q.inflight += q.bytes
+	q.inflight.Add(int64(q.bytes))
 	q.bytes = 0
 	return batch, q.final
 }
 
-// written gives back the n bytes of a batch that has been written (unless
-// finish discarded them meanwhile).
-func (q *outQueue) written(n int) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	n = min(n, q.inflight)
-	q.inflight -= n
-	q.release(n)
+// written gives back the bytes of the batch take returned last, now
+// written (unless finish discarded them meanwhile). Only the writer takes
+// and writes, in turn, so what is in flight is that batch.
+func (q *outQueue) written() {
+	q.release(int(q.inflight.Swap(0)))
 }
 
 // close marks the queue final and gives back everything it holds: the
@@ -141,10 +138,10 @@ func (q *outQueue) close() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.final = true
-	q.release(q.bytes + q.inflight)
+	q.release(q.bytes + int(q.inflight.Swap(0)))
 	clear(q.msgs)
 	q.msgs = q.msgs[:0]
-	q.bytes, q.inflight = 0, 0
+	q.bytes = 0
 }
 
 // closeCode returns the WebSocket close code given to finish.

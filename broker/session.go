@@ -255,11 +255,7 @@ func (s *session) writeLoop() {
 				s.abort()
 				return
 			}
-			n := 0
-			for _, m := range batch {
-				n += len(m)
-			}
-			s.q.written(n)
+			s.q.written()
 		}
 		if final {
 			if err := s.tr.CloseWrite(s.q.closeCode(), "", deadline); err != nil {
