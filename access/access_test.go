@@ -51,6 +51,7 @@ func TestPatternErrors(t *testing.T) {
 		{"devices/{name}", "unknown substitution {name}"},
 		{"devices/{cn", `"{" without "}"`},
 		{"devices/cn}", `"}" without "{"`},
+		{"o/{ou}-{cn}", "two substitutions in one level"},
 		{"a\x00b", "NUL"},
 		{"\xff", "UTF-8"},
 	}

@@ -18,17 +18,18 @@ import (
 //   - a last level "#" matches every remaining level, and none: "devices/#"
 //     matches "devices", "devices/a" and "devices/a/b"; "#" matches every
 //     name;
-//   - {cn}, {ou} and {dns} in a level stand for the client certificate's
-//     subject CN, its OUs and its DNS names: "devices/{cn}/#". A
-//     certificate with several OUs (or DNS names) gets the pattern once
-//     for each; one without the value gets none of it, nor does a client
-//     without a certificate. The value is matched literally ("+" in a CN
-//     is no wildcard), and a value containing '/' (or a NUL byte) never
-//     matches anything;
+//   - {cn}, {ou} and {dns} in a level (at most one per level) stand for
+//     the client certificate's subject CN, its OUs and its DNS names:
+//     "devices/{cn}/#". A certificate with several OUs (or DNS names) gets
+//     the pattern once for each; one without the value gets none of it,
+//     nor does a client without a certificate. The value is matched
+//     literally ("+" in a CN is no wildcard), and a value containing '/'
+//     (or a NUL byte) never matches anything;
 //   - every other character matches itself, byte for byte.
 //
 // "+" and "#" are wildcards only as a whole level: "a+b" and "x/#y" are
-// errors, so are braces other than the three substitutions, a "#" before
+// errors, so are braces other than the three substitutions, two
+// substitutions in one level (ambiguous: "{ou}-{cn}"), a "#" before
 // the last level, and a pattern that is not valid UTF-8. The empty pattern
 // matches the empty name only.
 
@@ -126,6 +127,13 @@ func compileLevel(l string) (tlevel, error) {
 		case varCN, varOU, varDNS:
 		default:
 			return tlevel{}, fmt.Errorf("unknown substitution {%s}: use {cn}, {ou} or {dns}", name)
+		}
+		for _, p := range lv.parts {
+			if p.v != "" {
+				// "{ou}-{cn}" is ambiguous: CN a-b, OU x and CN b, OU x-a
+				// both give "x-a-b".
+				return tlevel{}, fmt.Errorf("two substitutions in one level ({%s}, {%s}): put each in a level of its own", p.v, name)
+			}
 		}
 		lv.parts = append(lv.parts, part{v: name})
 		l = l[open+end+1:]

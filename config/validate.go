@@ -95,15 +95,11 @@ func (d *decoder) limits(l *limits.Limits) {
 	}
 }
 
-// maxTopicName is the largest max_topic_name: the longest name whose
-// Suback (type, status, ID and the name) still fits one raw SMQ frame.
-const maxTopicName = smq.MaxRawMessage - 6
-
 // broker checks the [broker] values, defaults applied. (The decoder took
 // only values greater than 0.)
 func (d *decoder) broker(b *limits.Broker) {
-	if b.MaxTopicName > maxTopicName {
-		d.keyf("broker.max_topic_name", "%d is larger than %d, the longest name whose Suback fits an SMQ frame", b.MaxTopicName, maxTopicName)
+	if b.MaxTopicName > smq.MaxName {
+		d.keyf("broker.max_topic_name", "%d is larger than %d, the longest name whose Suback fits an SMQ frame", b.MaxTopicName, smq.MaxName)
 	}
 	if b.QueueBytes < smq.MaxRawFrame {
 		d.keyf("broker.queue_bytes", "%d is smaller than %d, the largest SMQ message: every message would overflow it", b.QueueBytes, smq.MaxRawFrame)

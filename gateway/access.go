@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -35,8 +36,9 @@ import (
 const maxGrantedIDs = 4096
 
 // maxSenders bounds the sender ETIDs a session remembers for one-to-one
-// replies; beyond, an arbitrary one is forgotten for each new one.
-const maxSenders = 1024
+// replies; beyond, about the least recently heard is forgotten for each
+// new one.
+const maxSenders = 4096
 
 // denyLogRate is how many access-denied lines per second the gateway
 // logs at most; the next line that gets through says how many were not.
@@ -60,13 +62,15 @@ type guard struct {
 	// acked yet.
 	pending int
 	// senders are the ETIDs that sent the session a message (one_to_one
-	// reply or any).
-	senders map[uint32]struct{}
+	// reply or any), each with the sequence number of its latest message;
+	// heard counts the messages.
+	senders map[uint32]uint64
+	heard   uint64
 }
 
 func newGuard(g *access.Grants, policy string) *guard {
 	return &guard{grants: g, policy: policy, topics: map[uint32]access.Rights{},
-		subtopics: map[uint32]struct{}{}, senders: map[uint32]struct{}{}}
+		subtopics: map[uint32]struct{}{}, senders: map[uint32]uint64{}}
 }
 
 // permit applies the session's permissions to msg, a client message that
@@ -116,11 +120,16 @@ func (s *session) permit(msg []byte) bool {
 			return true
 		}
 		sub := binary.BigEndian.Uint32(msg[9:])
-		ok, why := s.mayPublish(tid, sub)
-		if ok {
+		verdict, why := s.mayPublish(tid, sub)
+		switch verdict {
+		case publishOK:
 			return true
+		case publishDrop:
+			s.denied(t, "", tid, why, "dropped")
+			return false
 		}
 		s.denied(t, "", tid, why, "session ended")
+		_ = s.up.Flush() // what came before it still goes
 		s.end(ReasonAccessDenied, fmt.Sprintf("%v to %#x: %s", t, tid, why))
 		return false
 	case smq.TypeObserve, smq.TypeUnobserve, smq.TypeUnsubscribe:
@@ -151,31 +160,47 @@ func (s *session) permit(msg []byte) bool {
 	return true
 }
 
-// mayPublish reports whether the session may publish to tid (a topic or
-// a client's ETID) with sub-topic ID sub (0 for none), and if not, why.
-// For a topic it was granted: one lookup, no allocation.
-func (s *session) mayPublish(tid, sub uint32) (bool, string) {
+// What mayPublish decides.
+type publishVerdict int
+
+const (
+	publishOK   publishVerdict = iota
+	publishDeny                // the session ends
+	publishDrop                // the message is dropped, the session goes on
+)
+
+// mayPublish decides a Publish to tid (a topic or a client's ETID) with
+// sub-topic ID sub (0 for none), and says why when it is not allowed. For
+// a topic it was granted: one lookup, no allocation.
+//
+// A topic the session knows but may not publish to, a sub-topic it was
+// not granted, or (one_to_one "none") an ID that is no granted topic is
+// denied. With one_to_one "reply" or "any", an ID the session may not
+// address is dropped instead, as the broker drops a message to a client
+// that has left: the gateway's memory of senders is bounded, and a
+// client that left is no longer one it knows.
+func (s *session) mayPublish(tid, sub uint32) (publishVerdict, string) {
 	gd := s.guard
 	gd.mu.Lock()
 	defer gd.mu.Unlock()
 	if sub != 0 {
 		if _, ok := gd.subtopics[sub]; !ok {
-			return false, fmt.Sprintf("sub-topic %#x not granted", sub)
+			return publishDeny, fmt.Sprintf("sub-topic %#x not granted", sub)
 		}
 	}
 	if r, known := gd.topics[tid]; known {
 		if r&access.CanPublish == 0 {
-			return false, "publish not granted for this topic"
+			return publishDeny, "publish not granted for this topic"
 		}
-		return true, ""
+		return publishOK, ""
 	}
-	if !s.mayAddressLocked(tid) {
-		if gd.grants.OneToOne == access.None {
-			return false, "not a topic ID from a granted Create, and one_to_one is none"
-		}
-		return false, fmt.Sprintf("not a topic ID from a granted Create, nor a client one_to_one %v allows", gd.grants.OneToOne)
+	if s.mayAddressLocked(tid) {
+		return publishOK, ""
 	}
-	return true, ""
+	if gd.grants.OneToOne == access.None {
+		return publishDeny, "not a topic ID from a granted Create, and one_to_one is none"
+	}
+	return publishDrop, fmt.Sprintf("not a topic ID from a granted Create, nor a client one_to_one %v allows (now)", gd.grants.OneToOne)
 }
 
 // mayAddressLocked reports whether the session may send one-to-one
@@ -232,17 +257,33 @@ func (s *session) learn(msg []byte) {
 		}
 		ptid := smq.PTID(msg)
 		gd.mu.Lock()
-		if _, ok := gd.senders[ptid]; !ok {
-			if len(gd.senders) >= maxSenders {
-				for id := range gd.senders { // forget one
-					delete(gd.senders, id)
-					break
-				}
-			}
-			gd.senders[ptid] = struct{}{}
+		gd.heard++
+		if _, ok := gd.senders[ptid]; !ok && len(gd.senders) >= maxSenders {
+			gd.forgetSenderLocked()
 		}
+		gd.senders[ptid] = gd.heard
 		gd.mu.Unlock()
 	}
+}
+
+// evictSample is how many senders forgetSenderLocked looks at.
+const evictSample = 16
+
+// forgetSenderLocked forgets the sender heard from longest ago among a
+// sample of them (Go's map order is random): nearly the least recently
+// heard, at a bounded cost. Caller holds gd.mu.
+func (gd *guard) forgetSenderLocked() {
+	var oldest uint32
+	seen, n := uint64(math.MaxUint64), 0
+	for id, at := range gd.senders {
+		if at < seen {
+			oldest, seen = id, at
+		}
+		if n++; n == evictSample {
+			break
+		}
+	}
+	delete(gd.senders, oldest)
 }
 
 // denied counts and logs one denial; the log lines are rate-limited
@@ -250,8 +291,10 @@ func (s *session) learn(msg []byte) {
 func (s *session) denied(t smq.Type, name string, id uint32, why, action string) {
 	op := opName(t)
 	s.g.m.denials.WithLabelValues(s.listener, s.route.Path, op).Inc()
-	s.deniedCount.Add(1)
-	suppressed, ok := s.g.denyLog.allow(time.Now())
+	first := s.deniedCount.Add(1) == 1
+	// A session's first denial is always logged, so that no client can
+	// hide another's behind its own; the rest within the gateway's rate.
+	suppressed, ok := s.g.denyLog.allow(time.Now(), first)
 	if !ok {
 		return
 	}
@@ -311,15 +354,15 @@ type logLimiter struct {
 	suppressed int
 }
 
-// allow reports whether a line may be logged now, and how many were
-// suppressed since the last one that was.
-func (l *logLimiter) allow(now time.Time) (suppressed int, ok bool) {
+// allow reports whether a line may be logged now (always, with force),
+// and how many were suppressed since the last one that was.
+func (l *logLimiter) allow(now time.Time, force bool) (suppressed int, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if now.Sub(l.window) >= time.Second {
 		l.window, l.n = now, 0
 	}
-	if l.n >= l.perSecond {
+	if l.n >= l.perSecond && !force {
 		l.suppressed++
 		return 0, false
 	}

@@ -14,21 +14,29 @@ func TestLogLimiter(t *testing.T) {
 	l := logLimiter{perSecond: 3}
 	start := time.Unix(1000, 0)
 	for i := range 3 {
-		if n, ok := l.allow(start.Add(time.Duration(i) * time.Millisecond)); !ok || n != 0 {
+		if n, ok := l.allow(start.Add(time.Duration(i)*time.Millisecond), false); !ok || n != 0 {
 			t.Fatalf("line %d: allow = %d, %v", i, n, ok)
 		}
 	}
 	for i := range 5 {
-		if _, ok := l.allow(start.Add(500 * time.Millisecond)); ok {
+		if _, ok := l.allow(start.Add(500*time.Millisecond), false); ok {
 			t.Fatalf("line %d over the limit allowed", 3+i)
 		}
 	}
 	// The next second: allowed again, with the count of those suppressed.
-	if n, ok := l.allow(start.Add(time.Second)); !ok || n != 5 {
+	if n, ok := l.allow(start.Add(time.Second), false); !ok || n != 5 {
 		t.Fatalf("next second: allow = %d, %v; want 5, true", n, ok)
 	}
-	if n, ok := l.allow(start.Add(time.Second)); !ok || n != 0 {
+	if n, ok := l.allow(start.Add(time.Second), false); !ok || n != 0 {
 		t.Fatalf("then: allow = %d, %v; want 0, true", n, ok)
+	}
+	// Forced past the limit (a session's first denial), and counted.
+	l.allow(start.Add(time.Second), false)
+	if _, ok := l.allow(start.Add(time.Second), false); ok {
+		t.Fatal("over the limit allowed")
+	}
+	if n, ok := l.allow(start.Add(time.Second), true); !ok || n != 1 {
+		t.Fatalf("forced: allow = %d, %v; want 1, true", n, ok)
 	}
 }
 
@@ -84,4 +92,38 @@ func BenchmarkPermitPublish(b *testing.B) {
 			b.Fatal("denied")
 		}
 	}
+}
+
+// TestSendersForgetTheLongestUnheard: the senders a session may reply to
+// are bounded; a new one past the bound forgets one heard from long ago,
+// never the one heard from last (a flood of new senders could otherwise
+// make a client forget the one it is talking to).
+func TestSendersForgetTheLongestUnheard(t *testing.T) {
+	t.Parallel()
+	p, err := access.Compile([]access.Rule{{Anonymous: true, OneToOne: access.Reply}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &session{guard: newGuard(p.For(nil), "replies")}
+	hear := func(etid uint32) { s.learn(smqtestPublish(1, etid)) }
+	for id := uint32(1); id <= maxSenders; id++ {
+		hear(100 + id)
+	}
+	hear(101) // the first sender speaks again
+	for id := uint32(0); id < 100; id++ {
+		hear(10000 + id) // new senders push out old ones
+	}
+	if n := len(s.guard.senders); n != maxSenders {
+		t.Fatalf("%d senders remembered, want %d", n, maxSenders)
+	}
+	if _, ok := s.guard.senders[101]; !ok {
+		t.Error("the sender heard from last was forgotten")
+	}
+	if verdict, _ := s.mayPublish(10099, 0); verdict != publishOK {
+		t.Error("the newest sender cannot be replied to")
+	}
+}
+
+func smqtestPublish(tid, ptid uint32) []byte {
+	return (&smq.Publish{TID: tid, PTID: ptid, Payload: []byte("x")}).Append(nil)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"strings"
 	"testing"
 
 	"github.com/smqgw/smqgw/access"
@@ -23,7 +24,7 @@ import (
 var fleetRules = []access.Rule{
 	{OU: []string{"operators"}, Publish: []string{"devices/+/commands"}, Subscribe: []string{"devices/#"},
 		Observe: []string{"devices/#"}, OneToOne: access.Reply},
-	{CN: []string{"device-*"}, Publish: []string{"devices/{cn}/#"}, Subscribe: []string{"devices/{cn}/commands"},
+	{CN: []string{"device-*"}, Publish: []string{"devices/{cn}/telemetry/#"}, Subscribe: []string{"devices/{cn}/commands"},
 		SubTopics: []string{"temperature"}, OneToOne: access.Reply},
 	{Anonymous: true, Subscribe: []string{"public/#"}},
 }
@@ -84,6 +85,8 @@ func TestTopicPermissions(t *testing.T) {
 			dev.ExpectAck(smq.TypeSuback, smq.AckDenied, "devices/device-8/commands")
 			dev.Send(smq.Create{Topic: "devices/device-8/telemetry"})
 			dev.ExpectAck(smq.TypeCreateack, smq.AckDenied, "devices/device-8/telemetry")
+			dev.Send(smq.Create{Topic: "devices/device-7/commands"}) // its own: it may not forge them
+			dev.ExpectAck(smq.TypeCreateack, smq.AckDenied, "devices/device-7/commands")
 			dev.Send(smq.Createsub{Topic: "humidity"})
 			dev.ExpectAck(smq.TypeCreatesuback, smq.AckDenied, "humidity")
 			temp := dev.Createsub("temperature")
@@ -122,23 +125,30 @@ func TestTopicPermissions(t *testing.T) {
 			dev.Barrier() // nothing reached the device
 
 			// one_to_one "any": a client the gateway knows, even one that
-			// never sent; never a topic ID.
+			// never sent; never a topic ID: one the session does not know
+			// is dropped (as the broker drops a message to a client that
+			// left), the session goes on.
 			adm := connect(&admin.TLS, "admin-console")
 			note := adm.Publish(dev.ETID, 0, []byte("maintenance at noon"))
 			dev.Expect(note)
 			adm.Publish(telemetry, 0, []byte("not a client"))
-			adm.ExpectDisconnect("access denied")
+			adm.Barrier()
+			op.Barrier() // subscribed to telemetry: nothing came
 
-			// A device publishing to a topic ID it was not granted (the
-			// operator's, learned out of band): session ended; the other
-			// sessions go on.
+			// one_to_one "reply": an ID the device does not know — a topic
+			// learned out of band, a client that never sent to it — is
+			// dropped; its session goes on.
 			other := op.Create("devices/device-8/commands")
 			dev.Publish(other, 0, []byte("spoofed command"))
-			dev.ExpectDisconnect("access denied")
-			// A device replying to a client that never sent to it.
 			dev2 := connect(&device.TLS, "device-7-second")
 			dev2.Publish(op.ETID, 0, []byte("unsolicited"))
-			dev2.ExpectDisconnect("access denied")
+			dev.Barrier()
+			dev2.Barrier()
+			op.Barrier()
+			// A topic it knows but may not publish to (its commands, which
+			// it subscribes to): the session ends.
+			dev.Publish(cmds, 0, []byte("forged command"))
+			dev.ExpectDisconnect("access denied")
 			op.ExpectMessage(smq.Change{ID: opCmds}) // the device that heard its commands left
 			op.Barrier()
 		})
@@ -146,14 +156,14 @@ func TestTopicPermissions(t *testing.T) {
 
 	m := scrape(t, r.gw)
 	for _, route := range []string{"/lan/fleet", "/embedded/fleet"} {
-		for op, want := range map[string]float64{"subscribe": 2, "create": 1, "createsub": 1, "observe": 1,
-			"unobserve": 0, "unsubscribe": 1, "publish": 4} {
+		for op, want := range map[string]float64{"subscribe": 2, "create": 2, "createsub": 1, "observe": 1,
+			"unobserve": 0, "unsubscribe": 1, "publish": 5} {
 			if got := m.get(t, "smqgw_access_denied_total", "route", route, "op", op); got != want {
 				t.Errorf("%s: denials of %s: %v, want %v", route, op, got, want)
 			}
 		}
 	}
-	// 20 denials: up to 10 lines a second are logged, the next line says
+	// 24 denials: up to 10 lines a second are logged, the next line says
 	// how many were not.
 	recs := r.logs.records(t, "access denied")
 	suppressed := 0.0
@@ -162,8 +172,8 @@ func TestTopicPermissions(t *testing.T) {
 			suppressed += n
 		}
 	}
-	if len(recs) < 10 || float64(len(recs))+suppressed > 20 {
-		t.Errorf("%d access denied lines (%v reported suppressed), want 10 to 20", len(recs), suppressed)
+	if len(recs) < 10 || float64(len(recs))+suppressed > 24 {
+		t.Errorf("%d access denied lines (%v reported suppressed), want 10 to 24", len(recs), suppressed)
 	}
 	for _, rec := range recs {
 		if rec["permissions"] != "fleet" || rec["op"] == nil || rec["why"] == nil || rec["identity"] == nil {
@@ -215,4 +225,71 @@ func TestPermissionsWebSocketAndPubFrag(t *testing.T) {
 	c.SendMsg(smqtest.PubFragMsg(tid, c.ETID, 0, []byte("part two")))
 	c.ExpectDisconnect("access denied")
 	sub.ExpectNothing()
+}
+
+// TestDeniedPublishFlushesWhatCameBefore: a granted Publish and a denied
+// one in one write: the granted one still reaches the subscriber before
+// the session ends (it was lost: the end dropped what was buffered).
+func TestDeniedPublishFlushesWhatCameBefore(t *testing.T) {
+	t.Parallel()
+	policy, err := access.Compile([]access.Rule{{Anonymous: true, Publish: []string{"public/#"}, Subscribe: []string{"private/#"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, rigOptions{routes: []*gateway.Route{{Path: "/public", Access: policy, AccessName: "public"}}})
+	sub := r.raw(t, "/open")
+	sub.Login("public-reader")
+	news := sub.Subscribe("public/news")
+	c := r.raw(t, "/public")
+	c.Login("anonymous-writer")
+	c.Create("public/news")
+	private := c.Subscribe("private/inbox") // known, but not to publish to
+	granted := smqtest.PublishMsg(news, c.ETID, 0, []byte("granted"))
+	first, _ := smq.AppendRaw(nil, granted)
+	second, _ := smq.AppendRaw(nil, smqtest.PublishMsg(private, c.ETID, 0, []byte("denied")))
+	c.WriteBytes(append(first, second...))
+	c.ExpectDisconnect("access denied")
+	sub.Expect(granted)
+}
+
+// TestNotConnectFirst: a message other than Connect after Init gets
+// Connack 0x01, as from the reference broker (it crashed the gateway:
+// the UID binding took it for a Connect); the gateway serves on.
+func TestNotConnectFirst(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, rigOptions{})
+	for _, m := range []smq.Message{smq.Ping{}, smq.Subscribe{Topic: "x"}, smq.Disconnect{}} {
+		c := r.raw(t, "/open")
+		c.Send(m)
+		want := "the first message must be Connect, not " + m.Type().String()
+		if ack := c.ExpectConnack(smq.CodeBadVersion); ack.Reason != want {
+			t.Errorf("Connack 0x01 %q, want %q", ack.Reason, want)
+		}
+	}
+	c := r.raw(t, "/open")
+	c.Login("still-serving")
+}
+
+// TestNameTooLongForAnAck: a Subscribe, Create or Createsub whose name
+// its ack could not echo in one raw frame ends the session as too big,
+// before it reaches the broker (the reference broker's ack would break
+// its stream; a denial could not be answered).
+func TestNameTooLongForAnAck(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, rigOptions{})
+	for _, m := range []smq.Message{smq.Subscribe{Topic: strings.Repeat("n", smq.MaxName+1)},
+		smq.Createsub{Topic: strings.Repeat("n", smq.MaxName+1)}} {
+		c := r.raw(t, "/open")
+		c.Login("long-names")
+		c.Send(m)
+		c.ExpectDisconnect("message too big")
+	}
+	c := r.raw(t, "/open")
+	c.Login("longest-name")
+	// The longest that fits goes to the broker, which answers it (its own
+	// max_topic_name may deny it).
+	c.Send(smq.Create{Topic: strings.Repeat("n", smq.MaxName)})
+	if ack := c.ExpectType(smq.TypeCreateack); len(ack) != 6+smq.MaxName {
+		t.Fatalf("Createack of %d bytes", len(ack))
+	}
 }

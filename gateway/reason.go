@@ -31,6 +31,9 @@ const (
 	// ReasonAccessDenied: the client published where its permissions do
 	// not let it (Disconnect "access denied").
 	ReasonAccessDenied
+	// ReasonInternal: a bug in smqgw ended the session (logged with its
+	// stack); the client sees close 1011 or the end of the stream.
+	ReasonInternal
 )
 
 var reasonInfo = [...]struct {
@@ -56,6 +59,7 @@ var reasonInfo = [...]struct {
 	ReasonRateLimited:        {"rate_limited", "rate limit exceeded", websocket.ClosePolicyViolation},
 	ReasonGatewayCertRefused: {"gateway_cert_refused", "", websocket.ClosePolicyViolation},
 	ReasonAccessDenied:       {"access_denied", "access denied", websocket.ClosePolicyViolation},
+	ReasonInternal:           {"internal_error", "", websocket.CloseInternalServerErr},
 }
 
 // String is the reason's label in logs and metrics ("client_closed").

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -208,6 +209,7 @@ func (s *session) serve(ll *liveListener, state *tls.ConnectionState) {
 		}
 	}()
 	defer s.stop()
+	defer s.recoverPanic()
 	if state != nil && len(state.PeerCertificates) > 0 {
 		s.peerCert = state.PeerCertificates[0]
 	}
@@ -223,27 +225,30 @@ func (s *session) serve(ll *liveListener, state *tls.ConnectionState) {
 		return
 	}
 	defer g.untrack(s)
-	if n := ll.active.Add(1); n > int64(lim.MaxSessions) {
-		ll.active.Add(-1)
-		g.m.limit(ll.name, "max_sessions")
-		g.log.Warn("session refused: listener at max_sessions", "listener", ll.name, "client", s.clientIP,
-			"max_sessions", lim.MaxSessions)
-		s.unavailable("server busy: too many sessions", ReasonBusy, nil, false)
-		s.close()
-		return
-	}
-	defer ll.active.Add(-1)
+	// The client's own address is judged first, so that one address at
+	// its limits never takes a listener slot another address needs; a
+	// refusal holds no slot and answers at once (busy).
 	if ip, err := netip.ParseAddr(s.clientIP); err == nil {
 		if limit, why := g.perIP.admit(ip, time.Now()); limit != "" {
 			g.m.limit(ll.name, limit)
 			g.log.Warn("session refused: per-address limit", "listener", ll.name, "client", s.clientIP,
 				"limit", limit, "why", why)
-			s.unavailable(why, ReasonBusy, nil, false)
+			s.busy(why)
 			s.close()
 			return
 		}
 		defer g.perIP.release(ip)
 	}
+	if n := ll.active.Add(1); n > int64(lim.MaxSessions) {
+		ll.active.Add(-1)
+		g.m.limit(ll.name, "max_sessions")
+		g.log.Warn("session refused: listener at max_sessions", "listener", ll.name, "client", s.clientIP,
+			"max_sessions", lim.MaxSessions)
+		s.busy("server busy: too many sessions")
+		s.close()
+		return
+	}
+	defer ll.active.Add(-1)
 
 	decision := tlsterm.Decision{Code: smq.CodeAccepted}
 	if p := s.route.policy(); p != nil {
@@ -424,6 +429,11 @@ func (s *session) handshake() bool {
 		s.clientBadMessage(err)
 		return false
 	}
+	if t := smq.Type(connect[0]); t != smq.TypeConnect {
+		// As the reference broker answers (SMQ-WIRE §4).
+		s.answer(smq.CodeBadVersion, "the first message must be Connect, not "+t.String(), ReasonProtocolError, nil)
+		return false
+	}
 	bound, err := s.bindUID(connect)
 	if err != nil {
 		s.answer(smq.CodeBadVersion, err.Error(), ReasonRefused, nil)
@@ -548,6 +558,7 @@ func (s *session) relay() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		defer s.recoverPanic()
 		s.upstreamToClient()
 	}()
 	s.clientToUpstream()
@@ -803,7 +814,15 @@ func (s *session) checkFromClient(msg []byte) error {
 			Detail: fmt.Sprintf("message is %d bytes, the upstream takes at most %d", len(msg), s.up.MaxMessage())}
 	}
 	switch t := smq.Type(msg[0]); t {
-	case smq.TypeSubscribe, smq.TypeCreate, smq.TypeCreatesub, smq.TypePublish, smq.TypeUnsubscribe,
+	case smq.TypeSubscribe, smq.TypeCreate, smq.TypeCreatesub:
+		if n := len(msg) - 1; n > smq.MaxName {
+			// Its ack (or the gateway's denial) could not reach a raw
+			// client, and would break the reference broker's stream.
+			return &smq.MessageError{Type: t, Len: len(msg), Err: smq.ErrTooBig,
+				Detail: fmt.Sprintf("name of %d bytes: an ack echoing it fits one SMQ frame only up to %d", n, smq.MaxName)}
+		}
+		return nil
+	case smq.TypePublish, smq.TypeUnsubscribe,
 		smq.TypeDisconnect, smq.TypePing, smq.TypePong, smq.TypeObserve, smq.TypeUnobserve:
 		return nil
 	case smq.TypeConnect:
@@ -1004,6 +1023,23 @@ func (s *session) sendClient(msg []byte) error {
 	return s.client.Flush()
 }
 
+// busy refuses a session the gateway has no room for, at once: without
+// RefuseTemporary, by closing (SMQ-WIRE §5: the reference clients retry);
+// with it, by Init and Connack 0x02 with reason without waiting for the
+// client's Connect (a client reads Init, sends Connect, then reads the
+// Connack already there), so that a refused session costs no wait.
+func (s *session) busy(reason string) {
+	if !s.route.RefuseTemporary {
+		s.endSaying(ReasonBusy, reason, reason)
+		return
+	}
+	if err := s.writeClient(smq.Init{Version: 1, Seed: rand.Uint32(), IP: s.clientIP}); err != nil {
+		s.end(ReasonWriteError, err.Error())
+		return
+	}
+	s.answer(smq.CodeServerUnavailable, reason, ReasonBusy, nil)
+}
+
 // upstreamFailed ends the session when the upstream fails during the
 // handshake, after its Init: a passing failure (why ReasonUpstreamDown) as
 // unavailable does, any other with Connack 0x02. The client learns what
@@ -1077,6 +1113,20 @@ func (s *session) abort() {
 	if up := s.upstream(); up != nil {
 		_ = up.Close()
 	}
+}
+
+// recoverPanic, deferred, turns a panic of the session's goroutine — a
+// bug — into the end of that session alone: logged with its stack, both
+// connections closed, the gateway serving on.
+func (s *session) recoverPanic() {
+	p := recover()
+	if p == nil {
+		return
+	}
+	s.g.log.Error("session failed: a bug in smqgw (please report it with this line)", "session", s.id,
+		"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+	s.end(ReasonInternal, fmt.Sprint("panic: ", p))
+	s.abort()
 }
 
 // logEnd counts the session's end and logs it.

@@ -76,6 +76,10 @@ const (
 	MaxRawMessage = MaxRawFrame - 2
 	// MaxPayload is the documented maximum payload size.
 	MaxPayload = 0xFFF0
+	// MaxName is the longest topic or sub-topic name whose ack (Suback,
+	// Createack, Createsuback: type, status, ID and the name echoed) fits
+	// one raw frame.
+	MaxName = MaxRawMessage - 6
 	// PublishHeaderLen is the size of a Publish/PubFrag body before its payload:
 	// tid, ptid and subtid.
 	PublishHeaderLen = 12
