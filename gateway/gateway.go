@@ -35,6 +35,10 @@ type Gateway struct {
 	// denyLog rate-limits the access-denied log lines.
 	clients clientSet
 	denyLog logLimiter
+	// conns counts connections per client address (admission.go);
+	// admitLog rate-limits the log lines of its refusals.
+	conns    connLimiter
+	admitLog logLimiter
 
 	mu       sync.Mutex
 	started  bool
@@ -57,8 +61,11 @@ type liveListener struct {
 	handler bool // a plain HTTP listener (ACME HTTP-01)
 	proxied bool // PROXY protocol
 	state   atomic.Pointer[listenerState]
-	active  atomic.Int64          // sessions
-	failed  atomic.Pointer[error] // why it stopped accepting, if it did
+	active  atomic.Int64 // sessions
+	// pendingN counts admitted connections that are not sessions
+	// (max_pending).
+	pendingN atomic.Int64
+	failed   atomic.Pointer[error] // why it stopped accepting, if it did
 	// pending holds when each connection without a request yet was
 	// accepted (net.Conn → time.Time), to count request timeouts.
 	pending sync.Map
@@ -82,7 +89,7 @@ func New(cfg Config) (*Gateway, error) {
 	cfg.Limits = cfg.Limits.WithDefaults()
 	g := &Gateway{log: cfg.Logger, m: cfg.Metrics, sessions: make(map[*session]struct{}),
 		perIP:   newIPLimiter(cfg.Limits.MaxSessionsPerIP, float64(cfg.Limits.SessionRatePerIP)),
-		denyLog: logLimiter{perSecond: denyLogRate}}
+		denyLog: logLimiter{perSecond: denyLogRate}, admitLog: logLimiter{perSecond: denyLogRate}}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
@@ -139,6 +146,18 @@ func check(cfg Config) error {
 // limits returns the limits in force.
 func (g *Gateway) limits() *limits.Limits { return g.lim.Load() }
 
+// descriptorsOut returns what fdGuard does for each connection it refuses
+// for want of descriptors on listener.
+func (g *Gateway) descriptorsOut(listener string) func() {
+	return func() {
+		g.m.limit(listener, "descriptors")
+		if suppressed, ok := g.admitLog.allow(time.Now(), false); ok {
+			g.log.Warn("connection refused: out of file descriptors (raise LimitNOFILE / ulimit -n)",
+				"listener", listener, "suppressed_before", suppressed)
+		}
+	}
+}
+
 // Metrics returns the gateway's metrics.
 func (g *Gateway) Metrics() *Metrics { return g.m }
 
@@ -173,13 +192,15 @@ func (g *Gateway) Start() error {
 	}
 	g.started = true
 	for i, ll := range g.lns {
-		ln := opened[i]
+		ln := net.Listener(newFDGuard(opened[i], g.descriptorsOut(ll.name)))
 		if ll.proxied {
 			ln = proxyProtoListener(ln, func() []netip.Prefix { return ll.state.Load().proxyFrom },
 				func() time.Duration { return g.limits().HandshakeTimeout }, g.log, g.m, ll.name)
 		}
+		ln = &admitListener{Listener: ln, g: g, ll: ll}
 		if ll.tls {
 			ln = tlsterm.NewListener(ln, tlsterm.ListenerConfig{
+				Admit:       admitConn,
 				Config:      func() *tls.Config { return ll.state.Load().tls },
 				Timeout:     func() time.Duration { return g.limits().HandshakeTimeout },
 				OnHandshake: g.handshakeDone(ll.name),

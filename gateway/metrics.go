@@ -32,6 +32,7 @@ type Metrics struct {
 	limits        *prometheus.CounterVec // listener, limit
 	origins       *prometheus.CounterVec // listener, route
 	denials       *prometheus.CounterVec // listener, route, op
+	pending       *prometheus.GaugeVec   // listener
 	proxyProto    *prometheus.CounterVec // listener
 	dialSeconds   *prometheus.HistogramVec
 	dialFailures  *prometheus.CounterVec // upstream, url
@@ -72,6 +73,7 @@ func NewMetrics() *Metrics {
 	m.tlsFailures = f.counter("smqgw_tls_handshake_failures_total", "TLS handshakes failed, by reason.", "listener", "reason")
 	m.limits = f.counter("smqgw_limit_refusals_total", "Sessions refused or ended by a limit.", "listener", "limit")
 	m.origins = f.counter("smqgw_websocket_origin_refusals_total", "WebSocket upgrades refused (403) for their Origin.", "listener", "route")
+	m.pending = f.gauge("smqgw_connections_pending", "Connections admitted that are no session (yet): in the TLS handshake, or before, between or after HTTP requests that are no SMQ bootstrap (max_pending).", "listener")
 	m.denials = f.counter("smqgw_access_denied_total", "Client messages denied by the route's topic permissions, by operation: subscribe, create, createsub, publish, observe, unobserve, unsubscribe.",
 		"listener", "route", "op")
 	m.proxyProto = f.counter("smqgw_proxy_protocol_refusals_total", "Connections refused for a PROXY protocol header from an untrusted sender.", "listener")
@@ -131,7 +133,7 @@ func (f promFactory) gauge(name, help string, labels ...string) *prometheus.Gaug
 // limitNames are the limits smqgw_limit_refusals_total counts.
 var limitNames = []string{"max_sessions", "max_sessions_per_ip", "session_rate_per_ip", "message_rate",
 	"max_message_size", "handshake_timeout", "request_timeout", "connect_timeout", "idle_timeout",
-	"ws_ping_interval", "write_timeout"}
+	"ws_ping_interval", "write_timeout", "max_pending", "max_pending_per_ip", "max_connections_per_ip", "descriptors"}
 
 // declare creates a listener's label sets at zero, so that every series
 // exists (and rate() works) before its first event.
@@ -142,6 +144,7 @@ func (m *Metrics) declare(l Listener) {
 	for _, limit := range limitNames {
 		m.limits.WithLabelValues(l.Name, limit)
 	}
+	m.pending.WithLabelValues(l.Name)
 	if l.Certs != nil {
 		m.handshakes.WithLabelValues(l.Name)
 	}

@@ -63,6 +63,9 @@ func (g *Gateway) server(ll *liveListener) *http.Server {
 			ll.pending.Store(c, time.Now())
 		case http.StateHijacked:
 			ll.pending.Delete(c)
+			if cc := countedOf(c); cc != nil {
+				cc.toSession()
+			}
 		case http.StateClosed:
 			at, ok := ll.pending.LoadAndDelete(c)
 			if ok && time.Since(at.(time.Time)) >= lim.RequestTimeout*9/10 && !g.isClosed() {
@@ -91,6 +94,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			serveConsole(w, r)
 			return
 		}
+		// No keep-alive: a connection that is no session should not stay.
+		w.Header().Set("Connection", "close")
 		http.Error(w, "smqgw: not an SMQ request (no SimpleMQ header, no WebSocket upgrade)", http.StatusNotFound)
 		return
 	}

@@ -232,6 +232,10 @@ type sniffConn struct {
 	alert     tls.AlertError // the alert it was
 }
 
+// NetConn returns the connection underneath, for code that looks for its
+// own wrapper under the *tls.Conn.
+func (c *sniffConn) NetConn() net.Conn { return c.Conn }
+
 func (c *sniffConn) Write(b []byte) (int, error) {
 	if !c.wrote {
 		c.wrote = true
