@@ -8,9 +8,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"github.com/smqgw/smqgw/internal/apptest"
-	"github.com/smqgw/smqgw/limits"
-	"github.com/smqgw/smqgw/wire"
 	"io"
 	"net"
 	"net/http"
@@ -23,9 +20,12 @@ import (
 
 	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/gateway"
+	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/smqtest"
+	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/smq"
 	"github.com/smqgw/smqgw/upstream"
+	"github.com/smqgw/smqgw/wire"
 )
 
 // judgeByHeaders is an authenticate hook as a broker behind smqgw may
