@@ -18,6 +18,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/smqgw/smqgw/access"
+	"github.com/smqgw/smqgw/proxyclient"
 	"github.com/smqgw/smqgw/tlsterm"
 )
 
@@ -402,7 +403,7 @@ func isIndex(s string) bool {
 func describeValue(v any) string {
 	switch v := v.(type) {
 	case string:
-		return fmt.Sprintf("string %q", v)
+		return fmt.Sprintf("string %q", proxyclient.Redact(v))
 	case int64:
 		return fmt.Sprintf("integer %d", v)
 	case float64:

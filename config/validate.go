@@ -16,6 +16,7 @@ import (
 
 	"github.com/smqgw/smqgw/access"
 	"github.com/smqgw/smqgw/limits"
+	"github.com/smqgw/smqgw/proxyclient"
 	"github.com/smqgw/smqgw/smq"
 	"github.com/smqgw/smqgw/tlsterm"
 )
@@ -237,6 +238,7 @@ func (d *decoder) upstream(u *Upstream, key string) {
 	for i, s := range u.URLs {
 		ukey := key + ".urls." + strconv.Itoa(i)
 		p, err := url.Parse(s)
+		s = proxyclient.Redact(s) // quoted below: never a password
 		switch {
 		case err != nil:
 			d.keyf(ukey, "invalid URL %q: %v", s, errors.Unwrap(err))
@@ -246,6 +248,8 @@ func (d *decoder) upstream(u *Upstream, key string) {
 			d.keyf(ukey, "no host in %q", s)
 		case p.Port() != "" && !validPort(p.Port()):
 			d.keyf(ukey, "invalid port %q in %q", p.Port(), s)
+		case p.User != nil:
+			d.keyf(ukey, "user info (user:password@) is not supported in %q: the broker authenticates by the client's Connect and headers", s)
 		}
 	}
 	tlsKeys := []struct{ key, v string }{{"ca_file", u.CAFile}, {"cert_file", u.CertFile}, {"key_file", u.KeyFile}, {"server_name", u.ServerName}}
@@ -272,17 +276,18 @@ func (d *decoder) upstream(u *Upstream, key string) {
 	}
 	if u.Proxy != "" && u.Proxy != "env" {
 		p, err := url.Parse(u.Proxy)
+		proxy := proxyclient.Redact(u.Proxy) // quoted below: never a password
 		switch {
 		case err != nil:
-			d.keyf(key+".proxy", "invalid URL %q: %v", u.Proxy, errors.Unwrap(err))
+			d.keyf(key+".proxy", "invalid URL %q: %v", proxy, errors.Unwrap(err))
 		case !slices.Contains([]string{"http", "https", "socks5", "socks5h"}, p.Scheme):
-			d.keyf(key+".proxy", `unsupported proxy %q (want "", "env", or a URL with scheme %s)`, u.Proxy, orList("http", "https", "socks5", "socks5h"))
+			d.keyf(key+".proxy", `unsupported proxy %q (want "", "env", or a URL with scheme %s)`, proxy, orList("http", "https", "socks5", "socks5h"))
 		case p.Hostname() == "":
-			d.keyf(key+".proxy", "no host in %q", u.Proxy)
+			d.keyf(key+".proxy", "no host in %q", proxy)
 		case p.Port() != "" && !validPort(p.Port()):
-			d.keyf(key+".proxy", "invalid port %q in %q", p.Port(), u.Proxy)
+			d.keyf(key+".proxy", "invalid port %q in %q", p.Port(), proxy)
 		case p.Path != "" && p.Path != "/" || p.RawQuery != "" || p.Fragment != "":
-			d.keyf(key+".proxy", "proxy URL %q must not have a path, query or fragment", u.Proxy)
+			d.keyf(key+".proxy", "proxy URL %q must not have a path, query or fragment", proxy)
 		}
 	}
 }

@@ -117,7 +117,7 @@ func parseEnvProxy(name, value string) (*url.URL, error) {
 		_, _, _, err = checkURL(u)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("proxyclient: invalid %s %q: %w", name, redact(value), err)
+		return nil, fmt.Errorf("proxyclient: invalid %s %q: %w", name, Redact(value), err)
 	}
 	return u, nil
 }
@@ -142,7 +142,7 @@ func (e Env) Dialer(opts Options) (ContextDialer, error) {
 		}
 		pd, err := newDialer(u, opts)
 		if err != nil {
-			return nil, fmt.Errorf("proxyclient: invalid %s %q: %w", name, redact(value), err)
+			return nil, fmt.Errorf("proxyclient: invalid %s %q: %w", name, Redact(value), err)
 		}
 		d.proxies[name] = pd
 	}

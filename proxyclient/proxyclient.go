@@ -276,7 +276,7 @@ func Parse(proxy string, opts Options) (ContextDialer, error) {
 		d, err = newDialer(u, opts)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("proxyclient: invalid proxy url %q: %w", redact(proxy), err)
+		return nil, fmt.Errorf("proxyclient: invalid proxy url %q: %w", Redact(proxy), err)
 	}
 	return d, nil
 }
@@ -298,9 +298,10 @@ func parseProxyURL(s string) (*url.URL, error) {
 	return u, nil
 }
 
-// redact hides the password of a proxy URL that may not parse, as
-// url.URL.Redacted does: "http://user:xxxxx@host".
-func redact(s string) string {
+// Redact hides the password of a URL that may not parse (a proxy URL, an
+// upstream URL in a message), as url.URL.Redacted does:
+// "http://user:xxxxx@host".
+func Redact(s string) string {
 	start := 0
 	if i := strings.Index(s, "://"); i >= 0 {
 		start = i + 3

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/smqgw/smqgw/proxyclient"
 	"github.com/smqgw/smqgw/smqdial"
 	"github.com/smqgw/smqgw/wire"
 )
@@ -150,7 +151,7 @@ func New(cfg Config) (*Dialer, error) {
 	for _, raw := range cfg.URLs {
 		t, err := parseTarget(raw, cfg.TLS)
 		if err != nil {
-			return nil, fmt.Errorf("upstream: invalid url %q: %w", raw, err)
+			return nil, fmt.Errorf("upstream: invalid url %q: %w", proxyclient.Redact(raw), err)
 		}
 		t.dial.NetDialer = dialer
 		t.dial.Timeout = orDefault(cfg.DialTimeout, DefaultDialTimeout)
