@@ -24,7 +24,7 @@ func TestNewValidates(t *testing.T) {
 		{upstream.Config{URLs: []string{"http:///smq"}}, `upstream: invalid url "http:///smq": no host`},
 		{upstream.Config{URLs: []string{"http://:80/smq"}}, `upstream: invalid url "http://:80/smq": no host`},
 		{upstream.Config{URLs: []string{"http:h"}}, `upstream: invalid url "http:h": no host`},
-		{upstream.Config{URLs: []string{"http://u:p@h/"}}, `upstream: invalid url "http://u:p@h/": user info is not supported`},
+		{upstream.Config{URLs: []string{"http://u:p@h/"}}, `upstream: invalid url "http://u:xxxxx@h/": user info is not supported`},
 		{upstream.Config{URLs: []string{"http://h:0/"}}, `upstream: invalid url "http://h:0/": invalid port "0"`},
 		{upstream.Config{URLs: []string{"http://h:65536/"}}, `upstream: invalid url "http://h:65536/": invalid port "65536"`},
 		{upstream.Config{URLs: []string{"http://[::1/"}}, `upstream: invalid url "http://[::1/": missing ']' in host`},
