@@ -86,6 +86,7 @@ func (g *Gateway) newState(ll *liveListener, l Listener) *listenerState {
 	g.m.declare(l)
 	if l.Certs != nil {
 		st.tls = serverTLS(l.Certs)
+		st.tls.GetConfigForClient = st.configForClient
 	}
 	if l.Handler != nil {
 		return st

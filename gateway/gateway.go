@@ -75,9 +75,12 @@ type liveListener struct {
 
 // listenerState is the part of a listener a reload replaces.
 type listenerState struct {
-	def       Listener
-	handler   http.Handler // the route mux, or the listener's Handler
-	tls       *tls.Config  // nil for a plain listener
+	def     Listener
+	handler http.Handler // the route mux, or the listener's Handler
+	tls     *tls.Config  // nil for a plain listener
+	// auth caches the TLS configuration its routes' client-certificate
+	// policies call for (clientauth.go).
+	auth      atomic.Pointer[clientAuth]
 	proxyFrom []netip.Prefix
 }
 

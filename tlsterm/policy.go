@@ -295,6 +295,19 @@ func SPKIPin(cert *x509.Certificate) string {
 	return "sha256:" + base64.StdEncoding.EncodeToString(d[:])
 }
 
+// CASubjects returns the DER subjects of the CAs client certificates must
+// chain to, for the acceptable CA names of a TLS CertificateRequest; nil
+// for a policy without CAs (pins only, or off): then any certificate may
+// be offered.
+func (p *Policy) CASubjects() [][]byte {
+	if p == nil || p.roots == nil {
+		return nil
+	}
+	// Subjects is deprecated for system pools only; this one holds just
+	// the CAs given.
+	return p.roots.Subjects()
+}
+
 // Mode returns the policy's mode.
 func (p *Policy) Mode() Mode {
 	if p == nil {
