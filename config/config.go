@@ -59,6 +59,14 @@ type Config struct {
 	// new handshakes (SIGHUP reloads them at once). Default 5s.
 	WatchInterval time.Duration `toml:"watch_interval"`
 
+	// SessionTicketKeyFile (session_ticket_key_file) holds the keys that
+	// seal the TLS session tickets of every TLS listener (see
+	// certs.LoadTicketKeys): gateways behind one load balancer share it so
+	// that a client resumes its session on any of them. Read at start and
+	// on SIGHUP. Default "": random keys of the process's own, a new one
+	// every day, kept across reloads. Path absolute after Load.
+	SessionTicketKeyFile string `toml:"session_ticket_key_file" config:"path"`
+
 	Log    Log           `toml:"log"`
 	Limits limits.Limits `toml:"limits"`
 	Admin  Admin         `toml:"admin"`

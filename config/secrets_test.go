@@ -1,6 +1,8 @@
 package config_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -37,5 +39,29 @@ func TestNoPasswordInProblems(t *testing.T) {
 	if !strings.Contains(err.Error(), `"socks9://smqgw:xxxxx@proxy.example:1080"`) ||
 		!strings.Contains(err.Error(), `user info (user:password@) is not supported in "wss://u:xxxxx@c.example/smq"`) {
 		t.Errorf("the URLs are not quoted, redacted:\n%v", err)
+	}
+}
+
+// TestSessionTicketKeyFile: the key file is checked at load, its problem
+// named by line, and never quoted.
+func TestSessionTicketKeyFile(t *testing.T) {
+	t.Parallel()
+	dir, name := testDir(t)
+	bad := filepath.Join(dir, "tickets.key")
+	if err := os.WriteFile(bad, []byte("deadbeef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := config.Parse([]byte(`session_ticket_key_file = "tickets.key"`+"\n"+lines(listener...)), name)
+	got := problems(t, err)
+	if len(got) != 1 || got[0].Line != 1 || !strings.Contains(got[0].Msg, "line 1: want 32 bytes as 64 hex digits or base64") ||
+		strings.Contains(got[0].Msg, "deadbeef") {
+		t.Fatalf("problems: %v", err)
+	}
+	if err := os.WriteFile(bad, []byte(strings.Repeat("ab", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Parse([]byte(`session_ticket_key_file = "tickets.key"`+"\n"+lines(listener...)), name)
+	if err != nil || c.SessionTicketKeyFile != bad {
+		t.Fatalf("%v, file %q", err, c.SessionTicketKeyFile)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/smqgw/smqgw/access"
+	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/proxyclient"
 	"github.com/smqgw/smqgw/smq"
@@ -33,6 +34,13 @@ func (d *decoder) validate(c *Config) {
 	}
 	if c.Admin.Address != "" {
 		d.address("admin.address", c.Admin.Address)
+	}
+	if f := c.SessionTicketKeyFile; f != "" {
+		if _, err := os.Stat(f); err != nil {
+			d.readable("session_ticket_key_file", f)
+		} else if _, err := certs.LoadTicketKeys(f); err != nil {
+			d.keyf("session_ticket_key_file", "%s", strings.TrimPrefix(err.Error(), "certs: session ticket keys: "))
+		}
 	}
 
 	names := map[string]string{} // listener name → key of its first use

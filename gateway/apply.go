@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 )
 
 // Apply puts cfg in force for the connections and sessions that start
@@ -71,6 +72,7 @@ func (g *Gateway) Apply(cfg Config) (restart []string, err error) {
 		}
 	}
 	g.lim.Store(&cfg.Limits)
+	g.tickets.set(cfg.SessionTicketKeys, time.Now())
 	g.perIP.set(cfg.Limits.MaxSessionsPerIP, float64(cfg.Limits.SessionRatePerIP))
 	for _, sw := range swaps {
 		sw.ll.state.Store(sw.st)
@@ -87,6 +89,7 @@ func (g *Gateway) newState(ll *liveListener, l Listener) *listenerState {
 	if l.Certs != nil {
 		st.tls = serverTLS(l.Certs)
 		st.tls.GetConfigForClient = st.configForClient
+		st.tickets = &g.tickets
 	}
 	if l.Handler != nil {
 		return st

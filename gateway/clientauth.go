@@ -3,6 +3,7 @@ package gateway
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"time"
 
 	"github.com/smqgw/smqgw/tlsterm"
 )
@@ -14,22 +15,25 @@ import (
 // certificates asks its user nothing on a listener that never checks
 // them). The routes' policies change at runtime (reloaded CA files), so
 // the configuration is derived per handshake, from a cache kept while the
-// policies stay the same.
+// policies stay the same. It carries the gateway's session ticket keys
+// (tickets.go).
 
 // clientAuth is a listener's TLS configuration for the policies it was
 // made for.
 type clientAuth struct {
 	policies []*tlsterm.Policy
+	tickets  uint64 // the generation of the session ticket keys it has
 	cfg      *tls.Config
 }
 
 // configForClient is the listener's GetConfigForClient.
 func (st *listenerState) configForClient(*tls.ClientHelloInfo) (*tls.Config, error) {
 	routes := st.def.Routes
-	if c := st.auth.Load(); c != nil && samePolicies(c.policies, routes) {
+	keys, gen := st.tickets.current(time.Now())
+	if c := st.auth.Load(); c != nil && c.tickets == gen && samePolicies(c.policies, routes) {
 		return c.cfg, nil
 	}
-	c := &clientAuth{policies: make([]*tlsterm.Policy, len(routes))}
+	c := &clientAuth{policies: make([]*tlsterm.Policy, len(routes)), tickets: gen}
 	var subjects [][]byte
 	request, anyCA := false, false
 	for i, r := range routes {
@@ -47,6 +51,7 @@ func (st *listenerState) configForClient(*tls.ClientHelloInfo) (*tls.Config, err
 	}
 	c.cfg = st.tls.Clone()
 	c.cfg.GetConfigForClient = nil
+	c.cfg.SetSessionTicketKeys(keys)
 	c.cfg.ClientAuth = tls.NoClientCert
 	if request {
 		c.cfg.ClientAuth = tls.RequestClientCert

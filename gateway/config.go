@@ -98,4 +98,10 @@ type Config struct {
 	// Certs are the certificate sets the gateway presents, for the expiry
 	// metric and the readiness check.
 	Certs []CertSet
+	// SessionTicketKeys seal and open the TLS session tickets of every
+	// TLS listener: the first seals, all open. Gateways behind one load
+	// balancer share them, so that a client resumes on any. Nil: random
+	// keys of the gateway's own, a new one every day, the last seven
+	// kept, across reloads.
+	SessionTicketKeys [][32]byte
 }

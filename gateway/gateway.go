@@ -35,6 +35,9 @@ type Gateway struct {
 	// denyLog rate-limits the access-denied log lines.
 	clients clientSet
 	denyLog logLimiter
+	// tickets are the session ticket keys of every TLS listener; they
+	// outlive reloads (tickets.go).
+	tickets ticketKeys
 	// conns counts connections per client address (admission.go);
 	// admitLog rate-limits the log lines of its refusals.
 	conns    connLimiter
@@ -79,8 +82,9 @@ type listenerState struct {
 	handler http.Handler // the route mux, or the listener's Handler
 	tls     *tls.Config  // nil for a plain listener
 	// auth caches the TLS configuration its routes' client-certificate
-	// policies call for (clientauth.go).
+	// policies call for (clientauth.go), with the gateway's tickets.
 	auth      atomic.Pointer[clientAuth]
+	tickets   *ticketKeys
 	proxyFrom []netip.Prefix
 }
 
@@ -101,6 +105,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.lim.Store(&cfg.Limits)
 	g.setCerts(cfg.Certs)
+	g.tickets.set(cfg.SessionTicketKeys, time.Now())
 	for _, l := range cfg.Listeners {
 		ll := &liveListener{name: l.Name, addr: l.Addr, tls: l.Certs != nil, handler: l.Handler != nil,
 			proxied: len(l.ProxyProtocolFrom) > 0}

@@ -110,6 +110,13 @@ func build(cfg *config.Config, log *slog.Logger, m *gateway.Metrics, br *broker.
 	b := &Built{log: log, every: cfg.WatchInterval, Metrics: m, Config: gateway.Config{Logger: log, Metrics: m, Limits: cfg.Limits}}
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf("gateway: "+format, args...)) }
+	if f := cfg.SessionTicketKeyFile; f != "" {
+		keys, err := certs.LoadTicketKeys(f)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		b.Config.SessionTicketKeys = keys
+	}
 
 	ups := map[string]upstream.Upstream{}
 	for name, u := range cfg.Upstreams {
