@@ -256,6 +256,7 @@ func (s *session) writeLoop() {
 				return
 			}
 			s.q.written()
+			clear(batch) // written: an idle client keeps none of it
 		}
 		if final {
 			if err := s.tr.CloseWrite(s.q.closeCode(), "", deadline); err != nil {

@@ -455,6 +455,7 @@ const (
 	envCount    = "SMQGW_HELPER_N"         // clients: how many sessions
 	envCA       = "SMQGW_HELPER_CA"        // clients: the CA certificate file
 	envProfile  = "SMQGW_MEMTEST_PROFILE"  // a directory: write a heap profile with the sessions open
+	envBig      = "SMQGW_MEMTEST_BIG"      // "1": each session first sends itself one message of 60,000 bytes and reads it back
 )
 
 // TestIdleSessionMemory opens idle wss sessions through the gateway from a
@@ -507,7 +508,8 @@ func idleSessions(t *testing.T, via string, n int) {
 	}
 	ca := testpki.NewCA(t)
 	// No pings during the measurement: the helper's clients do not read.
-	gw := startGateway(t, ca, limits.Limits{WSPingInterval: time.Hour, MaxSessionsPerIP: 1 << 20, SessionRatePerIP: 1e6}, up)
+	gw := startGateway(t, ca, limits.Limits{WSPingInterval: time.Hour, MaxSessionsPerIP: 1 << 20, SessionRatePerIP: 1e6,
+		MaxConnectionsPerIP: 1 << 20, MaxPendingPerIP: 1 << 20}, up)
 
 	before := memSnapshot(t)
 	h := startHelper(t, "clients", []string{
@@ -699,9 +701,13 @@ func TestHelperClients(t *testing.T) {
 					return
 				}
 				c, _, err := d.Dial("wss://"+addr+"/", nil)
+				var ack []byte
 				if err == nil {
 					conns[i] = c
-					_, err = wsConnect(c, "idle-"+strconv.Itoa(i))
+					ack, err = wsConnect(c, "idle-"+strconv.Itoa(i))
+				}
+				if err == nil && os.Getenv(envBig) == "1" {
+					err = bigRoundTrip(c, binary.BigEndian.Uint32(ack[2:]))
 				}
 				if err != nil {
 					errs <- fmt.Errorf("session %d: %w", i, err)
@@ -718,6 +724,22 @@ func TestHelperClients(t *testing.T) {
 	}
 	fmt.Printf("ready %d\n", n)
 	_, _ = io.Copy(io.Discard, os.Stdin)
+}
+
+// bigRoundTrip sends the session's own ETID one Publish of 60,000 bytes
+// and reads it back: one big message each way through the gateway.
+func bigRoundTrip(c *websocket.Conn, etid uint32) error {
+	msg := (&smq.Publish{TID: etid, PTID: etid, Payload: make([]byte, 60000)}).Append(nil)
+	if err := c.WriteMessage(websocket.BinaryMessage, msg); err != nil {
+		return err
+	}
+	_ = c.SetReadDeadline(time.Now().Add(smqtest.WaitFor))
+	defer c.SetReadDeadline(time.Time{})
+	_, got, err := c.ReadMessage()
+	if err == nil && len(got) != len(msg) {
+		err = fmt.Errorf("got %d bytes back, want %d", len(got), len(msg))
+	}
+	return err
 }
 
 // TestHelperBroker is the broker side of TestIdleSessionMemory's lan

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // Reader reads raw SMQ frames (2-byte total length, type, body) from a
@@ -14,8 +15,10 @@ import (
 // is valid until the next call to Read; in steady state Read does not
 // allocate.
 type Reader struct {
-	br  Buffer
-	buf []byte
+	br Buffer
+	// big holds the last frame too big for br's buffer, from framePool,
+	// until the next Read: an idle connection does not keep it.
+	big *[]byte
 	// Max is the largest message (type + body) Read accepts; a larger frame
 	// fails with ErrTooBig before any of its body is read. Zero means
 	// MaxRawMessage, the most a raw frame can hold.
@@ -47,6 +50,10 @@ func (r *Reader) Buffered() Buffer { return r.br }
 // *MessageError wrapping ErrShortFrame or ErrTooBig; the stream cannot be
 // resynchronised after that.
 func (r *Reader) Read() ([]byte, error) {
+	if r.big != nil {
+		framePool.Put(r.big)
+		r.big = nil
+	}
 	hdr, err := r.br.Peek(2)
 	if err != nil {
 		if err == io.EOF && len(hdr) > 0 {
@@ -81,15 +88,16 @@ func (r *Reader) Read() ([]byte, error) {
 		return p[2:n:n], nil
 	}
 	_, _ = r.br.Discard(2)
-	if cap(r.buf) < n-2 {
-		r.buf = make([]byte, n-2, min((n-2+4095)&^4095, MaxRawMessage)) // kept: round up, not to the maximum
-	}
-	msg := r.buf[:n-2]
+	r.big = framePool.Get().(*[]byte)
+	msg := (*r.big)[:n-2]
 	if _, err := io.ReadFull(r.br, msg); err != nil {
 		return nil, unexpected(err)
 	}
 	return msg, nil
 }
+
+// framePool holds buffers for the frames too big for a Reader's buffer.
+var framePool = sync.Pool{New: func() any { b := make([]byte, MaxRawMessage); return &b }}
 
 func unexpected(err error) error {
 	if err == io.EOF {

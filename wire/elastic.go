@@ -168,6 +168,10 @@ func (e *Elastic) Read(p []byte) (int, error) {
 			return 0, e.readErr()
 		}
 		if len(p) >= len(e.buf) {
+			// Straight past the buffer: its last fill no longer says the
+			// traffic is heavy (a big message is read this way), so the
+			// next fill may wait with the small buffer.
+			e.full = false
 			return e.r.Read(p)
 		}
 		e.fill()

@@ -102,6 +102,31 @@ func TestElasticSize(t *testing.T) {
 	}
 }
 
+// TestElasticBigMessageThenIdle: a frame bigger than the buffer is read
+// straight past it; the read that then waits for the next frame waits
+// with the small buffer (it waited with a big one for the session's life:
+// issue 16, 62 → 325 KiB per idle session after one 64 KB message).
+func TestElasticBigMessageThenIdle(t *testing.T) {
+	t.Parallel()
+	big := make([]byte, 60000)
+	frame, err := smq.AppendRaw(nil, (&smq.Publish{TID: 1, PTID: 2, Payload: big}).Append(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &chunks{script: [][]byte{frame[:quietBuffer], frame[quietBuffer:]}}
+	r := smq.NewReader(NewElastic(src, nil))
+	if msg, err := r.Read(); err != nil || len(msg) != len(frame)-2 {
+		t.Fatalf("Read: %d bytes, %v", len(msg), err)
+	}
+	if _, err := r.Read(); err != io.EOF { // the wait for the next frame
+		t.Fatalf("Read at the end: %v", err)
+	}
+	last := src.sizes[len(src.sizes)-1]
+	if last != quietBuffer {
+		t.Errorf("the waiting read was given %d bytes, want the small buffer's %d (read sizes %v)", last, quietBuffer, src.sizes)
+	}
+}
+
 func equal(a, b []int) bool {
 	if len(a) != len(b) {
 		return false

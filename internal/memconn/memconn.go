@@ -223,10 +223,11 @@ func (c *Conn) opErr(op string, err error) error {
 type half struct {
 	mu     sync.Mutex
 	buf    []byte
-	r, n   int  // read position and number of buffered bytes
-	max    int  // the most buf may grow to
-	eof    bool // the writing end is done (CloseWrite or Close)
-	broken bool // the reading end is closed: writes fail, data is dropped
+	pooled *[]byte // buf's entry in bigPipes, if it is one
+	r, n   int     // read position and number of buffered bytes
+	max    int     // the most buf may grow to
+	eof    bool    // the writing end is done (CloseWrite or Close)
+	broken bool    // the reading end is closed: writes fail, data is dropped
 
 	// rwait and wwait are closed, and set to nil, to wake the readers
 	// waiting for data and the writers waiting for room. They are only made
@@ -246,8 +247,28 @@ func (h *half) read(p []byte) int {
 	}
 	if h.n == 0 {
 		h.r = 0
+		if len(h.buf) > smallPipe {
+			// Drained: an idle pipe does not keep what a burst grew.
+			h.release()
+		}
 	}
 	return k
+}
+
+// smallPipe is the size a pipe's buffer starts at; beyond it, a pipe of
+// DefaultSize takes a buffer from bigPipes, and gives it back when drained.
+const smallPipe = 4096
+
+var bigPipes = sync.Pool{New: func() any { b := make([]byte, DefaultSize); return &b }}
+
+// release drops the buffer of a drained pipe, back to bigPipes if it came
+// from there. h.mu is held.
+func (h *half) release() {
+	if h.pooled != nil {
+		bigPipes.Put(h.pooled)
+		h.pooled = nil
+	}
+	h.buf, h.r = nil, 0
 }
 
 // write buffers as much of p as there is room for. h.mu is held.
@@ -271,12 +292,22 @@ func (h *half) write(p []byte) int {
 
 // grow enlarges the buffer towards want bytes, doubling, within max.
 func (h *half) grow(want int) {
-	size := max(2*len(h.buf), 4096, want)
+	size := max(2*len(h.buf), smallPipe, want)
 	size = min(size, h.max)
-	buf := make([]byte, size)
+	var buf []byte
+	var pooled *[]byte
+	if size > smallPipe && h.max == DefaultSize {
+		pooled = bigPipes.Get().(*[]byte) // all the way: pooled
+		buf = *pooled
+	} else {
+		buf = make([]byte, size)
+	}
 	n := copy(buf, h.buf[h.r:min(h.r+h.n, len(h.buf))])
 	copy(buf[n:], h.buf[:h.n-n])
-	h.buf, h.r = buf, 0
+	if h.pooled != nil { // a pooled buffer is as big as it gets: never here
+		bigPipes.Put(h.pooled)
+	}
+	h.buf, h.r, h.pooled = buf, 0, pooled
 }
 
 // finish marks the end of the data: the reader gets io.EOF once it has
@@ -294,7 +325,8 @@ func (h *half) finish() {
 func (h *half) abandon() {
 	h.mu.Lock()
 	h.broken = true
-	h.buf, h.r, h.n = nil, 0, 0
+	h.release()
+	h.n = 0
 	h.wakeReaders()
 	h.wakeWriters()
 	h.mu.Unlock()

@@ -446,3 +446,23 @@ func BenchmarkPipe(b *testing.B) {
 		}
 	}
 }
+
+// TestDrainedPipeShrinks: a pipe that grew for a burst gives its buffer
+// back once drained (it kept it for the connection's life).
+func TestDrainedPipeShrinks(t *testing.T) {
+	a, b := Pipe(0)
+	defer a.Close()
+	defer b.Close()
+	burst := make([]byte, 60000)
+	go func() { _, _ = a.Write(burst) }()
+	if _, err := io.ReadFull(b, make([]byte, len(burst))); err != nil {
+		t.Fatal(err)
+	}
+	h := b.in
+	h.mu.Lock()
+	size, pooled := len(h.buf), h.pooled != nil
+	h.mu.Unlock()
+	if size != 0 || pooled {
+		t.Errorf("drained pipe holds %d bytes (pooled %v), want none", size, pooled)
+	}
+}
