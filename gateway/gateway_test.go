@@ -437,3 +437,40 @@ func TestWebSocketRefusalCloseCode(t *testing.T) {
 		t.Fatalf("%d upstream dials for a refused client", n)
 	}
 }
+
+// TestEmptyWebSocketMessage: an empty WebSocket message gets its
+// documented answer at once — Disconnect "protocol error…" after Connack,
+// then close 1002 — before Connect (instead of it) as after, and nothing
+// reaches the broker.
+func TestEmptyWebSocketMessage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for _, connected := range []bool{false, true} {
+		var conn *websocket.Conn
+		if connected {
+			conn, _ = wsSession(t, e, "/optional")
+		} else {
+			var err error
+			if conn, _, err = wsDialer(e).Dial("wss://"+e.addr+"/optional", nil); err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+		}
+		conn.SetReadDeadline(time.Now().Add(smqtest.WaitFor))
+		conn.WriteMessage(websocket.BinaryMessage, nil)
+		var disconnect string
+		var end error
+		for end == nil {
+			typ, msg, err := conn.ReadMessage()
+			switch {
+			case err != nil:
+				end = err
+			case typ == websocket.BinaryMessage && smq.Type(msg[0]) == smq.TypeDisconnect:
+				disconnect = string(msg[1:])
+			}
+		}
+		if !websocket.IsCloseError(end, websocket.CloseProtocolError) || !strings.HasPrefix(disconnect, "protocol error") {
+			t.Errorf("connected %v: Disconnect %q, end %v; want Disconnect \"protocol error…\" and close 1002", connected, disconnect, end)
+		}
+	}
+}
