@@ -1,12 +1,7 @@
 package gateway_test
 
 import (
-	"bufio"
 	"crypto/tls"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"testing"
 
 	"github.com/smqgw/smqgw/certs"
@@ -14,26 +9,6 @@ import (
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
 )
-
-// resumes connects to addr with the client's session cache, reads a
-// response (a TLS 1.3 ticket comes after the handshake), and reports
-// whether the session was resumed.
-func resumes(t *testing.T, addr string, cfg *tls.Config) bool {
-	t.Helper()
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: smqtest.WaitFor}, "tcp", addr, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	fmt.Fprintf(c, "GET /nothing HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return c.ConnectionState().DidResume
-}
 
 // TestTicketsOutliveReload: a client resumes its TLS session after a
 // reload (every device did a full handshake after each SIGHUP: a new
@@ -50,10 +25,10 @@ func TestTicketsOutliveReload(t *testing.T) {
 	gw := runGateway(t, cfg(nil))
 	addr := gw.Addr("edge").String()
 	client := &tls.Config{RootCAs: ca.Pool, ClientSessionCache: tls.NewLRUClientSessionCache(8)}
-	if resumes(t, addr, client) {
+	if smqtest.Resumes(t, addr, client) {
 		t.Fatal("the first connection resumed")
 	}
-	if !resumes(t, addr, client) {
+	if !smqtest.Resumes(t, addr, client) {
 		t.Fatal("no resumption without a reload")
 	}
 	reloaded := cfg(nil)
@@ -62,7 +37,7 @@ func TestTicketsOutliveReload(t *testing.T) {
 	if _, err := gw.Apply(reloaded); err != nil {
 		t.Fatal(err)
 	}
-	if !resumes(t, addr, client) {
+	if !smqtest.Resumes(t, addr, client) {
 		t.Error("no resumption after a reload")
 	}
 
@@ -70,14 +45,14 @@ func TestTicketsOutliveReload(t *testing.T) {
 	keys := [][32]byte{{1, 2, 3}, {4, 5, 6}}
 	one, two := runGateway(t, cfg(keys)), runGateway(t, cfg(keys[1:]))
 	shared := &tls.Config{RootCAs: ca.Pool, ClientSessionCache: tls.NewLRUClientSessionCache(8)}
-	resumes(t, one.Addr("edge").String(), shared)
+	smqtest.Resumes(t, one.Addr("edge").String(), shared)
 	// two seals with keys[1] and opens with it only: one's ticket
 	// (sealed with keys[0]) does not open there...
-	if resumes(t, two.Addr("edge").String(), shared) {
+	if smqtest.Resumes(t, two.Addr("edge").String(), shared) {
 		t.Error("a ticket sealed with a key the second gateway lacks was opened")
 	}
 	// ...but two's ticket opens on one, which has keys[1] too.
-	if !resumes(t, one.Addr("edge").String(), shared) {
+	if !smqtest.Resumes(t, one.Addr("edge").String(), shared) {
 		t.Error("a ticket sealed with a shared key did not open on the other gateway")
 	}
 }

@@ -1,12 +1,8 @@
 package app_test
 
 import (
-	"bufio"
 	"crypto/tls"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -34,20 +30,7 @@ func TestSharedTicketKeys(t *testing.T) {
 	client := &tls.Config{RootCAs: ca.Pool, ClientSessionCache: tls.NewLRUClientSessionCache(8)}
 	resumes := func(b *apptest.Running) bool {
 		t.Helper()
-		addr := b.GW.Addr("edge").String()
-		c, err := tls.DialWithDialer(&net.Dialer{Timeout: smqtest.WaitFor}, "tcp", addr, client)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		fmt.Fprintf(c, "GET /nothing HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return c.ConnectionState().DidResume
+		return smqtest.Resumes(t, b.GW.Addr("edge").String(), client)
 	}
 	resumes(one)
 	if !resumes(two) {

@@ -1,11 +1,15 @@
 package smqtest
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"flag"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"testing"
 	"time"
@@ -100,6 +104,27 @@ func ServedCert(t testing.TB, addr string, cfg *tls.Config) *x509.Certificate {
 		t.Fatalf("handshake with %s: %v", addr, err)
 	}
 	return cert
+}
+
+// Resumes connects to addr over TLS with cfg (give it a
+// ClientSessionCache), reads the answer to a plain HTTP request — a TLS
+// 1.3 session ticket comes after the handshake — and reports whether the
+// TLS session was resumed.
+func Resumes(t testing.TB, addr string, cfg *tls.Config) bool {
+	t.Helper()
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: WaitFor}, "tcp", addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /nothing HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return c.ConnectionState().DidResume
 }
 
 // WaitServed waits until new handshakes with addr under cfg get want: for
