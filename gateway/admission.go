@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Admission: every connection a listener accepts is counted before any
@@ -133,18 +135,18 @@ func (c *countedConn) doAdmit() error {
 	g, ll := c.g, c.ll
 	ap, err := netip.ParseAddrPort(c.Conn.RemoteAddr().String())
 	if err != nil {
-		// No client address (a PROXY header that failed): the listener's
-		// pending cap still applies.
+		// No IP address (a PROXY v2 header from a Unix socket): one bucket
+		// for all such connections.
 		ap = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
 	}
 	c.ip = ap.Addr().Unmap()
 	lim := g.limits()
-	limit := ""
-	if g.addPending(ll, 1) > int64(lim.MaxPending) {
-		g.addPending(ll, -1)
+	// The address's own limits first: an address over them never takes,
+	// even for a moment, a listener slot another address needs.
+	limit := g.conns.admit(c.ip, lim.MaxConnectionsPerIP, lim.MaxPendingPerIP)
+	if limit == "" && !g.takePending(ll, int64(lim.MaxPending)) {
+		g.conns.closed(c.ip, true)
 		limit = "max_pending"
-	} else if limit = g.conns.admit(c.ip, lim.MaxConnectionsPerIP, lim.MaxPendingPerIP); limit != "" {
-		g.addPending(ll, -1)
 	}
 	if limit != "" {
 		c.state.Store(connRefused)
@@ -165,17 +167,41 @@ func (c *countedConn) doAdmit() error {
 	return nil
 }
 
-// addPending adds d to ll's pending connections, and its gauge, and
-// returns the new count.
-func (g *Gateway) addPending(ll *liveListener, d int64) int64 {
-	g.m.pending.WithLabelValues(ll.name).Add(float64(d))
-	return ll.pendingN.Add(d)
+// takePending counts one more pending connection on ll, unless it has
+// max already.
+func (g *Gateway) takePending(ll *liveListener, max int64) bool {
+	for {
+		n := ll.pendingN.Load()
+		if n >= max {
+			return false
+		}
+		if ll.pendingN.CompareAndSwap(n, n+1) {
+			ll.pendingGauge(g).Inc()
+			return true
+		}
+	}
+}
+
+// dropPending counts one pending connection of ll less.
+func (g *Gateway) dropPending(ll *liveListener) {
+	ll.pendingN.Add(-1)
+	ll.pendingGauge(g).Dec()
+}
+
+// pendingGauge returns ll's smqgw_connections_pending gauge.
+func (ll *liveListener) pendingGauge(g *Gateway) prometheus.Gauge {
+	if p := ll.pendingG.Load(); p != nil {
+		return *p
+	}
+	gauge := g.m.pending.WithLabelValues(ll.name)
+	ll.pendingG.Store(&gauge)
+	return gauge
 }
 
 // toSession records that the connection became a session.
 func (c *countedConn) toSession() {
 	if c.state.CompareAndSwap(connPending, connSession) {
-		c.g.addPending(c.ll, -1)
+		c.g.dropPending(c.ll)
 		c.g.conns.session(c.ip)
 	}
 }
@@ -184,7 +210,7 @@ func (c *countedConn) toSession() {
 func (c *countedConn) release(st int32) {
 	switch st {
 	case connPending:
-		c.g.addPending(c.ll, -1)
+		c.g.dropPending(c.ll)
 		c.g.conns.closed(c.ip, true)
 	case connSession:
 		c.g.conns.closed(c.ip, false)
@@ -193,7 +219,7 @@ func (c *countedConn) release(st int32) {
 
 // Read admits the connection first, on a plain listener.
 func (c *countedConn) Read(p []byte) (int, error) {
-	if c.state.Load() == connNew {
+	if st := c.state.Load(); st == connNew || st == connRefused {
 		if err := c.admit(); err != nil {
 			// A read error net/http closes on without a word.
 			return 0, &net.OpError{Op: "read", Net: "tcp", Addr: c.Conn.LocalAddr(), Err: err}
@@ -302,24 +328,41 @@ func (l *fdGuard) Accept() (net.Conn, error) {
 			return nil, err // net/http backs off and tries again
 		}
 		_ = l.spare.Close()
+		l.spare = nil
+		// EMFILE comes even when no client waits: accept with a short
+		// deadline, so that neither this nor Close can block on it.
+		dl, canDeadline := l.Listener.(interface{ SetDeadline(time.Time) error })
+		if canDeadline {
+			_ = dl.SetDeadline(time.Now().Add(spareWait))
+		}
 		c, err2 := l.Listener.Accept()
+		if canDeadline {
+			_ = dl.SetDeadline(time.Time{})
+		}
+		if err2 == nil {
+			_ = c.Close() // before the spare is taken back: it frees the slot
+			l.refused()
+		}
 		l.spare, _ = os.Open(os.DevNull)
 		l.mu.Unlock()
 		if err2 != nil {
 			return nil, err
 		}
-		_ = c.Close()
-		l.refused()
 	}
 }
 
-// Close closes the listener and the spare.
+// spareWait bounds fdGuard's accept with the spare given up.
+const spareWait = 50 * time.Millisecond
+
+// Close closes the listener, then the spare: an Accept in progress ends
+// first.
 func (l *fdGuard) Close() error {
+	err := l.Listener.Close()
 	l.mu.Lock()
 	if l.spare != nil {
 		_ = l.spare.Close()
 		l.spare = nil
 	}
 	l.mu.Unlock()
-	return l.Listener.Close()
+	return err
 }

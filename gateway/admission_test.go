@@ -170,3 +170,70 @@ connect_timeout = "1m"
 	}
 	sessionFrom(t, "127.0.0.3", lan, "other-address") // the third slot is free
 }
+
+// TestSlowBodyHoldsNoSlot: a request whose body never comes is closed
+// after request_timeout, 404 or not (net/http read what was left of the
+// body without a deadline: 12 s and more with a 1 s request_timeout), so
+// it cannot hold a pending slot.
+func TestSlowBodyHoldsNoSlot(t *testing.T) {
+	t.Parallel()
+	b := apptest.Start(t, t.TempDir(), `
+[limits]
+request_timeout = "200ms"
+`+apptest.Listener("lan", ""))
+	addr := b.GW.Addr("lan").String()
+	for _, req := range []string{
+		"POST /favicon.ico HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+	} {
+		c := dialFrom(t, "127.0.0.1", addr)
+		fmt.Fprint(c, req)
+		_ = c.SetReadDeadline(time.Now().Add(smqtest.WaitFor))
+		if _, err := io.Copy(io.Discard, c); err != nil { // the answer, then the end
+			t.Fatalf("%q: %v; want the connection closed", req, err)
+		}
+	}
+	waitMetric(t, b.GW, 0, "smqgw_connections_pending", "listener", "lan")
+}
+
+// TestRefusalsCloseTheConnection: every answer that is no session — the
+// 404 of a path without a route, the 403 of a foreign Origin, the 400 of
+// a malformed upgrade — closes the connection, so that none stays pending
+// for more requests.
+func TestRefusalsCloseTheConnection(t *testing.T) {
+	t.Parallel()
+	b := apptest.Start(t, t.TempDir(), `
+[[listener]]
+name = "lan"
+address = "127.0.0.1:0"
+  [[listener.route]]
+  path = "/smq"
+  upstream = "embedded"
+  allowed_origins = ["https://app.example"]
+`)
+	addr := b.GW.Addr("lan").String()
+	ws := "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+	for _, tc := range []struct{ name, req string }{
+		{"no route", "GET /other HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{"foreign Origin", "GET /smq HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\n" + ws +
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"},
+		{"malformed upgrade", "GET /smq HTTP/1.1\r\nHost: x\r\n" + ws + "\r\n"},
+	} {
+		c := dialFrom(t, "127.0.0.1", addr)
+		fmt.Fprint(c, tc.req)
+		_ = c.SetReadDeadline(time.Now().Add(smqtest.WaitFor))
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if !resp.Close || resp.StatusCode < 400 {
+			t.Errorf("%s: %s, Connection %q: want a refusal that closes", tc.name, resp.Status, resp.Header.Get("Connection"))
+		}
+		if _, err := br.ReadByte(); err == nil || smqtest.IsTimeout(err) {
+			t.Errorf("%s: the connection stays open: %v", tc.name, err)
+		}
+	}
+}

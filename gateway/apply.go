@@ -102,6 +102,7 @@ func (g *Gateway) newState(ll *liveListener, l Listener) *listenerState {
 	}
 	if !catchAll {
 		mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Connection", "close")
 			http.Error(w, "smqgw: no SMQ route here", http.StatusNotFound)
 		})
 	}

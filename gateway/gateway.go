@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/tlsterm"
 )
@@ -66,8 +67,9 @@ type liveListener struct {
 	state   atomic.Pointer[listenerState]
 	active  atomic.Int64 // sessions
 	// pendingN counts admitted connections that are not sessions
-	// (max_pending).
+	// (max_pending); pendingG is its gauge, once looked up.
 	pendingN atomic.Int64
+	pendingG atomic.Pointer[prometheus.Gauge]
 	failed   atomic.Pointer[error] // why it stopped accepting, if it did
 	// pending holds when each connection without a request yet was
 	// accepted (net.Conn → time.Time), to count request timeouts.

@@ -50,8 +50,12 @@ func (g *Gateway) server(ll *liveListener) *http.Server {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          log.New(io.Discard, "", 0),
 	}
+	// A request, body included, must come within the request timeout: a
+	// body that never comes must not hold a pending slot (net/http reads
+	// what is left of it after the answer). A session's connection is
+	// hijacked, and its deadlines are the session's from then on.
+	srv.ReadTimeout = lim.RequestTimeout
 	if ll.handler {
-		srv.ReadTimeout = lim.RequestTimeout
 		srv.WriteTimeout = lim.RequestTimeout
 	}
 	// A connection closed before a whole request came, after (about) the
@@ -103,6 +107,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.log.Warn("websocket refused: origin not allowed", "listener", h.ll.name, "route", h.route.Path,
 			"origin", r.Header.Get("Origin"), "host", r.Host, "client", r.RemoteAddr)
 		g.m.origins.WithLabelValues(h.ll.name, h.route.Path).Inc()
+		w.Header().Set("Connection", "close")
 		http.Error(w, "smqgw: origin not allowed", http.StatusForbidden)
 		return
 	}

@@ -156,11 +156,17 @@ func (s *session) accept(w http.ResponseWriter, r *http.Request, boot smq.Bootst
 			HandshakeTimeout: s.lim.RequestTimeout,
 			WriteBufferPool:  wsWritePool,
 			CheckOrigin:      func(*http.Request) bool { return true }, // checked by the handler
+			Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+				w.Header().Set("Connection", "close") // no session: no keep-alive
+				w.Header().Set("Sec-Websocket-Version", "13")
+				http.Error(w, "smqgw: "+reason.Error(), status)
+			},
 		}
 		conn, err := up.Upgrade(w, r, nil)
 		if err != nil {
 			return err
 		}
+		_ = conn.NetConn().SetDeadline(time.Time{}) // the session's from now on
 		ws := wire.NewWS(conn, s.lim.MaxMessageSize)
 		ws.SetPongHandler(func([]byte) { s.clientSeen.Add(1) })
 		// Control frames count toward message_rate: a ping costs an answer.
@@ -485,6 +491,12 @@ func (s *session) readAnswer() <-chan upAnswer {
 	s.answerRead = done
 	go func() {
 		defer close(done)
+		defer func() {
+			if p := recover(); p != nil {
+				ch <- upAnswer{err: fmt.Errorf("panic: %v", p)} // the handshake waits for an answer
+				s.logPanic(p)
+			}
+		}()
 		msg, err := s.up.Read()
 		ch <- upAnswer{msg, err}
 		// Ordered after the send: if the handshake has not set connectDue
@@ -897,6 +909,7 @@ func (s *session) startWatchdog() {
 }
 
 func (s *session) checkLiveness() {
+	defer s.recoverPanic()
 	if s.reasonOf() != ReasonNone {
 		return
 	}
@@ -1119,10 +1132,14 @@ func (s *session) abort() {
 // bug — into the end of that session alone: logged with its stack, both
 // connections closed, the gateway serving on.
 func (s *session) recoverPanic() {
-	p := recover()
-	if p == nil {
-		return
+	if p := recover(); p != nil {
+		s.logPanic(p)
 	}
+}
+
+// logPanic logs a recovered panic of the session with its stack, and
+// ends the session, closing both connections.
+func (s *session) logPanic(p any) {
 	s.g.log.Error("session failed: a bug in smqgw (please report it with this line)", "session", s.id,
 		"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 	s.end(ReasonInternal, fmt.Sprint("panic: ", p))
