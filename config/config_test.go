@@ -377,6 +377,7 @@ func TestDefaultsApplied(t *testing.T) {
 		MaxSessionsPerIP: 1000,
 		SessionRatePerIP: 50,
 		MessageRate:      10000,
+		MessageRatePerIP: 20000,
 		MaxPending:       4096,
 		MaxPendingPerIP:  100,
 		// max_sessions_per_ip and max_pending_per_ip
@@ -430,6 +431,7 @@ func TestExplicitValues(t *testing.T) {
 		`max_pending = 16`,
 		`max_pending_per_ip = 17`,
 		`max_connections_per_ip = 18`,
+		`message_rate_per_ip = 19`,
 		`[admin]`,
 		`address = "127.0.0.1:9090"`,
 		`[upstream.x]`,
@@ -452,7 +454,7 @@ func TestExplicitValues(t *testing.T) {
 	want := limits.Limits{HandshakeTimeout: time.Second, RequestTimeout: 2 * time.Second, ConnectTimeout: 3 * time.Second,
 		IdleTimeout: 4 * time.Minute, WSPingInterval: 5 * time.Second, MaxSessions: 6, MaxMessageSize: 7000,
 		ShutdownGrace: 8 * time.Second, WriteTimeout: 12 * time.Second, MaxSessionsPerIP: 13, SessionRatePerIP: 14, MessageRate: 15,
-		MaxPending: 16, MaxPendingPerIP: 17, MaxConnectionsPerIP: 18}
+		MaxPending: 16, MaxPendingPerIP: 17, MaxConnectionsPerIP: 18, MessageRatePerIP: 19}
 	if c.Limits != want {
 		t.Errorf("Limits = %+v, want %+v", c.Limits, want)
 	}

@@ -142,8 +142,15 @@ func (c *countedConn) doAdmit() error {
 	c.ip = ap.Addr().Unmap()
 	lim := g.limits()
 	// The address's own limits first: an address over them never takes,
-	// even for a moment, a listener slot another address needs.
-	limit := g.conns.admit(c.ip, lim.MaxConnectionsPerIP, lim.MaxPendingPerIP)
+	// even for a moment, a listener slot another address needs; one
+	// hammering at its session limits gets no TLS handshake for sessions
+	// it could not start.
+	limit := ""
+	if g.perIP.hammering(c.ip, time.Now()) {
+		limit = "session_rate_per_ip"
+	} else {
+		limit = g.conns.admit(c.ip, lim.MaxConnectionsPerIP, lim.MaxPendingPerIP)
+	}
 	if limit == "" && !g.takePending(ll, int64(lim.MaxPending)) {
 		g.conns.closed(c.ip, true)
 		limit = "max_pending"

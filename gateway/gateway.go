@@ -43,6 +43,8 @@ type Gateway struct {
 	// admitLog rate-limits the log lines of its refusals.
 	conns    connLimiter
 	admitLog logLimiter
+	// rates are the message rates of client addresses (message_rate_per_ip).
+	rates rateTable
 
 	mu       sync.Mutex
 	started  bool

@@ -77,6 +77,32 @@ message_rate = 5
 	if v := scrape(t, rate.GW).get(t, "smqgw_limit_refusals_total", "listener", "lan", "limit", "message_rate"); v != 1 {
 		t.Errorf("message_rate refusals = %v, want 1", v)
 	}
+
+	// message_rate_per_ip: two sessions of one address share it; the one
+	// whose message goes over ends.
+	perAddr := apptest.Start(t, t.TempDir(), `
+[limits]
+message_rate_per_ip = 10
+`+apptest.Listener("lan", ""))
+	addr = perAddr.GW.Addr("lan").String()
+	first := smqtest.Connect(t, addr, "shared-rate-one")
+	second := smqtest.Connect(t, addr, "shared-rate-two")
+	for range 8 {
+		first.Send(smq.Ping{})
+	}
+	for range 8 {
+		first.ExpectType(smq.TypePong)
+	}
+	for range 8 {
+		second.Send(smq.Ping{})
+	}
+	if d := disconnectAfterPongs(t, second); d.Reason != "rate limit exceeded" {
+		t.Errorf("Disconnect %q, want \"rate limit exceeded\"", d.Reason)
+	}
+	waitLogged(t, perAddr, `detail="more than 10 messages per second from the client's address"`, 1)
+	if v := scrape(t, perAddr.GW).get(t, "smqgw_limit_refusals_total", "listener", "lan", "limit", "message_rate_per_ip"); v != 1 {
+		t.Errorf("message_rate_per_ip refusals = %v, want 1", v)
+	}
 }
 
 // waitLogged waits until the gateway's log holds want at least n times.

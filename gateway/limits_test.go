@@ -80,3 +80,68 @@ func BenchmarkMsgRate(b *testing.B) {
 		}
 	}
 }
+
+// TestHammering: an address that had a burst's worth of session starts
+// refused within a second is hammering until the second is over (its
+// connections are then refused before their TLS handshake); one refused
+// now and then is not.
+func TestHammering(t *testing.T) {
+	t.Parallel()
+	ip := netip.MustParseAddr("192.0.2.1")
+	l := newIPLimiter(10, 1) // bursts of 2
+	t0 := time.Unix(1e9, 0)
+	for range 2 {
+		if limit, _ := l.admit(ip, t0); limit != "" {
+			t.Fatalf("refused within the burst: %s", limit)
+		}
+	}
+	if limit, _ := l.admit(ip, t0); limit != "session_rate_per_ip" {
+		t.Fatalf("third start: %q", limit)
+	}
+	if l.hammering(ip, t0) {
+		t.Fatal("hammering after one refusal")
+	}
+	l.admit(ip, t0.Add(100*time.Millisecond))
+	if !l.hammering(ip, t0.Add(200*time.Millisecond)) {
+		t.Fatal("not hammering after a burst's worth of refusals within a second")
+	}
+	if l.hammering(ip, t0.Add(1100*time.Millisecond)) {
+		t.Fatal("still hammering after the second was over")
+	}
+	if l.hammering(netip.MustParseAddr("192.0.2.2"), t0) {
+		t.Fatal("another address hammering")
+	}
+}
+
+// TestSharedRate: the sessions of one address share message_rate_per_ip;
+// a window rolls over after a second.
+func TestSharedRate(t *testing.T) {
+	t.Parallel()
+	var tab rateTable
+	ip := netip.MustParseAddr("192.0.2.1")
+	a, b := tab.get(ip), tab.get(ip)
+	if a != b {
+		t.Fatal("two sessions of one address got two rates")
+	}
+	for i := range 10 {
+		r := a
+		if i%2 == 1 {
+			r = b
+		}
+		if !r.allow(10) {
+			t.Fatalf("message %d refused within the limit", i+1)
+		}
+	}
+	if b.allow(10) {
+		t.Fatal("the 11th message of the address allowed")
+	}
+	a.start.Add(-int64(time.Second)) // the window began a second ago
+	if !a.allow(10) {
+		t.Fatal("refused in a new window")
+	}
+	tab.put(ip)
+	tab.put(ip)
+	if len(tab.m) != 0 {
+		t.Fatal("the rate outlived its sessions")
+	}
+}

@@ -133,7 +133,7 @@ func (f promFactory) gauge(name, help string, labels ...string) *prometheus.Gaug
 // limitNames are the limits smqgw_limit_refusals_total counts.
 var limitNames = []string{"max_sessions", "max_sessions_per_ip", "session_rate_per_ip", "message_rate",
 	"max_message_size", "handshake_timeout", "request_timeout", "connect_timeout", "idle_timeout",
-	"ws_ping_interval", "write_timeout", "max_pending", "max_pending_per_ip", "max_connections_per_ip", "descriptors"}
+	"ws_ping_interval", "write_timeout", "message_rate_per_ip", "max_pending", "max_pending_per_ip", "max_connections_per_ip", "descriptors"}
 
 // declare creates a listener's label sets at zero, so that every series
 // exists (and rate() works) before its first event.

@@ -42,6 +42,33 @@ import (
 //	relay      two copiers and the liveness watchdog
 //	end        the one close reason; close and logEnd
 
+// allowMessage counts one message (or WebSocket control frame) of the
+// client against message_rate and message_rate_per_ip, and reports
+// whether both allow it. Only the goroutine reading the client calls it.
+func (s *session) allowMessage() bool {
+	if !s.rate.allow() {
+		s.rateOver = "message_rate"
+		return false
+	}
+	if s.ipRate != nil && !s.ipRate.allow(int64(s.lim.MessageRatePerIP)) {
+		s.rateOver = "message_rate_per_ip"
+		return false
+	}
+	return true
+}
+
+// rateDetail says which message rate the client passed.
+func (s *session) rateDetail(control bool) string {
+	d := fmt.Sprintf("more than %d messages per second", s.rate.max)
+	if s.rateOver == "message_rate_per_ip" {
+		d = fmt.Sprintf("more than %d messages per second from the client's address", s.lim.MessageRatePerIP)
+	}
+	if control {
+		d += ", WebSocket pings and pongs included"
+	}
+	return d
+}
+
 // errControlRate ends reading a WebSocket client whose control frames
 // (pings, pongs) put it over message_rate.
 var errControlRate = errors.New("WebSocket control frames over message_rate")
@@ -99,8 +126,12 @@ type session struct {
 	lingerAt atomic.Int64
 
 	// rate is the client's message_rate, data and WebSocket control frames;
-	// the goroutine reading the client's owns it.
-	rate msgRate
+	// the goroutine reading the client's owns it. ipRate is its address's
+	// (message_rate_per_ip), shared with the address's other sessions, nil
+	// for a client without one; rateOver names the limit passed.
+	rate     msgRate
+	ipRate   *sharedRate
+	rateOver string
 	// clientSeen counts messages and pongs from the client, for liveness.
 	clientSeen atomic.Uint64
 	watch      *time.Timer
@@ -171,7 +202,7 @@ func (s *session) accept(w http.ResponseWriter, r *http.Request, boot smq.Bootst
 		ws.SetPongHandler(func([]byte) { s.clientSeen.Add(1) })
 		// Control frames count toward message_rate: a ping costs an answer.
 		ws.SetControlHook(func() error {
-			if !s.rate.allow() {
+			if !s.allowMessage() {
 				return errControlRate
 			}
 			return nil
@@ -244,6 +275,8 @@ func (s *session) serve(ll *liveListener, state *tls.ConnectionState) {
 			return
 		}
 		defer g.perIP.release(ip)
+		s.ipRate = g.rates.get(ip)
+		defer g.rates.put(ip)
 	}
 	if n := ll.active.Add(1); n > int64(lim.MaxSessions) {
 		ll.active.Add(-1)
@@ -582,7 +615,6 @@ func (s *session) relay() {
 // the edge. It flushes when the client has nothing more buffered, so
 // messages arriving together leave together.
 func (s *session) clientToUpstream() {
-	rate := &s.rate
 	var counts tally
 	defer counts.flush(s.g.m, fromClient, &s.inMsgs, &s.inBytes)
 	for {
@@ -603,9 +635,9 @@ func (s *session) clientToUpstream() {
 		bye := smq.Type(msg[0]) == smq.TypeDisconnect
 		if bye {
 			s.clientBye.Store(true)
-		} else if !rate.allow() {
+		} else if !s.allowMessage() {
 			_ = s.up.Flush() // what came before it still goes
-			s.end(ReasonRateLimited, fmt.Sprintf("more than %d messages per second", rate.max))
+			s.end(ReasonRateLimited, s.rateDetail(false))
 			continue
 		}
 		if s.guard != nil && !bye && !s.permit(msg) {
@@ -868,7 +900,7 @@ func (s *session) clientReadFailed(err error) {
 	case errors.Is(err, websocket.ErrReadLimit):
 		s.end(ReasonTooBig, fmt.Sprintf("message over %d bytes", s.lim.MaxMessageSize))
 	case errors.Is(err, errControlRate):
-		s.end(ReasonRateLimited, fmt.Sprintf("more than %d messages per second, WebSocket pings and pongs included", s.rate.max))
+		s.end(ReasonRateLimited, s.rateDetail(true))
 	case errors.As(err, &me):
 		s.clientBadMessage(err)
 	case isTimeout(err):
@@ -1187,6 +1219,9 @@ func (s *session) logEnd() {
 	}
 	s.g.m.closed.WithLabelValues(s.listener, s.route.Path, s.reasonOf().String()).Inc()
 	if limit := s.reasonOf().limit(); limit != "" {
+		if s.reasonOf() == ReasonRateLimited && s.rateOver != "" {
+			limit = s.rateOver
+		}
 		s.g.m.limit(s.listener, limit)
 	}
 	s.g.log.Info("session", attrs...)

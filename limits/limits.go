@@ -23,6 +23,7 @@ const (
 	DefaultMaxSessionsPerIP = 1000
 	DefaultSessionRatePerIP = 50
 	DefaultMessageRate      = 10000
+	DefaultMessageRatePerIP = 20000
 	DefaultMaxPending       = 4096
 	DefaultMaxPendingPerIP  = 100
 	DefaultMaxConnsPerIP    = DefaultMaxSessionsPerIP + DefaultMaxPendingPerIP
@@ -70,12 +71,20 @@ type Limits struct {
 	MaxSessionsPerIP int `toml:"max_sessions_per_ip"`
 	// SessionRatePerIP (session_rate_per_ip) is how many new sessions per
 	// second one client address may start, with bursts of twice that
-	// (0x02 "... start too fast" beyond). Default 50.
+	// (0x02 "... start too fast" beyond). An address that had a burst's
+	// worth of sessions refused within a second has its new connections
+	// closed before their TLS handshake for the rest of that second.
+	// Default 50.
 	SessionRatePerIP int `toml:"session_rate_per_ip"`
 	// MessageRate (message_rate) is how many messages per second one
 	// client may send; more ends the session with Disconnect "rate limit
 	// exceeded". Default 10000.
 	MessageRate int `toml:"message_rate"`
+	// MessageRatePerIP (message_rate_per_ip) is how many messages per
+	// second the sessions of one client address may send together,
+	// WebSocket pings and pongs included; the session whose message goes
+	// over ends as for message_rate. Default 20000.
+	MessageRatePerIP int `toml:"message_rate_per_ip"`
 	// MaxPending (max_pending) caps a listener's connections that are not
 	// sessions (yet): in the TLS handshake, or before, between or after
 	// HTTP requests that are no SMQ bootstrap. Beyond it a new connection
@@ -116,6 +125,7 @@ func (l Limits) WithDefaults() Limits {
 	num(&l.MaxSessionsPerIP, DefaultMaxSessionsPerIP)
 	num(&l.SessionRatePerIP, DefaultSessionRatePerIP)
 	num(&l.MessageRate, DefaultMessageRate)
+	num(&l.MessageRatePerIP, DefaultMessageRatePerIP)
 	num(&l.MaxPending, DefaultMaxPending)
 	num(&l.MaxPendingPerIP, DefaultMaxPendingPerIP)
 	num(&l.MaxConnectionsPerIP, DefaultMaxConnsPerIP)

@@ -9,7 +9,6 @@
 // version (2.5 s an attack, as CI does); SMQGW_ATTACK_LONG=1 runs each
 // attack for 20 s, SMQGW_ATTACK_REPORT=FILE appends one JSON line per
 // attack to FILE, SMQGW_ATTACK_HEAP_DIR=DIR keeps the gateway's heap
-// profile after each attack, and SMQGW_ATTACK_FINDINGS=1 also runs the
-// tests of known weaknesses. The README's "Reliability" section is a run
+// profile after each attack. The README's "Reliability" section is a run
 // of the long version.
 package attack
