@@ -36,24 +36,12 @@ func (a *arena) pinger(local string, ws bool, rate int) {
 	per := max(1, rate/100)
 	batch := bytes.Repeat(frame, per)
 	for a.ctx.Err() == nil {
-		var p *peer
-		var err error
-		if ws {
-			p, err = a.wsSession(local, "tls")
-		} else {
-			p, err = a.rawSession(local, "tls", nil)
-		}
+		p, err := a.open(local, ws)
 		if err == nil {
 			_, err = p.login(uid("pinger"))
 		}
 		if err != nil {
-			if p != nil {
-				a.drop(p.Conn)
-			}
-			if a.ctx.Err() == nil {
-				a.inc("refused")
-			}
-			if !a.pause(100 * time.Millisecond) {
+			if !a.retry(p, true) {
 				return
 			}
 			continue
@@ -146,25 +134,13 @@ func endings(c map[string]int64) string {
 // session and notes how it ended, "CASE:HOW".
 func (a *arena) oversize(local, name string, send func(p *peer) error, ws bool) {
 	for a.ctx.Err() == nil {
-		var p *peer
-		var err error
-		if ws {
-			p, err = a.wsSession(local, "tls")
-		} else {
-			p, err = a.rawSession(local, "tls", nil)
-		}
+		p, err := a.open(local, ws)
 		var etid uint32
 		if err == nil {
 			etid, err = p.login(uid("big"))
 		}
 		if err != nil {
-			if p != nil {
-				a.drop(p.Conn)
-			}
-			if a.ctx.Err() == nil {
-				a.inc("refused")
-			}
-			if !a.pause(100 * time.Millisecond) {
+			if !a.retry(p, true) {
 				return
 			}
 			continue
@@ -285,10 +261,7 @@ func (a *arena) fragmentStream(local string, rate int) {
 			etid, err = p.login(uid("frag"))
 		}
 		if err != nil {
-			if p != nil {
-				a.drop(p.Conn)
-			}
-			if !a.pause(100 * time.Millisecond) {
+			if !a.retry(p, false) {
 				return
 			}
 			continue
@@ -694,10 +667,7 @@ func (a *arena) neverReader(local string) {
 			_, err = p.expect(smq.TypeSuback)
 		}
 		if err != nil {
-			if p != nil {
-				a.drop(p.Conn)
-			}
-			if !a.pause(100 * time.Millisecond) {
+			if !a.retry(p, false) {
 				return
 			}
 			continue
@@ -728,10 +698,7 @@ func (a *arena) floodPublisher(local string, size, perSecond int) {
 			}
 		}
 		if err != nil {
-			if p != nil {
-				a.drop(p.Conn)
-			}
-			if !a.pause(100 * time.Millisecond) {
+			if !a.retry(p, false) {
 				return
 			}
 			continue
@@ -802,10 +769,7 @@ func (a *arena) topicFlooder(local string, n int) {
 			_, err = p.login(uid("topics"))
 		}
 		if err != nil {
-			if p != nil {
-				a.drop(p.Conn)
-			}
-			if !a.pause(100 * time.Millisecond) {
+			if !a.retry(p, false) {
 				return
 			}
 			continue
