@@ -187,6 +187,16 @@ func (a *arena) open(local string, ws bool) (*peer, error) {
 	return a.rawSession(local, "tls", nil)
 }
 
+// enter opens a session from local (see open) and logs in as a fresh UID
+// of kind, returning the ETID; on an error, p is what was opened, if
+// anything, for retry.
+func (a *arena) enter(local string, ws bool, kind string) (p *peer, etid uint32, err error) {
+	if p, err = a.open(local, ws); err == nil {
+		etid, err = p.login(uid(kind))
+	}
+	return p, etid, err
+}
+
 // retry ends a failed attempt: it drops what the attempt opened (p may be
 // nil), counts it as refused if count, and pauses before the next; false
 // once the attack is over.

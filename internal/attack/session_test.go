@@ -36,10 +36,7 @@ func (a *arena) pinger(local string, ws bool, rate int) {
 	per := max(1, rate/100)
 	batch := bytes.Repeat(frame, per)
 	for a.ctx.Err() == nil {
-		p, err := a.open(local, ws)
-		if err == nil {
-			_, err = p.login(uid("pinger"))
-		}
+		p, _, err := a.enter(local, ws, "pinger")
 		if err != nil {
 			if !a.retry(p, true) {
 				return
@@ -134,11 +131,7 @@ func endings(c map[string]int64) string {
 // session and notes how it ended, "CASE:HOW".
 func (a *arena) oversize(local, name string, send func(p *peer) error, ws bool) {
 	for a.ctx.Err() == nil {
-		p, err := a.open(local, ws)
-		var etid uint32
-		if err == nil {
-			etid, err = p.login(uid("big"))
-		}
+		p, etid, err := a.enter(local, ws, "big")
 		if err != nil {
 			if !a.retry(p, true) {
 				return
@@ -255,11 +248,7 @@ func smqRaw(m smq.Message) []byte {
 // session.
 func (a *arena) fragmentStream(local string, rate int) {
 	for a.ctx.Err() == nil {
-		p, err := a.wsSession(local, "tls")
-		var etid uint32
-		if err == nil {
-			etid, err = p.login(uid("frag"))
-		}
+		p, etid, err := a.enter(local, true, "frag")
 		if err != nil {
 			if !a.retry(p, false) {
 				return
@@ -656,10 +645,7 @@ func TestAttackNeverReading(t *testing.T) {
 // closes and starts over.
 func (a *arena) neverReader(local string) {
 	for a.ctx.Err() == nil {
-		p, err := a.rawSession(local, "tls", nil)
-		if err == nil {
-			_, err = p.login(uid("sink"))
-		}
+		p, _, err := a.enter(local, false, "sink")
 		if err == nil {
 			err = p.send(smq.Subscribe{Topic: "flood"})
 		}
@@ -683,11 +669,7 @@ func (a *arena) neverReader(local string) {
 // second in bursts every 10 ms.
 func (a *arena) floodPublisher(local string, size, perSecond int) {
 	for a.ctx.Err() == nil {
-		p, err := a.rawSession(local, "tls", nil)
-		var etid uint32
-		if err == nil {
-			etid, err = p.login(uid("flooder"))
-		}
+		p, etid, err := a.enter(local, false, "flooder")
 		var tid uint32
 		if err == nil {
 			if err = p.send(smq.Create{Topic: "flood"}); err == nil {
@@ -764,10 +746,7 @@ func (a *arena) topicFlooder(local string, n int) {
 		b = append(b, smqRaw(smq.Subscribe{Topic: name + strings.Repeat("y", 2000-len(name))})...)
 	}
 	for a.ctx.Err() == nil {
-		p, err := a.rawSession(local, "tls", nil)
-		if err == nil {
-			_, err = p.login(uid("topics"))
-		}
+		p, _, err := a.enter(local, false, "topics")
 		if err != nil {
 			if !a.retry(p, false) {
 				return
