@@ -47,3 +47,31 @@ func TestSharedTicketKeys(t *testing.T) {
 		t.Error("no resumption with the new key")
 	}
 }
+
+// TestTicketsOutliveRestart: with session_ticket_key_file a client resumes
+// its TLS session on a restarted gateway (after a restart every device
+// reconnects at once, and a resumed handshake skips the signature);
+// without it the keys were the old process's, and the first handshake
+// after the restart is a full one.
+func TestTicketsOutliveRestart(t *testing.T) {
+	t.Parallel()
+	ca := testpki.NewCA(t)
+	server := ca.Server(t, "127.0.0.1")
+	keyFile := filepath.Join(t.TempDir(), "tickets.key")
+	apptest.WriteFile(t, keyFile, []byte(strings.Repeat("0a", 32)+"\n"))
+	for _, withFile := range []bool{true, false} {
+		conf := apptest.Listener("edge", "files") + apptest.CertFiles(server)
+		if withFile {
+			conf = fmt.Sprintf("session_ticket_key_file = %q\n", keyFile) + conf
+		}
+		dir := t.TempDir()
+		client := &tls.Config{RootCAs: ca.Pool, ClientSessionCache: tls.NewLRUClientSessionCache(8)}
+		before := apptest.Start(t, dir, conf)
+		smqtest.Resumes(t, before.GW.Addr("edge").String(), client)
+		before.Stop()
+		after := apptest.Start(t, dir, conf)
+		if got := smqtest.Resumes(t, after.GW.Addr("edge").String(), client); got != withFile {
+			t.Errorf("with a key file %v: resumed after a restart %v, want %v", withFile, got, withFile)
+		}
+	}
+}
