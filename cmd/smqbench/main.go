@@ -1,7 +1,7 @@
 // Command smqbench measures smqgw side by side with the direct path and
 // nginx, on one machine, in one run:
 //
-//	go run ./cmd/smqbench                        the full run (about 11 minutes on 2 CPUs)
+//	go run ./cmd/smqbench                        the full run (about 15 minutes on 2 busy CPUs)
 //	go run ./cmd/smqbench -quick                 every part, short (about 3 minutes)
 //	go run ./cmd/smqbench -only latency,memory   some sections
 //
