@@ -174,10 +174,10 @@ func verdict(v spread) string {
 	case len(v) == 0:
 		return "not measured"
 	case v.min() >= 1:
-		return "at least even in every repetition"
+		return fmt.Sprintf("at least even in all %d repetitions", len(v))
 	case v.max() < 1:
-		return "below in every repetition: real"
+		return fmt.Sprintf("below in all %d repetitions: real", len(v))
 	default:
-		return "on both sides of 1: noise"
+		return fmt.Sprintf("on both sides of 1 in %d repetitions: noise", len(v))
 	}
 }
