@@ -49,6 +49,7 @@ type benchCmd struct {
 	jsonOut     bool
 	topic       string
 	fs          *flag.FlagSet // the parsed command line, passed on to workers
+	stderr      io.Writer     // notes for whoever watches the run
 	worker      bool
 	pubBase     int
 }
@@ -60,7 +61,7 @@ func (b *benchCmd) register(fs *flag.FlagSet) {
 	fs.IntVar(&b.subs, "subs", 1, "`M` subscribers (rr: always 1 responder)")
 	fs.IntVar(&b.conns, "conns", 1000, "`N` sessions to open (idle)")
 	fs.IntVar(&b.size, "size", 64, "payload `bytes`, at least 20 (the bench header)")
-	fs.Float64Var(&b.rate, "rate", 0, "messages per second per publisher (`R`; 0: flat out, as fast as the subscribers keep up)")
+	fs.Float64Var(&b.rate, "rate", 0, "messages per second per publisher (`R`; 0: flat out, as fast as the subscribers keep up); rr: round trips per second per requester, sent on a schedule whatever the answers do (open loop; 0: one at a time, closed loop)")
 	fs.DurationVar(&b.duration, "duration", 5*time.Second, "how long publishers publish (idle: how long sessions stay open)")
 	fs.DurationVar(&b.drain, "drain", 3*time.Second, "at most this long after publishing ends for the last messages to arrive")
 	fs.IntVar(&b.procs, "procs", 1, "spread the clients over `K` processes (one process holds at most ~20k sockets)")
@@ -106,6 +107,7 @@ func (b *benchCmd) run(ctx context.Context, stdin io.Reader, stdout, stderr io.W
 	if err := b.check(); err != nil {
 		return err
 	}
+	b.stderr = stderr
 	opts, err := b.options()
 	if err != nil {
 		return err
@@ -235,6 +237,7 @@ func (b *benchCmd) spread(ctx context.Context, stderr io.Writer) (*loadstat.Resu
 // once connected and waits for "go" on ctl.
 func (b *benchCmd) local(ctx context.Context, opts client.Options, ctl io.Reader, ready io.Writer) (*loadstat.Result, error) {
 	res := loadstat.NewResult(b.mode, b.size)
+	res.Rate = b.rate
 	res.ConnectStart = time.Now()
 	r := &benchRun{b: b, opts: opts, res: res}
 	r.connect(ctx)
@@ -243,6 +246,9 @@ func (b *benchCmd) local(ctx context.Context, opts client.Options, ctl io.Reader
 	res.Publishers, res.Subscribers = len(r.pubs), len(r.subs)
 	if b.mode == "idle" {
 		res.Publishers, res.Subscribers = 0, 0
+		// For whoever watches the sessions' memory: from here on they are
+		// all open (or failed) and held.
+		fmt.Fprintf(b.stderr, "smq bench: %d sessions open, held for %s\n", res.Connections, b.duration)
 	}
 	defer r.closeAll()
 	if ready != nil {
@@ -450,14 +456,31 @@ func (r *benchRun) measure(ctx context.Context) {
 		id := uint32(b.pubBase + i)
 		wg.Go(func() {
 			var n uint64
-			if b.mode == "rr" {
+			switch {
+			case b.mode == "rr" && b.rate > 0:
+				// Requesters spread evenly over the schedule's period.
+				phase := time.Duration(float64(time.Second) / b.rate * float64(i) / float64(len(r.pubs)))
+				p := r.requestPaced(ctx, c, id, res.Start.Add(phase), end)
+				rrLat.Lock()
+				res.Latency.Merge(&p.lat)
+				res.Received[id] += p.answered
+				if p.reordered > 0 {
+					res.Reordered += p.reordered
+					if res.ReorderedBy == nil {
+						res.ReorderedBy = map[uint32]uint64{}
+					}
+					res.ReorderedBy[id] += p.reordered
+				}
+				rrLat.Unlock()
+				n = p.sent
+			case b.mode == "rr":
 				var h loadstat.Histogram
 				n = r.request(ctx, c, id, end, &h)
 				rrLat.Lock()
 				res.Latency.Merge(&h)
 				res.Received[id] += h.N
 				rrLat.Unlock()
-			} else {
+			default:
 				n = r.publish(ctx, c, i, id, end)
 			}
 			sent.Store(id, n)
@@ -649,6 +672,105 @@ func (r *benchRun) request(ctx context.Context, c *client.Client, id uint32, end
 		}
 	}
 	return seq
+}
+
+// paced is what one open-loop requester measured.
+type paced struct {
+	sent, answered, reordered uint64
+	lat                       loadstat.Histogram
+}
+
+// requestPaced sends requests from requester id on a fixed schedule, the
+// k-th at start + k/-rate, whether or not earlier ones were answered (open
+// loop), until end, then waits up to -drain for the last answers. Each
+// request carries its scheduled time and its round trip counts from it,
+// so a stall of the path or of this sender shows in every request it
+// delays, not only in the one that waited (no coordinated omission).
+func (r *benchRun) requestPaced(ctx context.Context, c *client.Client, id uint32, start, end time.Time) *paced {
+	b := r.b
+	p := &paced{}
+	var (
+		mu      sync.Mutex // guards p and the fields below
+		next    uint64     // the sequence expected next
+		want    = ^uint64(0)
+		stopped bool
+		all     = make(chan struct{})
+	)
+	sctx, cancel := context.WithTimeout(ctx, b.timeout)
+	_, err := c.Subscribe(sctx, client.Self, func(m *client.Message) {
+		now := time.Now()
+		if len(m.Payload) < headerLen || binary.LittleEndian.Uint32(m.Payload) != id {
+			r.fail("rr: answer does not match the request")
+			return
+		}
+		seq := binary.LittleEndian.Uint64(m.Payload[4:])
+		at := int64(binary.LittleEndian.Uint64(m.Payload[12:]))
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return // after the drain: lost
+		}
+		p.lat.Record(time.Duration(now.UnixNano() - at))
+		p.answered++
+		if seq < next {
+			p.reordered++
+		} else {
+			next = seq + 1
+		}
+		if p.answered == want {
+			close(all)
+		}
+	})
+	cancel()
+	if err != nil {
+		r.fail("subscribe: " + errKind(err))
+		return p
+	}
+	interval := float64(time.Second) / b.rate
+	buf := make([]byte, b.size)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	var sent uint64
+	for k := uint64(0); ctx.Err() == nil; k++ {
+		at := start.Add(time.Duration(float64(k) * interval))
+		if !at.Before(end) {
+			break
+		}
+		if d := time.Until(at); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				continue
+			}
+		}
+		binary.LittleEndian.PutUint32(buf, id)
+		binary.LittleEndian.PutUint64(buf[4:], k)
+		binary.LittleEndian.PutUint64(buf[12:], uint64(at.UnixNano()))
+		pctx, cancel := context.WithTimeout(ctx, b.timeout)
+		err := c.Publish(pctx, b.topic+"/req", buf)
+		cancel()
+		if err != nil {
+			r.fail("publish: " + errKind(err))
+			break
+		}
+		sent++
+	}
+	mu.Lock()
+	p.sent, want = sent, sent
+	if p.answered == want {
+		close(all)
+	}
+	mu.Unlock()
+	select {
+	case <-all:
+	case <-time.After(b.drain):
+	case <-ctx.Done():
+	}
+	mu.Lock()
+	stopped = true
+	mu.Unlock()
+	return p
 }
 
 // checkAlive counts a client whose session ended before the run did.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/client"
@@ -102,6 +104,65 @@ func TestBenchSmoke(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestBenchOpenLoop: smq bench -mode rr -rate keeps its schedule while
+// the path stalls (open loop), and counts each round trip from the time
+// the request was due. The broker holds the responder's first answer until
+// 200 more requests have reached it, which a closed-loop requester (one
+// request at a time) would never send.
+func TestBenchOpenLoop(t *testing.T) {
+	ctx := ctxT(t)
+	const rate, hold = 1000, 200 // requests per second; requests that pass before the first answer
+	var (
+		mu       sync.Mutex
+		reqTID   uint32 // the requests' topic: the first Publish is a request
+		requests int
+		held     bool
+	)
+	enough := make(chan struct{})
+	addr := startBroker(t, broker.Config{OnPublish: func(_ *broker.Client, p *smq.Publish) bool {
+		mu.Lock()
+		if reqTID == 0 {
+			reqTID = p.TID
+		}
+		if p.TID == reqTID {
+			if requests++; requests == hold+1 {
+				close(enough)
+			}
+			mu.Unlock()
+			return true
+		}
+		first := !held
+		held = true
+		mu.Unlock()
+		if first { // the responder's first answer
+			select {
+			case <-enough:
+			case <-ctx.Done():
+			}
+		}
+		return true
+	}}, nil)
+	out := benchJSONRun(t, "-url", "ws://"+addr+"/", "-mode", "rr", "-pubs", "1", "-rate", "1000", "-duration", "600ms")
+	tot := out.Totals
+	// 600 ms at 1000/s: 600 requests, however late the answers.
+	if tot.Sent < 480 || tot.Sent > 600 || tot.Delivered != tot.Sent || tot.Lost != 0 || out.Reordered != 0 ||
+		len(out.Errors) != 0 || out.Rate != rate {
+		t.Fatalf("totals %+v, reordered %d, errors %v, rate %v", tot, out.Reordered, out.Errors, out.Rate)
+	}
+	// Request k (due at k ms) is answered after request 200 (due at
+	// 200 ms) reached the broker: at least 200-k ms from when it was due,
+	// so the first request took 200 ms or more, and more than 90 requests
+	// 100 ms or more. Counted from their actual send, in a closed loop,
+	// one request would be slow.
+	h := &out.Latency
+	if h.Max < int64(hold*time.Second/rate) {
+		t.Errorf("max round trip %v, want at least %v", time.Duration(h.Max), hold*time.Second/rate)
+	}
+	if q := h.Quantile(1 - 90/float64(h.N)); q < 100*time.Millisecond {
+		t.Errorf("the 90th slowest round trip took %v, want at least 100ms", q)
+	}
 }
 
 // TestDemoDevice: the demo device publishes readings as JSON, obeys on and

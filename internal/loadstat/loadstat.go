@@ -112,6 +112,10 @@ type Result struct {
 	Publishers  int    `json:"publishers"`
 	Subscribers int    `json:"subscribers"`
 	Payload     int    `json:"payload_bytes"`
+	// Rate is the messages per second each publisher was asked to send
+	// (rr: the round trips each requester starts on its schedule, open
+	// loop); 0 is flat out (rr: one at a time, closed loop).
+	Rate float64 `json:"rate_per_client,omitempty"`
 
 	// Connections opened and how long opening them all took.
 	Connections  int           `json:"connections"`
@@ -150,6 +154,7 @@ func (r *Result) Error(kind string) { r.Errors[kind]++ }
 
 // Merge adds another process's result to r.
 func (r *Result) Merge(o *Result) {
+	r.Rate = max(r.Rate, o.Rate)
 	r.Publishers += o.Publishers
 	r.Subscribers += o.Subscribers
 	r.Connections += o.Connections
@@ -241,8 +246,12 @@ func (r *Result) Summary(w io.Writer) {
 	case "idle":
 		fmt.Fprintf(w, "smq bench: idle, %d sessions held %.1fs\n", r.Connections, r.Duration.Seconds())
 	case "rr":
-		fmt.Fprintf(w, "smq bench: rr, %d requesters, 1 responder, %d-byte payload, %.1fs\n",
-			r.Publishers, r.Payload, r.Duration.Seconds())
+		loop := "closed loop"
+		if r.Rate > 0 {
+			loop = fmt.Sprintf("open loop at %g/s each", r.Rate)
+		}
+		fmt.Fprintf(w, "smq bench: rr, %d requesters (%s), 1 responder, %d-byte payload, %.1fs\n",
+			r.Publishers, loop, r.Payload, r.Duration.Seconds())
 	default:
 		fmt.Fprintf(w, "smq bench: %s, %d publishers, %d subscribers, %d-byte payload, %.1fs\n",
 			r.Mode, r.Publishers, r.Subscribers, r.Payload, r.Duration.Seconds())

@@ -113,3 +113,30 @@ func TestMergeAndTotals(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenLoop: an open-loop rr result keeps its schedule's rate through
+// JSON and a merge, and says so; a closed-loop one says that.
+func TestOpenLoop(t *testing.T) {
+	for _, tc := range []struct {
+		rate float64
+		want string
+	}{{500, "8 requesters (open loop at 500/s each)"}, {0, "8 requesters (closed loop)"}} {
+		w := NewResult("rr", 64)
+		w.Publishers, w.Rate = 8, tc.rate
+		js, err := json.Marshal(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back := NewResult("", 0)
+		if err := json.Unmarshal(js, back); err != nil {
+			t.Fatal(err)
+		}
+		run := NewResult("rr", 64)
+		run.Merge(back)
+		var sb strings.Builder
+		run.Summary(&sb)
+		if run.Rate != tc.rate || !strings.Contains(sb.String(), tc.want) {
+			t.Errorf("rate %v, summary lacks %q:\n%s", run.Rate, tc.want, sb.String())
+		}
+	}
+}
