@@ -44,7 +44,13 @@ const (
 	lanOne    = "smqgw → LAN broker, GOMAXPROCS=1"
 	embedded  = "smqgw embedded"
 	nginxWSS  = "nginx"
+	nginxRaw  = "nginx, raw TLS"
 )
+
+// streamModule is Debian's nginx stream module (libnginx-mod-stream):
+// with it nginx also terminates raw TLS and relays the bytes to the
+// broker, the fair comparison for smqgw's raw TLS path.
+const streamModule = "/usr/lib/nginx/modules/ngx_stream_module.so"
 
 // target is one way to the broker.
 type target struct {
@@ -132,7 +138,7 @@ max_connections_per_ip = 200000
 
 // start runs the broker, the gateways and nginx, and fills in the targets.
 func (e *env) start() error {
-	var ports [8]int
+	var ports [9]int
 	for i := range ports {
 		p, err := freePort()
 		if err != nil {
@@ -198,12 +204,20 @@ func (e *env) start() error {
 	if e.nginx == "" {
 		return nil
 	}
-	master, err := e.startNginx(nginxPort, broker)
+	nginxRawPort := ports[8]
+	if _, err := os.Stat(streamModule); err != nil {
+		fmt.Fprintln(e.log, "bench: nginx's stream module not found (apt-get install libnginx-mod-stream): its raw TLS column is left out")
+		nginxRawPort = 0
+	}
+	master, err := e.startNginx(nginxPort, nginxRawPort, broker)
 	if err != nil {
 		return err
 	}
 	e.pids["nginx"] = func() []int { return append([]int{master}, children(master)...) }
 	e.targets[nginxWSS] = target{nginxWSS, fmt.Sprintf("wss://127.0.0.1:%d/", nginxPort), "nginx", ""}
+	if nginxRawPort != 0 {
+		e.targets[nginxRaw] = target{nginxRaw, fmt.Sprintf("https://127.0.0.1:%d/", nginxRawPort), "nginx", ""}
+	}
 	return nil
 }
 
@@ -214,14 +228,31 @@ func (e *env) restart() error {
 }
 
 // startNginx runs nginx terminating TLS on port and proxying WebSockets
-// to the broker, with as many workers as CPUs, like smqgw's GOMAXPROCS.
-func (e *env) startNginx(port, broker int) (int, error) {
+// to the broker, with as many workers as CPUs, like smqgw's GOMAXPROCS;
+// and, unless rawPort is 0, terminating TLS on rawPort and relaying the
+// bytes to the broker (raw SMQ, its HTTP request included).
+func (e *env) startNginx(port, rawPort, broker int) (int, error) {
 	prefix := filepath.Join(e.dir, "nginx")
 	if err := os.MkdirAll(filepath.Join(prefix, "logs"), 0o755); err != nil {
 		return 0, err
 	}
 	pki := filepath.Join(e.dir, "pki")
-	conf := fmt.Sprintf(`worker_processes %d;
+	var stream, load string
+	if rawPort != 0 {
+		load = "load_module " + streamModule + ";\n"
+		stream = fmt.Sprintf(`stream {
+  server {
+    listen 127.0.0.1:%d ssl;
+    ssl_certificate %s;
+    ssl_certificate_key %s;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    proxy_pass 127.0.0.1:%d;
+    proxy_timeout 1h;
+  }
+}
+`, rawPort, filepath.Join(pki, "server.pem"), filepath.Join(pki, "server-key.pem"), broker)
+	}
+	conf := load + fmt.Sprintf(`worker_processes %d;
 worker_rlimit_nofile 20000;
 pid %[2]s/nginx.pid;
 error_log %[2]s/logs/error.log warn;
@@ -251,7 +282,7 @@ http {
     }
   }
 }
-`, runtime.NumCPU(), prefix, port, filepath.Join(pki, "server.pem"), filepath.Join(pki, "server-key.pem"), broker)
+`, runtime.NumCPU(), prefix, port, filepath.Join(pki, "server.pem"), filepath.Join(pki, "server-key.pem"), broker) + stream
 	file := filepath.Join(prefix, "nginx.conf")
 	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
 		return 0, err
