@@ -73,7 +73,17 @@ type env struct {
 func main() {
 	quick := flag.Bool("quick", false, "short runs (1 s) and fewer idle sessions, to try the setup")
 	jsonOut := flag.String("json", "", "also write every measurement to this `file` as JSON")
+	// storms (issue 17 §3): storm.go.
+	stormsOnly := flag.Bool("storms-only", false, "run only the reconnect storms and handshake rates (storm.go)")
 	flag.Parse()
+	if *stormsOnly {
+		if err := runStorms(*quick, *jsonOut); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: error:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	// end storms
 	if err := run(*quick, *jsonOut); err != nil {
 		fmt.Fprintln(os.Stderr, "bench: error:", err)
 		os.Exit(1)
