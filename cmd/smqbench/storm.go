@@ -112,9 +112,8 @@ type stormRun struct {
 	FromSignal     time.Duration    `json:"all_back_from_signal_ns"`
 	FromListening  time.Duration    `json:"all_back_from_listening_ns"`
 	Down           time.Duration    `json:"down_ns"` // signal to listening again
-	P50, P90       time.Duration    `json:"-"`
-	P50ns          int64            `json:"back_p50_from_signal_ns"`
-	P90ns          int64            `json:"back_p90_from_signal_ns"`
+	P50            time.Duration    `json:"back_p50_from_signal_ns"`
+	P90            time.Duration    `json:"back_p90_from_signal_ns"`
 	Attempts       int64            `json:"reconnect_attempts"`
 	FailedAttempts map[string]int64 `json:"failed_attempts_by_kind"`
 	Ended          map[string]int64 `json:"sessions_ended_by_kind"`
@@ -1071,7 +1070,6 @@ func (f *fleet) storm(event func() (time.Time, error), limit time.Duration) stor
 	run.Back = int64(len(backs))
 	if len(backs) > 0 {
 		run.P50, run.P90 = backs[len(backs)/2], backs[len(backs)*9/10]
-		run.P50ns, run.P90ns = int64(run.P50), int64(run.P90)
 	}
 	if run.AllBack {
 		run.FromSignal = backs[len(backs)-1]
