@@ -801,7 +801,6 @@ type fleet struct {
 	hs, resumed       atomic.Int64
 	gaveUp, wouldStop atomic.Int64
 	failed            atomic.Int64
-	t0                atomic.Int64 // unix ns of the current round's signal
 
 	mu     sync.Mutex
 	kinds  map[string]int64 // failed attempts by kind
