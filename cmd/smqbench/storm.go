@@ -1221,7 +1221,7 @@ func (r *stormReport) report(w io.Writer) {
 				cert, mode, gr, gc, ngCol, ratio, ge, gm, ne, nm, gl, nl)
 			if ng {
 				targets = append(targets, target{fmt.Sprintf("handshakes/s %s %s, smqgw ≥ nginx", cert, mode), gr >= nr,
-					fmt.Sprintf("%.0f vs %.0f/s (%.2f)", gr, nr, gr/nr)})
+					fmt.Sprintf("%.0f vs %.0f/s (%.2f; server CPU per handshake %.0f vs %.0f µs)", gr, nr, gr/nr, gc, nc)})
 			}
 		}
 	}
