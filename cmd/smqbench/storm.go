@@ -18,6 +18,12 @@ package main
 // Everything listens on loopback. The load (handshake loop and storm
 // clients) runs inside this process and shares the machine's CPUs with
 // the servers it measures.
+//
+// For trying parts of it, the environment may hold:
+// SMQBENCH_SKIP_HANDSHAKES=1 (storms only), SMQBENCH_STORM_SETUPS (a
+// comma-separated list of substrings of the setups' names, e.g.
+// "raised,nginx"), SMQBENCH_STORM_SESSIONS (the fleet's size) and
+// SMQBENCH_KEEP=1 (keep the directory with every server's log).
 
 import (
 	"context"
@@ -45,6 +51,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -176,6 +183,10 @@ func (e *env) storms(quick bool) (*stormReport, error) {
 		return nil, err
 	}
 	sz := stormSizing(quick)
+	if v, err := strconv.Atoi(os.Getenv("SMQBENCH_STORM_SESSIONS")); err == nil && v > 0 {
+		sz.sessions = v
+	}
+	only := os.Getenv("SMQBENCH_STORM_SETUPS") // comma-separated substrings of setup names
 	r := &stormReport{Quick: quick, CPUs: runtime.NumCPU(), TLSVersion: "TLS 1.3", Curve: "X25519"}
 	r.Notes = append(r.Notes,
 		fmt.Sprintf("load generated inside smqbench (Go crypto/tls clients), sharing the %d CPUs with the servers", runtime.NumCPU()),
@@ -186,8 +197,10 @@ func (e *env) storms(quick bool) (*stormReport, error) {
 		r.Notes = append(r.Notes, "nginx not found: its columns are left out")
 	}
 
-	if err := s.handshakeBench(r, pki, nginx, sz); err != nil {
-		return r, err
+	if os.Getenv("SMQBENCH_SKIP_HANDSHAKES") != "1" {
+		if err := s.handshakeBench(r, pki, nginx, sz); err != nil {
+			return r, err
+		}
 	}
 	s.stopAll()
 	setups := []stormSetup{
@@ -199,6 +212,9 @@ func (e *env) storms(quick bool) (*stormReport, error) {
 		setups = append(setups, stormSetup{name: "nginx", front: "nginx", nginx: nginx})
 	}
 	for _, st := range setups {
+		if only != "" && !slices.ContainsFunc(strings.Split(only, ","), func(p string) bool { return strings.Contains(st.name, p) }) {
+			continue
+		}
 		runs, checks, err := s.stormSetupRun(st, pki, sz)
 		r.Storms = append(r.Storms, runs...)
 		r.Tickets = append(r.Tickets, checks...)
@@ -291,6 +307,8 @@ func (s *env) startProc(p *proc) error {
 	defer f.Close()
 	cmd := exec.Command(p.args[0], p.args[1:]...)
 	cmd.Stderr = f
+	// Killed with smqbench: no server outlives an interrupted run.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := s.spawn(cmd); err != nil {
 		return err
 	}
@@ -801,6 +819,7 @@ type fleet struct {
 	hs, resumed       atomic.Int64
 	gaveUp, wouldStop atomic.Int64
 	failed            atomic.Int64
+	connectBy         time.Time // no initial dial after this
 
 	mu     sync.Mutex
 	kinds  map[string]int64 // failed attempts by kind
@@ -942,6 +961,7 @@ func (f *fleet) onState(sc *stormClient) func(client.StateChange) {
 // "storm/all"; a client that fails is tried again (5 times at most).
 func (f *fleet) connect(url string) error {
 	f.clients = make([]*stormClient, f.n)
+	f.connectBy = time.Now().Add(2*time.Minute + time.Duration(f.n)*10*time.Millisecond)
 	idx := make(chan int)
 	errc := make(chan error, 64)
 	var wg sync.WaitGroup
@@ -977,6 +997,9 @@ func (f *fleet) dialOne(url string, i int) error {
 	// Patient, bounded: an address with more sessions than
 	// session_rate_per_ip's burst is let in at the rate.
 	deadline := time.Now().Add(90 * time.Second)
+	if f.connectBy.Before(deadline) {
+		deadline = f.connectBy
+	}
 	backoff := 200 * time.Millisecond
 	for try := 0; try < 200 && time.Now().Before(deadline); try++ {
 		if try > 0 {
