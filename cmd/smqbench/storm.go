@@ -74,6 +74,9 @@ type stormReport struct {
 	Handshakes []hsRun `json:"handshakes"`
 	// Tickets: does a primed client resume after each event?
 	Tickets []ticketCheck `json:"tickets"`
+	// Connects: the fleet's first connect, per setup: a baseline of what
+	// the machine does at a bounded pace (64 dials at a time).
+	Connects []connectRun `json:"connects"`
 	// Storms: one per (setup, event).
 	Storms []stormRun `json:"storms"`
 	Notes  []string   `json:"notes"`
@@ -131,6 +134,16 @@ type stormRun struct {
 	Published      bool             `json:"published"`
 	Received       int64            `json:"received"`
 	Lost           int64            `json:"lost"`
+	Err            string           `json:"error,omitempty"`
+}
+
+// connectRun is the fleet's first connect.
+type connectRun struct {
+	Setup          string           `json:"setup"`
+	Sessions       int              `json:"sessions"`
+	Connected      int              `json:"connected"`
+	Seconds        float64          `json:"seconds"`
+	FailedAttempts map[string]int64 `json:"failed_attempts_by_kind"`
 	Err            string           `json:"error,omitempty"`
 }
 
@@ -215,7 +228,10 @@ func (e *env) storms(quick bool) (*stormReport, error) {
 		if only != "" && !slices.ContainsFunc(strings.Split(only, ","), func(p string) bool { return strings.Contains(st.name, p) }) {
 			continue
 		}
-		runs, checks, err := s.stormSetupRun(st, pki, sz)
+		runs, checks, conn, err := s.stormSetupRun(st, pki, sz)
+		if conn != nil {
+			r.Connects = append(r.Connects, *conn)
+		}
 		r.Storms = append(r.Storms, runs...)
 		r.Tickets = append(r.Tickets, checks...)
 		s.stopAll()
@@ -665,10 +681,10 @@ type stormSetup struct {
 // stormSetupRun starts a broker and the front end, connects the fleet,
 // and restarts the front end, then the broker (SIGTERM), then the broker
 // (SIGKILL), measuring each.
-func (s *env) stormSetupRun(st stormSetup, pki *stormPKI, sz stormSizes) ([]stormRun, []ticketCheck, error) {
+func (s *env) stormSetupRun(st stormSetup, pki *stormPKI, sz stormSizes) ([]stormRun, []ticketCheck, *connectRun, error) {
 	ports, err := freePorts(2)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	bport, fport := ports[0], ports[1]
 	tag := strings.NewReplacer(" ", "-", ",", "").Replace(st.name)
@@ -681,7 +697,7 @@ func (s *env) stormSetupRun(st stormSetup, pki *stormPKI, sz stormSizes) ([]stor
 	broker, err := s.newSmqgw("broker-"+tag, fmt.Sprintf("state_dir = %q\n%s[[listener]]\nname = \"lan\"\naddress = \"127.0.0.1:%d\"\n  [[listener.route]]\n  path = \"/\"\n  upstream = \"embedded\"\n",
 		s.dir, raisedLimits, bport))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var front *proc
 	ecCert := pki.files[hsCerts[0]]
@@ -690,7 +706,7 @@ func (s *env) stormSetupRun(st stormSetup, pki *stormPKI, sz stormSizes) ([]stor
 		k := make([]byte, 32)
 		_, _ = rand.Read(k)
 		if err := os.WriteFile(keyFile, []byte(hex.EncodeToString(k)+"\n"), 0o600); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		lim := ""
 		if st.raised {
@@ -699,7 +715,7 @@ func (s *env) stormSetupRun(st stormSetup, pki *stormPKI, sz stormSizes) ([]stor
 		conf := fmt.Sprintf("state_dir = %q\nsession_ticket_key_file = %q\n%s[[listener]]\nname = \"edge\"\naddress = \"127.0.0.1:%d\"\ntls = \"storm\"\n  [[listener.route]]\n  path = \"/\"\n  upstream = \"lan\"\n[upstream.lan]\nurls = [\"http://127.0.0.1:%d/\"]\n%s",
 			s.dir, keyFile, lim, fport, bport, certsBlock("storm", ecCert))
 		if front, err = s.newSmqgw("front-"+tag, conf); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	} else {
 		server := fmt.Sprintf(`  map $http_upgrade $connection_upgrade { default upgrade; '' close; }
@@ -720,17 +736,17 @@ func (s *env) stormSetupRun(st stormSetup, pki *stormPKI, sz stormSizes) ([]stor
   }
 `, fport, ecCert[0], ecCert[1], bport)
 		if front, err = newNginx(st.nginx, filepath.Join(s.dir, "nginx-"+tag), server); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	for _, p := range []*proc{broker, front} {
 		if err := s.startProc(p); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	for _, p := range ports {
 		if _, err := waitListen(p); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	var checks []ticketCheck
@@ -756,8 +772,18 @@ func (s *env) stormSetupRun(st stormSetup, pki *stormPKI, sz stormSizes) ([]stor
 	defer f.close()
 	url := fmt.Sprintf("wss://127.0.0.1:%d/", fport)
 	fmt.Fprintf(s.log, "storm: %s: connecting %d sessions from %d addresses\n", st.name, sz.sessions, f.addrs)
-	if err := f.connect(url); err != nil {
-		return nil, checks, err
+	t0 := time.Now()
+	err = f.connect(url)
+	conn := &connectRun{Setup: st.name, Sessions: f.n, Seconds: time.Since(t0).Seconds(), FailedAttempts: f.dialFailures()}
+	for _, sc := range f.clients {
+		if sc != nil {
+			conn.Connected++
+		}
+	}
+	fmt.Fprintf(s.log, "storm: %s: %d of %d connected in %.1f s, failed attempts: %s\n", st.name, conn.Connected, f.n, conn.Seconds, kinds(conn.FailedAttempts))
+	if err != nil {
+		conn.Err = err.Error()
+		return nil, checks, conn, err
 	}
 	restart := func(p *proc, sig syscall.Signal, port int) func() (time.Time, error) {
 		return func() (time.Time, error) {
@@ -802,11 +828,11 @@ func (s *env) stormSetupRun(st stormSetup, pki *stormPKI, sz stormSizes) ([]stor
 			}
 			if !run.AllBack {
 				// The next event would start from a broken fleet.
-				return runs, checks, nil
+				return runs, checks, conn, nil
 			}
 		}
 	}
-	return runs, checks, nil
+	return runs, checks, conn, nil
 }
 
 // fleet is the storm's clients.
@@ -821,10 +847,11 @@ type fleet struct {
 	failed            atomic.Int64
 	connectBy         time.Time // no initial dial after this
 
-	mu     sync.Mutex
-	kinds  map[string]int64 // failed attempts by kind
-	ended  map[string]int64 // sessions ended by kind
-	logger *slog.Logger
+	mu        sync.Mutex
+	kinds     map[string]int64 // failed attempts by kind
+	dialKinds map[string]int64 // failed first dials by kind
+	ended     map[string]int64 // sessions ended by kind
+	logger    *slog.Logger
 }
 
 type stormClient struct {
@@ -837,7 +864,7 @@ type stormClient struct {
 
 func newFleet(n, perAddr int, pool *x509.CertPool) *fleet {
 	f := &fleet{n: n, perAddr: perAddr, addrs: (n + perAddr - 1) / perAddr, pool: pool,
-		kinds: map[string]int64{}, ended: map[string]int64{}}
+		kinds: map[string]int64{}, ended: map[string]int64{}, dialKinds: map[string]int64{}}
 	f.logger = slog.New(&countHandler{f: f})
 	return f
 }
@@ -1038,8 +1065,21 @@ func (f *fleet) dialOne(url string, i int) error {
 			f.clients[i] = sc
 			return nil
 		}
+		f.mu.Lock()
+		f.dialKinds[classify(err)]++
+		f.mu.Unlock()
 	}
 	return fmt.Errorf("session %d from %v: %w", i, src, err)
+}
+
+func (f *fleet) dialFailures() map[string]int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m := map[string]int64{}
+	for k, v := range f.dialKinds {
+		m[k] = v
+	}
+	return m
 }
 
 func (f *fleet) close() {
@@ -1439,6 +1479,17 @@ func (g *stormGroup) verdict(r *stormReport) (bool, string) {
 // stormTables prints the storms, one row per (setup, event), medians
 // over the repetitions.
 func (r *stormReport) stormTables(w io.Writer) {
+	if len(r.Connects) > 0 {
+		fmt.Fprintln(w, "First connect of the fleet, 64 dials at a time (a baseline of the machine's pace):")
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "| setup | connected | seconds | sessions/s | failed attempts by |")
+		fmt.Fprintln(w, "|---|---|---:|---:|---|")
+		for _, c := range r.Connects {
+			fmt.Fprintf(w, "| %s | %d/%d | %.1f | %.0f | %s |\n", c.Setup, c.Connected, c.Sessions, c.Seconds,
+				float64(c.Connected)/max(c.Seconds, 1e-9), kinds(c.FailedAttempts))
+		}
+		fmt.Fprintln(w)
+	}
 	groups := r.stormGroups()
 	if len(groups) == 0 {
 		return
