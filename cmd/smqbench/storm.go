@@ -332,6 +332,27 @@ func (s *env) startProc(p *proc) error {
 	return nil
 }
 
+// startLogged starts p and waits (at most 60 s) until its log has one
+// more line holding want than before.
+func (s *env) startLogged(p *proc, want string) (time.Time, error) {
+	count := func() int {
+		b, _ := os.ReadFile(p.log)
+		return strings.Count(string(b), want)
+	}
+	before := count()
+	if err := s.startProc(p); err != nil {
+		return time.Time{}, err
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if count() > before {
+			return time.Now(), nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Time{}, fmt.Errorf("%s: no %q in its log 60 s after its start", p.name, want)
+}
+
 // stopProc signals p and waits (at most 20 s, then kills) for it to end.
 func stopProc(p *proc, sig syscall.Signal) {
 	if p.cmd == nil || p.cmd.ProcessState != nil {
@@ -362,7 +383,7 @@ func (p *proc) pids() []int {
 func waitListen(port int) (time.Time, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
 		if err == nil {
 			c.Close()
 			return time.Now(), nil
@@ -788,6 +809,11 @@ func (s *env) stormSetupRun(st stormSetup, pki *stormPKI, sz stormSizes) ([]stor
 	restart := func(p *proc, sig syscall.Signal, port int) func() (time.Time, error) {
 		return func() (time.Time, error) {
 			stopProc(p, sig)
+			if p.name != "nginx" {
+				// smqgw says when it listens: a probe's connect can fail
+				// while the storm fills the accept queue.
+				return s.startLogged(p, "msg=listening")
+			}
 			if err := s.startProc(p); err != nil {
 				return time.Time{}, err
 			}
@@ -1110,8 +1136,9 @@ func (f *fleet) storm(event func() (time.Time, error), limit time.Duration) stor
 	run := stormRun{Sessions: f.n, Addresses: f.addrs}
 	listening, err := event()
 	if err != nil {
+		// Still wait for the clients: the server may be up all the same.
 		run.Err = err.Error()
-		return run
+		listening = t0
 	}
 	run.Down = listening.Sub(t0)
 	deadline := t0.Add(limit)
