@@ -22,7 +22,8 @@ package main
 // For trying parts of it, the environment may hold:
 // SMQBENCH_SKIP_HANDSHAKES=1 (storms only), SMQBENCH_STORM_SETUPS (a
 // comma-separated list of substrings of the setups' names, e.g.
-// "raised,nginx"), SMQBENCH_STORM_SESSIONS (the fleet's size) and
+// "raised,nginx"), SMQBENCH_STORM_SESSIONS (the fleet's size),
+// SMQBENCH_STORM_REPS (repetitions, of the handshakes too) and
 // SMQBENCH_KEEP=1 (keep the directory with every server's log).
 
 import (
@@ -198,6 +199,9 @@ func (e *env) storms(quick bool) (*stormReport, error) {
 	sz := stormSizing(quick)
 	if v, err := strconv.Atoi(os.Getenv("SMQBENCH_STORM_SESSIONS")); err == nil && v > 0 {
 		sz.sessions = v
+	}
+	if v, err := strconv.Atoi(os.Getenv("SMQBENCH_STORM_REPS")); err == nil && v > 0 {
+		sz.reps = v
 	}
 	only := os.Getenv("SMQBENCH_STORM_SETUPS") // comma-separated substrings of setup names
 	r := &stormReport{Quick: quick, CPUs: runtime.NumCPU(), TLSVersion: "TLS 1.3", Curve: "X25519"}
@@ -1285,16 +1289,22 @@ func (r *stormReport) report(w io.Writer) {
 	for _, h := range r.Handshakes {
 		reps = max(reps, h.Rep)
 	}
-	fmt.Fprintf(w, "TLS handshakes per second (%s, %s; median of %d interleaved repetitions; server CPU µs per handshake in brackets):\n\n",
-		r.TLSVersion, r.Curve, reps)
-	fmt.Fprintln(w, "| certificate | handshake | smqgw | nginx | smqgw / nginx | errors, misses | the load's own CPU µs per handshake (smqgw, nginx runs) |")
-	fmt.Fprintln(w, "|---|---|---:|---:|---:|---|---|")
 	type target struct {
 		what string
 		ok   bool
 		fig  string
 	}
 	var targets []target
+	if len(r.Handshakes) > 0 {
+		fmt.Fprintf(w, "TLS handshakes per second (%s, %s; median of %d interleaved repetitions; server CPU µs per handshake in brackets):\n\n",
+			r.TLSVersion, r.Curve, reps)
+	}
+	for _, line := range []string{"| certificate | handshake | smqgw | nginx | smqgw / nginx | errors, misses | the load's own CPU µs per handshake (smqgw, nginx runs) |",
+		"|---|---|---:|---:|---:|---|---|"} {
+		if len(r.Handshakes) > 0 {
+			fmt.Fprintln(w, line)
+		}
+	}
 	for _, cert := range hsCerts {
 		for _, mode := range []string{"full", "resumed"} {
 			gr, gc, gl, ge, gm, gn := r.hsStats("smqgw", cert, mode)
@@ -1316,10 +1326,12 @@ func (r *stormReport) report(w io.Writer) {
 		}
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Session tickets: a client holding a ticket from before the event, after it:")
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| server | event | resumed | expected |")
-	fmt.Fprintln(w, "|---|---|---|---|")
+	if len(r.Tickets) > 0 {
+		fmt.Fprintln(w, "Session tickets: a client holding a ticket from before the event, after it:")
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "| server | event | resumed | expected |")
+		fmt.Fprintln(w, "|---|---|---|---|")
+	}
 	for _, t := range r.Tickets {
 		got := fmt.Sprint(t.Resumed)
 		if t.Err != "" {
@@ -1330,7 +1342,9 @@ func (r *stormReport) report(w io.Writer) {
 			targets = append(targets, target{fmt.Sprintf("%s resumes after %s", t.Server, t.Event), t.Resumed && t.Err == "", got})
 		}
 	}
-	fmt.Fprintln(w)
+	if len(r.Tickets) > 0 {
+		fmt.Fprintln(w)
+	}
 	r.stormTables(w)
 	for _, g := range r.stormGroups() {
 		if !strings.HasPrefix(g.setup, "smqgw") {
@@ -1534,6 +1548,12 @@ func (r *stormReport) stormTables(w io.Writer) {
 			}
 		}
 		all, each := g.medianDur(func(s stormRun) time.Duration { return s.FromSignal })
+		dur := func(d time.Duration) string {
+			if back == 0 {
+				return "—"
+			}
+			return dur(d)
+		}
 		p50, _ := g.medianDur(func(s stormRun) time.Duration { return s.P50 })
 		p90, _ := g.medianDur(func(s stormRun) time.Duration { return s.P90 })
 		listen, _ := g.medianDur(func(s stormRun) time.Duration { return s.FromListening })
