@@ -3,7 +3,8 @@
 //
 //	go run ./cmd/smqbench                        the full run (about 15 minutes on 2 busy CPUs)
 //	go run ./cmd/smqbench -quick                 every part, short (about 3 minutes)
-//	go run ./cmd/smqbench -only latency,memory   some sections
+//	go run ./cmd/smqbench -only latency,memory   some sections (throughput,
+//	                                             latency, memory, storm)
 //
 // It builds smqgw and smq, makes a test PKI, and starts: a broker process
 // (smqgw with only a plain listener and its embedded broker: the LAN
@@ -43,6 +44,7 @@ var sections = []section{
 	{"throughput", runThroughput, reportThroughput},
 	{"latency", runLatency, reportLatency},
 	{"memory", runMemory, reportMemory},
+	{"storm", runStorm, reportStorm},
 }
 
 // suite is one run of the bench: its settings, what it measured, and the
@@ -52,10 +54,11 @@ type suite struct {
 	quick bool
 	reps  int
 
-	thr  *throughputResults
-	lat  *latencyResults
-	mem  *memoryResults
-	json map[string]any // section name → its numbers, all repetitions
+	thr   *throughputResults
+	lat   *latencyResults
+	mem   *memoryResults
+	storm *stormReport
+	json  map[string]any // section name → its numbers, all repetitions
 
 	goals    []goal
 	failures []string // runs that lost, reordered or failed something
