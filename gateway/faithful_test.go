@@ -849,3 +849,34 @@ func TestCloseCodes(t *testing.T) {
 		t.Errorf("shutdown, refuse: close %d %q, want 1001 \"shutdown\"", ce.Code, ce.Text)
 	}
 }
+
+// TestBrokerServerUnavailablePasses: a broker's Connack 0x02 (server
+// unavailable; in a reconnect storm, a broker whose Connect timer ran out
+// while the gateway was busy) is a passing condition that smq.js and the C
+// client would take as final (SMQ-WIRE §5): the client gets no SMQ
+// refusal, only the end of the stream (raw) or close 1013 (WebSocket), and
+// retries; the log says why.
+func TestBrokerServerUnavailablePasses(t *testing.T) {
+	t.Parallel()
+	busy := func(*broker.ConnectRequest) (smq.ConnackCode, string) {
+		return smq.CodeServerUnavailable, "too many clients"
+	}
+	r := newRig(t, rigOptions{broker: broker.Config{Authenticate: busy}})
+	c := r.raw(t, "/open")
+	c.Send(smq.Connect{Version: 1, UID: "device-storm-1"})
+	c.ExpectClosed()
+	rec := r.logs.nextSession(t)
+	wantReason(t, rec, "upstream_unavailable")
+	if d, _ := rec["detail"].(string); !strings.Contains(d, "0x02") || !strings.Contains(d, "too many clients") {
+		t.Errorf("log detail %q does not say the broker answered 0x02 and why", d)
+	}
+	ws := wssWithCert(t, r, "/open", nil)
+	if m := wsRead(t, ws); m.Type() != smq.TypeInit {
+		t.Fatalf("got %+v, want Init", m)
+	}
+	wsSend(t, ws, smq.Connect{Version: 1, UID: "browser-storm-1"})
+	if ce := wsClose(t, ws); ce.Code != websocket.CloseTryAgainLater {
+		t.Errorf("close %d %q, want 1013", ce.Code, ce.Text)
+	}
+	wantReason(t, r.logs.nextSession(t), "upstream_unavailable")
+}

@@ -573,7 +573,21 @@ func (s *session) early(a upAnswer) {
 
 // relayConnack sends the broker's Connack to the client unchanged and
 // reports whether it accepted the client; a refusal ends the session.
+// Connack 0x02 (server unavailable) is a passing condition the reference
+// clients would take as final (SMQ-WIRE §5): it ends the session as an
+// unreachable upstream does, without an SMQ refusal unless the route has
+// refuse_temporary. In a reconnect storm a broker answers it to sessions
+// whose Connect came later than its timer allowed, before or after the
+// Connect was relayed.
 func (s *session) relayConnack(ack []byte) bool {
+	if smq.ConnackCode(ack[1]) == smq.CodeServerUnavailable {
+		what := "answered Connack " + smq.CodeServerUnavailable.String()
+		if m, err := smq.Decode(ack); err == nil && m.(smq.Connack).Reason != "" {
+			what += ": " + m.(smq.Connack).Reason
+		}
+		s.upstreamFailed(what, nil, ReasonUpstreamDown)
+		return false
+	}
 	if err := s.sendClient(ack); err != nil {
 		s.end(ReasonWriteError, err.Error())
 		return false
