@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/smqgw/smqgw/limits"
@@ -68,7 +70,31 @@ type Listener struct {
 	cancel    context.CancelFunc // ends handshakes in progress
 	closeOnce sync.Once
 	wg        sync.WaitGroup // the accept loop and the handshakes
+
+	gateMu sync.Mutex
+	gated  [2]*tls.Config // the last Config() and its gated clone
 }
+
+// A handshake's CPU work (key exchange, the certificate's signature)
+// starts when its ClientHello is in. Run thousands of them at once, as
+// when every device reconnects after a restart, and each gets a sliver of
+// the CPUs: all finish late, many after their clients gave up, and the
+// work is wasted. So a handshake takes one of a few slots, process-wide,
+// once its ClientHello is in, and gives it back as soon as it waits for
+// the client again (its first read after its first write): the CPUs work
+// on a few handshakes at a time, first come first served (a channel's
+// waiting senders are served in order), and the rest wait, at no cost,
+// under their handshake timeout. A client that sends nothing or stalls
+// mid-handshake holds no slot.
+var (
+	handshakeSlots   = make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0)))
+	handshakeWaiting atomic.Int64
+)
+
+// HandshakesWaiting is how many handshakes wait for a slot to compute in
+// now, process-wide: above zero for long, the CPUs are short of what the
+// clients ask.
+func HandshakesWaiting() int64 { return handshakeWaiting.Load() }
 
 type accepted struct {
 	c   net.Conn
@@ -115,10 +141,11 @@ func (l *Listener) serve(c net.Conn) {
 		return
 	}
 	sc := &sniffConn{Conn: c}
-	tc := tls.Server(sc, l.cfg.Config())
+	tc := tls.Server(sc, l.config())
 	ctx, cancel := context.WithTimeout(l.ctx, l.timeout())
 	err := tc.HandshakeContext(ctx)
 	cancel()
+	sc.release()
 	if err != nil && l.ctx.Err() != nil { // closed: not the client's failure
 		_ = c.Close()
 		return
@@ -148,6 +175,33 @@ func (l *Listener) serve(c net.Conn) {
 	case <-l.done:
 		_ = tc.Close()
 	}
+}
+
+// config returns cfg.Config() with the handshake slot taken in
+// GetConfigForClient, which crypto/tls calls with the ClientHello in; the
+// clone is made once for each configuration Config returns.
+func (l *Listener) config() *tls.Config {
+	orig := l.cfg.Config()
+	l.gateMu.Lock()
+	defer l.gateMu.Unlock()
+	if l.gated[0] == orig {
+		return l.gated[1]
+	}
+	g := orig.Clone()
+	next := orig.GetConfigForClient
+	g.GetConfigForClient = func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
+		if sc, ok := chi.Conn.(*sniffConn); ok {
+			if err := sc.acquire(chi.Context()); err != nil {
+				return nil, err
+			}
+		}
+		if next != nil {
+			return next(chi)
+		}
+		return nil, nil
+	}
+	l.gated = [2]*tls.Config{orig, g}
+	return g
 }
 
 // admit asks Admit about c, and reports whether to go on.
@@ -225,11 +279,49 @@ func looksLikeHTTP(hdr [5]byte) bool {
 // the ServerHello): content type 21, a version 3.x, length 2, level,
 // description. Writes are serialized by the tls.Conn, and the first
 // happens during the handshake, in the handshake's goroutine.
+//
+// It also holds the connection's handshake slot: taken when the
+// ClientHello is in, given back at the first read after a write (the
+// server's flight is out: it waits for the client) or when the handshake
+// ends.
 type sniffConn struct {
 	net.Conn
 	wrote     bool
 	sentAlert bool           // the first write was an alert
 	alert     tls.AlertError // the alert it was
+	slot      bool           // holds a handshake slot
+	slotWrote bool           // wrote since it took the slot
+}
+
+// acquire waits for a handshake slot, or until ctx (the handshake's) ends.
+func (c *sniffConn) acquire(ctx context.Context) error {
+	if c.slot {
+		return nil
+	}
+	handshakeWaiting.Add(1)
+	defer handshakeWaiting.Add(-1)
+	select {
+	case handshakeSlots <- struct{}{}:
+		c.slot, c.slotWrote = true, false
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// release gives the slot back, if it holds one.
+func (c *sniffConn) release() {
+	if c.slot {
+		c.slot = false
+		<-handshakeSlots
+	}
+}
+
+func (c *sniffConn) Read(b []byte) (int, error) {
+	if c.slot && c.slotWrote {
+		c.release()
+	}
+	return c.Conn.Read(b)
 }
 
 // NetConn returns the connection underneath, for code that looks for its
@@ -237,6 +329,9 @@ type sniffConn struct {
 func (c *sniffConn) NetConn() net.Conn { return c.Conn }
 
 func (c *sniffConn) Write(b []byte) (int, error) {
+	if c.slot {
+		c.slotWrote = true
+	}
 	if !c.wrote {
 		c.wrote = true
 		if len(b) == 7 && b[0] == 21 && b[1] == 3 && b[3] == 0 && b[4] == 2 {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -547,4 +548,56 @@ func TestListenerCloseEndsHandshakes(t *testing.T) {
 		t.Errorf("a handshake ended by Close was reported: %v", err)
 	default:
 	}
+}
+
+// TestListenerStalledHandshakesHoldNoSlot: clients that stop in the
+// middle of their handshakes, more of them than there are handshake slots
+// (after their ClientHello; or after the server's flight, never sending
+// their Finished), hold up nobody: a good client's handshake completes
+// at once, not after their (here ten-minute) timeouts.
+func TestListenerStalledHandshakesHoldNoSlot(t *testing.T) {
+	t.Parallel()
+	tl := listen(t, nil, tlsterm.ListenerConfig{
+		Timeout:     func() time.Duration { return 10 * time.Minute },
+		OnHandshake: func(net.Conn, error) {},
+	})
+	cfg := &tls.Config{RootCAs: tl.ca.Pool, ServerName: "127.0.0.1"}
+	stalled := 4*runtime.GOMAXPROCS(0) + 8 // more than the slots
+	for i := range stalled {
+		c := dialTCP(t, tl.addr)
+		if i%2 == 0 {
+			// Half a ClientHello.
+			if _, err := c.Write([]byte{22, 3, 1, 0, 200, 1, 0, 0}); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		// A whole handshake from the client's side, whose Finished never
+		// leaves: the server waits for it.
+		tc := tls.Client(&writeOnce{Conn: c}, cfg)
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := tls.Client(dialTCP(t, tl.addr), cfg)
+	if err := good.Handshake(); err != nil {
+		t.Fatalf("a good client behind %d stalled handshakes: %v", stalled, err)
+	}
+	if c := tl.nextConn(t); c == nil {
+		t.Fatal("no connection accepted")
+	}
+}
+
+// writeOnce is a connection whose writes after the first go nowhere.
+type writeOnce struct {
+	net.Conn
+	wrote bool
+}
+
+func (c *writeOnce) Write(b []byte) (int, error) {
+	if c.wrote {
+		return len(b), nil
+	}
+	c.wrote = true
+	return c.Conn.Write(b)
 }
