@@ -88,9 +88,9 @@ func newRelayEnv(tb testing.TB, via string) *relayEnv {
 	}
 	ca := testpki.NewCA(tb)
 	e.tls = &tls.Config{RootCAs: ca.Pool}
-	// The relay is measured flat out: no message rate limit.
+	// The relay is measured flat out: no message rate limits.
 	route.Path, route.Upstream = "/", up
-	gw := startGatewayRoute(tb, ca, limits.Limits{MessageRate: math.MaxInt32}, &route)
+	gw := startGatewayRoute(tb, ca, limits.Limits{MessageRate: math.MaxInt32, MessageRatePerIP: math.MaxInt32}, &route)
 	e.gwAddr = gw.Addr("edge").String()
 	return e
 }
