@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	rtmetrics "runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -87,9 +88,9 @@ func newRelayEnv(tb testing.TB, via string) *relayEnv {
 	}
 	ca := testpki.NewCA(tb)
 	e.tls = &tls.Config{RootCAs: ca.Pool}
-	// The relay is measured flat out: no message rate limit.
+	// The relay is measured flat out: no message rate limits.
 	route.Path, route.Upstream = "/", up
-	gw := startGatewayRoute(tb, ca, limits.Limits{MessageRate: math.MaxInt32}, &route)
+	gw := startGatewayRoute(tb, ca, limits.Limits{MessageRate: math.MaxInt32, MessageRatePerIP: math.MaxInt32}, &route)
 	e.gwAddr = gw.Addr("edge").String()
 	return e
 }
@@ -448,25 +449,42 @@ func benchRelay(b *testing.B, via, kind string, batch int) {
 // each session (and, with the embedded upstream, the broker's).
 
 const (
-	envMemTest  = "SMQGW_MEMTEST"          // "1" runs TestIdleSessionMemory
-	envSessions = "SMQGW_MEMTEST_SESSIONS" // session counts, comma-separated; default "1000,5000"
-	envHelper   = "SMQGW_HELPER"           // "clients" or "broker": this process is a helper
-	envAddr     = "SMQGW_HELPER_ADDR"      // clients: the gateway's address
-	envCount    = "SMQGW_HELPER_N"         // clients: how many sessions
-	envCA       = "SMQGW_HELPER_CA"        // clients: the CA certificate file
-	envProfile  = "SMQGW_MEMTEST_PROFILE"  // a directory: write a heap profile with the sessions open
-	envBig      = "SMQGW_MEMTEST_BIG"      // "1": each session first sends itself one message of 60,000 bytes and reads it back
+	envMemTest   = "SMQGW_MEMTEST"          // "1" runs TestIdleSessionMemory
+	envSessions  = "SMQGW_MEMTEST_SESSIONS" // session counts, comma-separated; default "1000,5000"
+	envHold      = "SMQGW_MEMTEST_HOLD"     // how long the sessions are held before "as held" is read; default 3s
+	envHelper    = "SMQGW_HELPER"           // "clients" or "broker": this process is a helper
+	envAddr      = "SMQGW_HELPER_ADDR"      // clients: the gateway's address
+	envCount     = "SMQGW_HELPER_N"         // clients: how many sessions
+	envCA        = "SMQGW_HELPER_CA"        // clients: the CA certificate file
+	envTransport = "SMQGW_HELPER_TRANSPORT" // clients: "wss" (default) or "https" (raw SMQ over TLS)
+	envProfile   = "SMQGW_MEMTEST_PROFILE"  // a directory: write a heap profile with the sessions open
+	envBig       = "SMQGW_MEMTEST_BIG"      // "1": each session first sends itself one message of 60,000 bytes and reads it back
 )
 
-// TestIdleSessionMemory opens idle wss sessions through the gateway from a
-// helper process and reports the gateway process's memory per session. Run
-// it by hand:
+// TestIdleSessionMemory opens idle sessions through the gateway's TLS
+// listener from a helper process (wss://, or raw SMQ over TLS: https://)
+// and reports the gateway process's memory per session. Run it by hand:
 //
 //	SMQGW_MEMTEST=1 go test ./gateway -run TestIdleSessionMemory -v
+//	SMQGW_MEMTEST=1 SMQGW_MEMTEST_SESSIONS=9000 go test ./gateway -run 'TestIdleSessionMemory/upstream=lan' -v
 //
 // upstream=embedded counts the in-process broker's side of each session too;
 // upstream=lan puts the broker in a second helper process, leaving the
-// gateway alone.
+// gateway alone (the LAN path).
+//
+// Each run reports, per session (the process's figures with the sessions
+// held, less those before the clients came, over the session count):
+//
+//   - peak: the process's peak RSS (VmHWM) during the connect burst;
+//   - held: RSS, and what makes it up, SMQGW_MEMTEST_HOLD (3 s) after the
+//     burst, as a user would see it: no GC forced from outside;
+//   - gc: the same after a forced GC and debug.FreeOSMemory.
+//
+// RSS is split into stacks (goroutine stacks in use), live heap (as of
+// the last GC), runtime (the runtime's metadata, its own stacks and the
+// rest it reports), and headroom: what is left of RSS, mostly heap
+// garbage not yet collected and free heap spans not yet returned to the
+// OS.
 func TestIdleSessionMemory(t *testing.T) {
 	if os.Getenv(envMemTest) != "1" {
 		t.Skip("set " + envMemTest + "=1 to run")
@@ -482,16 +500,25 @@ func TestIdleSessionMemory(t *testing.T) {
 			counts = append(counts, n)
 		}
 	}
+	hold := 3 * time.Second
+	if s := os.Getenv(envHold); s != "" {
+		var err error
+		if hold, err = time.ParseDuration(s); err != nil {
+			t.Fatalf("%s: %v", envHold, err)
+		}
+	}
 	for _, via := range []string{"embedded", "lan"} {
-		for _, n := range counts {
-			t.Run(fmt.Sprintf("upstream=%s/sessions=%d", via, n), func(t *testing.T) {
-				idleSessions(t, via, n)
-			})
+		for _, transport := range []string{"wss", "https"} {
+			for _, n := range counts {
+				t.Run(fmt.Sprintf("upstream=%s/client=%s/sessions=%d", via, transport, n), func(t *testing.T) {
+					idleSessions(t, via, transport, n, hold)
+				})
+			}
 		}
 	}
 }
 
-func idleSessions(t *testing.T, via string, n int) {
+func idleSessions(t *testing.T, via, transport string, n int, hold time.Duration) {
 	var up upstream.Upstream
 	var br *broker.Broker
 	if via == "embedded" {
@@ -511,11 +538,13 @@ func idleSessions(t *testing.T, via string, n int) {
 	gw := startGateway(t, ca, limits.Limits{WSPingInterval: time.Hour, MaxSessionsPerIP: 1 << 20, SessionRatePerIP: 1e6,
 		MaxConnectionsPerIP: 1 << 20, MaxPendingPerIP: 1 << 20}, up)
 
-	before := memSnapshot(t)
+	before := memSnapshot(t, true)
+	resetPeakRSS(t)
 	h := startHelper(t, "clients", []string{
 		envAddr + "=" + gw.Addr("edge").String(),
 		envCount + "=" + strconv.Itoa(n),
 		envCA + "=" + ca.CertFile,
+		envTransport + "=" + transport,
 	})
 	start := time.Now()
 	h.waitLine(t, "ready ")
@@ -523,19 +552,31 @@ func idleSessions(t *testing.T, via string, n int) {
 	if got := gw.Sessions(); got != n {
 		t.Fatalf("gateway has %d sessions, want %d", got, n)
 	}
-	after := memSnapshot(t)
+	// The measurement's own window, not a wait for a condition: "as held"
+	// is what the process holds this long after the burst.
+	<-time.After(hold)
+	held := memSnapshot(t, false)
+	gced := memSnapshot(t, true)
 	if dir := os.Getenv(envProfile); dir != "" {
-		writeHeapProfile(t, filepath.Join(dir, fmt.Sprintf("heap-%s-%d.out", via, n)))
+		writeHeapProfile(t, filepath.Join(dir, fmt.Sprintf("heap-%s-%s-%d.out", via, transport, n)))
 	}
 
-	per := func(a, b uint64) float64 { return (float64(a) - float64(b)) / float64(n) }
-	t.Logf("upstream=%s sessions=%d (set up in %v): per session: heap+stack in use %.0f B "+
-		"(heap in use %.0f, stack in use %.0f, live heap objects %.0f B), VmRSS %.0f B, goroutines %.1f",
-		via, n, setup.Round(time.Millisecond),
-		per(after.heapInuse+after.stackInuse, before.heapInuse+before.stackInuse),
-		per(after.heapInuse, before.heapInuse), per(after.stackInuse, before.stackInuse),
-		per(after.heapAlloc, before.heapAlloc), per(after.rss, before.rss),
-		per(uint64(after.goroutines), uint64(before.goroutines)))
+	kib := func(a, b uint64) float64 { return (float64(a) - float64(b)) / float64(n) / 1024 }
+	line := func(name string, m memStats) string {
+		return fmt.Sprintf("%-5s RSS %5.1f KiB = stacks %4.1f + live heap %4.1f + runtime %4.1f + headroom %5.1f "+
+			"(heap objects %4.1f, free spans %4.1f)",
+			name, kib(m.rss, before.rss), kib(m.stacks, before.stacks), kib(m.live, before.live),
+			kib(m.runtime, before.runtime),
+			kib(m.rss, before.rss)-kib(m.stacks, before.stacks)-kib(m.live, before.live)-kib(m.runtime, before.runtime),
+			kib(m.objects, before.objects), kib(m.free, before.free))
+	}
+	t.Logf("upstream=%s client=%s sessions=%d (set up in %v, held %v): per session:\n"+
+		"  peak  RSS %5.1f KiB (VmHWM during the burst)\n  %s\n  %s\n"+
+		"  goroutines %.2f, stack %.0f B each on average after GC; starting stack %d B",
+		via, transport, n, setup.Round(time.Millisecond), hold,
+		kib(held.peak, before.rss), line("held", held), line("gc", gced),
+		float64(gced.goroutines-before.goroutines)/float64(n),
+		(float64(gced.stacks)-float64(before.stacks))/float64(gced.goroutines-before.goroutines), gced.startStack)
 	if br != nil {
 		if got := br.Stats().Sessions; got != int64(n) {
 			t.Errorf("broker has %d sessions, want %d", got, n)
@@ -544,36 +585,80 @@ func idleSessions(t *testing.T, via string, n int) {
 	h.stop(t)
 }
 
+// memStats is the process's memory, in bytes: RSS and its peak from
+// /proc, the rest from runtime/metrics.
 type memStats struct {
-	heapInuse, stackInuse, heapAlloc, rss uint64
-	goroutines                            int
+	rss, peak uint64
+	stacks    uint64 // goroutine stacks in use
+	live      uint64 // live heap as of the last GC
+	objects   uint64 // heap objects, live or not yet swept
+	free      uint64 // heap spans free but not returned to the OS
+	runtime   uint64 // the runtime's metadata, OS thread stacks, other
+	// startStack is the size new goroutines start with.
+	startStack uint64
+	goroutines int
 }
 
-// memSnapshot collects garbage, returns freed memory to the OS, and reads
-// the runtime's figures and VmRSS.
-func memSnapshot(t *testing.T) memStats {
+// memSnapshot reads the process's memory; with gc, after collecting
+// garbage and returning freed memory to the OS.
+func memSnapshot(t *testing.T, gc bool) memStats {
 	t.Helper()
-	runtime.GC()
-	runtime.GC()
-	debug.FreeOSMemory()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	s := memStats{heapInuse: m.HeapInuse, stackInuse: m.StackInuse, heapAlloc: m.HeapAlloc,
+	if gc {
+		runtime.GC()
+		runtime.GC()
+		debug.FreeOSMemory()
+	}
+	samples := []rtmetrics.Sample{
+		{Name: "/memory/classes/heap/stacks:bytes"},
+		{Name: "/gc/heap/live:bytes"},
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"},
+		{Name: "/memory/classes/heap/unused:bytes"},
+		{Name: "/memory/classes/metadata/mcache/free:bytes"},
+		{Name: "/memory/classes/metadata/mcache/inuse:bytes"},
+		{Name: "/memory/classes/metadata/mspan/free:bytes"},
+		{Name: "/memory/classes/metadata/mspan/inuse:bytes"},
+		{Name: "/memory/classes/metadata/other:bytes"},
+		{Name: "/memory/classes/os-stacks:bytes"},
+		{Name: "/memory/classes/other:bytes"},
+		{Name: "/memory/classes/profiling/buckets:bytes"},
+		{Name: "/gc/stack/starting-size:bytes"},
+	}
+	rtmetrics.Read(samples)
+	v := func(i int) uint64 { return samples[i].Value.Uint64() }
+	s := memStats{stacks: v(0), live: v(1), objects: v(2), free: v(3) + v(4),
+		runtime: v(5) + v(6) + v(7) + v(8) + v(9) + v(10) + v(11) + v(12), startStack: v(13),
 		goroutines: runtime.NumGoroutine()}
+	s.rss, s.peak = procStatus(t, "VmRSS:"), procStatus(t, "VmHWM:")
+	return s
+}
+
+// procStatus returns a field of /proc/self/status in bytes.
+func procStatus(t *testing.T, field string) uint64 {
+	t.Helper()
 	status, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(string(status), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			if err != nil {
-				t.Fatalf("VmRSS %q: %v", v, err)
+				t.Fatalf("%s %q: %v", field, v, err)
 			}
-			s.rss = kb << 10
+			return kb << 10
 		}
 	}
-	return s
+	t.Fatalf("no %s in /proc/self/status", field)
+	return 0
+}
+
+// resetPeakRSS resets VmHWM to the RSS now (Linux: clear_refs 5).
+func resetPeakRSS(t *testing.T) {
+	t.Helper()
+	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+		t.Logf("peak RSS not reset (%v): the peak may be an earlier one", err)
+	}
 }
 
 func writeHeapProfile(t *testing.T, name string) {
@@ -660,8 +745,9 @@ func (h *helper) stop(t *testing.T) {
 }
 
 // TestHelperClients is the client side of TestIdleSessionMemory: it opens
-// SMQGW_HELPER_N wss sessions to SMQGW_HELPER_ADDR, completes Init, Connect
-// and Connack on each, prints "ready N", and holds them until stdin closes.
+// SMQGW_HELPER_N sessions to SMQGW_HELPER_ADDR (wss://, or raw SMQ over TLS
+// when SMQGW_HELPER_TRANSPORT is "https"), completes Init, Connect and
+// Connack on each, prints "ready N", and holds them until stdin closes.
 func TestHelperClients(t *testing.T) {
 	if os.Getenv(envHelper) != "clients" {
 		t.Skip("helper process for TestIdleSessionMemory")
@@ -679,8 +765,13 @@ func TestHelperClients(t *testing.T) {
 	if !pool.AppendCertsFromPEM(pem) {
 		t.Fatal("no CA certificate")
 	}
-	d := &websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}, HandshakeTimeout: smqtest.WaitFor}
-	conns := make([]*websocket.Conn, n)
+	raw := os.Getenv(envTransport) == "https"
+	if raw && os.Getenv(envBig) == "1" {
+		t.Fatal(envBig + " is for wss only")
+	}
+	tlsCfg := &tls.Config{RootCAs: pool}
+	d := &websocket.Dialer{TLSClientConfig: tlsCfg, HandshakeTimeout: smqtest.WaitFor}
+	conns := make([]io.Closer, n)
 	defer func() {
 		for _, c := range conns {
 			if c != nil {
@@ -700,11 +791,24 @@ func TestHelperClients(t *testing.T) {
 				if i >= n {
 					return
 				}
+				uid := "idle-" + strconv.Itoa(i)
+				if raw {
+					c, err := rawConnect(addr, tlsCfg, uid)
+					if c != nil {
+						conns[i] = c
+					}
+					if err != nil {
+						errs <- fmt.Errorf("session %d: %w", i, err)
+						next.Store(int64(n))
+						return
+					}
+					continue
+				}
 				c, _, err := d.Dial("wss://"+addr+"/", nil)
 				var ack []byte
 				if err == nil {
 					conns[i] = c
-					ack, err = wsConnect(c, "idle-"+strconv.Itoa(i))
+					ack, err = wsConnect(c, uid)
 				}
 				if err == nil && os.Getenv(envBig) == "1" {
 					err = bigRoundTrip(c, binary.BigEndian.Uint32(ack[2:]))
@@ -724,6 +828,48 @@ func TestHelperClients(t *testing.T) {
 	}
 	fmt.Printf("ready %d\n", n)
 	_, _ = io.Copy(io.Discard, os.Stdin)
+}
+
+// rawConnect opens a raw SMQ session over TLS (the https:// bootstrap),
+// reads Init, sends Connect and reads an accepting Connack. The conn it
+// returns, if any, is the caller's to close, error or not.
+func rawConnect(addr string, cfg *tls.Config, uid string) (net.Conn, error) {
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: smqtest.WaitFor}, "tcp", addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Now().Add(smqtest.WaitFor))
+	defer conn.SetDeadline(time.Time{})
+	req := smq.Request{Path: "/smq", Host: addr}
+	if _, err := conn.Write(req.Append(nil)); err != nil {
+		return conn, err
+	}
+	r := smq.NewReader(bufio.NewReaderSize(conn, 1<<10))
+	expect := func(want smq.Type) ([]byte, error) {
+		msg, err := r.Read()
+		if err != nil {
+			return nil, fmt.Errorf("reading %v: %w", want, err)
+		}
+		if smq.Type(msg[0]) != want {
+			return nil, fmt.Errorf("got %x, want %v", msg, want)
+		}
+		return msg, nil
+	}
+	if _, err := expect(smq.TypeInit); err != nil {
+		return conn, err
+	}
+	f, err := smq.AppendRawMessage(nil, smq.Connect{Version: 1, UID: uid})
+	if err != nil {
+		return conn, err
+	}
+	if _, err := conn.Write(f); err != nil {
+		return conn, err
+	}
+	ack, err := expect(smq.TypeConnack)
+	if err == nil && (len(ack) < 6 || ack[1] != 0) {
+		err = fmt.Errorf("connack %x", ack)
+	}
+	return conn, err
 }
 
 // bigRoundTrip sends the session's own ETID one Publish of 60,000 bytes

@@ -168,6 +168,13 @@ type session struct {
 	// answerRead, once the handshake reads the upstream's answer on a
 	// goroutine of its own, is closed when that read has returned.
 	answerRead chan struct{}
+
+	// tracked: the gateway counts the session (Gateway.track), and its
+	// Shutdown waits for teardown. undo holds what the session must give
+	// back at its end (slots, gauges), in the order it took them:
+	// teardown runs them last first.
+	tracked bool
+	undo    []func()
 }
 
 // ending is why a session ended.
@@ -231,22 +238,26 @@ func (s *session) accept(w http.ResponseWriter, r *http.Request, boot smq.Bootst
 // net/http's hijacked 4 KiB writer per session).
 var wsWritePool = &sync.Pool{}
 
-// serve runs an accepted session to its end.
-//
-// The session's log line comes last, after its counters and after every
-// slot it held is released: whoever sees the line (an operator, a test)
-// sees a gateway that has finished with the session.
+// serve runs an accepted session: admission, the certificate decision,
+// the dial and the handshake on this goroutine; then the relay on two
+// goroutines of their own, and this one returns (see relay). The last of
+// them to end tears the session down; a session that never gets to the
+// relay is torn down here.
 func (s *session) serve(ll *liveListener, state *tls.ConnectionState) {
-	g, lim := s.g, s.lim
-	tracked := g.track(s)
+	relaying := false
 	defer func() {
-		s.logEnd()
-		if tracked {
-			g.wg.Done() // Shutdown waits for the log line too
+		if !relaying {
+			s.teardown()
 		}
 	}()
-	defer s.stop()
 	defer s.recoverPanic()
+	relaying = s.begin(ll, state)
+}
+
+// begin is serve up to the relay, and reports whether the relay started.
+func (s *session) begin(ll *liveListener, state *tls.ConnectionState) bool {
+	g, lim := s.g, s.lim
+	s.tracked = g.track(s)
 	if state != nil && len(state.PeerCertificates) > 0 {
 		s.peerCert = state.PeerCertificates[0]
 	}
@@ -255,13 +266,12 @@ func (s *session) serve(ll *liveListener, state *tls.ConnectionState) {
 	g.m.sessionsTotal.WithLabelValues(ll.name, s.route.Path, transport).Inc()
 	open := g.m.sessionsOpen.WithLabelValues(ll.name, s.route.Path, transport)
 	open.Inc()
-	defer open.Dec()
-	if !tracked {
+	s.undo = append(s.undo, open.Dec)
+	if !s.tracked {
 		s.end(ReasonShutdown, "")
-		s.close()
-		return
+		return false
 	}
-	defer g.untrack(s)
+	s.undo = append(s.undo, func() { g.untrack(s) })
 	// The client's own address is judged first, so that one address at
 	// its limits never takes a listener slot another address needs; a
 	// refusal holds no slot and answers at once (busy).
@@ -271,12 +281,11 @@ func (s *session) serve(ll *liveListener, state *tls.ConnectionState) {
 			g.log.Warn("session refused: per-address limit", "listener", ll.name, "client", s.clientIP,
 				"limit", limit, "why", why)
 			s.busy(why)
-			s.close()
-			return
+			return false
 		}
-		defer g.perIP.release(ip)
+		s.undo = append(s.undo, func() { g.perIP.release(ip) })
 		s.ipRate = g.rates.get(ip)
-		defer g.rates.put(ip)
+		s.undo = append(s.undo, func() { g.rates.put(ip) })
 	}
 	if n := ll.active.Add(1); n > int64(lim.MaxSessions) {
 		ll.active.Add(-1)
@@ -284,25 +293,48 @@ func (s *session) serve(ll *liveListener, state *tls.ConnectionState) {
 		g.log.Warn("session refused: listener at max_sessions", "listener", ll.name, "client", s.clientIP,
 			"max_sessions", lim.MaxSessions)
 		s.busy("server busy: too many sessions")
-		s.close()
-		return
+		return false
 	}
-	defer ll.active.Add(-1)
+	s.undo = append(s.undo, func() { ll.active.Add(-1) })
 
 	decision := tlsterm.Decision{Code: smq.CodeAccepted}
 	if p := s.route.policy(); p != nil {
 		decision = p.Check(state, time.Now())
 	}
-	s.run(decision)
+	return s.run(decision)
+}
+
+// teardown ends the session, on whichever goroutine is last: it waits
+// out the end and closes both connections (close), gives back what the
+// session took (undo, last first), and logs the end.
+//
+// The session's log line comes last, after its counters and after every
+// slot it held is released: whoever sees the line (an operator, a test)
+// sees a gateway that has finished with the session.
+func (s *session) teardown() {
+	defer func() {
+		s.logEnd()
+		if s.tracked {
+			s.g.wg.Done() // Shutdown waits for the log line too
+		}
+	}()
+	defer s.stop()
+	defer s.recoverPanic()
+	defer func() {
+		for i := len(s.undo) - 1; i >= 0; i-- {
+			s.undo[i]()
+		}
+	}()
 	s.close()
 }
 
-// run is the session from the certificate decision to the end. The
-// client's bootstrap is done: its next message would be Connect.
-func (s *session) run(decision tlsterm.Decision) {
+// run is the session from the certificate decision to the relay, and
+// reports whether the relay started. The client's bootstrap is done: its
+// next message would be Connect.
+func (s *session) run(decision tlsterm.Decision) bool {
 	if decision.Code != smq.CodeAccepted {
 		s.refuse(decision.Code, decision.Reason, ReasonRefused, nil)
-		return
+		return false
 	}
 	s.identity = decision.Identity
 	if p := s.route.Access; p != nil {
@@ -314,7 +346,7 @@ func (s *session) run(decision tlsterm.Decision) {
 	cancel()
 	s.clientHeader = nil // sent: not kept for the session's lifetime
 	if err != nil && s.reasonOf() != ReasonNone {
-		return // ended (shut down) while dialling: nothing more to say
+		return false // ended (shut down) while dialling: nothing more to say
 	}
 	if err != nil {
 		msg := "upstream unreachable"
@@ -333,32 +365,33 @@ func (s *session) run(decision tlsterm.Decision) {
 		case upstream.CertificateRefused(err):
 			s.refuse(smq.CodeServerUnavailable, "upstream "+s.route.Upstream.Name()+" refused the gateway's certificate",
 				ReasonGatewayCertRefused, errors.New(upstream.Reason(err)))
-			return
+			return false
 		case proxyRefusal(err) != "":
 			what += ": " + proxyRefusal(err)
 		}
 		s.unavailable("upstream "+s.route.Upstream.Name()+what, ReasonUpstreamDown,
 			errors.New(upstream.Reason(err)), false)
-		return
+		return false
 	}
 	if c, ok := up.(*upstream.Conn); ok {
 		s.upURL = c.URL
 		up = c.Conn // relayed on directly
 	}
 	if !s.setUpstream(up) {
-		return
+		return false
 	}
 	if !isEmbedded(s.route.Upstream) {
 		s.observing = map[uint32]bool{}
 	}
 	if !s.handshake() {
-		return
+		return false
 	}
 	// Addressable one to one (access.Any) while it is connected.
-	name := s.route.Upstream.Name()
-	s.g.clients.add(name, s.etid)
-	defer s.g.clients.remove(name, s.etid)
+	name, etid := s.route.Upstream.Name(), s.etid
+	s.g.clients.add(name, etid)
+	s.undo = append(s.undo, func() { s.g.clients.remove(name, etid) })
 	s.relay()
+	return true
 }
 
 // refuse answers the client inside SMQ without an upstream: our own Init,
@@ -611,18 +644,34 @@ func (s *session) relayConnack(ack []byte) bool {
 	return false
 }
 
-// relay runs the two copiers until both have ended.
+// relay starts the two copiers, each on a goroutine of its own, and
+// returns: the last of them to end stops the watchdog and tears the
+// session down.
+//
+// An idle session is two goroutines parked in a read, and their stacks
+// are most of its memory. Fresh goroutines start small (a 4 KiB stack,
+// the size a TLS read needs); the goroutine that ran the bootstrap, the
+// admission and the handshake has grown its stack (to 8 KiB), and a stack
+// only shrinks when a collection finds three quarters of it unused, which
+// the TLS read's does not leave. So no goroutine that did that work is
+// kept: 8 KiB of stacks per idle session instead of 12 (README,
+// Performance).
 func (s *session) relay() {
 	s.startWatchdog()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	var running atomic.Int32
+	running.Store(2)
+	copier := func(copy func()) {
+		defer func() {
+			if running.Add(-1) == 0 {
+				s.watch.Stop()
+				s.teardown()
+			}
+		}()
 		defer s.recoverPanic()
-		s.upstreamToClient()
-	}()
-	s.clientToUpstream()
-	<-done
-	s.watch.Stop()
+		copy()
+	}
+	go copier(s.upstreamToClient)
+	go copier(s.clientToUpstream)
 }
 
 // clientToUpstream copies client messages to the broker, checking each at

@@ -24,6 +24,8 @@ type Server struct {
 	built   *Built
 	gw      *gateway.Gateway
 	stopRun func() // stops built.Run
+	// stopRelease stops the memory policy (memory.go).
+	stopRelease func()
 }
 
 // Start builds cfg (read from file, "" for the built-in demo) and serves
@@ -53,6 +55,7 @@ func Start(cfg *config.Config, file string, log *slog.Logger, level *slog.LevelV
 	}
 	s := &Server{file: file, log: log, level: level, cfg: cfg, built: built, gw: gw}
 	s.runBuilt()
+	s.stopRelease = releaseMemory(gw)
 	return s, nil
 }
 
@@ -161,6 +164,7 @@ func (s *Server) Shutdown() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stopRun()
+	s.stopRelease()
 	grace := s.cfg.Limits.ShutdownGrace
 	s.log.Info("shutting down", "grace", grace.String())
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
