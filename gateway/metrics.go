@@ -15,6 +15,7 @@ import (
 	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/smq"
 	"github.com/smqgw/smqgw/smqdial"
+	"github.com/smqgw/smqgw/tlsterm"
 )
 
 // Metrics are the gateway's Prometheus metrics, on a registry of their
@@ -77,6 +78,9 @@ func NewMetrics() *Metrics {
 	m.denials = f.counter("smqgw_access_denied_total", "Client messages denied by the route's topic permissions, by operation: subscribe, create, createsub, publish, observe, unobserve, unsubscribe.",
 		"listener", "route", "op")
 	m.proxyProto = f.counter("smqgw_proxy_protocol_refusals_total", "Connections refused for a PROXY protocol header from an untrusted sender.", "listener")
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smqgw_tls_handshakes_waiting",
+		Help: "TLS handshakes whose ClientHello is in, waiting for one of the few slots handshakes compute in (2 per CPU): above zero for long, the CPUs are short of what the clients ask (a reconnect storm)."},
+		func() float64 { return float64(tlsterm.HandshakesWaiting()) }))
 	m.dialSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "smqgw_upstream_dial_duration_seconds",
 		Help:    "Time to reach an upstream URL: connect, proxy, TLS and bootstrap, failed attempts included.",
