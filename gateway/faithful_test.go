@@ -880,3 +880,37 @@ func TestBrokerServerUnavailablePasses(t *testing.T) {
 	}
 	wantReason(t, r.logs.nextSession(t), "upstream_unavailable")
 }
+
+// TestEarlyServerUnavailablePasses: a broker's Connack 0x02 that comes
+// before the client had time to send its Connect (with Init at once, as a
+// busy broker answers, or after the gateway spent most of the broker's
+// wait setting the session up, as in a reconnect storm) says nothing about
+// the client: it ends the session without an SMQ refusal, while one that
+// the client earned by holding Init for most of the broker's timeout is
+// relayed (TestNoConnectDefaults).
+func TestEarlyServerUnavailablePasses(t *testing.T) {
+	t.Parallel()
+	busy, err := upstream.New(upstream.Config{Name: "busy",
+		URLs: []string{frontEnd(t, smq.CodeServerUnavailable, "no Connect received in time", nil)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, rigOptions{routes: []*gateway.Route{{Path: "/busy", Upstream: busy}}})
+	c := r.rawTLS(t, "", nil)
+	c.WriteBytes(r.bootstrap("/busy"))
+	c.ReadInit()
+	c.ExpectClosed()
+	rec := r.logs.nextSession(t)
+	wantReason(t, rec, "upstream_unavailable")
+	if d, _ := rec["detail"].(string); !strings.Contains(d, "no Connect received in time") {
+		t.Errorf("log detail %q does not carry the broker's reason", d)
+	}
+	ws := r.wss(t, "", "/busy", nil)
+	if m := wsRead(t, ws); m.Type() != smq.TypeInit {
+		t.Fatalf("got %+v, want Init", m)
+	}
+	if ce := wsClose(t, ws); ce.Code != websocket.CloseTryAgainLater {
+		t.Errorf("close %d %q, want 1013", ce.Code, ce.Text)
+	}
+	wantReason(t, r.logs.nextSession(t), "upstream_unavailable")
+}

@@ -89,6 +89,8 @@ type session struct {
 	up       wire.Conn
 	upMu     sync.Mutex
 	upURL    string             // the URL up was dialled at, "" for an in-process broker
+	dialed   time.Time          // when the upstream was dialled (its Connect timer runs)
+	initSent time.Time          // when the upstream's Init reached the client
 	ctx      context.Context    // ends with the session: aborts a dial in progress
 	stop     context.CancelFunc // cancels ctx
 	clientIP string
@@ -344,6 +346,7 @@ func (s *session) run(decision tlsterm.Decision) bool {
 	dctx, cancel := context.WithTimeout(s.ctx, lim.ConnectTimeout)
 	up, err := s.route.Upstream.Dial(dctx, upstream.Request{ClientIP: s.clientIP, Header: upstreamHeader(s.clientHeader, s.host, s.overTLS, s.identity, s.id)})
 	cancel()
+	s.dialed = time.Now()
 	s.clientHeader = nil // sent: not kept for the session's lifetime
 	if err != nil && s.reasonOf() != ReasonNone {
 		return false // ended (shut down) while dialling: nothing more to say
@@ -468,6 +471,7 @@ func (s *session) handshake() bool {
 		return false
 	}
 	s.g.m.message(toClient, init)
+	s.initSent = time.Now()
 	if s.up.Buffered() > 0 {
 		// Sent with Init: no answer to a Connect not relayed yet.
 		msg, err := s.up.Read()
@@ -531,6 +535,12 @@ func (s *session) handshake() bool {
 	}
 	if smq.Check(a.msg) != nil || smq.Type(a.msg[0]) != smq.TypeConnack {
 		s.upstreamFailed("answered Connect with "+smq.Type(a.msg[0]).String(), nil, ReasonUpstreamProtocol)
+		return false
+	}
+	if smq.ConnackCode(a.msg[1]) == smq.CodeServerUnavailable {
+		// Busy or unavailable: passing, whatever the broker thinks the
+		// reference clients make of it (SMQ-WIRE §5).
+		s.upstreamFailed(connackWhat(a.msg), nil, ReasonUpstreamDown)
 		return false
 	}
 	if !s.relayConnack(a.msg) {
@@ -599,28 +609,39 @@ func (s *session) early(a upAnswer) {
 			"route", s.route.Path, "upstream", s.route.Upstream.Name(), "client", s.clientIP, "connack", reason)
 		s.answer(smq.CodeServerUnavailable, "upstream "+s.route.Upstream.Name()+" refused the gateway's certificate: "+reason,
 			ReasonGatewayCertRefused, nil)
+	case ack.Code == smq.CodeServerUnavailable && s.gatewayLate():
+		s.upstreamFailed(connackWhat(a.msg)+" before the client's Connect, most of its wait spent before the gateway relayed its Init",
+			nil, ReasonUpstreamDown)
 	default:
 		s.relayConnack(a.msg)
 	}
 }
 
+// gatewayLate reports whether, of the time the upstream has waited for a
+// Connect since it was dialled, the gateway took more than a quarter to
+// relay its Init to the client. The reference broker answers a Connect
+// that does not come with Connack 0x02 after its timeout; a client that
+// held Init for most of it is answered as the broker answers it, but when
+// the gateway itself was late (a reconnect storm: thousands of sessions
+// set up at once) the 0x02 says nothing about the client, and relayed it
+// would end smq.js and the C client for good: then it is passing.
+func (s *session) gatewayLate() bool {
+	now := time.Now()
+	return now.Sub(s.initSent) < now.Sub(s.dialed)*3/4
+}
+
+// connackWhat says what a broker's Connack was, for the log.
+func connackWhat(ack []byte) string {
+	what := "answered Connack " + smq.ConnackCode(ack[1]).String()
+	if m, err := smq.Decode(ack); err == nil && m.(smq.Connack).Reason != "" {
+		what += ": " + m.(smq.Connack).Reason
+	}
+	return what
+}
+
 // relayConnack sends the broker's Connack to the client unchanged and
 // reports whether it accepted the client; a refusal ends the session.
-// Connack 0x02 (server unavailable) is a passing condition the reference
-// clients would take as final (SMQ-WIRE §5): it ends the session as an
-// unreachable upstream does, without an SMQ refusal unless the route has
-// refuse_temporary. In a reconnect storm a broker answers it to sessions
-// whose Connect came later than its timer allowed, before or after the
-// Connect was relayed.
 func (s *session) relayConnack(ack []byte) bool {
-	if smq.ConnackCode(ack[1]) == smq.CodeServerUnavailable {
-		what := "answered Connack " + smq.CodeServerUnavailable.String()
-		if m, err := smq.Decode(ack); err == nil && m.(smq.Connack).Reason != "" {
-			what += ": " + m.(smq.Connack).Reason
-		}
-		s.upstreamFailed(what, nil, ReasonUpstreamDown)
-		return false
-	}
 	if err := s.sendClient(ack); err != nil {
 		s.end(ReasonWriteError, err.Error())
 		return false
