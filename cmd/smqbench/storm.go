@@ -207,7 +207,7 @@ func (e *env) storms(quick bool) (*stormReport, error) {
 	r.Notes = append(r.Notes,
 		fmt.Sprintf("load generated inside smqbench (Go crypto/tls clients), sharing the %d CPUs with the servers", runtime.NumCPU()),
 		"handshake clients: TLS 1.3 only, X25519 only (Go's default X25519MLKEM768 would be picked by smqgw but not by nginx/OpenSSL 3.0), certificate verified when priming, not in the timed loop",
-		"storm clients: package client with Reconnect (backoff 0.5 s doubling to 5 s, jitter [b/2, b]); they also retry after Connack 0x02 and Disconnect, which smq.js and the C client would not: such events are counted as would_stop_smqjs")
+		"storm clients: X25519 only, as the handshake clients (nginx with OpenSSL 3.0 has no X25519MLKEM768, which smqgw would pick: more CPU on both sides); package client with Reconnect (backoff 0.5 s doubling to 5 s, jitter [b/2, b]); they also retry after Connack 0x02 and Disconnect, which smq.js and the C client would not: such events are counted as would_stop_smqjs")
 	nginx, _ := exec.LookPath("nginx")
 	if nginx == "" {
 		r.Notes = append(r.Notes, "nginx not found: its columns are left out")
@@ -1072,7 +1072,9 @@ func (f *fleet) dialOne(url string, i int) error {
 			time.Sleep(backoff/2 + mrand.N(backoff/2+1))
 			backoff = min(2*backoff, 2*time.Second)
 		}
-		tcfg := &tls.Config{ClientSessionCache: tls.NewLRUClientSessionCache(2),
+		// X25519 only, as the handshake runs: nginx with OpenSSL 3.0 has no
+		// X25519MLKEM768, which smqgw would pick (more work on both sides).
+		tcfg := &tls.Config{ClientSessionCache: tls.NewLRUClientSessionCache(2), CurvePreferences: []tls.CurveID{tls.X25519},
 			VerifyConnection: func(cs tls.ConnectionState) error {
 				f.hs.Add(1)
 				if cs.DidResume {
