@@ -27,11 +27,23 @@ import (
 // that cannot be read gives the os error, wrapped; a file with problems
 // gives an *Error listing every one.
 func Load(path string) (*Config, error) {
+	return load(path, false)
+}
+
+// LoadNoFiles is Load without opening the files the configuration names
+// (certificates, keys, CAs, CRLs, session ticket keys): it checks the
+// syntax and the semantics only, as a configuration repository's CI can
+// where those files do not exist. Its Config is for checking, not serving.
+func LoadNoFiles(path string) (*Config, error) {
+	return load(path, true)
+}
+
+func load(path string, noFiles bool) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return Parse(data, path)
+	return parse(data, path, noFiles)
 }
 
 // Parse decodes, defaults and validates a TOML configuration. name is the
@@ -39,7 +51,11 @@ func Load(path string) (*Config, error) {
 // resolved against its directory (the working directory when name has
 // none). The error, if any, is an *Error listing every problem.
 func Parse(data []byte, name string) (*Config, error) {
-	d := &decoder{file: name, bad: make(map[string]bool)}
+	return parse(data, name, false)
+}
+
+func parse(data []byte, name string, noFiles bool) (*Config, error) {
+	d := &decoder{file: name, noFiles: noFiles, bad: make(map[string]bool)}
 	if dir, err := filepath.Abs(filepath.Dir(name)); err == nil {
 		d.dir = dir
 	}
@@ -83,6 +99,7 @@ func Parse(data []byte, name string) (*Config, error) {
 type decoder struct {
 	file     string
 	dir      string // relative paths are resolved against it
+	noFiles  bool   // do not open the files named (LoadNoFiles)
 	md       toml.MetaData
 	pos      map[string]pos // where each key is written
 	bad      map[string]bool

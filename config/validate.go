@@ -35,7 +35,9 @@ func (d *decoder) validate(c *Config) {
 	if c.Admin.Address != "" {
 		d.address("admin.address", c.Admin.Address)
 	}
-	if f := c.SessionTicketKeyFile; f != "" {
+	if f := c.SessionTicketKeyFile; f != "" && d.noFiles {
+		d.readable("session_ticket_key_file", f)
+	} else if f != "" {
 		if _, err := os.Stat(f); err != nil {
 			d.readable("session_ticket_key_file", f)
 		} else if _, err := certs.LoadTicketKeys(f); err != nil {
@@ -481,6 +483,9 @@ func (d *decoder) also(first string) string {
 func (d *decoder) readable(key, name string) {
 	if name == "" {
 		d.keyf(key, "empty file name")
+		return
+	}
+	if d.noFiles {
 		return
 	}
 	f, err := os.Open(name)
