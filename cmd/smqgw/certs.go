@@ -45,12 +45,18 @@ Example (from the repository root; configs/mtls.toml uses these files):
 `
 
 // runCerts runs "smqgw certs ..." (args without "certs").
-func runCerts(args []string, stdout, stderr io.Writer) error {
+func runCerts(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("certs: no command given: init or client (see smqgw certs -h)")
+		return usagef("certs: no command given: init or client (see smqgw certs -h)")
 	}
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
+		if len(args) > 1 && args[1] != "init" && args[1] != "client" && args[1] != "help" {
+			return usagef("certs: unknown command %q: init or client (see smqgw certs -h)", args[1])
+		}
+		if len(args) > 2 {
+			return usagef("certs help: unexpected argument %q (see smqgw certs -h)", args[2])
+		}
 		printCertsUsage(stdout)
 		return nil
 	case "init":
@@ -58,8 +64,11 @@ func runCerts(args []string, stdout, stderr io.Writer) error {
 	case "client":
 		return certsClient(args[1:], stdout)
 	}
-	return fmt.Errorf("certs: unknown command %q: init or client (see smqgw certs -h)", args[0])
+	return usagef("certs: unknown command %q: init or client (see smqgw certs -h)", args[0])
 }
+
+// certsCommands are the certs commands, for help and completion.
+var certsCommands = []string{"init", "client"}
 
 // defaultDevDir is the dev PKI directory of the zero-configuration demo;
 // "" when there is no state directory.
@@ -88,43 +97,55 @@ func parseCerts(fs *flag.FlagSet, args []string, stdout io.Writer) (done bool, e
 			printCertsUsage(stdout)
 			return true, nil
 		}
-		return false, fmt.Errorf("%s: %v (see smqgw certs -h)", fs.Name(), err)
+		return false, usagef("%s: %v (see smqgw certs -h)", fs.Name(), err)
 	}
 	return false, nil
 }
 
 func checkDir(cmd, dir string) error {
 	if dir == "" {
-		return fmt.Errorf("%s: no state directory for the default -dir: pass -dir", cmd)
+		return usagef("%s: no state directory for the default -dir: pass -dir", cmd)
 	}
 	return nil
 }
 
-func certsInit(args []string, stdout io.Writer) error {
+type initFlags struct {
+	dir   string
+	hosts []string
+}
+
+func newInitFlags(f *initFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("certs init", flag.ContinueOnError)
-	dir := fs.String("dir", defaultDevDir(), "")
-	hosts := append([]string(nil), config.DefaultDevHosts...)
-	fs.Func("hosts", "", func(s string) error {
-		hosts = hosts[:0]
+	fs.StringVar(&f.dir, "dir", defaultDevDir(), "the PKI `directory`")
+	f.hosts = append([]string(nil), config.DefaultDevHosts...)
+	fs.Func("hosts", "`names` and addresses of the server certificate, comma-separated", func(s string) error {
+		f.hosts = f.hosts[:0]
 		for h := range strings.SplitSeq(s, ",") {
 			h = strings.TrimSpace(h)
 			if h == "" {
 				return errors.New("empty host name")
 			}
-			hosts = append(hosts, h)
+			f.hosts = append(f.hosts, h)
 		}
 		return nil
 	})
+	return fs
+}
+
+func certsInit(args []string, stdout io.Writer) error {
+	var f initFlags
+	fs := newInitFlags(&f)
+	dir, hosts := &f.dir, &f.hosts
 	if done, err := parseCerts(fs, args, stdout); done || err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("certs init: unexpected argument %q (see smqgw certs -h)", fs.Arg(0))
+		return usagef("certs init: unexpected argument %q (see smqgw certs -h)", fs.Arg(0))
 	}
 	if err := checkDir("certs init", *dir); err != nil {
 		return err
 	}
-	d, err := certs.EnsureDev(*dir, hosts)
+	d, err := certs.EnsureDev(*dir, *hosts)
 	if err != nil {
 		return err
 	}
@@ -173,30 +194,43 @@ func serverNames(d *certs.Dev) string {
 	return strings.Join(names, ", ")
 }
 
-func certsClient(args []string, stdout io.Writer) error {
+type clientFlags struct {
+	dir, password string
+	days          int
+	force         bool
+	ous           []string
+}
+
+func newClientFlags(f *clientFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("certs client", flag.ContinueOnError)
-	dir := fs.String("dir", defaultDevDir(), "")
-	password := fs.String("password", "", "")
-	days := fs.Int("days", int(certs.DefaultClientValidity/(24*time.Hour)), "")
-	force := fs.Bool("force", false, "")
-	var ous []string
-	fs.Func("ou", "", func(v string) error { ous = append(ous, v); return nil })
+	fs.StringVar(&f.dir, "dir", defaultDevDir(), "the PKI `directory`")
+	fs.StringVar(&f.password, "password", "", "the .p12 `password`")
+	fs.IntVar(&f.days, "days", int(certs.DefaultClientValidity/(24*time.Hour)), "`days` the certificate is valid")
+	fs.BoolVar(&f.force, "force", false, "replace the files of an existing NAME")
+	fs.Func("ou", "an organizational `unit` of the subject", func(v string) error { f.ous = append(f.ous, v); return nil })
+	return fs
+}
+
+func certsClient(args []string, stdout io.Writer) error {
+	var cf clientFlags
+	fs := newClientFlags(&cf)
+	dir, password, days, force := &cf.dir, &cf.password, &cf.days, &cf.force
 	// Flags may come before or after NAME.
 	if done, err := parseCerts(fs, args, stdout); done || err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
-		return errors.New("certs client: NAME is missing: smqgw certs client [-dir D] NAME (see smqgw certs -h)")
+		return usagef("certs client: NAME is missing: smqgw certs client [-dir D] NAME (see smqgw certs -h)")
 	}
 	name, rest := fs.Arg(0), fs.Args()[1:]
 	if done, err := parseCerts(fs, rest, stdout); done || err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("certs client: unexpected argument %q after NAME %q (see smqgw certs -h)", fs.Arg(0), name)
+		return usagef("certs client: unexpected argument %q after NAME %q (see smqgw certs -h)", fs.Arg(0), name)
 	}
 	if *days < 1 {
-		return fmt.Errorf("certs client: -days %d: must be at least 1", *days)
+		return usagef("certs client: -days %d: must be at least 1 (see smqgw certs -h)", *days)
 	}
 	if err := checkDir("certs client", *dir); err != nil {
 		return err
@@ -205,7 +239,7 @@ func certsClient(args []string, stdout io.Writer) error {
 		Password: *password,
 		Validity: time.Duration(*days) * 24 * time.Hour,
 		Force:    *force,
-		OU:       ous,
+		OU:       cf.ous,
 	})
 	if err != nil {
 		return err
@@ -214,7 +248,7 @@ func certsClient(args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "Client certificate %q, issued by the dev CA in %s:\n", name, *dir)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	subject := "CN=" + name
-	for _, ou := range ous {
+	for _, ou := range cf.ous {
 		subject += ", OU=" + ou
 	}
 	fmt.Fprintf(tw, "  %s\tcertificate: %s, for client authentication, until %s\n",

@@ -5,9 +5,13 @@
 //	smqgw                      the zero-configuration demo
 //	smqgw -config FILE         run with a configuration file
 //	smqgw -t -config FILE      check a configuration file and exit
+//	smqgw -t -no-files -config FILE
+//	                           check it without reading the files it names
 //	smqgw certs init|client    make a dev CA, server and client certificates
-//	                           (see smqgw certs -h)
+//	                           (see smqgw help certs)
 //	smqgw version              print the version and build details
+//	smqgw completion bash|zsh  print a shell completion script
+//	smqgw help [COMMAND]       print usage
 //
 // SIGHUP reloads the configuration file (and with it every certificate,
 // key, client CA and CRL file) for new sessions, leaving established ones
@@ -23,62 +27,179 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime"
-	"runtime/debug"
 	"strings"
 	"syscall"
 
 	"github.com/smqgw/smqgw/config"
 	"github.com/smqgw/smqgw/gateway"
 	"github.com/smqgw/smqgw/internal/app"
+	"github.com/smqgw/smqgw/internal/version"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, nil); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(os.Stderr, "smqgw: error: %v\n", err)
-		}
-		os.Exit(1)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, nil)
+	stop()
+	os.Exit(report(err, os.Stderr))
+}
+
+const usage = `smqgw is the SMQ gateway: it terminates TLS for WebSocket and raw SMQ
+clients, checks their certificates, and relays their sessions to an SMQ
+broker (its own embedded one by default).
+
+Usage:
+  smqgw [-config FILE]             serve: the zero-configuration demo, or FILE
+  smqgw -t [-no-files] -config FILE
+                                   check a configuration and exit
+  smqgw certs init|client ...      make a dev CA, server and client certificates
+                                   (see smqgw help certs)
+  smqgw version                    print the version and build details
+  smqgw completion bash|zsh        print a shell completion script
+  smqgw help [COMMAND]             show this help, or a command's
+
+Flags:
+`
+
+// usageError is an error in the command line: exit code 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// report prints err on stderr and returns the exit code: 0 for none, 2
+// for a bad command line, 1 for anything else. A configuration's problems
+// are printed one per line, each starting with FILE:LINE:COL, as compilers
+// print theirs; any other error is one line "smqgw: error: ...".
+func report(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
 	}
+	var ce *config.Error
+	if errors.As(err, &ce) {
+		fmt.Fprintln(stderr, ce)
+		return 1
+	}
+	fmt.Fprintf(stderr, "smqgw: error: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+// rootFlags are smqgw's own flags.
+type rootFlags struct {
+	file    string
+	check   bool
+	noFiles bool
+	version bool
+}
+
+func newRootFlags(f *rootFlags) *flag.FlagSet {
+	fs := flag.NewFlagSet("smqgw", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&f.file, "config", "", "configuration `file` (TOML); none: the zero-configuration demo")
+	fs.BoolVar(&f.check, "t", false, "check the configuration and exit")
+	fs.BoolVar(&f.noFiles, "no-files", false, "with -t: check syntax and semantics only, without opening the certificate, key, CA and other files the configuration names (for CI of a configuration repository)")
+	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	return fs
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, usage)
+	var f rootFlags
+	fs := newRootFlags(&f)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+}
+
+func printVersion(w io.Writer) {
+	fmt.Fprintln(w, "smqgw "+version.Get().String())
+}
+
+// help runs "smqgw help [COMMAND]".
+func help(args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		printUsage(stdout)
+		return nil
+	}
+	if len(args) > 1 && args[0] != "certs" {
+		return usagef("help: unexpected argument %q (see smqgw -h)", args[1])
+	}
+	switch args[0] {
+	case "certs":
+		return runCerts(append([]string{"help"}, args[1:]...), stdout)
+	case "version":
+		fmt.Fprintln(stdout, "usage: smqgw version (or smqgw -version)\n\nPrints the version, commit, build date and Go version.")
+		return nil
+	case "completion":
+		return runCompletionCmd([]string{"-h"}, stdout)
+	case "help":
+		printUsage(stdout)
+		return nil
+	}
+	return usagef("help: unknown command %q (see smqgw -h)", args[0])
 }
 
 // run loads the configuration and serves until ctx is done. If ready is not
 // nil, the running gateway is sent on it once every listener is up.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready chan<- *gateway.Gateway) error {
-	if len(args) > 0 && args[0] == "certs" {
-		return runCerts(args[1:], stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "certs":
+			return runCerts(args[1:], stdout)
+		case "version":
+			if len(args) > 1 {
+				return usagef("version: unexpected argument %q (see smqgw help version)", args[1])
+			}
+			printVersion(stdout)
+			return nil
+		case "completion":
+			return runCompletionCmd(args[1:], stdout)
+		case "help":
+			return help(args[1:], stdout)
+		}
 	}
-	if len(args) > 0 && args[0] == "version" {
-		fmt.Fprintln(stdout, version())
-		return nil
-	}
-	fs := flag.NewFlagSet("smqgw", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	file := fs.String("config", "", "configuration `file` (TOML); none: the zero-configuration demo")
-	check := fs.Bool("t", false, "check the configuration and exit")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: smqgw [-config FILE] [-t]\n       smqgw certs init|client ... (dev certificates; see smqgw certs -h)\n       smqgw version\n\n")
-		fs.PrintDefaults()
-	}
+	var f rootFlags
+	fs := newRootFlags(&f)
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stdout)
+			return nil
+		}
+		return usagef("%v (see smqgw -h)", err)
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (see smqgw -h)", fs.Arg(0))
+	switch {
+	case fs.NArg() > 0:
+		return usagef("unexpected argument %q (see smqgw -h)", fs.Arg(0))
+	case f.version:
+		printVersion(stdout)
+		return nil
+	case f.noFiles && !f.check:
+		return usagef("-no-files goes with -t (see smqgw -h)")
 	}
+	file := &f.file
 	var cfg *config.Config
 	if *file == "" {
 		cfg = config.Default()
 	} else {
 		var err error
-		if cfg, err = config.Load(*file); err != nil {
+		load := config.Load
+		if f.noFiles {
+			load = config.LoadNoFiles
+		}
+		if cfg, err = load(*file); err != nil {
 			return err
 		}
 	}
-	if *check {
-		fmt.Fprintf(stdout, "smqgw: configuration %s is valid\n", describe(*file))
+	if f.check {
+		if f.noFiles {
+			fmt.Fprintf(stdout, "smqgw: configuration %s is valid (the files it names were not read)\n", describe(*file))
+		} else {
+			fmt.Fprintf(stdout, "smqgw: configuration %s is valid\n", describe(*file))
+		}
 		return nil
 	}
 	level := new(slog.LevelVar)
@@ -173,37 +294,4 @@ func banner(w io.Writer, gw *gateway.Gateway, cfg *config.Config, built *app.Bui
 			fmt.Fprintf(w, "  try: go run ./cmd/smq sub -url %s -ca %s -topic demo\n", try, built.DevCAFile)
 		}
 	}
-}
-
-// version describes this build: the module version (or "devel"), the
-// commit and its time when built from a checkout, and the Go version.
-func version() string {
-	v, rev, at, dirty := "devel", "", "", false
-	goVersion := runtime.Version()
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-			v = bi.Main.Version
-		}
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.time":
-				at = s.Value
-			case "vcs.modified":
-				dirty = s.Value == "true"
-			}
-		}
-	}
-	out := "smqgw " + v
-	if rev != "" {
-		out += " commit " + rev[:min(12, len(rev))]
-		if dirty {
-			out += "+dirty"
-		}
-		if at != "" {
-			out += " (" + at + ")"
-		}
-	}
-	return out + " " + goVersion + " " + runtime.GOOS + "/" + runtime.GOARCH
 }

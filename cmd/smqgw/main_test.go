@@ -161,15 +161,14 @@ func TestRunRejectsBadFlags(t *testing.T) {
 
 func TestVersion(t *testing.T) {
 	t.Parallel()
-	var out strings.Builder
-	if err := run(context.Background(), []string{"version"}, &out, io.Discard, nil); err != nil {
-		t.Fatal(err)
-	}
-	want := regexp.MustCompile(`^smqgw (devel|v\S+)( commit [0-9a-f]{1,12}(\+dirty)?( \(\S+\))?)? go\S+ \w+/\w+\n$`)
-	if !want.MatchString(out.String()) {
-		t.Errorf("smqgw version printed %q", out.String())
-	}
-	if !strings.Contains(out.String(), runtime.Version()) {
-		t.Errorf("smqgw version does not name the Go version %s: %q", runtime.Version(), out.String())
+	want := regexp.MustCompile(`^smqgw (devel|v\S+) \((commit [0-9a-f]{1,12}(\+dirty)?, )?(\S+, )?go\S+\)\n$`)
+	for _, args := range [][]string{{"version"}, {"-version"}, {"--version"}} {
+		r := cli(t, args...)
+		if r.code != 0 || r.stderr != "" || !want.MatchString(r.stdout) {
+			t.Errorf("smqgw %s: code %d, stdout %q, stderr %q", args[0], r.code, r.stdout, r.stderr)
+		}
+		if !strings.Contains(r.stdout, runtime.Version()) {
+			t.Errorf("smqgw %s does not name the Go version %s: %q", args[0], runtime.Version(), r.stdout)
+		}
 	}
 }
