@@ -83,20 +83,20 @@ func (d *deviceCmd) run(ctx context.Context, _ io.Reader, stdout, stderr io.Writ
 			reply.Error = fmt.Sprintf("unknown command %q: send on, off or status", cmd)
 		}
 		mu.Unlock()
-		fmt.Fprintf(stdout, "command %q from etid %d: state %s\n", cmd, m.PTID, reply.State)
+		fmt.Fprintf(stdout, "command %q from etid %s: state %s\n", cmd, etid(m.PTID), reply.State)
 		body, _ := json.Marshal(reply)
 		rctx, rcancel := d.opctx(ctx)
 		defer rcancel()
 		if err := c.PublishTo(rctx, m.PTID, body); err != nil {
-			fmt.Fprintf(stderr, "smq: answering etid %d: %v\n", m.PTID, err)
+			fmt.Fprintf(stderr, "smq: answering etid %s: %v\n", etid(m.PTID), err)
 		}
 	})
 	cancel()
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: etid %d, publishing to %q every %v; send on, off or status to its etid\n",
-		d.name, c.ETID(), d.topic, d.interval)
+	fmt.Fprintf(stdout, "%s: etid %s, publishing to %q every %v; send on, off or status to its etid\n",
+		d.name, etid(c.ETID()), d.topic, d.interval)
 	t := time.NewTicker(d.interval)
 	defer t.Stop()
 	start := time.Now()

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/smqgw/smqgw/client"
+	"github.com/smqgw/smqgw/internal/version"
 	"github.com/smqgw/smqgw/proxyclient"
 	"github.com/smqgw/smqgw/smq"
 )
@@ -38,6 +39,8 @@ Usage:
                                                         obeys on/off sent to its ETID and answers with its state
   smq bench [-mode pubsub|rr|idle] [-pubs N] [-subs M] [-size B] [-rate R] [-duration D] [-procs K] [-json]
                                                         load test: throughput, latency, lost and reordered messages
+  smq version                                           print the version and build details
+  smq completion bash|zsh                               print a shell completion script
   smq help [COMMAND]                                    show this help, or a command's flags
 
 Common flags:
@@ -52,6 +55,10 @@ Common flags:
   -proxy URL     through an HTTP CONNECT (http://, https://) or SOCKS5 (socks5://,
                  socks5h://) proxy, user:password@ allowed; "env": HTTPS_PROXY,
                  HTTP_PROXY, ALL_PROXY, NO_PROXY (default: direct)
+
+smq sub reconnects and subscribes again when the connection is lost (as
+mosquitto_sub does) unless given -no-reconnect. ETIDs print in hex (0x0a1b2c3d),
+as the console shows them; -to takes them in hex or decimal.
 
 Examples:
   smq sub -topic sensors/temp -v
@@ -136,7 +143,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	cmd, args := args[0], args[1:]
 	switch cmd {
 	case "help", "-h", "-help", "--help":
+		if len(args) > 1 {
+			return usagef("help: unexpected argument %q (see smq help)", args[1])
+		}
 		if len(args) > 0 && args[0] != "help" {
+			switch args[0] {
+			case "version":
+				fmt.Fprintln(stdout, "Usage: smq version (or smq -version)\n\nPrints the version, commit, build date and Go version.")
+				return nil
+			case "completion":
+				return runCompletion("smq", commands(), []string{"-h"}, stdout)
+			}
 			if fs, _ := newCommand(args[0]); fs != nil {
 				printUsage(stdout, fs)
 				return nil
@@ -145,6 +162,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 		fmt.Fprint(stdout, usage)
 		return nil
+	case "version", "-version", "--version":
+		if len(args) > 0 {
+			return usagef("version: unexpected argument %q (see smq help version)", args[0])
+		}
+		fmt.Fprintln(stdout, "smq "+version.Get().String())
+		return nil
+	case "completion":
+		return runCompletion("smq", commands(), args, stdout)
 	}
 	fs, cmdRun := newCommand(cmd)
 	if fs == nil {
@@ -179,7 +204,7 @@ func newCommand(name string) (*flag.FlagSet, cmdFunc) {
 		fs.StringVar(&s.topic, "topic", "", "`topic` to subscribe to (\"self\": messages sent to this client's ETID)")
 		fs.IntVar(&s.count, "count", 0, "exit after `N` messages (0: run until interrupted)")
 		fs.BoolVar(&s.verbose, "v", false, "print each message's topic and sender, and status on stderr")
-		fs.BoolVar(&s.reconnect, "reconnect", false, "reconnect and subscribe again when the connection is lost")
+		fs.BoolVar(&s.noReconnect, "no-reconnect", false, "exit when the connection is lost (default: reconnect and subscribe again, with backoff)")
 		return fs, s.run
 	case "pub":
 		var p pubCmd
@@ -304,10 +329,10 @@ func (c *common) opctx(ctx context.Context) (context.Context, context.CancelFunc
 
 type subCmd struct {
 	*common
-	topic     string
-	count     int
-	verbose   bool
-	reconnect bool
+	topic       string
+	count       int
+	verbose     bool
+	noReconnect bool
 }
 
 func (s *subCmd) run(ctx context.Context, _ io.Reader, stdout, stderr io.Writer) error {
@@ -321,7 +346,7 @@ func (s *subCmd) run(ctx context.Context, _ io.Reader, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	opts.Reconnect = s.reconnect
+	opts.Reconnect = !s.noReconnect
 	if s.verbose {
 		first := true // reported below, in order with the subscription
 		opts.OnState = func(sc client.StateChange) {
@@ -330,7 +355,7 @@ func (s *subCmd) run(ctx context.Context, _ io.Reader, stdout, stderr io.Writer)
 				fmt.Fprintf(stderr, "smq: connection lost, reconnecting: %v\n", sc.Err)
 			case client.Connected:
 				if !first {
-					fmt.Fprintf(stderr, "smq: connected to %s as etid %d\n", s.url, sc.ETID)
+					fmt.Fprintf(stderr, "smq: connected to %s as etid %s\n", s.url, etid(sc.ETID))
 				}
 				first = false
 			}
@@ -342,7 +367,7 @@ func (s *subCmd) run(ctx context.Context, _ io.Reader, stdout, stderr io.Writer)
 	}
 	defer c.Close()
 	if s.verbose {
-		fmt.Fprintf(stderr, "smq: connected to %s as etid %d\n", s.url, c.ETID())
+		fmt.Fprintf(stderr, "smq: connected to %s as etid %s\n", s.url, etid(c.ETID()))
 	}
 	quit := make(chan struct{})
 	defer close(quit)
@@ -370,7 +395,7 @@ func (s *subCmd) run(ctx context.Context, _ io.Reader, stdout, stderr io.Writer)
 		select {
 		case m := <-msgs:
 			if s.verbose {
-				fmt.Fprintf(w, "%s from %d", m.Topic, m.PTID)
+				fmt.Fprintf(w, "%s from %s", m.Topic, etid(m.PTID))
 				switch {
 				case m.SubTopic != "":
 					fmt.Fprintf(w, " (sub-topic %s)", m.SubTopic)
@@ -540,8 +565,8 @@ func (p *pingCmd) run(ctx context.Context, _ io.Reader, stdout, _ io.Writer) err
 		return ignoreInterrupt(err)
 	}
 	defer c.Close()
-	fmt.Fprintf(stdout, "connected to %s: connack %v, etid %d, in %v\n",
-		p.url, smq.CodeAccepted, c.ETID(), time.Since(start).Round(time.Microsecond))
+	fmt.Fprintf(stdout, "connected to %s: connack %v, etid %s, in %v\n",
+		p.url, smq.CodeAccepted, etid(c.ETID()), time.Since(start).Round(time.Microsecond))
 	for range p.count {
 		octx, cancel := p.opctx(ctx)
 		rtt, err := c.Ping(octx)
@@ -556,6 +581,9 @@ func (p *pingCmd) run(ctx context.Context, _ io.Reader, stdout, _ io.Writer) err
 	}
 	return nil
 }
+
+// etid formats an ETID as the console does: 0x and 8 hex digits.
+func etid(id uint32) string { return fmt.Sprintf("0x%08x", id) }
 
 func ignoreInterrupt(err error) error {
 	if errors.Is(err, errInterrupted) {
