@@ -233,6 +233,7 @@ func TestREADMEWalkthrough(t *testing.T) {
 		"go run ./cmd/smqgw -config configs/mtls.toml",
 		"go run ./cmd/smq ping " + commonArgs + " -cert pki/device-1.pem -key pki/device-1-key.pem",
 		"go run ./cmd/smq ping " + commonArgs + "\n",
+		"`certs init -dir pki/other`",
 	} {
 		if !strings.Contains(string(readme), cmd) {
 			t.Errorf("README lacks the command %q", strings.TrimSpace(cmd))
@@ -257,8 +258,8 @@ func TestREADMEWalkthrough(t *testing.T) {
 	for _, args := range [][]string{
 		{"init", "-dir", "pki"},
 		{"client", "-dir", "pki", "device-1"},
-		{"init", "-dir", "other"},
-		{"client", "-dir", "other", "intruder"},
+		{"init", "-dir", "pki/other"},
+		{"client", "-dir", "pki/other", "intruder"},
 	} {
 		args[2] = filepath.Join(root, args[2])
 		if _, err := certsCmd(args...); err != nil {
@@ -286,7 +287,7 @@ func TestREADMEWalkthrough(t *testing.T) {
 			[]string{"connack 0x00 accepted", "pong in "}},
 		{"without a certificate", nil, 1,
 			[]string{"smq: error: connection refused by broker: 0x04 client certificate required", "hint: pass a client certificate"}},
-		{"from another CA", []string{"-cert", "other/intruder.pem", "-key", "other/intruder-key.pem"}, 1,
+		{"from another CA", []string{"-cert", "pki/other/intruder.pem", "-key", "pki/other/intruder-key.pem"}, 1,
 			[]string{"0x05 client certificate not accepted: certificate signed by an unknown authority"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
