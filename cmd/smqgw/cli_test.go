@@ -265,3 +265,33 @@ func TestCompleteGoIsShared(t *testing.T) {
 		t.Error("cmd/smqgw/complete.go and cmd/smq/complete.go differ: keep them identical")
 	}
 }
+
+// TestCompletionInZsh completes words through the zsh script's function,
+// with compadd and _files stubbed; skipped where zsh is not installed.
+func TestCompletionInZsh(t *testing.T) {
+	t.Parallel()
+	sh, err := exec.LookPath("zsh")
+	if err != nil {
+		t.Skip("zsh is not installed")
+	}
+	script := cli(t, "completion", "zsh").stdout
+	stubs := "compadd() { shift; print -r -- \"${(P)1}\"; }\n_files() { print FILES; }\ncompdef() { :; }\n"
+	for _, tc := range []struct {
+		line string // the words typed; the last is completed
+		want string
+	}{
+		{"smqgw ", "certs version completion help -config -no-files -t -version -h"},
+		{"smqgw certs ", "init client help"},
+		{"smqgw certs client -", "-days -dir -force -ou -password -h"},
+		{"smqgw help ", "certs version completion help"},
+		{"smqgw -config ", "FILES"},
+		{"smqgw certs init -dir ", "FILES"},
+	} {
+		words := strings.Split(tc.line, " ")
+		prog := fmt.Sprintf("%s%s\nwords=(%s)\nCURRENT=%d\n_smqgw\n", stubs, script, strings.Join(quoteAll(words), " "), len(words))
+		out, err := exec.Command(sh, "-f", "-c", prog).CombinedOutput()
+		if err != nil || string(bytes.TrimSpace(out)) != tc.want {
+			t.Errorf("%q: got %q (%v), want %q", tc.line, out, err, tc.want)
+		}
+	}
+}
