@@ -31,7 +31,7 @@ const defaultURL = "http://127.0.0.1:9000/smq"
 const usage = `smq is a command-line SMQ client.
 
 Usage:
-  smq sub  -topic T [-count N] [-v]                     print the messages of topic T
+  smq sub  -topic T [-count N] [-v] [-no-reconnect]     print the messages of topic T
   smq pub  (-topic T | -to ETID) [-m MSG] [-count N] [-rate R]
                                                         publish MSG, or each line of stdin
   smq ping [-count N]                                   connect, show the Connack, measure round trips
