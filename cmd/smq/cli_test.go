@@ -144,7 +144,10 @@ func TestSubReconnects(t *testing.T) {
 				return
 			}
 			r.start()
-			waitCount(t, watch(t, url, topic), 1) // subscribed again
+			// Subscribed again: -v says so once the subscription is back.
+			smqtest.WaitUntil(t, "the subscriber to reconnect", func() bool {
+				return strings.Count(stderr.String(), "smq: connected to") == 2
+			})
 			if p := cli(ctxT(t), "", "pub", "-url", url, "-topic", topic, "-m", "after"); p.code != 0 {
 				t.Fatalf("pub: %+v", p)
 			}
