@@ -29,11 +29,7 @@ func TestVersion(t *testing.T) {
 // is installed) and they name every command and every flag.
 func TestCompletion(t *testing.T) {
 	t.Parallel()
-	var words []string
-	for _, n := range commands().nodes() {
-		words = append(words, n.cmd.name)
-		words = append(words, n.candidates()...)
-	}
+	words := commands().AllWords()
 	for _, w := range []string{"sub", "pub", "ping", "demo-device", "bench", "-no-reconnect", "-url", "-proxy", "-to"} {
 		if !strings.Contains(strings.Join(words, " "), " "+w+" ") {
 			t.Errorf("the command tree lacks %q", w)

@@ -1,18 +1,20 @@
 package main
 
+import "github.com/smqgw/smqgw/internal/complete"
+
 // commands is smq's command tree for completion, from the flag sets the
 // commands parse.
-func commands() command {
+func commands() complete.Command {
 	names := []string{"sub", "pub", "ping", "demo-device", "bench"}
-	root := command{name: "smq", words: []string{"-h", "-version"}}
+	root := complete.Command{Name: "smq", Words: []string{"-h", "-version"}}
 	for _, n := range names {
 		fs, _ := newCommand(n)
-		root.sub = append(root.sub, command{name: n, flags: fs})
+		root.Sub = append(root.Sub, complete.Command{Name: n, Flags: fs})
 	}
-	root.sub = append(root.sub,
-		command{name: "version"},
-		command{name: "completion", words: []string{"bash", "zsh"}},
-		command{name: "help", words: append(names, "version", "completion")},
+	root.Sub = append(root.Sub,
+		complete.Command{Name: "version"},
+		complete.Command{Name: "completion", Words: []string{"bash", "zsh"}},
+		complete.Command{Name: "help", Words: append(names, "version", "completion")},
 	)
 	return root
 }

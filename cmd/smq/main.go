@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/smqgw/smqgw/client"
+	"github.com/smqgw/smqgw/internal/complete"
 	"github.com/smqgw/smqgw/internal/version"
 	"github.com/smqgw/smqgw/proxyclient"
 	"github.com/smqgw/smqgw/smq"
@@ -152,7 +153,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 				fmt.Fprintln(stdout, "Usage: smq version (or smq -version)\n\nPrints the version, commit, build date and Go version.")
 				return nil
 			case "completion":
-				return runCompletion("smq", commands(), []string{"-h"}, stdout)
+				return complete.Run("smq", commands(), []string{"-h"}, stdout, usagef)
 			}
 			if fs, _ := newCommand(args[0]); fs != nil {
 				printUsage(stdout, fs)
@@ -169,7 +170,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintln(stdout, "smq "+version.Get().String())
 		return nil
 	case "completion":
-		return runCompletion("smq", commands(), args, stdout)
+		return complete.Run("smq", commands(), args, stdout, usagef)
 	}
 	fs, cmdRun := newCommand(cmd)
 	if fs == nil {

@@ -172,11 +172,7 @@ max_sesions = 1
 // is installed) and they name every command and flag.
 func TestCompletion(t *testing.T) {
 	t.Parallel()
-	var words []string
-	for _, n := range commands().nodes() {
-		words = append(words, n.cmd.name)
-		words = append(words, n.candidates()...)
-	}
+	words := commands().AllWords()
 	for _, shell := range []string{"bash", "zsh"} {
 		t.Run(shell, func(t *testing.T) {
 			r := cli(t, "completion", shell)
@@ -248,22 +244,6 @@ func quoteAll(ws []string) []string {
 		}
 	}
 	return q
-}
-
-// TestCompleteGoIsShared: complete.go is the same file in cmd/smqgw and
-// cmd/smq.
-func TestCompleteGoIsShared(t *testing.T) {
-	a, err := os.ReadFile("complete.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile("../smq/complete.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(a, b) {
-		t.Error("cmd/smqgw/complete.go and cmd/smq/complete.go differ: keep them identical")
-	}
 }
 
 // TestCompletionInZsh completes words through the zsh script's function,

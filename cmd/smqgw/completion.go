@@ -1,26 +1,30 @@
 package main
 
-import "io"
+import (
+	"io"
+
+	"github.com/smqgw/smqgw/internal/complete"
+)
 
 // commands is smqgw's command tree for completion, from the flag sets
 // the commands parse.
-func commands() command {
+func commands() complete.Command {
 	var f rootFlags
 	var i initFlags
 	var c clientFlags
 	names := []string{"certs", "version", "completion", "help"}
-	return command{name: "smqgw", flags: newRootFlags(&f), sub: []command{
-		{name: "certs", sub: []command{
-			{name: "init", flags: newInitFlags(&i)},
-			{name: "client", flags: newClientFlags(&c)},
-			{name: "help", words: certsCommands},
+	return complete.Command{Name: "smqgw", Flags: newRootFlags(&f), Sub: []complete.Command{
+		{Name: "certs", Sub: []complete.Command{
+			{Name: "init", Flags: newInitFlags(&i)},
+			{Name: "client", Flags: newClientFlags(&c)},
+			{Name: "help", Words: certsCommands},
 		}},
-		{name: "version"},
-		{name: "completion", words: []string{"bash", "zsh"}},
-		{name: "help", words: names},
+		{Name: "version"},
+		{Name: "completion", Words: []string{"bash", "zsh"}},
+		{Name: "help", Words: names},
 	}}
 }
 
 func runCompletionCmd(args []string, stdout io.Writer) error {
-	return runCompletion("smqgw", commands(), args, stdout)
+	return complete.Run("smqgw", commands(), args, stdout, usagef)
 }

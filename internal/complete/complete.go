@@ -1,8 +1,7 @@
-package main
-
-// This file is kept identical in cmd/smqgw and cmd/smq (a test checks):
-// it writes shell completion scripts from a command tree whose flags are
-// the commands' own flag sets, so that the scripts stay true to them.
+// Package complete writes shell completion scripts (bash, zsh) for the
+// smqgw and smq commands from a Command tree whose flags are the
+// commands' own flag sets, so that the scripts stay true to them.
+package complete
 
 import (
 	"flag"
@@ -12,50 +11,50 @@ import (
 	"strings"
 )
 
-// command is a command for completion: its flags, its subcommands, and
+// Command is a Command for completion: its flags, its subcommands, and
 // the words its arguments may be.
-type command struct {
-	name  string
-	flags *flag.FlagSet // nil: none
-	sub   []command
-	words []string
+type Command struct {
+	Name  string
+	Flags *flag.FlagSet // nil: none
+	Sub   []Command
+	Words []string
 }
 
-// node is a command with its path from the root ("" for the root,
+// node is a Command with its path from the root ("" for the root,
 // "/certs/init" for smqgw certs init).
 type node struct {
 	key string
-	cmd command
+	cmd Command
 }
 
-func (c command) walk(key string, f func(node)) {
+func (c Command) walk(key string, f func(node)) {
 	f(node{key, c})
-	for _, s := range c.sub {
-		s.walk(key+"/"+s.name, f)
+	for _, s := range c.Sub {
+		s.walk(key+"/"+s.Name, f)
 	}
 }
 
-// candidates are the words completed after the command: subcommands,
+// candidates are the words completed after the Command: subcommands,
 // argument words and flags.
 func (n node) candidates() []string {
 	var ws []string
-	for _, s := range n.cmd.sub {
-		ws = append(ws, s.name)
+	for _, s := range n.cmd.Sub {
+		ws = append(ws, s.Name)
 	}
-	ws = append(ws, n.cmd.words...)
-	if n.cmd.flags != nil {
-		n.cmd.flags.VisitAll(func(f *flag.Flag) { ws = append(ws, "-"+f.Name) })
+	ws = append(ws, n.cmd.Words...)
+	if n.cmd.Flags != nil {
+		n.cmd.Flags.VisitAll(func(f *flag.Flag) { ws = append(ws, "-"+f.Name) })
 		ws = append(ws, "-h")
 	}
 	return ws
 }
 
-// valueFlags are the command's flags that take a value (the shell then
+// valueFlags are the Command's flags that take a value (the shell then
 // completes file names).
 func (n node) valueFlags() []string {
 	var ws []string
-	if n.cmd.flags != nil {
-		n.cmd.flags.VisitAll(func(f *flag.Flag) {
+	if n.cmd.Flags != nil {
+		n.cmd.Flags.VisitAll(func(f *flag.Flag) {
 			if b, ok := f.Value.(interface{ IsBoolFlag() bool }); !ok || !b.IsBoolFlag() {
 				ws = append(ws, "-"+f.Name)
 			}
@@ -64,13 +63,24 @@ func (n node) valueFlags() []string {
 	return ws
 }
 
-func (c command) nodes() []node {
+// AllWords returns every command name and every word completed after a
+// command (subcommands, argument words, flags), for tests.
+func (c Command) AllWords() []string {
+	var ws []string
+	for _, n := range c.nodes() {
+		ws = append(ws, n.cmd.Name)
+		ws = append(ws, n.candidates()...)
+	}
+	return ws
+}
+
+func (c Command) nodes() []node {
 	var ns []node
 	c.walk("", func(n node) { ns = append(ns, n) })
 	return ns
 }
 
-func (c command) keys() string {
+func (c Command) keys() string {
 	var ks []string
 	for _, n := range c.nodes()[1:] {
 		ks = append(ks, n.key)
@@ -78,8 +88,9 @@ func (c command) keys() string {
 	return strings.Join(ks, "|")
 }
 
-// runCompletion runs "PROG completion bash|zsh".
-func runCompletion(prog string, root command, args []string, stdout io.Writer) error {
+// Run runs "PROG completion bash|zsh"; usagef makes the command's usage
+// errors.
+func Run(prog string, root Command, args []string, stdout io.Writer, usagef func(format string, a ...any) error) error {
 	if len(args) == 1 && slices.Contains([]string{"-h", "-help", "--help", "help"}, args[0]) {
 		fmt.Fprintf(stdout, `usage: %[1]s completion bash|zsh
 
@@ -106,7 +117,7 @@ or load it in the running shell with  source <(%[1]s completion bash)
 
 func fn(prog string) string { return "_" + strings.ReplaceAll(prog, "-", "_") }
 
-func writeBash(w io.Writer, prog string, root command) {
+func writeBash(w io.Writer, prog string, root Command) {
 	f := fn(prog)
 	fmt.Fprintf(w, "# bash completion for %s, made by %s completion bash\n", prog, prog)
 	fmt.Fprintf(w, "%s() {\n", f)
@@ -130,7 +141,7 @@ func writeBash(w io.Writer, prog string, root command) {
 	fmt.Fprintf(w, "complete -o default -F %s %s\n", f, prog)
 }
 
-func writeZsh(w io.Writer, prog string, root command) {
+func writeZsh(w io.Writer, prog string, root Command) {
 	f := fn(prog)
 	fmt.Fprintf(w, "#compdef %s\n# zsh completion for %s, made by %s completion zsh\n", prog, prog, prog)
 	fmt.Fprintf(w, "%s() {\n", f)
