@@ -166,12 +166,12 @@ func build(ctx context.Context, root string, a arch, o options, name, file strin
 func pack(root string, a arch, o options, bin, unitFile string, mtime time.Time) (string, error) {
 	pkg := filepath.Join(root, "packaging")
 	info := nfpm.WithDefaults(&nfpm.Info{
-		Name:        "smqgw",
-		Arch:        a.deb,
-		Version:     o.version,
-		Section:     "net",
-		Priority:    "optional",
-		Maintainer:  "The smqgw authors <smqgw@users.noreply.github.com>",
+		Name:       "smqgw",
+		Arch:       a.deb,
+		Version:    o.version,
+		Section:    "net",
+		Priority:   "optional",
+		Maintainer: "The smqgw authors <smqgw@users.noreply.github.com>",
 		Description: "TLS gateway for SMQ, the pub/sub protocol of the Barracuda App Server and Mako Server\n" +
 			"smqgw terminates TLS for browsers (wss://) and devices (raw SMQ over TLS), checks\n" +
 			"their client certificates, and relays sessions to an SMQ broker or its embedded one.\n" +
