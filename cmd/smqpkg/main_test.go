@@ -8,12 +8,14 @@ import (
 	"github.com/smqgw/smqgw/config"
 )
 
-// TestPackagedConfig: the package's /etc/smqgw/smqgw.toml is valid as
-// installed (smqgw -t accepts it on a fresh install).
+// TestPackagedConfig: the package's /etc/smqgw/smqgw.toml and the
+// container image's are valid as installed (smqgw -t accepts them).
 func TestPackagedConfig(t *testing.T) {
 	t.Setenv("STATE_DIRECTORY", t.TempDir())
-	if _, err := config.Load(filepath.Join("..", "..", "packaging", "smqgw.toml")); err != nil {
-		t.Fatal(err)
+	for _, f := range []string{"smqgw.toml", "container.toml"} {
+		if _, err := config.Load(filepath.Join("..", "..", "packaging", f)); err != nil {
+			t.Error(err)
+		}
 	}
 }
 
