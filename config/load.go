@@ -120,7 +120,7 @@ func (d *decoder) table(key string, t map[string]toml.Primitive, v reflect.Value
 		if p, ok := t[name]; ok {
 			d.value(join(key, name), p, v.Field(i))
 			if f.Tag.Get("config") == "path" {
-				d.resolve(v.Field(i))
+				d.resolve(join(key, name), v.Field(i))
 			}
 		}
 	}
@@ -285,16 +285,39 @@ func (d *decoder) text(s string, p toml.Primitive, ptr any) error {
 // decode decodes p into v with the toml package.
 func (d *decoder) decode(p toml.Primitive, v any) error { return d.md.PrimitiveDecode(p, v) }
 
-// resolve makes the paths in v, a string or a []string, absolute.
-func (d *decoder) resolve(v reflect.Value) {
+// resolve makes the paths in v, a string or a []string, the value at key,
+// absolute, after expanding $CREDENTIALS_DIRECTORY.
+func (d *decoder) resolve(key string, v reflect.Value) {
 	switch p := v.Addr().Interface().(type) {
 	case *string:
-		*p = d.abs(*p)
+		*p = d.abs(d.credentials(key, *p))
 	case *[]string:
 		for i := range *p {
-			(*p)[i] = d.abs((*p)[i])
+			(*p)[i] = d.abs(d.credentials(key, (*p)[i]))
 		}
 	}
+}
+
+// credentials expands a leading $CREDENTIALS_DIRECTORY or
+// ${CREDENTIALS_DIRECTORY} in the path p: the directory where systemd puts
+// the files of the unit's LoadCredential= lines, readable by smqgw even
+// under DynamicUser. It is a problem when the variable is not set (smqgw
+// run outside its unit, or a unit without LoadCredential=).
+func (d *decoder) credentials(key, p string) string {
+	const name = "CREDENTIALS_DIRECTORY"
+	rest, ok := strings.CutPrefix(p, "${"+name+"}")
+	if !ok {
+		rest, ok = strings.CutPrefix(p, "$"+name)
+	}
+	if !ok || (rest != "" && rest[0] != '/') {
+		return p
+	}
+	dir := os.Getenv(name)
+	if !filepath.IsAbs(dir) {
+		d.decodeErr(key, "$%s is not set: systemd sets it for a unit with LoadCredential= (elsewhere, set it to the directory holding the files)", name)
+		return p
+	}
+	return filepath.Join(dir, rest)
 }
 
 // parsePrefix parses an IP address (as a single-address prefix) or a
