@@ -65,11 +65,13 @@ export class RefusedError extends Error {
 // ClosedError ends a session: the broker's Disconnect reason, or the
 // WebSocket close.
 export class ClosedError extends Error {
-  constructor(message, { reason = "", code = 0 } = {}) {
+  constructor(message, { reason = "", code = 0, opened = true, blocked = false } = {}) {
     super(message);
     this.name = "ClosedError";
     this.reason = reason;
     this.wsCode = code;
+    this.opened = opened; // false: the WebSocket never opened (browsers do not say why)
+    this.blocked = blocked; // true: the page's Content-Security-Policy (connect-src) forbids the URL
   }
 }
 
@@ -234,10 +236,22 @@ function open(url, opts, timeout) {
     try { ws = new WS(url); } catch (e) { reject(e); return; }
     ws.binaryType = "arraybuffer";
     let init = null, done = false;
+    // A URL the page's CSP forbids: Chromium reports the violation but
+    // leaves the WebSocket connecting (no close for seconds); fail now.
+    const doc = globalThis.document;
+    const violation = (ev) => {
+      let host = "";
+      try { host = new URL(ev.blockedURI).host; } catch { return; }
+      if (host === new URL(ws.url).host && (ev.effectiveDirective ?? ev.violatedDirective ?? "").startsWith("connect-src")) {
+        fail(new ClosedError(`smq: ${url} is blocked by the page's Content-Security-Policy (connect-src)`, { code: 1006, opened: false, blocked: true }));
+      }
+    };
+    doc?.addEventListener?.("securitypolicyviolation", violation);
     const fail = (err) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
+      doc?.removeEventListener?.("securitypolicyviolation", violation);
       reject(err);
       try { ws.close(); } catch { /* closed */ }
     };
@@ -251,7 +265,7 @@ function open(url, opts, timeout) {
     ws.onclose = (ev) => {
       const code = `WebSocket ${ev.code}${ev.reason ? " " + ev.reason : ""}`;
       fail(new ClosedError(opened || init ? `smq: connection closed during the handshake (${code})` : `smq: cannot open ${url} (${code})`,
-        { code: ev.code, reason: ev.reason }));
+        { code: ev.code, reason: ev.reason, opened: opened || !!init }));
     };
     ws.onmessage = (ev) => {
       opened = true;
@@ -267,6 +281,7 @@ function open(url, opts, timeout) {
       if (m.code !== 0) { fail(new RefusedError(m.code, m.reason)); return; }
       done = true;
       clearTimeout(timer);
+      doc?.removeEventListener?.("securitypolicyviolation", violation);
       resolve(new Client(ws, init, m.etid, opts));
     };
   });

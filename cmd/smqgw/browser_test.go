@@ -92,6 +92,33 @@ key_file = %[5]q
 		b := browser.Start(t, home)
 		b.Navigate(console)
 		b.WaitTrue(`document.body.dataset.ready === "1"`, "the console's script")
+		if url := b.String(`document.getElementById("url").value`); url != "wss://"+gw.GW.Addr("edge").String()+"/smq" {
+			t.Errorf("the URL field starts at %q, not at the route the page came from", url)
+		}
+		// At a phone's width, every control is within the page, nothing
+		// scrolls sideways.
+		b.Resize(420, 800)
+		if out := b.String(`[...document.querySelectorAll("input, select, button")]
+			.filter((e) => e.getBoundingClientRect().right > innerWidth).map((e) => e.id).join(" ") +
+			(document.documentElement.scrollWidth > innerWidth ? " (the page scrolls sideways)" : "")`); out != "" {
+			t.Errorf("at 420 px, beyond the right edge: %s", out)
+		}
+		// A failed connection says which case it is, with a hint.
+		for _, c := range []struct{ url, kase, text string }{
+			{"ws://" + gw.GW.Addr("edge").String() + "/smq", "mixed-content", "may not open a ws:// WebSocket (mixed content)"},
+			{"wss://" + gw.GW.Addr("lan").String() + "/smq", "other-listener", "connects only to the listener that served it"},
+			{"wss://" + gw.GW.Addr("edge").String() + "/nothing-here", "no-route", "/nothing-here is not an SMQ route"},
+			{"https://" + gw.GW.Addr("edge").String() + "/smq", "bad-url", "https:// is not a WebSocket URL"},
+		} {
+			b.Do(fmt.Sprintf(`document.getElementById("url").value = %q; document.getElementById("connect").click()`, c.url))
+			b.WaitTrue(`document.getElementById("status").dataset.state === "error"`, "the error for "+c.url)
+			status := b.String(`document.getElementById("status").textContent`)
+			hint := b.String(`document.getElementById("status-hint").textContent`)
+			if kase := b.String(`document.getElementById("status").dataset.case`); kase != c.kase || !strings.Contains(status, c.text) || hint == "" {
+				t.Errorf("%s: case %q, status %q, hint %q; want case %q, %q and a hint", c.url, kase, status, hint, c.kase, c.text)
+			}
+		}
+		b.Do(fmt.Sprintf(`document.getElementById("url").value = %q`, "wss://"+gw.GW.Addr("edge").String()+"/smq"))
 		b.Do(`document.getElementById("connect").click()`)
 		b.WaitTrue(`document.getElementById("status").dataset.state === "refused"`, "the refusal")
 		status := b.String(`document.getElementById("status").textContent`)
@@ -138,7 +165,11 @@ key_file = %[5]q
 		b.WaitTrue(`[...document.querySelectorAll('#messages tr[data-topic="demo/temperature"] td.payload')]
 			.slice(0, 1).some((td) => td.textContent.includes('"state":"off"'))`, "readings in the off state")
 		if file := os.Getenv("SMQGW_SCREENSHOT"); file != "" {
-			if err := os.WriteFile(file, b.Screenshot(), 0o644); err != nil {
+			if err := os.WriteFile(file, b.Screenshot(1100, 760), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			narrow := strings.TrimSuffix(file, ".png") + "-420.png"
+			if err := os.WriteFile(narrow, b.Screenshot(420, 800), 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}
