@@ -28,7 +28,8 @@ import (
 // with smq.js's warm-up (with the certificate, or refused with 0x04
 // without), and without it Chromium cancels the handshake (1006); a page
 // from an origin not allowed cannot open the WebSocket.
-// SMQGW_SCREENSHOT=FILE saves the page (docs/console.png in the README).
+// SMQGW_SCREENSHOT=FILE.png saves the page (docs/console.png in the README),
+// and at 420 px wide as FILE-420.png.
 // Parallel with the package's other tests, none of which runs a browser
 // (it writes Chromium's managed policies in /etc).
 func TestBrowserConsole(t *testing.T) {
