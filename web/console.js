@@ -17,8 +17,8 @@ $("url").value = wsURL();
 // then close 1006). The console finds out what it can: the URL against the
 // page (ws:// from https:// is mixed content); the page's own policy (the
 // gateway serves the console with CSP connect-src 'self': another host or
-// port is blocked, and smq.js says so); then a request to the
-// same host:port over http(s): answered, the WebSocket itself was refused
+// port is blocked, and smq.js says so); then a GET of the
+// same URL over http(s): answered, the WebSocket itself was refused
 // (route, origin); not answered, nothing answers there or (another origin,
 // wss://) its certificate is not trusted, which a page cannot tell apart.
 
@@ -43,15 +43,16 @@ function precheck(url) {
   return null;
 }
 
-// answers reports whether a request to url gets an answer: its status when
-// the page may read it (same origin), 0 when opaque, -1 for none.
+// answers reports whether a request to url gets an answer: its status and
+// text when the page may read them (same origin), status 0 when opaque,
+// -1 for none.
 async function answers(url) {
   const sameOrigin = new URL(url).origin === location.origin;
   try {
-    const r = await fetch(url, { method: "HEAD", mode: sameOrigin ? "same-origin" : "no-cors",
+    const r = await fetch(url, { mode: sameOrigin ? "same-origin" : "no-cors",
       credentials: "include", cache: "no-store", signal: AbortSignal.timeout(5000) });
-    return r.status;
-  } catch { return -1; }
+    return { status: r.status, text: sameOrigin ? await r.text() : "" };
+  } catch { return { status: -1, text: "" }; }
 }
 
 // diagnose tells why url's WebSocket did not open; blocked: by the
@@ -65,8 +66,10 @@ async function diagnose(url, blocked) {
     return { kase: "other-listener", text: `this console connects only to the listener that served it (${location.host}), not to ${u.host}`,
       hint: `Wrong port? This page came from ${location.host}. To use ${u.host}, open its own console, ${http.origin}${u.pathname} (a route with console = true); ${trustHint}.` };
   }
-  const status = await answers(http.href);
-  if (status === 404) {
+  // smqgw answers a plain GET of a path that is no route "no SMQ route
+  // here", and of a route (without the console) "not an SMQ request".
+  const { status, text } = await answers(http.href);
+  if (status === 404 && text.includes("no SMQ route")) {
     return { kase: "no-route", text: `${u.host} answers, but ${u.pathname} is not an SMQ route`,
       hint: `Use the path of a route (smqgw's banner and configuration list them), e.g. ${wsURL()}` };
   }

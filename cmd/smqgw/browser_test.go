@@ -109,6 +109,7 @@ key_file = %[5]q
 			{"ws://" + gw.GW.Addr("edge").String() + "/smq", "mixed-content", "may not open a ws:// WebSocket (mixed content)"},
 			{"wss://" + gw.GW.Addr("lan").String() + "/smq", "other-listener", "connects only to the listener that served it"},
 			{"wss://" + gw.GW.Addr("edge").String() + "/nothing-here", "no-route", "/nothing-here is not an SMQ route"},
+			{"wss://" + gw.GW.Addr("edge").String() + "/app", "websocket-refused", "answers, but refused the WebSocket"}, // not in its allowed_origins
 			{"https://" + gw.GW.Addr("edge").String() + "/smq", "bad-url", "https:// is not a WebSocket URL"},
 		} {
 			b.Do(fmt.Sprintf(`document.getElementById("url").value = %q; document.getElementById("connect").click()`, c.url))
