@@ -155,3 +155,23 @@ test("connect makes the warm-up request before the WebSocket, and goes on when i
     assert.deepEqual(events, ["fetch https://gw:8443/smq HEAD no-cors include", "websocket wss://gw:8443/smq"]);
   }
 });
+
+test("a URL the page's CSP blocks fails at once, not at the timeout", async () => {
+  const doc = new EventTarget();
+  globalThis.document = doc;
+  try {
+    const Silent = class { // Chromium's: connecting, no events
+      constructor(url) { this.url = url; queueMicrotask(() => doc.dispatchEvent(Object.assign(new Event("securitypolicyviolation"), { blockedURI: "wss://gw:9000/smq", effectiveDirective: "connect-src" }))); }
+      close() {}
+    };
+    await assert.rejects(connect("wss://gw:9000/smq", { WebSocket: Silent, timeout: 60000 }), (err) => {
+      assert.equal(err.name, "ClosedError");
+      assert.equal(err.blocked, true);
+      assert.equal(err.opened, false);
+      assert.match(err.message, /blocked by the page's Content-Security-Policy/);
+      return true;
+    });
+  } finally {
+    delete globalThis.document;
+  }
+});
