@@ -2,23 +2,100 @@
 // publish, watch messages and subscriber counts.
 // smq.js is at this route's path too (a module specifier cannot be a bare
 // "?query", and the route's name is not known here).
-const { connect, RefusedError, SELF } = await import(location.pathname + "?console=smq.js");
+const { connect, ClosedError, RefusedError, SELF } = await import(location.pathname + "?console=smq.js");
 
 const $ = (id) => document.getElementById(id);
 let client = null;
 const messages = []; // {time, topic, ptid, payload}
 
+// The URL field starts at the route the page was served from: the
+// console is served on the route's own path, by the same listener.
 const wsURL = () => (location.protocol === "https:" ? "wss://" : "ws://") + location.host + location.pathname;
 $("url").value = wsURL();
+
+// A browser tells a page nothing of why a WebSocket did not open (error,
+// then close 1006). The console finds out what it can: the URL against the
+// page (ws:// from https:// is mixed content); the page's own policy (the
+// gateway serves the console with CSP connect-src 'self': another host or
+// port is blocked, and smq.js says so); then a GET of the
+// same URL over http(s): answered, the WebSocket itself was refused
+// (route, origin); not answered, nothing answers there or (another origin,
+// wss://) its certificate is not trusted, which a page cannot tell apart.
+
+const useURL = () => `Use a ws:// or wss:// URL, e.g. ${wsURL()}`;
+
+// precheck returns the case of a URL the browser would not even try, or null.
+function precheck(url) {
+  let u;
+  try { u = new URL(url); } catch {
+    return { kase: "bad-url", text: `"${url}" is not a URL`, hint: useURL() };
+  }
+  if (u.protocol !== "ws:" && u.protocol !== "wss:") {
+    return { kase: "bad-url", text: `${u.protocol}// is not a WebSocket URL`, hint: useURL() };
+  }
+  if (location.protocol === "https:" && u.protocol === "ws:") {
+    const secure = new URL(u); secure.protocol = "wss:";
+    return {
+      kase: "mixed-content", text: "a page loaded over https:// may not open a ws:// WebSocket (mixed content)",
+      hint: `Use wss:// (a TLS listener of smqgw), e.g. ${secure.href}, or open the console of a plain listener over http://.`,
+    };
+  }
+  return null;
+}
+
+// answers reports whether a request to url gets an answer: its status and
+// text when the page may read them (same origin), status 0 when opaque,
+// -1 for none.
+async function answers(url) {
+  const sameOrigin = new URL(url).origin === location.origin;
+  try {
+    const r = await fetch(url, { mode: sameOrigin ? "same-origin" : "no-cors",
+      credentials: "include", cache: "no-store", signal: AbortSignal.timeout(5000) });
+    return { status: r.status, text: sameOrigin ? await r.text() : "" };
+  } catch { return { status: -1, text: "" }; }
+}
+
+// diagnose tells why url's WebSocket did not open; blocked: by the
+// page's CSP.
+async function diagnose(url, blocked) {
+  const u = new URL(url);
+  const tls = u.protocol === "wss:";
+  const http = new URL(u); http.protocol = tls ? "https:" : "http:"; http.hash = "";
+  const trustHint = "a certificate warning there means this browser does not trust the gateway's certificate: import its CA (ca.pem) as an authority for websites";
+  if (blocked) {
+    return { kase: "other-listener", text: `this console connects only to the listener that served it (${location.host}), not to ${u.host}`,
+      hint: `Wrong port? This page came from ${location.host}. To use ${u.host}, open its own console, ${http.origin}${u.pathname} (a route with console = true); ${trustHint}.` };
+  }
+  // smqgw answers a plain GET of a path that is no route "no SMQ route
+  // here", and of a route (without the console) "not an SMQ request".
+  const { status, text } = await answers(http.href);
+  if (status === 404 && text.includes("no SMQ route")) {
+    return { kase: "no-route", text: `${u.host} answers, but ${u.pathname} is not an SMQ route`,
+      hint: `Use the path of a route (smqgw's banner and configuration list them), e.g. ${wsURL()}` };
+  }
+  if (status >= 0) {
+    return { kase: "websocket-refused", text: `${http.origin} answers, but refused the WebSocket`,
+      hint: `Is ${u.pathname} a route of that listener, and is this page's origin (${location.origin}) allowed on it (allowed_origins)? smqgw's log says which.` };
+  }
+  if (http.origin === location.origin) {
+    return { kase: "unreachable", text: `smqgw at ${u.host} does not answer any more`,
+      hint: "It served this page: was it stopped or restarted? Reload the page when it is back." };
+  }
+  return { kase: "unreachable", text: `nothing answers at ${http.origin}`,
+    hint: tls ? `Open ${http.origin}/ in a tab: "can't be reached" means a wrong port or host, or smqgw not running; ${trustHint}.`
+      : "Wrong port or host, or smqgw is not running: its banner lists its listeners." };
+}
 
 const hexOf = (b) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join(" ");
 const etidText = (n) => "0x" + n.toString(16).padStart(8, "0");
 
-function setStatus(text, kind) {
+function setStatus(text, kind, hint = "", kase = "") {
   const s = $("status");
   s.textContent = text;
   s.className = kind;
   s.dataset.state = kind;
+  s.dataset.case = kase;
+  $("status-hint").textContent = hint;
 }
 
 function setConnected(on) {
@@ -79,19 +156,27 @@ async function subscribe(topic) {
 }
 
 $("connect").onclick = async () => {
+  const url = $("url").value.trim();
+  const bad = precheck(url);
+  if (bad) { setStatus(`Cannot connect: ${bad.text}.`, "error", bad.hint, bad.kase); return; }
   setStatus("Connecting…", "pending");
   $("connect").disabled = true;
+  $("status").dataset.code = "";
   try {
-    client = await connect($("url").value, { uid: $("uid").value || undefined });
+    client = await connect(url, { uid: $("uid").value || undefined });
   } catch (err) {
-    $("connect").disabled = false;
     if (err instanceof RefusedError) {
       setStatus(`Refused: Connack 0x${err.code.toString(16).padStart(2, "0")} ${err.codeName}` +
         (err.reason ? ` — ${err.reason}` : ""), "refused");
       $("status").dataset.code = String(err.code);
+    } else if (err instanceof ClosedError && !err.opened) {
+      setStatus("Cannot connect: finding out why…", "pending");
+      const d = await diagnose(url, err.blocked);
+      setStatus(`Cannot connect: ${d.text}.`, "error", d.hint, d.kase);
     } else {
       setStatus(`Cannot connect: ${err.message}`, "error");
     }
+    $("connect").disabled = false;
     return;
   }
   setStatus(`Connected: Connack 0x00 accepted — ETID ${etidText(client.etid)}, seen as ${client.ip}`, "ok");

@@ -10,6 +10,25 @@
 //
 // A refused connection rejects with a RefusedError that carries the
 // Connack code, its name and the reason the broker or gateway gave.
+//
+// Pages of another origin and client certificates (Chromium, Edge): when
+// a gateway asks for a client certificate (a route with client_auth),
+// Chromium cancels a WebSocket handshake unless it has already chosen a
+// certificate (or none) for that host:port: it neither prompts nor applies
+// AutoSelectCertificateForUrls for a WebSocket (the close is 1006, "opening
+// handshake was canceled", and the gateway sees no session). A page served
+// by the gateway made that choice when it loaded; a page of another origin
+// has not. So connect first makes one credentialed request to the
+// gateway's https origin (HEAD of the wss URL, mode "no-cors"), which goes
+// through Chromium's normal choice (prompt, policy, or none), and the
+// WebSocket then reuses it. That is the warmUp option:
+//   warmUp: "auto" (the default) — for a wss:// URL whose origin is not the
+//           page's (location.origin), in a page with fetch;
+//   warmUp: true  — before every wss:// URL;
+//   warmUp: false — never (Node, or a page that made the request itself).
+// A failed warm-up is not an error by itself: the WebSocket is tried and
+// fails or succeeds on its own. Firefox needs none of this; it costs one
+// short request, once per connect.
 
 export const Type = Object.freeze({
   Init: 1, Connect: 2, Connack: 3, Subscribe: 4, Suback: 5, Create: 6, Createack: 7,
@@ -46,11 +65,13 @@ export class RefusedError extends Error {
 // ClosedError ends a session: the broker's Disconnect reason, or the
 // WebSocket close.
 export class ClosedError extends Error {
-  constructor(message, { reason = "", code = 0 } = {}) {
+  constructor(message, { reason = "", code = 0, opened = true, blocked = false } = {}) {
     super(message);
     this.name = "ClosedError";
     this.reason = reason;
     this.wsCode = code;
+    this.opened = opened; // false: the WebSocket never opened (browsers do not say why)
+    this.blocked = blocked; // true: the page's Content-Security-Policy (connect-src) forbids the URL
   }
 }
 
@@ -167,28 +188,87 @@ function randomUID() {
   return "web-" + Array.from(b, hex2).join("");
 }
 
+// needsWarmUp reports whether connect makes the warm-up request for url
+// (see warmUp above): the https:// URL to request, or "" for none.
+export function needsWarmUp(url, warmUp = "auto", page = globalThis.location) {
+  if (warmUp === false) return "";
+  let u;
+  try { u = new URL(url, page?.href); } catch { return ""; }
+  if (u.protocol !== "wss:") return "";
+  u.protocol = "https:";
+  u.hash = "";
+  if (warmUp === "auto" && (!page?.origin || u.origin === page.origin)) return "";
+  return u.href;
+}
+
+// warmUpRequest makes the credentialed request to the gateway's https
+// origin, and resolves once it is answered or failed (or after timeout).
+async function warmUpRequest(url, fetchFn, timeout) {
+  const ctl = typeof AbortController === "function" ? new AbortController() : null;
+  const timer = setTimeout(() => ctl?.abort(), timeout);
+  try {
+    await fetchFn(url, { method: "HEAD", mode: "no-cors", credentials: "include", cache: "no-store", signal: ctl?.signal });
+    return true;
+  } catch {
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 // connect opens a session: the WebSocket, the broker's Init, Connect, and
 // its Connack. It resolves to a Client, or rejects with a RefusedError
-// (Connack other than 0x00) or an Error naming what failed.
-export function connect(url, opts = {}) {
-  const WS = opts.WebSocket ?? globalThis.WebSocket;
+// (Connack other than 0x00) or an Error naming what failed. opts: uid,
+// credentials, info (the Connect's fields), timeout (ms, 10000), warmUp
+// (above), WebSocket and fetch (for Node or tests).
+export async function connect(url, opts = {}) {
   const timeout = opts.timeout ?? 10000;
+  const fetchFn = opts.fetch ?? globalThis.fetch;
+  const warm = fetchFn ? needsWarmUp(url, opts.warmUp ?? "auto") : "";
+  if (warm) await warmUpRequest(warm, fetchFn, timeout);
+  return open(url, opts, timeout);
+}
+
+function open(url, opts, timeout) {
+  const WS = opts.WebSocket ?? globalThis.WebSocket;
   return new Promise((resolve, reject) => {
     let ws;
     try { ws = new WS(url); } catch (e) { reject(e); return; }
     ws.binaryType = "arraybuffer";
     let init = null, done = false;
+    // A URL the page's CSP forbids: Chromium reports the violation but
+    // leaves the WebSocket connecting (no close for seconds); fail now.
+    const doc = globalThis.document;
+    const violation = (ev) => {
+      let host = "";
+      try { host = new URL(ev.blockedURI).host; } catch { return; }
+      if (host === new URL(ws.url).host && (ev.effectiveDirective ?? ev.violatedDirective ?? "").startsWith("connect-src")) {
+        fail(new ClosedError(`smq: ${url} is blocked by the page's Content-Security-Policy (connect-src)`, { code: 1006, opened: false, blocked: true }));
+      }
+    };
+    doc?.addEventListener?.("securitypolicyviolation", violation);
     const fail = (err) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
+      doc?.removeEventListener?.("securitypolicyviolation", violation);
       reject(err);
       try { ws.close(); } catch { /* closed */ }
     };
     const timer = setTimeout(() => fail(new Error(`smq: no Connack within ${timeout} ms`)), timeout);
-    ws.onerror = () => fail(new Error(`smq: cannot open ${url}`));
-    ws.onclose = (ev) => fail(new ClosedError(`smq: connection closed during the handshake (WebSocket ${ev.code}${ev.reason ? " " + ev.reason : ""})`, { code: ev.code, reason: ev.reason }));
+    // A WebSocket that cannot open fires error, then close (1006): the
+    // close carries the code. Browsers tell a page no more than that (not
+    // a refused port from an untrusted certificate or a 403).
+    let opened = false;
+    ws.onopen = () => { opened = true; };
+    ws.onerror = () => {};
+    ws.onclose = (ev) => {
+      const code = `WebSocket ${ev.code}${ev.reason ? " " + ev.reason : ""}`;
+      fail(new ClosedError(opened || init ? `smq: connection closed during the handshake (${code})` : `smq: cannot open ${url} (${code})`,
+        { code: ev.code, reason: ev.reason, opened: opened || !!init }));
+    };
     ws.onmessage = (ev) => {
+      opened = true;
       let m;
       try { m = decode(new Uint8Array(ev.data)); } catch (e) { fail(e); return; }
       if (!init) {
@@ -201,6 +281,7 @@ export function connect(url, opts = {}) {
       if (m.code !== 0) { fail(new RefusedError(m.code, m.reason)); return; }
       done = true;
       clearTimeout(timer);
+      doc?.removeEventListener?.("securitypolicyviolation", violation);
       resolve(new Client(ws, init, m.etid, opts));
     };
   });

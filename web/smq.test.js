@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { connect, decode, encode, payloadBytes, RefusedError, SELF, Type } from "./smq.js";
+import { connect, decode, encode, needsWarmUp, payloadBytes, RefusedError, SELF, Type } from "./smq.js";
 
 const vectors = JSON.parse(readFileSync(new URL("./testdata/vectors.json", import.meta.url)));
 const hex = (b) => Buffer.from(b).toString("hex");
@@ -121,4 +121,57 @@ test("a session: IDs cached, publish, one-to-one, observe, Disconnect", async ()
   assert.equal(err.reason, "shutdown");
   assert.equal(err.wsCode, 1001);
   await assert.rejects(c.publish("demo", "late"), /closed/);
+});
+
+test("the warm-up request: wss:// of another origin, or when asked", () => {
+  const page = { origin: "http://127.0.0.1:8000", href: "http://127.0.0.1:8000/app/" };
+  const console = { origin: "https://gw:8443", href: "https://gw:8443/smq" };
+  assert.equal(needsWarmUp("wss://gw:8443/smq?x=1#y", "auto", page), "https://gw:8443/smq?x=1");
+  assert.equal(needsWarmUp("wss://gw:8443/smq", undefined, page), "https://gw:8443/smq");
+  assert.equal(needsWarmUp("wss://gw:8443/smq", "auto", console), "", "same origin: the page made the choice");
+  assert.equal(needsWarmUp("wss://gw:8443/smq", true, console), "https://gw:8443/smq");
+  assert.equal(needsWarmUp("wss://gw:8443/smq", false, page), "");
+  assert.equal(needsWarmUp("ws://gw:9000/smq", true, page), "", "no TLS, no certificate");
+  assert.equal(needsWarmUp("wss://gw/smq", "auto", undefined), "", "not in a page (Node)");
+  assert.equal(needsWarmUp("not a url", true, undefined), "");
+});
+
+test("connect makes the warm-up request before the WebSocket, and goes on when it fails", async () => {
+  for (const fails of [false, true]) {
+    const events = [];
+    const WS = fakeWebSocket((ws, m) => {
+      if (m.type === Type.Connect) ws.deliver(encode(Type.Connack, { code: 0, etid: 1 }));
+    });
+    const Logged = class extends WS {
+      constructor(url) { events.push("websocket " + url); super(url); }
+    };
+    const fetch = async (url, init) => {
+      events.push(`fetch ${url} ${init.method} ${init.mode} ${init.credentials}`);
+      if (fails) throw new TypeError("Failed to fetch");
+      return { type: "opaque" };
+    };
+    const c = await connect("wss://gw:8443/smq", { WebSocket: Logged, fetch, warmUp: true });
+    assert.equal(c.etid, 1);
+    assert.deepEqual(events, ["fetch https://gw:8443/smq HEAD no-cors include", "websocket wss://gw:8443/smq"]);
+  }
+});
+
+test("a URL the page's CSP blocks fails at once, not at the timeout", async () => {
+  const doc = new EventTarget();
+  globalThis.document = doc;
+  try {
+    const Silent = class { // Chromium's: connecting, no events
+      constructor(url) { this.url = url; queueMicrotask(() => doc.dispatchEvent(Object.assign(new Event("securitypolicyviolation"), { blockedURI: "wss://gw:9000/smq", effectiveDirective: "connect-src" }))); }
+      close() {}
+    };
+    await assert.rejects(connect("wss://gw:9000/smq", { WebSocket: Silent, timeout: 60000 }), (err) => {
+      assert.equal(err.name, "ClosedError");
+      assert.equal(err.blocked, true);
+      assert.equal(err.opened, false);
+      assert.match(err.message, /blocked by the page's Content-Security-Policy/);
+      return true;
+    });
+  } finally {
+    delete globalThis.document;
+  }
 });

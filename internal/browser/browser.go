@@ -289,13 +289,21 @@ func (b *Browser) WaitTrue(cond, what string) {
 	}
 }
 
-// Screenshot returns a PNG of the page.
-func (b *Browser) Screenshot() []byte {
+// Resize sets the page's viewport (CSS pixels), as a window of that size
+// would have; the page lays itself out again.
+func (b *Browser) Resize(width, height int) {
 	b.t.Helper()
 	if _, err := b.call("Emulation.setDeviceMetricsOverride", map[string]any{
-		"width": 1100, "height": 760, "deviceScaleFactor": 1, "mobile": false}); err != nil {
+		"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}); err != nil {
 		b.t.Fatal(err)
 	}
+	b.WaitTrue(fmt.Sprintf("innerWidth === %d", width), "the page to take the new width")
+}
+
+// Screenshot returns a PNG of the page in a viewport of width × height.
+func (b *Browser) Screenshot(width, height int) []byte {
+	b.t.Helper()
+	b.Resize(width, height)
 	res, err := b.call("Page.captureScreenshot", map[string]any{"format": "png"})
 	if err != nil {
 		b.t.Fatal(err)
