@@ -40,7 +40,7 @@ address = "127.0.0.1:0"
 	for _, tc := range []struct{ path, ctype, contains string }{
 		{"/smq", "text/html; charset=utf-8", `<script type="module" src="?console=console.js">`},
 		{"/smq?console=console.js", "text/javascript; charset=utf-8", `import(location.pathname + "?console=smq.js")`},
-		{"/smq?console=smq.js", "text/javascript; charset=utf-8", "export function connect("},
+		{"/smq?console=smq.js", "text/javascript; charset=utf-8", "export async function connect("},
 	} {
 		resp, body := get(tc.path)
 		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != tc.ctype || !strings.Contains(body, tc.contains) {
