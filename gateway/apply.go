@@ -72,6 +72,7 @@ func (g *Gateway) Apply(cfg Config) (restart []string, err error) {
 		}
 	}
 	g.lim.Store(&cfg.Limits)
+	g.m.setLimits(cfg.Limits)
 	g.tickets.set(cfg.SessionTicketKeys, time.Now())
 	g.perIP.set(cfg.Limits.MaxSessionsPerIP, float64(cfg.Limits.SessionRatePerIP))
 	for _, sw := range swaps {

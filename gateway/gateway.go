@@ -108,6 +108,7 @@ func New(cfg Config) (*Gateway, error) {
 		g.m = NewMetrics()
 	}
 	g.lim.Store(&cfg.Limits)
+	g.m.setLimits(cfg.Limits)
 	g.setCerts(cfg.Certs)
 	g.tickets.set(cfg.SessionTicketKeys, time.Now())
 	for _, l := range cfg.Listeners {

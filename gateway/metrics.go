@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/smqgw/smqgw/certs"
+	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/smq"
 	"github.com/smqgw/smqgw/smqdial"
 	"github.com/smqgw/smqgw/tlsterm"
@@ -34,6 +35,7 @@ type Metrics struct {
 	origins       *prometheus.CounterVec // listener, route
 	denials       *prometheus.CounterVec // listener, route, op
 	pending       *prometheus.GaugeVec   // listener
+	limitValues   *prometheus.GaugeVec   // limit
 	proxyProto    *prometheus.CounterVec // listener
 	dialSeconds   *prometheus.HistogramVec
 	dialFailures  *prometheus.CounterVec // upstream, url
@@ -74,6 +76,7 @@ func NewMetrics() *Metrics {
 	m.tlsFailures = f.counter("smqgw_tls_handshake_failures_total", "TLS handshakes failed, by reason.", "listener", "reason")
 	m.limits = f.counter("smqgw_limit_refusals_total", "Sessions refused or ended by a limit.", "listener", "limit")
 	m.origins = f.counter("smqgw_websocket_origin_refusals_total", "WebSocket upgrades refused (403) for their Origin.", "listener", "route")
+	m.limitValues = f.gauge("smqgw_limit", "The limits in force (with their defaults), by name: max_sessions (per listener), max_sessions_per_ip, session_rate_per_ip, message_rate, message_rate_per_ip, max_pending (per listener), max_pending_per_ip, max_connections_per_ip; for alerts that compare a count with its limit.", "limit")
 	m.pending = f.gauge("smqgw_connections_pending", "Connections admitted that are no session (yet): in the TLS handshake, or before, between or after HTTP requests that are no SMQ bootstrap (max_pending).", "listener")
 	m.denials = f.counter("smqgw_access_denied_total", "Client messages denied by the route's topic permissions, by operation: subscribe, create, createsub, publish, observe, unobserve, unsubscribe.",
 		"listener", "route", "op")
@@ -138,6 +141,16 @@ func (f promFactory) gauge(name, help string, labels ...string) *prometheus.Gaug
 var limitNames = []string{"max_sessions", "max_sessions_per_ip", "session_rate_per_ip", "message_rate",
 	"max_message_size", "handshake_timeout", "request_timeout", "connect_timeout", "idle_timeout",
 	"ws_ping_interval", "write_timeout", "message_rate_per_ip", "max_pending", "max_pending_per_ip", "max_connections_per_ip", "descriptors"}
+
+// setLimits records the limits in force.
+func (m *Metrics) setLimits(l limits.Limits) {
+	l = l.WithDefaults()
+	for name, v := range map[string]int{"max_sessions": l.MaxSessions, "max_sessions_per_ip": l.MaxSessionsPerIP,
+		"session_rate_per_ip": l.SessionRatePerIP, "message_rate": l.MessageRate, "message_rate_per_ip": l.MessageRatePerIP,
+		"max_pending": l.MaxPending, "max_pending_per_ip": l.MaxPendingPerIP, "max_connections_per_ip": l.MaxConnectionsPerIP} {
+		m.limitValues.WithLabelValues(name).Set(float64(v))
+	}
+}
 
 // declare creates a listener's label sets at zero, so that every series
 // exists (and rate() works) before its first event.

@@ -20,6 +20,7 @@ import (
 	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
+	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/smq"
 )
 
@@ -246,4 +247,29 @@ proxy = "socks5://%s"
 func isRefused(err error, code smq.ConnackCode) bool {
 	var re *client.RefusedError
 	return errors.As(err, &re) && re.Code == code
+}
+
+// TestLimitMetric: smqgw_limit carries the limits in force, defaults
+// included, and follows a reload, so that alerts compare with the real
+// max_sessions.
+func TestLimitMetric(t *testing.T) {
+	t.Parallel()
+	cfg := gateway.Config{Limits: limits.Limits{MaxSessions: 123},
+		Listeners: []gateway.Listener{{Name: "lan", Listener: smqtest.Listen(t), Routes: []*gateway.Route{{Path: "/", Upstream: &countingUpstream{}}}}}}
+	gw := runGateway(t, cfg)
+	m := scrape(t, gw)
+	if v := m.get(t, "smqgw_limit", "limit", "max_sessions"); v != 123 {
+		t.Errorf("max_sessions %v, want 123", v)
+	}
+	if v := m.get(t, "smqgw_limit", "limit", "max_pending_per_ip"); v != limits.DefaultMaxPendingPerIP {
+		t.Errorf("max_pending_per_ip %v, want the default %v", v, limits.DefaultMaxPendingPerIP)
+	}
+	cfg.Limits.MaxSessions = 456
+	cfg.Listeners[0].Addr, cfg.Listeners[0].Listener = gw.Addr("lan").String(), nil
+	if _, err := gw.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if v := scrape(t, gw).get(t, "smqgw_limit", "limit", "max_sessions"); v != 456 {
+		t.Errorf("max_sessions after a reload %v, want 456", v)
+	}
 }
