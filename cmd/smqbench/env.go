@@ -227,6 +227,26 @@ func (e *env) restart() error {
 	return e.start()
 }
 
+// nginxConf is an nginx configuration on prefix with workers as many as
+// CPUs (like smqgw's GOMAXPROCS), no access log, and in http { } the
+// directives http and then the servers.
+func nginxConf(prefix, http, servers string) string {
+	return fmt.Sprintf(`worker_processes %d;
+worker_rlimit_nofile 20000;
+pid %[2]s/nginx.pid;
+error_log %[2]s/logs/error.log warn;
+events { worker_connections 20000; multi_accept on; }
+http {
+  access_log off;
+  client_body_temp_path %[2]s/body;
+  proxy_temp_path %[2]s/proxy;
+  fastcgi_temp_path %[2]s/fastcgi;
+  uwsgi_temp_path %[2]s/uwsgi;
+  scgi_temp_path %[2]s/scgi;
+%[3]s%[4]s}
+`, runtime.NumCPU(), prefix, http, servers)
+}
+
 // startNginx runs nginx terminating TLS on port and proxying WebSockets
 // to the broker, with as many workers as CPUs, like smqgw's GOMAXPROCS;
 // and, unless rawPort is 0, terminating TLS on rawPort and relaying the
@@ -252,26 +272,13 @@ func (e *env) startNginx(port, rawPort, broker int) (int, error) {
 }
 `, rawPort, filepath.Join(pki, "server.pem"), filepath.Join(pki, "server-key.pem"), broker)
 	}
-	conf := load + fmt.Sprintf(`worker_processes %d;
-worker_rlimit_nofile 20000;
-pid %[2]s/nginx.pid;
-error_log %[2]s/logs/error.log warn;
-events { worker_connections 20000; multi_accept on; }
-http {
-  access_log off;
-  client_body_temp_path %[2]s/body;
-  proxy_temp_path %[2]s/proxy;
-  fastcgi_temp_path %[2]s/fastcgi;
-  uwsgi_temp_path %[2]s/uwsgi;
-  scgi_temp_path %[2]s/scgi;
-  map $http_upgrade $connection_upgrade { default upgrade; '' close; }
-  server {
-    listen 127.0.0.1:%[3]d ssl;
-    ssl_certificate %[4]s;
-    ssl_certificate_key %[5]s;
+	server := fmt.Sprintf(`  server {
+    listen 127.0.0.1:%d ssl;
+    ssl_certificate %s;
+    ssl_certificate_key %s;
     ssl_protocols TLSv1.2 TLSv1.3;
     location / {
-      proxy_pass http://127.0.0.1:%[6]d;
+      proxy_pass http://127.0.0.1:%d;
       proxy_http_version 1.1;
       proxy_set_header Upgrade $http_upgrade;
       proxy_set_header Connection $connection_upgrade;
@@ -281,8 +288,8 @@ http {
       proxy_buffering off;
     }
   }
-}
-`, runtime.NumCPU(), prefix, port, filepath.Join(pki, "server.pem"), filepath.Join(pki, "server-key.pem"), broker) + stream
+`, port, filepath.Join(pki, "server.pem"), filepath.Join(pki, "server-key.pem"), broker)
+	conf := load + nginxConf(prefix, "  map $http_upgrade $connection_upgrade { default upgrade; '' close; }\n", server) + stream
 	file := filepath.Join(prefix, "nginx.conf")
 	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
 		return 0, err

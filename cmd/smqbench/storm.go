@@ -410,28 +410,6 @@ func freePorts(n int) ([]int, error) {
 	return out, nil
 }
 
-// nginxConf is an nginx configuration with the common head; servers is
-// the inside of http { }.
-func nginxConf(prefix, servers string) string {
-	return fmt.Sprintf(`worker_processes %d;
-worker_rlimit_nofile 20000;
-pid %[2]s/nginx.pid;
-error_log %[2]s/logs/error.log warn;
-events { worker_connections 20000; multi_accept on; }
-http {
-  access_log off;
-  client_body_temp_path %[2]s/body;
-  proxy_temp_path %[2]s/proxy;
-  fastcgi_temp_path %[2]s/fastcgi;
-  uwsgi_temp_path %[2]s/uwsgi;
-  scgi_temp_path %[2]s/scgi;
-  ssl_protocols TLSv1.2 TLSv1.3;
-  ssl_session_tickets on;
-  ssl_session_ticket_key %[2]s/ticket.key;
-%[3]s}
-`, runtime.NumCPU(), prefix, servers)
-}
-
 // newNginx writes prefix/nginx.conf (with an 80-byte session ticket key
 // file, kept across restarts) and returns its process, not started.
 func newNginx(bin, prefix, servers string) (*proc, error) {
@@ -444,7 +422,10 @@ func newNginx(bin, prefix, servers string) (*proc, error) {
 		return nil, err
 	}
 	file := filepath.Join(prefix, "nginx.conf")
-	if err := os.WriteFile(file, []byte(nginxConf(prefix, servers)), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(nginxConf(prefix, `  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_session_tickets on;
+  ssl_session_ticket_key `+prefix+`/ticket.key;
+`, servers)), 0o644); err != nil {
 		return nil, err
 	}
 	return &proc{name: "nginx", args: []string{bin, "-p", prefix, "-c", file, "-g", "daemon off;"},
