@@ -3,14 +3,13 @@ package main
 import (
 	"context"
 	"net"
-	"os"
-	"os/exec"
 	"regexp"
 	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/smqgw/smqgw/broker"
+	"github.com/smqgw/smqgw/internal/complete/completetest"
 	"github.com/smqgw/smqgw/internal/smqtest"
 )
 
@@ -41,23 +40,7 @@ func TestCompletion(t *testing.T) {
 			if r.code != 0 || r.stderr != "" {
 				t.Fatalf("code %d, stderr %q", r.code, r.stderr)
 			}
-			for _, w := range words {
-				if !regexp.MustCompile(`[ "(|/]` + regexp.QuoteMeta(w) + `[ ")|]`).MatchString(r.stdout) {
-					t.Errorf("the script does not name %q", w)
-				}
-			}
-			sh, err := exec.LookPath(shell)
-			if err != nil {
-				if shell == "bash" && os.Getenv("CI") == "true" {
-					t.Fatalf("bash is needed: %v", err)
-				}
-				t.Skipf("%s is not installed", shell)
-			}
-			cmd := exec.Command(sh, "-n")
-			cmd.Stdin = strings.NewReader(r.stdout)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Errorf("%s -n: %v\n%s", shell, err, out)
-			}
+			completetest.Check(t, shell, r.stdout, words)
 		})
 	}
 }
