@@ -247,6 +247,28 @@ http {
 `, runtime.NumCPU(), prefix, http, servers)
 }
 
+// nginxWSServer is an nginx server block terminating TLS on port with the
+// certificate and key, and proxying WebSockets to the broker's port.
+func nginxWSServer(port int, cert, key string, broker int) string {
+	return fmt.Sprintf(`  server {
+    listen 127.0.0.1:%d ssl;
+    ssl_certificate %s;
+    ssl_certificate_key %s;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {
+      proxy_pass http://127.0.0.1:%d;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_set_header Host $host;
+      proxy_read_timeout 1h;
+      proxy_send_timeout 1h;
+      proxy_buffering off;
+    }
+  }
+`, port, cert, key, broker)
+}
+
 // startNginx runs nginx terminating TLS on port and proxying WebSockets
 // to the broker, with as many workers as CPUs, like smqgw's GOMAXPROCS;
 // and, unless rawPort is 0, terminating TLS on rawPort and relaying the
@@ -272,23 +294,7 @@ func (e *env) startNginx(port, rawPort, broker int) (int, error) {
 }
 `, rawPort, filepath.Join(pki, "server.pem"), filepath.Join(pki, "server-key.pem"), broker)
 	}
-	server := fmt.Sprintf(`  server {
-    listen 127.0.0.1:%d ssl;
-    ssl_certificate %s;
-    ssl_certificate_key %s;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    location / {
-      proxy_pass http://127.0.0.1:%d;
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection $connection_upgrade;
-      proxy_set_header Host $host;
-      proxy_read_timeout 1h;
-      proxy_send_timeout 1h;
-      proxy_buffering off;
-    }
-  }
-`, port, filepath.Join(pki, "server.pem"), filepath.Join(pki, "server-key.pem"), broker)
+	server := nginxWSServer(port, filepath.Join(pki, "server.pem"), filepath.Join(pki, "server-key.pem"), broker)
 	conf := load + nginxConf(prefix, "  map $http_upgrade $connection_upgrade { default upgrade; '' close; }\n", server) + stream
 	file := filepath.Join(prefix, "nginx.conf")
 	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {

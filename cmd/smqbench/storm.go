@@ -723,23 +723,8 @@ func (s *env) stormSetupRun(st stormSetup, pki *stormPKI, sz stormSizes) ([]stor
 			return nil, nil, nil, err
 		}
 	} else {
-		server := fmt.Sprintf(`  map $http_upgrade $connection_upgrade { default upgrade; '' close; }
-  server {
-    listen 127.0.0.1:%d ssl;
-    ssl_certificate %s;
-    ssl_certificate_key %s;
-    location / {
-      proxy_pass http://127.0.0.1:%d;
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection $connection_upgrade;
-      proxy_set_header Host $host;
-      proxy_read_timeout 1h;
-      proxy_send_timeout 1h;
-      proxy_buffering off;
-    }
-  }
-`, fport, ecCert[0], ecCert[1], bport)
+		server := "  map $http_upgrade $connection_upgrade { default upgrade; '' close; }\n" +
+			nginxWSServer(fport, ecCert[0], ecCert[1], bport)
 		if front, err = newNginx(st.nginx, filepath.Join(s.dir, "nginx-"+tag), server); err != nil {
 			return nil, nil, nil, err
 		}
