@@ -9,72 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/gateway"
+	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/upstream"
 )
-
-// restartable is a broker on a fixed loopback address that a test can
-// crash and start again, as an operator restarts the reference broker.
-type restartable struct {
-	t      *testing.T
-	addr   string
-	b      *broker.Broker
-	l      *smqtest.Killable
-	served chan struct{}
-}
-
-func startRestartable(t *testing.T) *restartable {
-	t.Helper()
-	r := &restartable{t: t, addr: "127.0.0.1:0"}
-	r.start()
-	r.addr = r.l.Addr().String()
-	t.Cleanup(r.kill)
-	return r
-}
-
-func (r *restartable) start() {
-	r.t.Helper()
-	l := listenAgain(r.t, r.addr)
-	r.l, r.b, r.served = smqtest.Track(l), broker.New(broker.Config{}), make(chan struct{})
-	go func() { defer close(r.served); r.b.Serve(r.l) }()
-}
-
-// listenAgain listens on addr, which a server of the test used before:
-// for a while, should another socket of the machine have taken the port
-// in between.
-func listenAgain(t *testing.T, addr string) net.Listener {
-	t.Helper()
-	var l net.Listener
-	smqtest.Retry(t, smqtest.WaitFor, "listening on "+addr, func() (err error) {
-		l, err = net.Listen("tcp", addr)
-		return err
-	})
-	return l
-}
-
-// kill ends the broker as a crash or a restart does: every connection
-// drops, no goodbye.
-func (r *restartable) kill() {
-	if r.b == nil {
-		return
-	}
-	r.l.Kill()
-	r.b.Shutdown(context.Background())
-	<-r.served
-	r.b = nil
-}
-
-// publish publishes payload to topic straight on the broker.
-func (r *restartable) publish(t *testing.T, topic, payload string) {
-	t.Helper()
-	p := smqtest.Connect(t, r.addr, "publisher-"+strings.ReplaceAll(payload, " ", "-"))
-	p.Publish(p.Create(topic), 0, []byte(payload))
-	p.Barrier()
-	p.Close()
-}
 
 // expect waits for payload on each client's topic.
 func expect(t *testing.T, payload string, clients ...*smqtest.RefClient) {
@@ -97,8 +37,8 @@ func expect(t *testing.T, payload string, clients ...*smqtest.RefClient) {
 func TestPassingTroubleKeepsClientsRetrying(t *testing.T) {
 	t.Parallel()
 	const retry = 500 * time.Millisecond
-	up := startRestartable(t)
-	lan, err := upstream.New(upstream.Config{Name: "lan", URLs: []string{"http://" + up.addr + "/smq"}})
+	up := apptest.StartRestartable(t)
+	lan, err := upstream.New(upstream.Config{Name: "lan", URLs: []string{"http://" + up.Addr + "/smq"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,12 +70,12 @@ func TestPassingTroubleKeepsClientsRetrying(t *testing.T) {
 		smqtest.StartRef(t, smqtest.CClient, addr+"/", "led-device-2", "news", retry),
 	}
 	smqtest.WaitSessions(t, smqtest.WaitFor, 1, clients...)
-	up.publish(t, "news", "before")
+	up.Publish(t, "news", "before")
 	expect(t, "before", clients...)
 
 	// The broker crashes. While it is down the clients keep trying:
 	// each try ends without a refusal.
-	up.kill()
+	up.Kill()
 	unavailable := func() int {
 		n := 0
 		for _, rec := range logs.records(t, "session") {
@@ -159,14 +99,14 @@ func TestPassingTroubleKeepsClientsRetrying(t *testing.T) {
 		}
 	}
 
-	up.start()
+	up.Start()
 	took := smqtest.WaitSessions(t, smqtest.WaitFor, 2, clients...)
 	t.Logf("all %d clients connected again %v after the broker came back (retry delay %v)", len(clients),
 		took.Round(time.Millisecond), retry)
 	if took > 5*time.Second {
 		t.Errorf("reconnecting took %v", took)
 	}
-	up.publish(t, "news", "after the broker restart")
+	up.Publish(t, "news", "after the broker restart")
 	expect(t, "after the broker restart", clients...)
 	// On the refusing route, with the broker back: Disconnect "shutdown"
 	// at the drain below stops smq.js; the C client takes it as an error
@@ -182,7 +122,7 @@ func TestPassingTroubleKeepsClientsRetrying(t *testing.T) {
 	if err := gw.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	gw = startGW(listenAgain(t, addr))
+	gw = startGW(apptest.ListenAgain(t, addr))
 	took = smqtest.WaitSessions(t, smqtest.WaitFor, 3, clients...)
 	t.Logf("all %d clients connected again %v after the new gateway started", len(clients), took.Round(time.Millisecond))
 	if took > 5*time.Second {
@@ -192,7 +132,7 @@ func TestPassingTroubleKeepsClientsRetrying(t *testing.T) {
 	if err := smqtest.WaitStopped(t, smqtest.WaitFor, refusedJS); !strings.Contains(err.Error(), `Disconnect "shutdown"`) {
 		t.Errorf("smq.js on /refuse stopped with %v, want Disconnect \"shutdown\"", err)
 	}
-	up.publish(t, "news", "after the gateway restart")
+	up.Publish(t, "news", "after the gateway restart")
 	expect(t, "after the gateway restart", append(clients, refusedC)...)
 	for _, c := range clients {
 		if _, _, stopped := c.State(); stopped != nil {

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"context"
-	"net"
 	"regexp"
 	"runtime"
 	"strings"
 	"testing"
 
-	"github.com/smqgw/smqgw/broker"
+	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/complete/completetest"
 	"github.com/smqgw/smqgw/internal/smqtest"
 )
@@ -45,46 +43,6 @@ func TestCompletion(t *testing.T) {
 	}
 }
 
-// restartable is a broker that can crash and start again on the same
-// address.
-type restartable struct {
-	t      *testing.T
-	addr   string
-	b      *broker.Broker
-	l      *smqtest.Killable
-	served chan struct{}
-}
-
-func startRestartable(t *testing.T) *restartable {
-	r := &restartable{t: t, addr: "127.0.0.1:0"}
-	r.start()
-	r.addr = r.l.Addr().String()
-	t.Cleanup(r.kill)
-	return r
-}
-
-func (r *restartable) start() {
-	r.t.Helper()
-	var l net.Listener
-	smqtest.Retry(r.t, smqtest.WaitFor, "listening on "+r.addr, func() (err error) {
-		l, err = net.Listen("tcp", r.addr)
-		return err
-	})
-	r.l, r.b, r.served = smqtest.Track(l), broker.New(broker.Config{}), make(chan struct{})
-	go func() { defer close(r.served); r.b.Serve(r.l) }()
-}
-
-// kill ends the broker as a crash does: every connection drops.
-func (r *restartable) kill() {
-	if r.b == nil {
-		return
-	}
-	r.l.Kill()
-	r.b.Shutdown(context.Background())
-	<-r.served
-	r.b = nil
-}
-
 // TestSubReconnects: smq sub outlives a broker restart and gets the
 // messages published after it, as mosquitto_sub does; with -no-reconnect
 // it exits with code 1.
@@ -97,8 +55,8 @@ func TestSubReconnects(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			r := startRestartable(t)
-			url := "http://" + r.addr + "/smq"
+			r := apptest.StartRestartable(t)
+			url := "http://" + r.Addr + "/smq"
 			topic := "cmd/restart"
 			args := []string{"sub", "-url", url, "-topic", topic, "-count", "2", "-v"}
 			if !reconnect {
@@ -114,7 +72,7 @@ func TestSubReconnects(t *testing.T) {
 				t.Fatalf("pub: %+v", p)
 			}
 			smqtest.WaitUntil(t, "the message before the crash", func() bool { return strings.Contains(stdout.String(), "before") })
-			r.kill()
+			r.Kill()
 			if !reconnect {
 				code := recv(t, done, "sub to exit")
 				if code != 1 || !strings.Contains(stderr.String(), "smq: error: client: connection lost") {
@@ -122,7 +80,7 @@ func TestSubReconnects(t *testing.T) {
 				}
 				return
 			}
-			r.start()
+			r.Start()
 			// Subscribed again: -v says so once the subscription is back.
 			smqtest.WaitUntil(t, "the subscriber to reconnect", func() bool {
 				return strings.Count(stderr.String(), "smq: connected to") == 2
