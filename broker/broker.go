@@ -65,6 +65,27 @@ type Stats struct {
 
 	ProtocolErrors uint64 // sessions closed for malformed input
 	Takeovers      uint64 // sessions kicked by a newer one with the same UID
+
+	// Cluster is set when the broker is a node of a cluster.
+	Cluster *ClusterStats
+}
+
+// ClusterStats are a cluster node's gauges, and its counters since New.
+type ClusterStats struct {
+	Node  string   // this node's name
+	Peers []string // names of the other nodes heard from within PeerTimeout, sorted
+
+	MessagesOut uint64 // Publish messages sent to the other nodes (to a topic, or one-to-one)
+	MessagesIn  uint64 // Publish messages received from the other nodes
+	// Dropped counts messages from the other nodes lost before delivery:
+	// this node did not take them off NATS fast enough.
+	Dropped uint64
+	Pending int // messages from the other nodes waiting to be delivered
+
+	TakeoversOut    uint64 // sessions here taken over by a connection on another node
+	TakeoversIn     uint64 // sessions here that took over one held on another node
+	PeersLost       uint64 // peers that went silent for PeerTimeout
+	RequestTimeouts uint64 // questions to the other nodes left unanswered in RequestTimeout
 }
 
 type counters struct {

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/smq"
 )
@@ -88,6 +90,11 @@ type Config struct {
 	// ptid check and before delivery; returning false drops it silently. p
 	// and its payload are only valid during the call. Nil delivers all.
 	OnPublish func(c *Client, p *smq.Publish) bool
+
+	// Cluster, if set, makes this broker one node of a cluster: its
+	// clients and those of the other nodes see one broker. Nil: a broker
+	// on its own, which pays nothing for the cluster code.
+	Cluster *Cluster
 }
 
 // Peer describes where a connection comes from.
@@ -141,3 +148,44 @@ func (c *Config) writeTimeout() time.Duration {
 	}
 	return DefaultWriteTimeout
 }
+
+// Cluster joins a broker to the other nodes of a cluster over NATS, so
+// that clients on every node see one SMQ broker (see cluster.go).
+type Cluster struct {
+	// Conn is the connection to NATS, made with nats.NoEcho(): a node
+	// must not receive what it publishes. It stays the caller's; close it
+	// after the broker's Shutdown.
+	Conn *nats.Conn
+
+	// Node names this node, unique in the cluster; letters, digits, '-'
+	// and '_' (it is a NATS subject token).
+	Node string
+
+	// Prefix begins every NATS subject the cluster uses, so that several
+	// clusters (or other applications) can share one NATS. Empty means
+	// DefaultClusterPrefix.
+	Prefix string
+
+	// Heartbeat is how often this node tells the others it is alive;
+	// PeerTimeout is how long a silent peer is still believed alive:
+	// after it, the peer's clients count as gone. Zero means
+	// DefaultHeartbeat and DefaultPeerTimeout.
+	Heartbeat   time.Duration
+	PeerTimeout time.Duration
+
+	// RequestTimeout bounds each question one node asks the others (who
+	// holds a UID, whether an ETID is taken, whether the others know of a
+	// new subscription). Zero means DefaultClusterRequestTimeout.
+	RequestTimeout time.Duration
+
+	// randID, if set, replaces the random source of ETIDs (tests).
+	randID func() uint32
+}
+
+// Defaults of Cluster's zero fields.
+const (
+	DefaultClusterPrefix         = "smqgw"
+	DefaultHeartbeat             = time.Second
+	DefaultPeerTimeout           = 5 * time.Second
+	DefaultClusterRequestTimeout = 2 * time.Second
+)
