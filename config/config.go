@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/smqgw/smqgw/access"
+	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/certs"
 	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/tlsterm"
@@ -24,7 +25,9 @@ import (
 // The defaults of the keys Load leaves unset are defined by the packages
 // that apply them: limits.Default* ([limits] and [broker]),
 // upstream.DefaultDialTimeout and upstream.DefaultBackoff
-// ([upstream.NAME]), certs.DefaultWatchInterval (watch_interval).
+// ([upstream.NAME]), certs.DefaultWatchInterval (watch_interval),
+// broker.DefaultClusterPrefix, DefaultHeartbeat, DefaultPeerTimeout and
+// DefaultClusterRequestTimeout ([cluster]).
 
 // DefaultACMEDirectory is Let's Encrypt's production directory, where
 // certificates come from when a [certs] block names no acme_directory.
@@ -86,6 +89,11 @@ type Config struct {
 	// Certs ([certs.NAME]) by name: the certificate sources listeners
 	// refer to with tls = "NAME". Unused ones are allowed.
 	Certs map[string]*Certs `toml:"certs"`
+
+	// Cluster ([cluster]) makes the embedded broker one node of a
+	// cluster over NATS: clients of every node see one broker. Nil (no
+	// [cluster] block): a broker on its own. Needs an "embedded" route.
+	Cluster *Cluster `toml:"cluster"`
 
 	// Permissions ([[permissions.NAME]]) are topic permissions by name,
 	// each a list of rules (see package access for the rules and the topic
@@ -313,6 +321,73 @@ type Certs struct {
 	Hosts []string `toml:"hosts"`
 }
 
+// Cluster is the [cluster] block: how this node's embedded broker reaches
+// the others. Embedded mode runs a NATS server in the process, with a
+// route listener (Listen) and routes to the other nodes (Routes); external
+// mode connects to an existing NATS cluster (NATS). One or the other.
+type Cluster struct {
+	// Name (name) names this node, unique in the cluster: letters, digits,
+	// '-' and '_'. Default: the host name, other characters made '-'.
+	Name string `toml:"name"`
+
+	// Listen (listen) is the host:port where the other nodes connect
+	// (their routes). Required in embedded mode.
+	Listen string `toml:"listen"`
+	// Routes (routes) are the other nodes' listen addresses, host:port or
+	// nats-route://host:port (port 6222 when left out). Default empty: this
+	// node waits for the others to route to it.
+	Routes []string `toml:"routes"`
+	// TLS (tls) names the [certs.NAME] block (files or dev, not ACME)
+	// whose certificate this node presents to the other nodes, both when
+	// they connect and when it connects to them: it needs the serverAuth
+	// and clientAuth extended key usages (or none), and the names or
+	// addresses the other nodes' routes use. With CA.
+	TLS string `toml:"tls"`
+	// CA (ca) is a PEM file of the CAs the other nodes' certificates must
+	// chain to. With TLS. Path absolute after Load.
+	CA string `toml:"ca" config:"path"`
+	// Insecure (insecure) allows routes without TLS on addresses other
+	// than loopback: whoever reaches the route port reads and publishes
+	// every message. Default false: without tls, listen and every route
+	// must be on loopback.
+	Insecure bool `toml:"insecure"`
+
+	// NATS (nats) are the URLs of an existing NATS cluster, nats:// or
+	// tls://, credentials allowed in them (user:password@ or token@; never
+	// logged). External mode.
+	NATS []string `toml:"nats"`
+	// NATSCA (nats_ca) is a PEM file of the CAs of the NATS servers'
+	// certificates (TLS on). Default: the system roots.
+	NATSCA string `toml:"nats_ca" config:"path"`
+	// NATSCert and NATSKey (nats_cert, nats_key) are a client certificate
+	// and key for NATS (TLS on). Both or neither.
+	NATSCert string `toml:"nats_cert" config:"path"`
+	NATSKey  string `toml:"nats_key" config:"path"`
+	// NATSCreds (nats_creds) is a NATS credentials file (JWT and NKey
+	// seed). Optional.
+	NATSCreds string `toml:"nats_creds" config:"path"`
+
+	// SubjectPrefix (subject_prefix) begins every NATS subject of the
+	// cluster, and is the embedded NATS's cluster name: the same on every
+	// node. Tokens of letters, digits, '-' and '_' separated by '.'.
+	// Default broker.DefaultClusterPrefix ("smqgw").
+	SubjectPrefix string `toml:"subject_prefix"`
+	// Heartbeat (heartbeat) is how often this node tells the others it is
+	// alive. Default broker.DefaultHeartbeat (1s).
+	Heartbeat time.Duration `toml:"heartbeat"`
+	// PeerTimeout (peer_timeout) is how long a silent node is still
+	// believed alive; after it, its clients count as gone. Longer than
+	// heartbeat. Default broker.DefaultPeerTimeout (5s).
+	PeerTimeout time.Duration `toml:"peer_timeout"`
+	// RequestTimeout (request_timeout) bounds each question this node asks
+	// the others. Default broker.DefaultClusterRequestTimeout (2s).
+	RequestTimeout time.Duration `toml:"request_timeout"`
+}
+
+// External reports whether the node joins an existing NATS (nats set)
+// rather than running its own.
+func (c *Cluster) External() bool { return len(c.NATS) > 0 }
+
 // CertPair is one more certificate and key of a files [certs] block
 // ([[certs.NAME.pair]]).
 type CertPair struct {
@@ -370,6 +445,17 @@ func (c *Config) setDefaults() {
 		setDuration(&u.DialTimeout, upstream.DefaultDialTimeout)
 		setDuration(&u.Backoff, upstream.DefaultBackoff)
 	}
+	if cl := c.Cluster; cl != nil {
+		if cl.Name == "" {
+			cl.Name = defaultNodeName()
+		}
+		if cl.SubjectPrefix == "" {
+			cl.SubjectPrefix = broker.DefaultClusterPrefix
+		}
+		setDuration(&cl.Heartbeat, broker.DefaultHeartbeat)
+		setDuration(&cl.PeerTimeout, broker.DefaultPeerTimeout)
+		setDuration(&cl.RequestTimeout, broker.DefaultClusterRequestTimeout)
+	}
 	if c.Certs == nil {
 		c.Certs = map[string]*Certs{}
 	}
@@ -387,6 +473,22 @@ func setDuration(d *time.Duration, def time.Duration) {
 	if *d == 0 {
 		*d = def
 	}
+}
+
+// defaultNodeName is the host name made a node name: each character
+// other than a letter, digit, '-' or '_' becomes '-'; "smqgw" when there
+// is no host name.
+func defaultNodeName() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "smqgw"
+	}
+	return strings.Map(func(r rune) rune {
+		if isTokenRune(r) {
+			return r
+		}
+		return '-'
+	}, h)
 }
 
 // defaultStateDir returns $STATE_DIRECTORY (its first entry: systemd may

@@ -15,7 +15,8 @@ import (
 // fileKeys are the keys whose values name files the loader checks. An
 // example file's real paths (/etc/smqgw/...) do not exist here, so
 // materialize creates them under a temporary directory.
-var fileKeys = map[string]bool{"client_ca": true, "client_crl": true, "cert_file": true, "key_file": true, "acme_directory_ca": true, "ca_file": true}
+var fileKeys = map[string]bool{"client_ca": true, "client_crl": true, "cert_file": true, "key_file": true, "acme_directory_ca": true, "ca_file": true,
+	"ca": true, "nats_ca": true, "nats_cert": true, "nats_key": true, "nats_creds": true}
 
 // TestExamples loads every configs/*.toml, so that a new example is
 // covered by adding the file.

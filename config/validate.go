@@ -16,6 +16,7 @@ import (
 
 	"github.com/smqgw/smqgw/access"
 	"github.com/smqgw/smqgw/certs"
+	"github.com/smqgw/smqgw/cluster"
 	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/proxyclient"
 	"github.com/smqgw/smqgw/smq"
@@ -89,6 +90,9 @@ func (d *decoder) validate(c *Config) {
 	}
 	for _, name := range sortedKeys(c.Permissions) {
 		d.permissions(name, c.Permissions[name])
+	}
+	if c.Cluster != nil && !d.bad["cluster"] {
+		d.cluster(c)
 	}
 	d.addresses(c)
 	d.broker(&c.Broker)
@@ -447,11 +451,173 @@ func (d *decoder) addresses(c *Config) {
 	if c.Admin.Address != "" {
 		add("admin.address", c.Admin.Address)
 	}
+	if c.Cluster != nil && c.Cluster.Listen != "" {
+		add("cluster.listen", c.Cluster.Listen)
+	}
 	for _, name := range sortedKeys(c.Certs) {
 		if a := c.Certs[name].ACMEHTTPAddress; a != "" {
 			add("certs."+name+".acme_http_address", a)
 		}
 	}
+}
+
+// cluster checks the [cluster] block: one mode, the keys of that mode,
+// route TLS or loopback (or insecure), and an embedded broker to join.
+func (d *decoder) cluster(c *Config) {
+	cl := c.Cluster
+	const key = "cluster"
+	if !validToken(cl.Name) {
+		d.keyf(key+".name", "invalid node name %q: name must be letters, digits, '-' or '_'", cl.Name)
+	}
+	if !validPrefix(cl.SubjectPrefix) {
+		d.keyf(key+".subject_prefix", "invalid prefix %q (want tokens of letters, digits, '-' or '_', separated by '.', like \"smqgw\" or \"site1.smqgw\")", cl.SubjectPrefix)
+	}
+	if cl.PeerTimeout <= cl.Heartbeat && !d.bad[key+".peer_timeout"] && !d.bad[key+".heartbeat"] {
+		k := key + ".peer_timeout"
+		if _, ok := d.pos[k]; !ok {
+			k = key + ".heartbeat"
+		}
+		d.keyf(k, "peer_timeout (%s) must be longer than heartbeat (%s): live peers would be declared lost", cl.PeerTimeout, cl.Heartbeat)
+	}
+	embedded := false
+	for _, l := range c.Listeners {
+		for _, r := range l.Routes {
+			embedded = embedded || r.Upstream == Embedded
+		}
+	}
+	if !embedded && len(c.Listeners) > 0 {
+		d.add(key, fmt.Sprintf("[cluster] joins the embedded broker, but no route uses upstream = %q", Embedded))
+	}
+
+	embeddedKeys := []struct{ key, v string }{{"listen", cl.Listen}, {"tls", cl.TLS}, {"ca", cl.CA}}
+	if len(cl.Routes) > 0 {
+		embeddedKeys = append(embeddedKeys, struct{ key, v string }{"routes", "set"})
+	}
+	if cl.Insecure {
+		embeddedKeys = append(embeddedKeys, struct{ key, v string }{"insecure", "set"})
+	}
+	if cl.External() {
+		for _, x := range embeddedKeys {
+			if x.v != "" {
+				d.keyf(key+"."+x.key, "not allowed with nats: [cluster] joins an existing NATS (nats) or runs its own (listen, routes), not both")
+			}
+		}
+		d.clusterNATS(cl, key)
+		return
+	}
+	for _, x := range []struct{ key, v string }{{"nats_ca", cl.NATSCA}, {"nats_cert", cl.NATSCert}, {"nats_key", cl.NATSKey}, {"nats_creds", cl.NATSCreds}} {
+		if x.v != "" {
+			d.keyf(key+"."+x.key, "only used with nats (an existing NATS)")
+		}
+	}
+	if d.pos[key+".nats"] != (pos{}) {
+		d.keyf(key+".nats", "must not be empty (or leave it out to run the embedded NATS)")
+	}
+	switch {
+	case cl.Listen == "" && len(cl.Routes) > 0:
+		d.add(key+".routes", "[cluster] has routes but no listen address: the other nodes could not route to this one")
+	case cl.Listen == "":
+		d.add(key, "[cluster] needs listen (the address the other nodes route to) or nats (the URLs of an existing NATS)")
+	default:
+		d.address(key+".listen", cl.Listen)
+	}
+	loopback := cl.Listen == "" || isLoopbackAddr(cl.Listen)
+	for i, r := range cl.Routes {
+		u, err := cluster.ParseRoute(r)
+		if err != nil {
+			d.keyf(key+".routes."+strconv.Itoa(i), "%s", strings.TrimPrefix(err.Error(), "cluster: "))
+			continue
+		}
+		loopback = loopback && cluster.IsLoopback(u.Hostname())
+	}
+	switch {
+	case cl.TLS != "" && cl.CA == "":
+		d.add(key+".ca", `missing required key "ca" in [cluster]: tls needs it, to verify the other nodes' certificates`)
+	case cl.TLS == "" && cl.CA != "":
+		d.add(key+".tls", `missing required key "tls" in [cluster]: ca needs it (the [certs.NAME] block of this node's certificate)`)
+	case cl.TLS != "" && cl.Insecure:
+		d.keyf(key+".insecure", "has no effect with tls (routes use TLS)")
+	case cl.TLS == "" && !cl.Insecure && !loopback:
+		d.add(key, "[cluster] routes without TLS off loopback: anyone reaching them reads and publishes every message (set tls and ca, or insecure = true)")
+	}
+	if cl.TLS != "" {
+		switch ct, ok := c.Certs[cl.TLS]; {
+		case !ok:
+			d.keyf(key+".tls", "no [certs.%s] block%s", cl.TLS, suggest(cl.TLS, sortedKeys(c.Certs)))
+		case ct.ACME():
+			d.keyf(key+".tls", "[certs.%s] is ACME: a node's route certificate comes from files or dev", cl.TLS)
+		}
+	}
+	if cl.CA != "" {
+		d.readable(key+".ca", cl.CA)
+	}
+}
+
+// clusterNATS checks the keys of [cluster] with nats: the URLs, TLS and
+// credentials.
+func (d *decoder) clusterNATS(cl *Cluster, key string) {
+	for i, s := range cl.NATS {
+		ukey := key + ".nats." + strconv.Itoa(i)
+		p, err := url.Parse(s)
+		s = cluster.RedactURL(s) // quoted below: never a password or token
+		switch {
+		case err != nil:
+			d.keyf(ukey, "invalid URL %q", s)
+		case p.Scheme != "nats" && p.Scheme != "tls":
+			d.keyf(ukey, "unsupported scheme %q in %q (want %s)", p.Scheme, s, orList("nats", "tls"))
+		case p.Hostname() == "":
+			d.keyf(ukey, "no host in %q", s)
+		case p.Port() != "" && !validPort(p.Port()):
+			d.keyf(ukey, "invalid port %q in %q", p.Port(), s)
+		case p.Path != "" && p.Path != "/" || p.RawQuery != "" || p.Fragment != "":
+			d.keyf(ukey, "URL %q must not have a path, query or fragment", s)
+		}
+	}
+	switch {
+	case cl.NATSCert != "" && cl.NATSKey == "":
+		d.add(key+".nats_key", `missing required key "nats_key" in [cluster]: nats_cert needs it`)
+	case cl.NATSCert == "" && cl.NATSKey != "":
+		d.add(key+".nats_cert", `missing required key "nats_cert" in [cluster]: nats_key needs it`)
+	}
+	for _, x := range []struct{ key, v string }{{"nats_ca", cl.NATSCA}, {"nats_cert", cl.NATSCert}, {"nats_key", cl.NATSKey}, {"nats_creds", cl.NATSCreds}} {
+		if x.v != "" {
+			d.readable(key+"."+x.key, x.v)
+		}
+	}
+}
+
+// isLoopbackAddr reports whether addr is on loopback; an invalid one,
+// reported by address(), counts as loopback.
+func isLoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	return err != nil || cluster.IsLoopback(host)
+}
+
+// validToken accepts a NATS subject token of letters, digits, '-' and '_'.
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if !isTokenRune(r) {
+			return false
+		}
+	}
+	return true
+}
+
+func isTokenRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_'
+}
+
+// validPrefix accepts tokens separated by '.'.
+func validPrefix(s string) bool {
+	for _, t := range strings.Split(s, ".") {
+		if !validToken(t) {
+			return false
+		}
+	}
+	return true
 }
 
 func isWildcard(host string) bool { return host == "" || host == "0.0.0.0" || host == "::" }
