@@ -30,6 +30,7 @@ import (
 	"github.com/smqgw/smqgw/access"
 	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/certs"
+	"github.com/smqgw/smqgw/cluster"
 	"github.com/smqgw/smqgw/config"
 	"github.com/smqgw/smqgw/gateway"
 	"github.com/smqgw/smqgw/limits"
@@ -51,6 +52,9 @@ type Built struct {
 	// kept is an earlier build's embedded broker when this one uses none:
 	// its sessions go on, and a later rebuild that wants one reuses it.
 	kept *broker.Broker
+	// node is the embedded broker's cluster node ([cluster]), nil when it
+	// has none. It lives as long as the broker: every rebuild keeps it.
+	node *cluster.Node
 
 	log     *slog.Logger
 	every   time.Duration // file polling
@@ -73,7 +77,7 @@ type reloadable struct {
 // and the embedded broker. Every problem is reported. Run keeps the
 // certificates current once the gateway has started.
 func Build(cfg *config.Config, log *slog.Logger) (*Built, error) {
-	return build(cfg, log, nil, nil)
+	return build(cfg, log, nil, nil, nil)
 }
 
 // Rebuild builds cfg as Build does, for Gateway.Apply on a reload: the
@@ -81,12 +85,16 @@ func Build(cfg *config.Config, log *slog.Logger) (*Built, error) {
 // broker and the counts go on. b is left as it was; stop its Run and Run
 // the new one.
 func (b *Built) Rebuild(cfg *config.Config) (*Built, error) {
-	nb, err := build(cfg, b.log, b.Metrics, b.broker())
+	nb, err := build(cfg, b.log, b.Metrics, b.broker(), b.node)
 	if nb != nil && nb.Broker == nil {
 		nb.kept = b.broker() // for a later configuration that uses it again
 	}
 	return nb, err
 }
+
+// ClusterNode returns the embedded broker's cluster node, nil when it has
+// none. Close it after the broker's Shutdown.
+func (b *Built) ClusterNode() *cluster.Node { return b.node }
 
 // EmbeddedBroker returns the embedded broker in use, or kept from an
 // earlier build for its sessions; nil if no build had one. Shut it down
@@ -100,15 +108,18 @@ func (b *Built) broker() *broker.Broker {
 	return b.kept
 }
 
-func build(cfg *config.Config, log *slog.Logger, m *gateway.Metrics, br *broker.Broker) (*Built, error) {
+// build makes the parts of cfg; br and node are the embedded broker and
+// its cluster node an earlier build made, kept (nil at the start).
+func build(cfg *config.Config, log *slog.Logger, m *gateway.Metrics, br *broker.Broker, node *cluster.Node) (*Built, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if m == nil {
 		m = gateway.NewMetrics()
 	}
-	b := &Built{log: log, every: cfg.WatchInterval, Metrics: m, Config: gateway.Config{Logger: log, Metrics: m, Limits: cfg.Limits}}
+	b := &Built{log: log, every: cfg.WatchInterval, Metrics: m, node: node, Config: gateway.Config{Logger: log, Metrics: m, Limits: cfg.Limits}}
 	var errs []error
+	var started *cluster.Node // by this build: closed if it fails
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf("gateway: "+format, args...)) }
 	if f := cfg.SessionTicketKeyFile; f != "" {
 		keys, err := certs.LoadTicketKeys(f)
@@ -179,9 +190,18 @@ func build(cfg *config.Config, log *slog.Logger, m *gateway.Metrics, br *broker.
 					if cfg.Log.Level <= slog.LevelDebug {
 						blog = log.With("component", "broker")
 					}
-					b.Broker = broker.New(brokerConfig(cfg.Broker, blog))
+					bc := brokerConfig(cfg.Broker, blog)
+					if cfg.Cluster != nil {
+						node, err := b.startNode(cfg.Cluster, sources)
+						if err != nil {
+							return nil, errors.Join(append(errs, err)...)
+						}
+						b.node, started = node, node
+						bc.Cluster = clusterConfig(cfg.Cluster, node)
+					}
+					b.Broker = broker.New(bc)
 				}
-				registerBroker(m, b.Broker)
+				registerBroker(m, b.Broker, b.node)
 				route.Upstream = &upstream.Embedded{Broker: b.Broker}
 			} else {
 				route.Upstream = ups[r.Upstream]
@@ -215,9 +235,72 @@ func build(cfg *config.Config, log *slog.Logger, m *gateway.Metrics, br *broker.
 			Addr: c.ACMEHTTPAddress, Handler: a.HTTPHandler(redirectHTTPS(port))})
 	}
 	if err := errors.Join(errs...); err != nil {
+		if started != nil {
+			_ = started.Close()
+		}
 		return nil, err
 	}
 	return b, nil
+}
+
+// startNode starts the embedded broker's cluster node and logs it.
+func (b *Built) startNode(cl *config.Cluster, sources map[string]certs.Source) (*cluster.Node, error) {
+	cc := cluster.Config{Name: cl.Name, Logger: b.log.With("component", "cluster"), Listen: cl.Listen,
+		Routes: cl.Routes, ClusterName: cl.SubjectPrefix, Insecure: cl.Insecure, NATS: cl.NATS, Creds: cl.NATSCreds}
+	if cl.TLS != "" {
+		src, ok := sources[cl.TLS]
+		if !ok {
+			return nil, fmt.Errorf("gateway: cluster: no certificate from [certs.%s]", cl.TLS)
+		}
+		var err error
+		if cc.CAs, _, err = certs.LoadCAs(cl.CA); err != nil {
+			return nil, fmt.Errorf("gateway: cluster: %w", err)
+		}
+		cc.Certificate = src
+	}
+	if cl.NATSCA != "" || cl.NATSCert != "" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		var err error
+		if cl.NATSCA != "" {
+			if tc.RootCAs, _, err = certs.LoadCAs(cl.NATSCA); err != nil {
+				return nil, fmt.Errorf("gateway: cluster: %w", err)
+			}
+		}
+		if cl.NATSCert != "" {
+			c, err := tls.LoadX509KeyPair(cl.NATSCert, cl.NATSKey)
+			if err != nil {
+				return nil, fmt.Errorf("gateway: cluster: NATS client certificate %q: %w", cl.NATSCert, err)
+			}
+			tc.Certificates = []tls.Certificate{c}
+		}
+		cc.NATSTLS = tc
+	}
+	node, err := cluster.Start(cc)
+	if err != nil {
+		return nil, err
+	}
+	if node.Embedded() {
+		listen := cl.Listen
+		if a := node.RouteAddr(); a != nil {
+			listen = a.String()
+		}
+		b.log.Info("cluster node started", "node", cl.Name, "mode", "embedded", "listen", listen,
+			"routes", cl.Routes, "tls", cl.TLS != "", "subject_prefix", cl.SubjectPrefix)
+	} else {
+		urls := make([]string, len(cl.NATS))
+		for i, u := range cl.NATS {
+			urls[i] = cluster.RedactURL(u)
+		}
+		b.log.Info("cluster node started", "node", cl.Name, "mode", "external", "nats", urls,
+			"subject_prefix", cl.SubjectPrefix)
+	}
+	return node, nil
+}
+
+// clusterConfig is the embedded broker's cluster configuration.
+func clusterConfig(cl *config.Cluster, node *cluster.Node) *broker.Cluster {
+	return &broker.Cluster{Conn: node.Conn(), Node: cl.Name, Prefix: cl.SubjectPrefix, Heartbeat: cl.Heartbeat,
+		PeerTimeout: cl.PeerTimeout, RequestTimeout: cl.RequestTimeout}
 }
 
 // brokerConfig is the embedded broker's configuration: the [broker]

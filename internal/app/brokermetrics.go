@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/smqgw/smqgw/broker"
+	"github.com/smqgw/smqgw/cluster"
 	"github.com/smqgw/smqgw/gateway"
 )
 
@@ -14,11 +15,13 @@ import (
 // smqgw_broker_* metrics. One is registered per gateway.Metrics, the first
 // time a build has an embedded broker; it reports the one in use.
 type brokerCollector struct {
-	b atomic.Pointer[broker.Broker]
+	b    atomic.Pointer[broker.Broker]
+	node atomic.Pointer[cluster.Node] // the broker's cluster node, nil when none
 }
 
-// registerBroker makes m report b's metrics.
-func registerBroker(m *gateway.Metrics, b *broker.Broker) {
+// registerBroker makes m report b's metrics, and those of its cluster
+// node (the smqgw_cluster_* metrics) when node is not nil.
+func registerBroker(m *gateway.Metrics, b *broker.Broker, node *cluster.Node) {
 	c := &brokerCollector{}
 	if err := m.Registry().Register(c); err != nil {
 		var are prometheus.AlreadyRegisteredError
@@ -28,6 +31,7 @@ func registerBroker(m *gateway.Metrics, b *broker.Broker) {
 		c = are.ExistingCollector.(*brokerCollector)
 	}
 	c.b.Store(b)
+	c.node.Store(node)
 }
 
 func brokerDesc(name, help string, labels ...string) *prometheus.Desc {
@@ -56,6 +60,7 @@ func (*brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 		brokerRefusals, brokerTakeovers, brokerProtocol} {
 		ch <- d
 	}
+	describeCluster(ch)
 }
 
 func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
@@ -89,4 +94,7 @@ func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(brokerRefusals, st.RefusedTopicsPerSession, "max_topics_per_session")
 	counter(brokerTakeovers, st.Takeovers)
 	counter(brokerProtocol, st.ProtocolErrors)
+	if n := c.node.Load(); n != nil {
+		collectCluster(ch, st.Cluster, n)
+	}
 }

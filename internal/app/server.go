@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 
 	"github.com/smqgw/smqgw/config"
@@ -40,9 +41,11 @@ func Start(cfg *config.Config, file string, log *slog.Logger, level *slog.LevelV
 	}
 	gw, err := gateway.New(built.Config)
 	if err != nil {
+		built.closeNode()
 		return nil, err
 	}
 	if err := gw.Start(); err != nil {
+		built.closeNode()
 		return nil, err
 	}
 	if cfg.Admin.Address != "" {
@@ -50,6 +53,7 @@ func Start(cfg *config.Config, file string, log *slog.Logger, level *slog.LevelV
 			sctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.ShutdownGrace)
 			defer cancel()
 			_ = gw.Shutdown(sctx)
+			built.closeNode()
 			return nil, err
 		}
 	}
@@ -138,6 +142,11 @@ func (s *Server) Reload() {
 		restart = append(restart, fmt.Sprintf("admin.address %q (still %q)", cfg.Admin.Address, old.Admin.Address))
 		cfg.Admin = old.Admin
 	}
+	if !reflect.DeepEqual(cfg.Cluster, old.Cluster) && s.built.broker() != nil {
+		// The node lives as long as the embedded broker, which is kept.
+		restart = append(restart, "[cluster] (the node keeps its settings)")
+		cfg.Cluster = old.Cluster
+	}
 	if cfg.Log.Format != old.Log.Format {
 		restart = append(restart, fmt.Sprintf("log.format %q (still %q)", cfg.Log.Format, old.Log.Format))
 		cfg.Log.Format = old.Log.Format
@@ -159,7 +168,7 @@ func (s *Server) Reload() {
 
 // Shutdown stops the certificate upkeep, drains the sessions for the
 // configured shutdown_grace and closes what is left, then stops the
-// embedded broker.
+// embedded broker and its cluster node.
 func (s *Server) Shutdown() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -173,8 +182,20 @@ func (s *Server) Shutdown() {
 	if b := s.built.EmbeddedBroker(); b != nil {
 		_ = b.Shutdown(sctx)
 	}
+	if n := s.built.ClusterNode(); n != nil {
+		if err := n.Close(); err != nil {
+			s.log.Warn("cluster node", "err", err)
+		}
+	}
 	if err != nil {
 		s.log.Warn("sessions cut at the end of the grace period", "err", err)
+	}
+}
+
+// closeNode closes the cluster node of a build that did not start.
+func (b *Built) closeNode() {
+	if b.node != nil {
+		_ = b.node.Close()
 	}
 }
 

@@ -1,0 +1,112 @@
+package app_test
+
+import (
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/smqgw/smqgw/internal/apptest"
+	"github.com/smqgw/smqgw/internal/smqtest"
+	"github.com/smqgw/smqgw/internal/testpki"
+)
+
+// clusterMetric returns the value of smqgw_cluster_NAME{label}, failing
+// the test if there is none.
+func clusterMetric(t *testing.T, b *apptest.Running, name, label string) float64 {
+	t.Helper()
+	fams, err := b.Metrics.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != "smqgw_cluster_"+name {
+			continue
+		}
+		for _, m := range f.Metric {
+			if label == "" || hasLabel(m, label) {
+				if f.GetType() == dto.MetricType_COUNTER {
+					return m.GetCounter().GetValue()
+				}
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no smqgw_cluster_%s{%s}", name, label)
+	return 0
+}
+
+// TestCluster: two gateways with [cluster] route to each other with
+// mutual TLS, report the smqgw_cluster_* metrics, keep the node across a
+// reload that changes [cluster] (saying it needs a restart), and close it
+// on shutdown.
+func TestCluster(t *testing.T) {
+	t.Parallel()
+	ca := testpki.NewCA(t)
+	node := func(name string) *testpki.Leaf {
+		return ca.Issue(t, &x509.Certificate{
+			Subject:     pkix.Name{CommonName: name},
+			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		})
+	}
+	conf := func(name, routes, extra string) string {
+		return brokerListener + apptest.CertFiles(node(name)) + fmt.Sprintf(
+			"[cluster]\nname = %q\nlisten = \"127.0.0.1:0\"\nroutes = [%s]\ntls = \"files\"\nca = %q\n%s",
+			name, routes, ca.CertFile, extra)
+	}
+	dirA := t.TempDir()
+	a := apptest.Start(t, dirA, conf("gw-a", "", ""))
+	na := a.ClusterNode()
+	if na == nil || na.RouteAddr() == nil {
+		t.Fatal("no cluster node")
+	}
+	b := apptest.Start(t, t.TempDir(), conf("gw-b", fmt.Sprintf("%q", na.RouteAddr().String()), ""))
+	smqtest.WaitUntil(t, "a route both ways", func() bool {
+		return clusterMetric(t, a, "routes", "") == 1 && clusterMetric(t, b, "routes", "") == 1
+	})
+	for _, gw := range []*apptest.Running{a, b} {
+		for _, m := range []struct{ name, label string }{
+			{"peers", ""}, {"messages_total", "direction=in"}, {"messages_total", "direction=out"},
+			{"dropped_total", ""}, {"pending", ""}, {"takeovers_total", "direction=in"},
+			{"takeovers_total", "direction=out"}, {"peers_lost_total", ""}, {"request_timeouts_total", ""},
+		} {
+			clusterMetric(t, gw, m.name, m.label) // present
+		}
+		if got := clusterMetric(t, gw, "connected", ""); got != 1 {
+			t.Errorf("smqgw_cluster_connected = %v, want 1", got)
+		}
+	}
+	if log := a.Logs.String(); !strings.Contains(log, "cluster node started") || !strings.Contains(log, "node=gw-a") ||
+		!strings.Contains(log, "mode=embedded") {
+		t.Errorf("no start line naming the node:\n%s", log)
+	}
+
+	// A reload that changes [cluster]: the node stays, and the log says
+	// the change needs a restart.
+	apptest.WriteFile(t, filepath.Join(dirA, "smqgw.toml"), []byte(conf("gw-a", "", "heartbeat = \"2s\"\npeer_timeout = \"9s\"\n")))
+	a.Server.Reload()
+	if log := a.Logs.String(); !strings.Contains(log, "configuration reloaded") || !strings.Contains(log, "needs a restart") ||
+		!strings.Contains(log, "[cluster]") {
+		t.Fatalf("no restart note for [cluster]:\n%s", log)
+	}
+	if a.Server.Built().ClusterNode() != na || a.Server.Config().Cluster.Heartbeat != time.Second {
+		t.Error("the reload replaced the node or its settings")
+	}
+	if clusterMetric(t, a, "routes", "") != 1 {
+		t.Error("route lost over the reload")
+	}
+
+	// Shutting b down closes its node: a loses the route.
+	b.Stop()
+	if b.ClusterNode().Connected() {
+		t.Error("b's node still connected after shutdown")
+	}
+	smqtest.WaitUntil(t, "a's route to b gone", func() bool { return clusterMetric(t, a, "routes", "") == 0 })
+}
