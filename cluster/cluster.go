@@ -244,7 +244,10 @@ func (n *Node) connect(cfg Config, opts []nats.Option) error {
 		return &redactedError{err: err, secrets: secrets}
 	}
 	opts = append(opts,
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() || nc.IsDraining() {
+				return // Close
+			}
 			n.log.Warn("cluster: lost the connection to NATS: retrying", "err", hide(err))
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/smqgw/smqgw/internal/apptest"
@@ -109,4 +110,40 @@ func TestCluster(t *testing.T) {
 		t.Error("b's node still connected after shutdown")
 	}
 	smqtest.WaitUntil(t, "a's route to b gone", func() bool { return clusterMetric(t, a, "routes", "") == 0 })
+}
+
+// TestClusterExternal: a gateway joins an existing NATS with a password in
+// the URL; the password is in no log line, and the node reports connected.
+func TestClusterExternal(t *testing.T) {
+	t.Parallel()
+	const password = "pa55-in-url"
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
+		Username: "gw", Password: password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(smqtest.WaitFor) {
+		t.Fatal("NATS server not ready")
+	}
+	url := fmt.Sprintf("nats://gw:%s@%s", password, ns.Addr())
+	r := apptest.Start(t, t.TempDir(), brokerListener+fmt.Sprintf("[log]\nlevel = \"debug\"\n[cluster]\nname = \"gw-x\"\nnats = [%q]\n", url))
+	if got := clusterMetric(t, r, "connected", ""); got != 1 {
+		t.Errorf("smqgw_cluster_connected = %v, want 1", got)
+	}
+	if got := clusterMetric(t, r, "routes", ""); got != 0 {
+		t.Errorf("smqgw_cluster_routes = %v, want 0 with an external NATS", got)
+	}
+	r.Stop()
+	log := r.Logs.String()
+	if !strings.Contains(log, "mode=external") || !strings.Contains(log, "gw:xxxxx@") {
+		t.Errorf("no start line with the redacted URL:\n%s", log)
+	}
+	if strings.Contains(log, password) {
+		t.Errorf("the password is in the log:\n%s", log)
+	}
+	if strings.Contains(log, "lost the connection") {
+		t.Errorf("shutdown logged as a lost connection:\n%s", log)
+	}
 }

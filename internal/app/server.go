@@ -134,6 +134,9 @@ func (s *Server) Reload() {
 	}
 	restart, err := s.gw.Apply(next.Config)
 	if err != nil {
+		if next.node != s.built.node {
+			next.closeNode() // started by this rebuild, for a broker not put in force
+		}
 		reject(err)
 		return
 	}
