@@ -107,6 +107,8 @@ func TestClusterProblems(t *testing.T) {
 			[]want{{12, `tls in [cluster]: no [certs.nod] block (did you mean "node"?)`}}},
 		{"acme certs", withListener(append(acme, `[cluster]`, `listen = ":6222"`, `tls = "web"`, `ca = "ca.pem"`)...),
 			[]want{{11, `tls in [cluster]: [certs.web] is ACME`}}},
+		{"dev certs", withListener(`[certs.dev]`, `dev = true`, `[cluster]`, `listen = ":6222"`, `tls = "dev"`, `ca = "ca.pem"`),
+			[]want{{11, `tls in [cluster]: [certs.dev] is dev`}}},
 		{"bad route", withListener(`[cluster]`, `listen = "127.0.0.1:6222"`, `routes = ["http://127.0.0.1:1"]`),
 			[]want{{9, `routes in [cluster]: invalid route "http://127.0.0.1:1": scheme "http"`}}},
 		{"bad listen", withListener(`[cluster]`, `listen = "127.0.0.1"`),

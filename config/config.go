@@ -337,7 +337,7 @@ type Cluster struct {
 	// nats-route://host:port (port 6222 when left out). Default empty: this
 	// node waits for the others to route to it.
 	Routes []string `toml:"routes"`
-	// TLS (tls) names the [certs.NAME] block (files or dev, not ACME)
+	// TLS (tls) names the [certs.NAME] block (files, not ACME or dev)
 	// whose certificate this node presents to the other nodes, both when
 	// they connect and when it connects to them: it needs the serverAuth
 	// and clientAuth extended key usages (or none), and the names or

@@ -545,7 +545,9 @@ func (d *decoder) cluster(c *Config) {
 		case !ok:
 			d.keyf(key+".tls", "no [certs.%s] block%s", cl.TLS, suggest(cl.TLS, sortedKeys(c.Certs)))
 		case ct.ACME():
-			d.keyf(key+".tls", "[certs.%s] is ACME: a node's route certificate comes from files or dev", cl.TLS)
+			d.keyf(key+".tls", "[certs.%s] is ACME: a node's route certificate comes from files (cert_file, key_file)", cl.TLS)
+		case ct.Dev:
+			d.keyf(key+".tls", "[certs.%s] is dev: a node's route certificate comes from files (cert_file, key_file); a dev certificate is for servers only, from a CA of this node's own", cl.TLS)
 		}
 	}
 	if cl.CA != "" {
