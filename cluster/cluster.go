@@ -210,7 +210,7 @@ func (n *Node) serve(cfg Config, timeout time.Duration) error {
 		case msg := <-l.fatal:
 			ns.Shutdown()
 			ns.WaitForShutdown()
-			return fmt.Errorf("cluster: embedded NATS server: %s", msg)
+			return fmt.Errorf("cluster: embedded NATS server (route listener %q): %s", cfg.Listen, msg)
 		default:
 		}
 		if time.Now().After(deadline) {

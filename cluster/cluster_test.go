@@ -161,6 +161,7 @@ func TestStartErrors(t *testing.T) {
 				n.Close()
 				t.Fatal("started")
 			}
+			t.Log(err)
 			if !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "cluster: ") {
 				t.Fatalf("error %q, want one with %q", err, tc.want)
 			}
