@@ -201,7 +201,7 @@ func (n *Node) serve(cfg Config, timeout time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("cluster: embedded NATS server: %w", err)
 	}
-	l := &logger{log: n.log.With("component", "nats"), fatal: make(chan string, 1)}
+	l := &logger{log: n.log.With("from", "nats-server"), fatal: make(chan string, 1)}
 	ns.SetLoggerV2(l, true, false, false)
 	ns.Start()
 	deadline := time.Now().Add(timeout)
@@ -248,13 +248,13 @@ func (n *Node) connect(cfg Config, opts []nats.Option) error {
 			if nc.IsClosed() || nc.IsDraining() {
 				return // Close
 			}
-			n.log.Warn("cluster: lost the connection to NATS: retrying", "err", hide(err))
+			n.log.Warn("lost the connection to NATS: retrying", "err", hide(err))
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			n.log.Info("cluster: reconnected to NATS", "url", RedactURL(nc.ConnectedUrl()))
+			n.log.Info("reconnected to NATS", "url", RedactURL(nc.ConnectedUrl()))
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			n.log.Warn("cluster: NATS error", "err", hide(err))
+			n.log.Warn("NATS error", "err", hide(err))
 		}),
 	)
 	if cfg.NATSTLS != nil {
