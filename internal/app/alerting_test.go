@@ -100,6 +100,10 @@ urls = ["http://%[2]s/"]
 [upstream.proxied]
 urls = ["http://127.0.0.1:1/"]
 proxy = "http://%[3]s"
+
+[cluster]
+name = "alerts"
+listen = "127.0.0.1:0"
 `, ca.CertFile, smqtest.DeadAddr(t), smqtest.DeadAddr(t))+apptest.CertFiles(server))
 	edge := r.GW.Addr("edge").String()
 	tlsConfig := &tls.Config{RootCAs: ca.Pool}
