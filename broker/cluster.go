@@ -732,14 +732,16 @@ func (cn *clusterNode) dispatch(m *nats.Msg) {
 			// Say hello back at once, and learn its counts of what is
 			// observed here.
 			cn.heartbeat('h')
-			for _, topic := range names {
-				go cn.askAll([]string{name}, append([]byte{'c'}, topic...), func(m *nats.Msg) {
-					if len(m.Data) == 20 {
-						cn.applyCount(topic, binary.BigEndian.Uint64(m.Data), binary.BigEndian.Uint64(m.Data[8:]),
-							binary.BigEndian.Uint32(m.Data[16:]))
-					}
-				})
-			}
+			go func() {
+				for _, topic := range names {
+					cn.askAll([]string{name}, append([]byte{'c'}, topic...), func(m *nats.Msg) {
+						if len(m.Data) == 20 {
+							cn.applyCount(topic, binary.BigEndian.Uint64(m.Data), binary.BigEndian.Uint64(m.Data[8:]),
+								binary.BigEndian.Uint32(m.Data[16:]))
+						}
+					})
+				}
+			}()
 		}
 	}
 }
@@ -755,8 +757,13 @@ func (cn *clusterNode) forward(s *session, fwd *forward, msg []byte) {
 	} else {
 		subject = cn.etidSubject(smq.ID(msg))
 	}
-	b = binary.BigEndian.AppendUint16(b, uint16(len(fwd.subTopic)))
-	b = append(b, fwd.subTopic...)
+	if fwd.hasSub {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(fwd.subTopic)))
+		b = append(b, fwd.subTopic...)
+	} else { // none (0), or an ID no sub-topic has: it travels as it is
+		b = binary.BigEndian.AppendUint16(b, noSubTopic)
+		b = binary.BigEndian.AppendUint32(b, smq.SubTID(msg))
+	}
 	b = binary.BigEndian.AppendUint32(b, smq.PTID(msg))
 	b = append(b, msg[1+smq.PublishHeaderLen:]...)
 	cn.publish(subject, b)
@@ -766,28 +773,50 @@ func (cn *clusterNode) forward(s *session, fwd *forward, msg []byte) {
 	}
 }
 
-// decodeTail splits a cluster Publish after its topic name: the sub-topic
-// name, the sender's ETID and the payload.
-func decodeTail(d []byte) (sub []byte, ptid uint32, payload []byte, ok bool) {
+// noSubTopic in place of a sub-topic name's length says that a sub-topic
+// ID follows instead: 0, or one no sub-topic had.
+const noSubTopic = 0xFFFF
+
+// remoteSub is the sub-topic of a Publish from another node: its name, or
+// (when name is nil) the ID it had.
+type remoteSub struct {
+	name []byte
+	id   uint32
+}
+
+// decodeTail splits a cluster Publish after its topic name: the sub-topic,
+// the sender's ETID and the payload.
+func decodeTail(d []byte) (sub remoteSub, ptid uint32, payload []byte, ok bool) {
 	if len(d) < 2 {
-		return nil, 0, nil, false
+		return sub, 0, nil, false
 	}
 	n := int(binary.BigEndian.Uint16(d))
-	if len(d) < 2+n+4 {
-		return nil, 0, nil, false
+	if n == noSubTopic {
+		if len(d) < 2+4+4 {
+			return sub, 0, nil, false
+		}
+		sub.id = binary.BigEndian.Uint32(d[2:])
+		return sub, binary.BigEndian.Uint32(d[6:]), d[10:], true
 	}
-	return d[2 : 2+n], binary.BigEndian.Uint32(d[2+n:]), d[2+n+4:], true
+	if len(d) < 2+n+4 {
+		return sub, 0, nil, false
+	}
+	sub.name = d[2 : 2+n]
+	return sub, binary.BigEndian.Uint32(d[2+n:]), d[2+n+4:], true
 }
 
 // deliverRemote delivers a Publish from another node to the subscribers
-// here of the named topic, or (name nil) to the client with ETID id.
-func (b *Broker) deliverRemote(name []byte, id uint32, subName []byte, ptid uint32, payload []byte) {
+// here of the named topic, or (name nil) to the client with ETID id. A
+// sub-topic by name gets this node's ID for it, 0 if it has none.
+func (b *Broker) deliverRemote(name []byte, id uint32, rs remoteSub, ptid uint32, payload []byte) {
 	r := &b.reg
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	var sub uint32
-	if st := r.subNames[string(subName)]; st != nil {
-		sub = st.id
+	sub := rs.id
+	if rs.name != nil {
+		if st := r.subNames[string(rs.name)]; st != nil {
+			sub = st.id
+		}
 	}
 	if name == nil {
 		if s := r.clients[id]; s != nil {

@@ -165,6 +165,16 @@ func TestClusterPubSub(t *testing.T) {
 		c.Barrier()
 	}
 
+	// No sub-topic stays none, even where a sub-topic has the empty name;
+	// an ID no sub-topic has travels as it is, as on one broker.
+	subRaw.Createsub("")
+	pub.Publish(ptid, 0, []byte("none"))
+	pub.Publish(ptid, 0x99, []byte("raw id"))
+	for j, c := range subs {
+		c.Expect(smqtest.PublishMsg(tids[j], pub.ETID, 0, []byte("none")))
+		c.Expect(smqtest.PublishMsg(tids[j], pub.ETID, 0x99, []byte("raw id")))
+	}
+
 	// Both ways: a subscriber publishes back; the topic it publishes to
 	// is its own node's.
 	back := pub.Subscribe("replies")

@@ -449,6 +449,7 @@ const (
 // the name of its sub-topic.
 type forward struct {
 	subject, topic, subTopic string
+	hasSub                   bool // subTopic is set: the ID is a sub-topic's
 }
 
 // deliver queues msg (a Publish, type + body, owned by the callee from now
@@ -465,7 +466,7 @@ func (b *Broker) deliver(tid uint32, msg []byte, fwd *forward) (int, destination
 		if fwd != nil {
 			fwd.subject, fwd.topic = t.subject, t.name
 			if st := r.subIDs[smq.SubTID(msg)]; st != nil {
-				fwd.subTopic = st.name
+				fwd.subTopic, fwd.hasSub = st.name, true
 			}
 		}
 		if len(t.subs) == 0 {
@@ -481,7 +482,7 @@ func (b *Broker) deliver(tid uint32, msg []byte, fwd *forward) (int, destination
 	}
 	if fwd != nil && tid&clientBit != 0 {
 		if st := r.subIDs[smq.SubTID(msg)]; st != nil {
-			fwd.subTopic = st.name
+			fwd.subTopic, fwd.hasSub = st.name, true
 		}
 	}
 	return 0, toNobody
