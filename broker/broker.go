@@ -86,6 +86,10 @@ type ClusterStats struct {
 	TakeoversIn     uint64 // sessions here that took over one held on another node
 	PeersLost       uint64 // peers that went silent for PeerTimeout
 	RequestTimeouts uint64 // questions to the other nodes left unanswered in RequestTimeout
+	// Barriers counts the rounds of questions to every peer that made sure
+	// the others knew of new subscriptions before a Connack or Suback;
+	// sessions subscribing at once share a round.
+	Barriers uint64
 }
 
 type counters struct {

@@ -71,7 +71,12 @@ type clusterNode struct {
 	seq      uint64                  // of the count updates this node sends
 	gone     uint64                  // dropped by subscriptions since ended
 
-	out, in_, takeOut, takeIn, lost, timeouts atomic.Uint64
+	// Barriers: the round waiting to start, and whether one runs.
+	bmu      sync.Mutex
+	bnext    *barrierRound
+	brunning bool
+
+	out, in_, takeOut, takeIn, lost, timeouts, barriers atomic.Uint64
 }
 
 // interest is a topic with subscribers here: n of them, and this node's
@@ -113,6 +118,10 @@ type clientWatch struct {
 	holder uint64
 	ready  chan struct{}
 }
+
+// barrierRound is one round of questions to every peer; done is closed
+// when all have answered or timed out.
+type barrierRound struct{ done chan struct{} }
 
 type peer struct {
 	name string
@@ -279,12 +288,10 @@ func (cn *clusterNode) held(s *session) {
 		cn.clients[s.etid] = h
 	}
 	h.n++
-	var peers []string
-	if first {
-		peers = cn.peerNames()
-	}
 	cn.mu.Unlock()
-	cn.askAll(peers, []byte{'s'}, func(*nats.Msg) {})
+	if first {
+		cn.barrier()
+	}
 	a := binary.BigEndian.AppendUint64(make([]byte, 0, 16+len(s.uid)), uint64(s.since))
 	a = binary.BigEndian.AppendUint64(a, cn.inc)
 	cn.publish(cn.uidSubject(s.uid), append(a, s.uid...))
@@ -354,17 +361,55 @@ func (cn *clusterNode) want(name string) {
 	}
 	in.n++
 	cn.sendCount(name, in.n)
-	var peers []string
-	if first {
-		peers = cn.peerNames()
-	}
 	cn.mu.Unlock()
 	if !first {
 		<-in.ready
 		return
 	}
-	cn.askAll(peers, []byte{'s'}, func(*nats.Msg) {})
+	cn.barrier()
 	close(in.ready)
+}
+
+// barrier returns once every peer has answered a question sent after the
+// caller's subscriptions: NATS keeps the order of what one connection
+// sends, and a route keeps it between servers, so by then each peer's
+// server knows of them. The callers of a moment share one round: a round
+// covers every subscription made before it starts, so at most one runs and
+// one waits, however many sessions subscribe at once.
+func (cn *clusterNode) barrier() {
+	cn.bmu.Lock()
+	r := cn.bnext
+	if r == nil {
+		r = &barrierRound{done: make(chan struct{})}
+		cn.bnext = r
+		if !cn.brunning {
+			cn.brunning = true
+			go cn.runBarriers()
+		}
+	}
+	cn.bmu.Unlock()
+	<-r.done
+}
+
+// runBarriers runs the waiting rounds one after the other.
+func (cn *clusterNode) runBarriers() {
+	for {
+		cn.bmu.Lock()
+		r := cn.bnext
+		cn.bnext = nil
+		if r == nil {
+			cn.brunning = false
+			cn.bmu.Unlock()
+			return
+		}
+		cn.bmu.Unlock()
+		cn.mu.Lock()
+		peers := cn.peerNames()
+		cn.mu.Unlock()
+		cn.askAll(peers, []byte{'s'}, func(*nats.Msg) {})
+		cn.barriers.Add(1)
+		close(r.done)
+	}
 }
 
 // unwant counts one subscriber fewer here of the named topic.
@@ -864,6 +909,6 @@ func (cn *clusterNode) stats() *ClusterStats {
 		MessagesOut: cn.out.Load(), MessagesIn: cn.in_.Load(),
 		Dropped: dropped, Pending: len(cn.in),
 		TakeoversOut: cn.takeOut.Load(), TakeoversIn: cn.takeIn.Load(),
-		PeersLost: cn.lost.Load(), RequestTimeouts: cn.timeouts.Load(),
+		PeersLost: cn.lost.Load(), RequestTimeouts: cn.timeouts.Load(), Barriers: cn.barriers.Load(),
 	}
 }

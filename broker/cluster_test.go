@@ -395,3 +395,36 @@ func expectChanges(t *testing.T, c *smqtest.Conn, want ...[]byte) {
 		want = slices.Delete(want, i, i+1)
 	}
 }
+
+// TestClusterConnectStorm: clients connecting and subscribing at once on
+// one node share the rounds of questions to the others, and each still
+// receives what another node publishes right after its Suback.
+func TestClusterConnectStorm(t *testing.T) {
+	t.Parallel()
+	nodes := startCluster(t, 3, nil)
+	pub := smqtest.Connect(t, nodes[0].Addr, "storm-publisher")
+	const n = 100
+	before := nodes[1].Stats().Cluster.Barriers
+	clients := make([]*smqtest.Conn, n)
+	tids := make([]uint32, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			clients[i] = smqtest.Connect(t, nodes[1].Addr, fmt.Sprintf("storm-%03d", i))
+			tids[i] = clients[i].Subscribe(fmt.Sprintf("storm/%d", i))
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		tid := pub.Create(fmt.Sprintf("storm/%d", i))
+		pub.Publish(tid, 0, []byte("first"))
+	}
+	for i, c := range clients {
+		c.Expect(smqtest.PublishMsg(tids[i], pub.ETID, 0, []byte("first")))
+	}
+	rounds := nodes[1].Stats().Cluster.Barriers - before
+	t.Logf("%d connects and %d first subscriptions took %d rounds", n, n, rounds)
+	if rounds == 0 || rounds > 2*n {
+		t.Errorf("%d rounds for %d connects and %d subscriptions", rounds, n, n)
+	}
+}
