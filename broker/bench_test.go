@@ -55,19 +55,38 @@ func benchDial(b *testing.B, br *Broker, via, addr, uid string) *smqtest.Fast {
 	return c
 }
 
-func benchFlow(b *testing.B, via string, npubs, nsubs, size int) {
-	const window = 1000 // publishes all publishers together may run ahead
-	br := New(Config{})
-	addr := ""
+// benchNode is a broker and, over "tcp", its address.
+type benchNode struct {
+	br   *Broker
+	addr string
+}
+
+// startBenchNode starts a broker with cfg, listening on loopback over
+// "tcp".
+func startBenchNode(b *testing.B, via string, cfg Config) benchNode {
+	n := benchNode{br: New(cfg)}
 	if via == "tcp" {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			b.Fatal(err)
 		}
-		go br.Serve(l)
-		addr = l.Addr().String()
+		go n.br.Serve(l)
+		n.addr = l.Addr().String()
 	}
-	b.Cleanup(func() { br.Shutdown(context.Background()) })
+	b.Cleanup(func() { n.br.Shutdown(context.Background()) })
+	return n
+}
+
+func benchFlow(b *testing.B, via string, npubs, nsubs, size int) {
+	n := startBenchNode(b, via, Config{})
+	benchFlowOn(b, via, []benchNode{n}, []benchNode{n}, npubs, nsubs, size)
+}
+
+// benchFlowOn runs benchFlow's flow with publisher i on pubNodes[i%len]
+// and subscriber i on subNodes[i%len]; the nodes may be one broker, or
+// nodes of a cluster.
+func benchFlowOn(b *testing.B, via string, pubNodes, subNodes []benchNode, npubs, nsubs, size int) {
+	const window = 1000 // publishes all publishers together may run ahead
 
 	per := max(int64(b.N)/int64(npubs), 1)
 	target := per * int64(npubs)
@@ -75,11 +94,11 @@ func benchFlow(b *testing.B, via string, npubs, nsubs, size int) {
 	var mu sync.Mutex
 	progress := sync.NewCond(&mu)
 	var finished sync.WaitGroup
-	var tid uint32
 	for i := range nsubs {
-		s := benchDial(b, br, via, addr, fmt.Sprintf("subscriber-%d", i))
+		node := subNodes[i%len(subNodes)]
+		s := benchDial(b, node.br, via, node.addr, fmt.Sprintf("subscriber-%d", i))
 		s.Send(b, smq.Subscribe{Topic: "bench"})
-		tid = binary.BigEndian.Uint32(s.Expect(b, smq.TypeSuback)[2:])
+		s.Expect(b, smq.TypeSuback)
 		finished.Add(1)
 		go func() {
 			defer finished.Done()
@@ -113,8 +132,11 @@ func benchFlow(b *testing.B, via string, npubs, nsubs, size int) {
 	pubs := make([]*smqtest.Fast, npubs)
 	frames := make([][]byte, npubs)
 	for i := range pubs {
-		pubs[i] = benchDial(b, br, via, addr, fmt.Sprintf("publisher-%d", i))
-		frames[i], _ = smq.AppendRawMessage(nil, &smq.Publish{TID: tid, PTID: pubs[i].ETID, Payload: make([]byte, size)})
+		node := pubNodes[i%len(pubNodes)]
+		pubs[i] = benchDial(b, node.br, via, node.addr, fmt.Sprintf("publisher-%d", i))
+		pubs[i].Send(b, smq.Create{Topic: "bench"}) // its own node's TID
+		ptid := binary.BigEndian.Uint32(pubs[i].Expect(b, smq.TypeCreateack)[2:])
+		frames[i], _ = smq.AppendRawMessage(nil, &smq.Publish{TID: ptid, PTID: pubs[i].ETID, Payload: make([]byte, size)})
 	}
 	var sent atomic.Int64
 	b.SetBytes(int64(size))
@@ -144,7 +166,11 @@ func benchFlow(b *testing.B, via string, npubs, nsubs, size int) {
 	b.StopTimer()
 	b.ReportMetric(float64(target)*float64(nsubs)/b.Elapsed().Seconds(), "deliveries/s")
 	b.ReportMetric(float64(target)/b.Elapsed().Seconds(), "publishes/s")
-	if st := br.Stats(); st.SlowDisconnects != 0 {
-		b.Fatalf("%d slow-consumer disconnects in a flow-controlled run", st.SlowDisconnects)
+	for _, n := range append(pubNodes, subNodes...) {
+		if st := n.br.Stats(); st.SlowDisconnects != 0 {
+			b.Fatalf("%d slow-consumer disconnects in a flow-controlled run", st.SlowDisconnects)
+		} else if st.Cluster != nil && st.Cluster.Dropped != 0 {
+			b.Fatalf("%d messages dropped between nodes in a flow-controlled run", st.Cluster.Dropped)
+		}
 	}
 }

@@ -86,6 +86,10 @@ type ClusterStats struct {
 	TakeoversIn     uint64 // sessions here that took over one held on another node
 	PeersLost       uint64 // peers that went silent for PeerTimeout
 	RequestTimeouts uint64 // questions to the other nodes left unanswered in RequestTimeout
+	// Barriers counts the rounds of questions to every peer that made sure
+	// the others knew of new subscriptions before a Connack or Suback;
+	// sessions subscribing at once share a round.
+	Barriers uint64
 }
 
 type counters struct {
@@ -117,6 +121,7 @@ type Broker struct {
 	sessWG   sync.WaitGroup
 
 	reg registry
+	cl  *clusterNode // nil: not in a cluster
 }
 
 // New returns a broker configured by cfg.
@@ -129,6 +134,11 @@ func New(cfg Config) *Broker {
 	lim := cfg.limits()
 	b.lim.Store(&lim)
 	b.reg.init()
+	if cfg.Cluster != nil {
+		b.reg.split = true
+		b.cl = newClusterNode(b, *cfg.Cluster)
+		b.reg.subjects = b.cl.topicSubject
+	}
 	return b
 }
 
@@ -151,7 +161,13 @@ func (b *Broker) limits() *limits.Broker { return b.lim.Load() }
 func (b *Broker) Stats() Stats {
 	topics, subTopics, subscriptions := b.reg.counts()
 	budget := b.st.slowBudget.Load()
+	var cs *ClusterStats
+	if b.cl != nil {
+		cs = b.cl.stats()
+	}
 	return Stats{
+		Cluster: cs,
+
 		Sessions:      b.st.sessions.Load(),
 		Topics:        topics,
 		SubTopics:     subTopics,
@@ -262,9 +278,9 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() { b.sessWG.Wait(); close(done) }()
+	var err error
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		b.mu.Lock()
 		for s := range b.sessions {
@@ -272,6 +288,10 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		}
 		b.mu.Unlock()
 		<-done
-		return ctx.Err()
+		err = ctx.Err()
 	}
+	if b.cl != nil {
+		b.cl.stop()
+	}
+	return err
 }

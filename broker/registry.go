@@ -18,6 +18,12 @@ type topic struct {
 	tid  uint32
 	subs map[*session]struct{}
 	refs int // sessions that hold it (session.held)
+
+	// In a cluster: the NATS subject of its messages, and the subscribers
+	// the other nodes have, as far as this node keeps count (only while a
+	// session here observes it).
+	subject string
+	remote  uint32
 }
 
 // subTopic is a named sub-topic.
@@ -45,6 +51,12 @@ type registry struct {
 	subNames      map[string]*subTopic
 	subIDs        map[uint32]*subTopic
 	subscriptions int
+
+	// split is set in a cluster: client ETIDs have the top bit set, topic
+	// IDs have it clear, so that an ID no topic here has may be a client
+	// on another node. subjects makes a topic's NATS subject.
+	split    bool
+	subjects func(name string) string
 
 	// The most entries the topic and sub-topic tables had since they were
 	// last made: they are made anew, smaller, once most are freed, as a Go
@@ -75,10 +87,20 @@ func (r *registry) counts() (topics, subTopics, subscriptions int) {
 	return len(r.topics), len(r.subNames), r.subscriptions
 }
 
-// newID returns a random ID unused in the TID/ETID table. Caller holds mu.
-func (r *registry) newID() uint32 {
+// clientBit is set in every client ETID, and in no topic ID, of a cluster
+// node (registry.split).
+const clientBit = 1 << 31
+
+// newID returns a random ID unused in the TID/ETID table, for a client or a
+// topic. Caller holds mu.
+func (r *registry) newID(client bool) uint32 {
 	for {
 		id := rand.Uint32()
+		if r.split {
+			if id &^= clientBit; client {
+				id |= clientBit
+			}
+		}
 		if id == 0 || id == serverETID {
 			continue
 		}
@@ -109,7 +131,10 @@ func (r *registry) holdTopic(s *session, name string, limit int) (*topic, error)
 		return nil, errTooMany
 	}
 	if t == nil {
-		t = &topic{name: name, tid: r.newID(), subs: make(map[*session]struct{})}
+		t = &topic{name: name, tid: r.newID(false), subs: make(map[*session]struct{})}
+		if r.subjects != nil {
+			t.subject = r.subjects(name)
+		}
 		r.topics[name] = t
 		r.byID[t.tid] = t
 		r.topicsPeak = max(r.topicsPeak, len(r.topics))
@@ -156,16 +181,20 @@ func (r *registry) subTopic(s *session, name string, limit int) (uint32, error) 
 // it is taken over as the reference broker does: its subscriptions and
 // observations are removed (with Change to the topics' observers), the
 // observers of its ETID get Change(etid, 0) and are dropped, and s gets the
-// same ETID. The old session is returned; it still has to be kicked.
-func (r *registry) register(s *session) (old *session) {
+// same ETID. The old session is returned; it still has to be kicked. In a
+// cluster, s may come with an ETID already (taken over from another node,
+// or checked unused there), which it keeps unless a client here has it;
+// note gathers what the old session gave up.
+func (r *registry) register(s *session, note *dropNote) (old *session) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old = r.byUID[s.uid]
-	if old != nil {
+	switch {
+	case old != nil:
 		s.etid = old.etid
-		r.dropLocked(old)
-	} else {
-		s.etid = r.newID()
+		r.dropLocked(old, note)
+	case s.etid == 0 || r.clients[s.etid] != nil || r.byID[s.etid] != nil:
+		s.etid = r.newID(true)
 	}
 	r.clients[s.etid] = s
 	r.byUID[s.uid] = s
@@ -174,29 +203,56 @@ func (r *registry) register(s *session) (old *session) {
 
 // unregister removes s if it is still registered: its subscriptions (with
 // Change to the topics' observers), its observations, what it holds, and
-// itself (with Change(etid, 0) to its observers).
-func (r *registry) unregister(s *session) {
+// itself (with Change(etid, 0) to its observers). It reports whether s
+// was registered; note (if not nil) gathers what s gave up.
+func (r *registry) unregister(s *session, note *dropNote) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.clients[s.etid] != s {
-		return // never registered, or taken over
+		return false // never registered, or taken over
 	}
-	r.dropLocked(s)
+	r.dropLocked(s, note)
+	return true
+}
+
+// dropNote is what a dropped session gave up, for a cluster node to tell
+// the others: the topics it subscribed to and observed (by name), and the
+// clients of other nodes it observed.
+type dropNote struct {
+	etid         uint32
+	uid          string
+	unsubscribed []string
+	unobserved   []string
+	remoteIDs    []uint32
 }
 
 // dropLocked removes s's subscriptions and observations, s itself, and the
 // observers of its ETID, notifying them all; then it releases the topics and
-// sub-topics s held, freeing those nobody else holds.
-func (r *registry) dropLocked(s *session) {
+// sub-topics s held, freeing those nobody else holds. note, if not nil,
+// gathers what s gave up.
+func (r *registry) dropLocked(s *session, note *dropNote) {
+	if note != nil {
+		note.etid, note.uid = s.etid, s.uid
+	}
 	for tid := range s.subs {
 		if t := r.byID[tid]; t != nil {
 			delete(t.subs, s)
 			r.subscriptions--
-			r.notifyLocked(tid, uint32(len(t.subs)))
+			r.notifyLocked(tid, t.count())
+			if note != nil {
+				note.unsubscribed = append(note.unsubscribed, t.name)
+			}
 		}
 	}
 	clear(s.subs)
 	for id := range s.observing {
+		if note != nil {
+			if t := r.byID[id]; t != nil {
+				note.unobserved = append(note.unobserved, t.name)
+			} else if r.clients[id] == nil {
+				note.remoteIDs = append(note.remoteIDs, id)
+			}
+		}
 		if set := r.observers[id]; set != nil {
 			delete(set, s)
 			if len(set) == 0 {
@@ -270,22 +326,23 @@ func (r *registry) notifyLocked(id, count uint32) {
 	}
 }
 
-// subscribe adds s to the named topic's subscribers and returns its TID;
-// it refuses as holdTopic does.
-func (r *registry) subscribe(s *session, name string, limit int) (uint32, error) {
+// subscribe adds s to the named topic's subscribers and returns its TID,
+// and whether s was not a subscriber before; it refuses as holdTopic does.
+func (r *registry) subscribe(s *session, name string, limit int) (uint32, bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t, err := r.holdTopic(s, name, limit)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	if _, dup := t.subs[s]; !dup {
-		t.subs[s] = struct{}{}
-		s.subs[t.tid] = struct{}{}
-		r.subscriptions++
-		r.notifyLocked(t.tid, uint32(len(t.subs)))
+	if _, dup := t.subs[s]; dup {
+		return t.tid, false, nil
 	}
-	return t.tid, nil
+	t.subs[s] = struct{}{}
+	s.subs[t.tid] = struct{}{}
+	r.subscriptions++
+	r.notifyLocked(t.tid, t.count())
+	return t.tid, true, nil
 }
 
 // create returns the named topic's TID, creating the topic; it refuses as
@@ -300,47 +357,52 @@ func (r *registry) create(s *session, name string, limit int) (uint32, error) {
 	return t.tid, nil
 }
 
-// unsubscribe removes s from a topic's subscribers. s still holds the
-// topic until it ends.
-func (r *registry) unsubscribe(s *session, tid uint32) {
+// unsubscribe removes s from a topic's subscribers, and returns the
+// topic's name if s was one. s still holds the topic until it ends.
+func (r *registry) unsubscribe(s *session, tid uint32) (name string, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t := r.byID[tid]
 	if t == nil {
-		return
+		return "", false
 	}
 	if _, ok := t.subs[s]; ok {
 		delete(t.subs, s)
 		delete(s.subs, tid)
 		r.subscriptions--
-		r.notifyLocked(tid, uint32(len(t.subs)))
+		r.notifyLocked(tid, t.count())
+		return t.name, true
 	}
+	return "", false
 }
 
 // observe adds s as an observer of id: a topic gets an immediate Change with
 // its count, a peer ETID a Change(etid, 0) when it goes, an unknown ID an
 // immediate Change(id, 0). Observing oneself is ignored. An observed topic
 // is held by s; when s may hold no more, errTooMany, and nothing is sent.
-func (r *registry) observe(s *session, id uint32, limit int) error {
+// remote says id is a client of another node of the cluster, known to be
+// there. It reports whether s observes id now and did not before.
+func (r *registry) observe(s *session, id uint32, limit int, remote bool) (bool, error) {
 	if id == s.etid {
-		return nil
+		return false, nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t, isTopic := r.byID[id]
 	_, isClient := r.clients[id]
-	if !isTopic && !isClient {
+	if !isTopic && !isClient && !remote {
 		s.send(smq.Change{ID: id}.Append(make([]byte, 0, 9)))
-		return nil
+		return false, nil
 	}
 	if s.dropped {
-		return errGone
+		return false, errGone
 	}
 	if isTopic {
 		if _, err := r.holdTopic(s, t.name, limit); err != nil {
-			return err
+			return false, err
 		}
 	}
+	_, before := s.observing[id]
 	set := r.observers[id]
 	if set == nil {
 		set = make(map[*session]struct{})
@@ -349,12 +411,14 @@ func (r *registry) observe(s *session, id uint32, limit int) error {
 	set[s] = struct{}{}
 	s.observing[id] = struct{}{}
 	if isTopic {
-		s.send(smq.Change{ID: id, Count: uint32(len(t.subs))}.Append(make([]byte, 0, 9)))
+		s.send(smq.Change{ID: id, Count: t.count()}.Append(make([]byte, 0, 9)))
 	}
-	return nil
+	return !before, nil
 }
 
-func (r *registry) unobserve(s *session, id uint32) {
+// unobserve stops s observing id; it reports whether s did, and the
+// topic's name if id is a topic.
+func (r *registry) unobserve(s *session, id uint32) (name string, was bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if set := r.observers[id]; set != nil {
@@ -363,7 +427,12 @@ func (r *registry) unobserve(s *session, id uint32) {
 			delete(r.observers, id)
 		}
 	}
+	_, was = s.observing[id]
 	delete(s.observing, id)
+	if t := r.byID[id]; t != nil {
+		name = t.name
+	}
+	return name, was
 }
 
 // Where deliver sent a message.
@@ -375,30 +444,35 @@ const (
 	toNobody                           // an ID that is no topic and no client
 )
 
+// forward is where a clustered node sends a Publish on to the other nodes:
+// the topic's subject and name (empty for a client of another node) and
+// the name of its sub-topic.
+type forward struct {
+	subject, topic, subTopic string
+	hasSub                   bool // subTopic is set: the ID is a sub-topic's
+}
+
 // deliver queues msg (a Publish, type + body, owned by the callee from now
 // on) to the subscribers of its TID or to the client with that ETID.
 // Unknown IDs and topics without subscribers are dropped silently. It
 // returns the number of clients it was queued to, and where it went. The
-// bytes of all the copies are reserved in the budget at once.
-func (b *Broker) deliver(tid uint32, msg []byte) (int, destination) {
+// bytes of all the copies are reserved in the budget at once. fwd, set
+// only in a cluster, receives where the other nodes get it.
+func (b *Broker) deliver(tid uint32, msg []byte, fwd *forward) (int, destination) {
 	r := &b.reg
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if t := r.byID[tid]; t != nil {
+		if fwd != nil {
+			fwd.subject, fwd.topic = t.subject, t.name
+			if st := r.subIDs[smq.SubTID(msg)]; st != nil {
+				fwd.subTopic, fwd.hasSub = st.name, true
+			}
+		}
 		if len(t.subs) == 0 {
 			return 0, toNoSubscribers
 		}
-		b.reserve(int64(len(t.subs) * len(msg)))
-		n := 0
-		for s := range t.subs {
-			switch {
-			case !s.fits(msg):
-				b.queued.Add(-int64(len(msg)))
-			case s.queue(msg):
-				n++
-			}
-		}
-		return n, toSubscribers
+		return b.fanOutLocked(t, msg), toSubscribers
 	}
 	if s := r.clients[tid]; s != nil {
 		if s.send(msg) {
@@ -406,5 +480,75 @@ func (b *Broker) deliver(tid uint32, msg []byte) (int, destination) {
 		}
 		return 0, toSubscribers
 	}
+	if fwd != nil && tid&clientBit != 0 {
+		if st := r.subIDs[smq.SubTID(msg)]; st != nil {
+			fwd.subTopic, fwd.hasSub = st.name, true
+		}
+	}
 	return 0, toNobody
+}
+
+// fanOutLocked queues msg to t's subscribers, reserving all the copies'
+// bytes at once, and returns to how many it was queued. Caller holds mu
+// (read).
+func (b *Broker) fanOutLocked(t *topic, msg []byte) int {
+	b.reserve(int64(len(t.subs) * len(msg)))
+	n := 0
+	for s := range t.subs {
+		switch {
+		case !s.fits(msg):
+			b.queued.Add(-int64(len(msg)))
+		case s.queue(msg):
+			n++
+		}
+	}
+	return n
+}
+
+// count is the topic's subscriber count: here and, in a cluster, on the
+// nodes this one keeps count of.
+func (t *topic) count() uint32 { return uint32(len(t.subs)) + t.remote }
+
+// setRemote sets the subscribers the other nodes have of the named topic,
+// telling its observers here if the total changes.
+func (r *registry) setRemote(name string, n uint32) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if t := r.topics[name]; t != nil && t.remote != n {
+		t.remote = n
+		r.notifyLocked(t.tid, t.count())
+	}
+}
+
+// remoteGone tells the observers of id, a client of another node, that it
+// went, and drops them as observers of it.
+func (r *registry) remoteGone(id uint32) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.notifyLocked(id, 0)
+	for o := range r.observers[id] {
+		delete(o.observing, id)
+	}
+	delete(r.observers, id)
+}
+
+// topicName returns the name of the topic with ID id, if there is one.
+func (r *registry) topicName(id uint32) (string, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if t := r.byID[id]; t != nil {
+		return t.name, true
+	}
+	return "", false
+}
+
+// local reports whether id is a topic or a client here, and whether a
+// client here has uid.
+func (r *registry) local(id uint32, uid string) (isID, hasUID bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	_, topic := r.byID[id]
+	_, client := r.clients[id]
+	_, hasUID = r.byUID[uid]
+	return topic || client, hasUID
 }

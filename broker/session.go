@@ -55,6 +55,12 @@ type session struct {
 
 	frag []byte // PubFrag reassembly buffer
 
+	// In a cluster: when the session registered (takeovers across nodes go
+	// to the newest), where its Publish goes on to, and a buffer for it.
+	since int64
+	fwd   forward
+	cbuf  []byte
+
 	// ending is set once the last message is queued: whatever the client
 	// sends after that is read and ignored until it closes or the linger
 	// deadline passes.
@@ -113,7 +119,11 @@ func (b *Broker) serve(tr wire.Conn, peer Peer) error {
 
 	go s.writeLoop()
 	err := s.run()
-	b.reg.unregister(s)
+	if b.cl == nil {
+		b.reg.unregister(s, nil)
+	} else if note := (dropNote{}); b.reg.unregister(s, &note) {
+		b.cl.release(&note)
+	}
 	if errors.Is(err, errProtocol) {
 		b.st.protocolErrors.Add(1)
 	}
@@ -329,10 +339,20 @@ func (s *session) run() error {
 		}
 	}
 	s.uid = c.UID
-	if old := s.b.reg.register(s); old != nil {
-		s.b.st.takeovers.Add(1)
-		old.setReason("taken over by a newer connection with the same uid")
-		old.kick(reasonReconnect)
+	if cl := s.b.cl; cl == nil {
+		if old := s.b.reg.register(s, nil); old != nil {
+			s.tookOver(old)
+		}
+	} else {
+		cl.prepare(s)
+		s.since = time.Now().UnixNano()
+		var note dropNote
+		old := s.b.reg.register(s, &note)
+		cl.held(s)
+		if old != nil {
+			s.tookOver(old)
+			cl.release(&note)
+		}
 	}
 	s.b.st.accepted.Add(1)
 	s.reply(smq.Connack{Code: smq.CodeAccepted, ETID: s.etid})
@@ -353,6 +373,13 @@ func (s *session) run() error {
 			return err
 		}
 	}
+}
+
+// tookOver kicks old, which had the session's UID.
+func (s *session) tookOver(old *session) {
+	s.b.st.takeovers.Add(1)
+	old.setReason("taken over by a newer connection with the same uid")
+	old.kick(reasonReconnect)
 }
 
 func (s *session) client() *Client {
@@ -378,7 +405,11 @@ func (s *session) handle(msg []byte) error {
 		if s.nameFits(name, lim) && (cfg.PermitTopic == nil || cfg.PermitTopic(s.client(), t, name)) {
 			var err error
 			if t == smq.TypeSubscribe {
-				ack.ID, err = reg.subscribe(s, name, lim.MaxTopicsPerSession)
+				var added bool
+				ack.ID, added, err = reg.subscribe(s, name, lim.MaxTopicsPerSession)
+				if added && s.b.cl != nil {
+					s.b.cl.want(name)
+				}
 			} else {
 				ack.ID, err = reg.create(s, name, lim.MaxTopicsPerSession)
 			}
@@ -400,11 +431,13 @@ func (s *session) handle(msg []byte) error {
 		}
 		s.reply(ack)
 	case smq.TypeUnsubscribe:
-		reg.unsubscribe(s, smq.ID(msg))
+		if name, ok := reg.unsubscribe(s, smq.ID(msg)); ok && s.b.cl != nil {
+			s.b.cl.unwant(name)
+		}
 	case smq.TypeObserve:
-		s.granted(nil, reg.observe(s, smq.ID(msg), s.b.limits().MaxTopicsPerSession))
+		s.granted(nil, s.observe(smq.ID(msg)))
 	case smq.TypeUnobserve:
-		reg.unobserve(s, smq.ID(msg))
+		s.unobserve(smq.ID(msg))
 	case smq.TypePing:
 		s.reply(smq.Pong{})
 	case smq.TypePong:
@@ -453,16 +486,70 @@ func (s *session) publish(msg []byte) error {
 		}
 	}
 	s.b.st.published.Add(1)
+	var fwd *forward
+	if s.b.cl != nil {
+		s.fwd = forward{}
+		fwd = &s.fwd
+	}
 	// Subscribers share one copy; msg itself belongs to the reader.
-	n, to := s.b.deliver(smq.ID(msg), append([]byte(nil), msg...))
+	n, to := s.b.deliver(smq.ID(msg), append([]byte(nil), msg...), fwd)
+	s.b.st.delivered.Add(uint64(n))
+	if fwd != nil && (fwd.subject != "" || (to == toNobody && smq.ID(msg)&clientBit != 0)) {
+		s.b.cl.forward(s, fwd, msg) // the other nodes may have subscribers, or the client
+		return nil
+	}
 	switch to {
 	case toNobody:
 		s.b.st.droppedUnknown.Add(1)
 	case toNoSubscribers:
 		s.b.st.droppedNoSubscribers.Add(1)
 	}
-	s.b.st.delivered.Add(uint64(n))
 	return nil
+}
+
+// observe makes the session an observer of id: a topic, a client here
+// or, in a cluster, a client of another node.
+func (s *session) observe(id uint32) error {
+	reg, cl, limit := &s.b.reg, s.b.cl, s.b.limits().MaxTopicsPerSession
+	if cl == nil {
+		_, err := reg.observe(s, id, limit, false)
+		return err
+	}
+	if id == s.etid {
+		return nil
+	}
+	if name, ok := reg.topicName(id); ok {
+		cl.watch(name)
+		added, err := reg.observe(s, id, limit, false)
+		if !added {
+			cl.unwatch(name)
+		}
+		return err
+	}
+	if isID, _ := reg.local(id, ""); isID || id&clientBit == 0 || !cl.watchClient(id) {
+		if !isID && id&clientBit != 0 {
+			cl.unwatchClient(id) // not there
+		}
+		_, err := reg.observe(s, id, limit, false)
+		return err
+	}
+	added, err := reg.observe(s, id, limit, true)
+	if !added {
+		cl.unwatchClient(id)
+	}
+	return err
+}
+
+// unobserve stops the session observing id.
+func (s *session) unobserve(id uint32) {
+	name, was := s.b.reg.unobserve(s, id)
+	if cl := s.b.cl; cl != nil && was {
+		if name != "" {
+			cl.unwatch(name)
+		} else if id&clientBit != 0 {
+			cl.unwatchClient(id)
+		}
+	}
 }
 
 // pubFrag reassembles PubFrag fragments; the last (non-zero tid) is

@@ -375,3 +375,7 @@ func ID(msg []byte) uint32 { return binary.BigEndian.Uint32(msg[1:]) }
 
 // PTID returns the sender ETID of a Publish or PubFrag that passed Check.
 func PTID(msg []byte) uint32 { return binary.BigEndian.Uint32(msg[5:]) }
+
+// SubTID returns the sub-topic ID of a Publish or PubFrag that passed
+// Check.
+func SubTID(msg []byte) uint32 { return binary.BigEndian.Uint32(msg[9:]) }
