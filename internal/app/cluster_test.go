@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/smqgw/smqgw/client"
 	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/smqtest"
 	"github.com/smqgw/smqgw/internal/testpki"
@@ -44,7 +45,8 @@ func clusterMetric(t *testing.T, b *apptest.Running, name, label string) float64
 }
 
 // TestCluster: two gateways with [cluster] route to each other with
-// mutual TLS, report the smqgw_cluster_* metrics, keep the node across a
+// mutual TLS and make one broker (a message crosses each way), report the
+// smqgw_cluster_* metrics, keep the node across a
 // reload that changes [cluster] (saying it needs a restart), and close it
 // on shutdown.
 func TestCluster(t *testing.T) {
@@ -63,12 +65,13 @@ func TestCluster(t *testing.T) {
 			name, routes, ca.CertFile, extra)
 	}
 	dirA := t.TempDir()
-	a := apptest.Start(t, dirA, conf("gw-a", "", ""))
+	fast := "heartbeat = \"100ms\"\npeer_timeout = \"1s\"\n" // b's end is seen at once
+	a := apptest.Start(t, dirA, conf("gw-a", "", fast))
 	na := a.ClusterNode()
 	if na == nil || na.RouteAddr() == nil {
 		t.Fatal("no cluster node")
 	}
-	b := apptest.Start(t, t.TempDir(), conf("gw-b", fmt.Sprintf("%q", na.RouteAddr().String()), ""))
+	b := apptest.Start(t, t.TempDir(), conf("gw-b", fmt.Sprintf("%q", na.RouteAddr().String()), fast))
 	smqtest.WaitUntil(t, "a route both ways", func() bool {
 		return clusterMetric(t, a, "routes", "") == 1 && clusterMetric(t, b, "routes", "") == 1
 	})
@@ -77,11 +80,35 @@ func TestCluster(t *testing.T) {
 			{"peers", ""}, {"messages_total", "direction=in"}, {"messages_total", "direction=out"},
 			{"dropped_total", ""}, {"pending", ""}, {"takeovers_total", "direction=in"},
 			{"takeovers_total", "direction=out"}, {"peers_lost_total", ""}, {"request_timeouts_total", ""},
+			{"barriers_total", ""},
 		} {
 			clusterMetric(t, gw, m.name, m.label) // present
 		}
 		if got := clusterMetric(t, gw, "connected", ""); got != 1 {
 			t.Errorf("smqgw_cluster_connected = %v, want 1", got)
+		}
+	}
+	// One broker: a client of each gateway, a message each way.
+	smqtest.WaitUntil(t, "each node hears from the other", func() bool {
+		return clusterMetric(t, a, "peers", "") == 1 && clusterMetric(t, b, "peers", "") == 1
+	})
+	ctx := smqtest.Context(t)
+	clients := make([]*client.Client, 2)
+	for i, gw := range []*apptest.Running{a, b} {
+		c, err := client.Dial(ctx, "ws://"+gw.GW.Addr("lan").String()+"/", client.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		clients[i] = c
+	}
+	apptest.PubSub(t, clients[0], clients[1])
+	apptest.PubSub(t, clients[1], clients[0])
+	for _, gw := range []*apptest.Running{a, b} {
+		for _, dir := range []string{"in", "out"} {
+			if got := clusterMetric(t, gw, "messages_total", "direction="+dir); got < 1 {
+				t.Errorf("smqgw_cluster_messages_total{direction=%q} = %v, want at least 1", dir, got)
+			}
 		}
 	}
 	if log := a.Logs.String(); !strings.Contains(log, "cluster node started") || !strings.Contains(log, "node=gw-a") ||
@@ -97,7 +124,7 @@ func TestCluster(t *testing.T) {
 		!strings.Contains(log, "[cluster]") {
 		t.Fatalf("no restart note for [cluster]:\n%s", log)
 	}
-	if a.Server.Built().ClusterNode() != na || a.Server.Config().Cluster.Heartbeat != time.Second {
+	if a.Server.Built().ClusterNode() != na || a.Server.Config().Cluster.Heartbeat != 100*time.Millisecond {
 		t.Error("the reload replaced the node or its settings")
 	}
 	if clusterMetric(t, a, "routes", "") != 1 {
@@ -109,7 +136,9 @@ func TestCluster(t *testing.T) {
 	if b.ClusterNode().Connected() {
 		t.Error("b's node still connected after shutdown")
 	}
-	smqtest.WaitUntil(t, "a's route to b gone", func() bool { return clusterMetric(t, a, "routes", "") == 0 })
+	smqtest.WaitUntil(t, "a's route to b gone, and b no longer a peer", func() bool {
+		return clusterMetric(t, a, "routes", "") == 0 && clusterMetric(t, a, "peers", "") == 0
+	})
 }
 
 // TestClusterExternal: a gateway joins an existing NATS with a password in

@@ -25,11 +25,12 @@ var (
 	clusterTakeovers = clusterDesc("takeovers_total", "Sessions taken over across nodes: out, a session here taken over by a connection on another node; in, a session here that took over one held elsewhere.", "direction")
 	clusterPeersLost = clusterDesc("peers_lost_total", "Peers that went silent for peer_timeout.")
 	clusterTimeouts  = clusterDesc("request_timeouts_total", "Questions to the other nodes left unanswered within request_timeout.")
+	clusterBarriers  = clusterDesc("barriers_total", "Rounds of questions to every peer that made sure they knew of new subscriptions before a Connack or Suback (sessions subscribing at once share one).")
 )
 
 func describeCluster(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{clusterPeers, clusterRoutes, clusterConnected, clusterMessages,
-		clusterDropped, clusterPending, clusterTakeovers, clusterPeersLost, clusterTimeouts} {
+		clusterDropped, clusterPending, clusterTakeovers, clusterPeersLost, clusterTimeouts, clusterBarriers} {
 		ch <- d
 	}
 }
@@ -61,4 +62,5 @@ func collectCluster(ch chan<- prometheus.Metric, st *broker.ClusterStats, n *clu
 	counter(clusterTakeovers, st.TakeoversOut, "out")
 	counter(clusterPeersLost, st.PeersLost)
 	counter(clusterTimeouts, st.RequestTimeouts)
+	counter(clusterBarriers, st.Barriers)
 }
