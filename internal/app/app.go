@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/acme"
@@ -55,6 +56,10 @@ type Built struct {
 	// node is the embedded broker's cluster node ([cluster]), nil when it
 	// has none. It lives as long as the broker: every rebuild keeps it.
 	node *cluster.Node
+	// nodeCert is the node's route certificate: each build points it at
+	// its own source of the same [certs] block, so that the files stay
+	// watched and reloaded after a reload. Nil without route TLS.
+	nodeCert *routeCert
 
 	log     *slog.Logger
 	every   time.Duration // file polling
@@ -77,7 +82,7 @@ type reloadable struct {
 // and the embedded broker. Every problem is reported. Run keeps the
 // certificates current once the gateway has started.
 func Build(cfg *config.Config, log *slog.Logger) (*Built, error) {
-	return build(cfg, log, nil, nil, nil)
+	return build(cfg, log, nil, nil, nil, nil)
 }
 
 // Rebuild builds cfg as Build does, for Gateway.Apply on a reload: the
@@ -85,7 +90,7 @@ func Build(cfg *config.Config, log *slog.Logger) (*Built, error) {
 // broker and the counts go on. b is left as it was; stop its Run and Run
 // the new one.
 func (b *Built) Rebuild(cfg *config.Config) (*Built, error) {
-	nb, err := build(cfg, b.log, b.Metrics, b.broker(), b.node)
+	nb, err := build(cfg, b.log, b.Metrics, b.broker(), b.node, b.nodeCert)
 	if nb != nil && nb.Broker == nil {
 		nb.kept = b.broker() // for a later configuration that uses it again
 	}
@@ -108,16 +113,17 @@ func (b *Built) broker() *broker.Broker {
 	return b.kept
 }
 
-// build makes the parts of cfg; br and node are the embedded broker and
-// its cluster node an earlier build made, kept (nil at the start).
-func build(cfg *config.Config, log *slog.Logger, m *gateway.Metrics, br *broker.Broker, node *cluster.Node) (*Built, error) {
+// build makes the parts of cfg; br, node and nodeCert are the embedded
+// broker, its cluster node and the node's route certificate an earlier
+// build made, kept (nil at the start).
+func build(cfg *config.Config, log *slog.Logger, m *gateway.Metrics, br *broker.Broker, node *cluster.Node, nodeCert *routeCert) (*Built, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if m == nil {
 		m = gateway.NewMetrics()
 	}
-	b := &Built{log: log, every: cfg.WatchInterval, Metrics: m, node: node, Config: gateway.Config{Logger: log, Metrics: m, Limits: cfg.Limits}}
+	b := &Built{log: log, every: cfg.WatchInterval, Metrics: m, node: node, nodeCert: nodeCert, Config: gateway.Config{Logger: log, Metrics: m, Limits: cfg.Limits}}
 	var errs []error
 	var started *cluster.Node // by this build: closed if it fails
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf("gateway: "+format, args...)) }
@@ -240,7 +246,25 @@ func build(cfg *config.Config, log *slog.Logger, m *gateway.Metrics, br *broker.
 		}
 		return nil, err
 	}
+	if b.nodeCert != nil && started == nil {
+		if src, ok := sources[b.nodeCert.block]; ok {
+			b.nodeCert.set(src) // this build's, whose files this build watches
+		}
+	}
 	return b, nil
+}
+
+// routeCert is a cluster node's route certificate, from the source of
+// the [certs] block of its start; rebuilds swap in their own.
+type routeCert struct {
+	block string
+	src   atomic.Pointer[certs.Source]
+}
+
+func (c *routeCert) set(src certs.Source) { c.src.Store(&src) }
+
+func (c *routeCert) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return (*c.src.Load()).GetCertificate(hello)
 }
 
 // startNode starts the embedded broker's cluster node and logs it.
@@ -256,7 +280,9 @@ func (b *Built) startNode(cl *config.Cluster, sources map[string]certs.Source) (
 		if cc.CAs, _, err = certs.LoadCAs(cl.CA); err != nil {
 			return nil, fmt.Errorf("gateway: cluster: %w", err)
 		}
-		cc.Certificate = src
+		b.nodeCert = &routeCert{block: cl.TLS}
+		b.nodeCert.set(src)
+		cc.Certificate = b.nodeCert
 	}
 	if cl.NATSCA != "" || cl.NATSCert != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}

@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
@@ -59,19 +60,29 @@ func TestCluster(t *testing.T) {
 			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		})
 	}
-	conf := func(name, routes, extra string) string {
-		return brokerListener + apptest.CertFiles(node(name)) + fmt.Sprintf(
+	conf := func(leaf *testpki.Leaf, name, routes, extra string) string {
+		return "watch_interval = \"50ms\"\n" + brokerListener + apptest.CertFiles(leaf) + fmt.Sprintf(
 			"[cluster]\nname = %q\nlisten = \"127.0.0.1:0\"\nroutes = [%s]\ntls = \"files\"\nca = %q\n%s",
 			name, routes, ca.CertFile, extra)
 	}
+	// routeCert is the certificate a node presents on its route port.
+	probe := node("probe")
+	routeCert := func(addr string) *x509.Certificate {
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{probe.TLS}})
+		if err != nil {
+			t.Fatalf("route handshake: %v", err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0]
+	}
 	dirA := t.TempDir()
 	fast := "heartbeat = \"100ms\"\npeer_timeout = \"1s\"\n" // b's end is seen at once
-	a := apptest.Start(t, dirA, conf("gw-a", "", fast))
+	a := apptest.Start(t, dirA, conf(node("gw-a"), "gw-a", "", fast))
 	na := a.ClusterNode()
 	if na == nil || na.RouteAddr() == nil {
 		t.Fatal("no cluster node")
 	}
-	b := apptest.Start(t, t.TempDir(), conf("gw-b", fmt.Sprintf("%q", na.RouteAddr().String()), fast))
+	b := apptest.Start(t, t.TempDir(), conf(node("gw-b"), "gw-b", fmt.Sprintf("%q", na.RouteAddr().String()), fast))
 	smqtest.WaitUntil(t, "a route both ways", func() bool {
 		return clusterMetric(t, a, "routes", "") == 1 && clusterMetric(t, b, "routes", "") == 1
 	})
@@ -118,7 +129,8 @@ func TestCluster(t *testing.T) {
 
 	// A reload that changes [cluster]: the node stays, and the log says
 	// the change needs a restart.
-	apptest.WriteFile(t, filepath.Join(dirA, "smqgw.toml"), []byte(conf("gw-a", "", "heartbeat = \"2s\"\npeer_timeout = \"9s\"\n")))
+	reloaded := node("gw-a")
+	apptest.WriteFile(t, filepath.Join(dirA, "smqgw.toml"), []byte(conf(reloaded, "gw-a", "", "heartbeat = \"2s\"\npeer_timeout = \"9s\"\n")))
 	a.Server.Reload()
 	if log := a.Logs.String(); !strings.Contains(log, "configuration reloaded") || !strings.Contains(log, "needs a restart") ||
 		!strings.Contains(log, "[cluster]") {
@@ -130,6 +142,17 @@ func TestCluster(t *testing.T) {
 	if clusterMetric(t, a, "routes", "") != 1 {
 		t.Error("route lost over the reload")
 	}
+	// The route certificate comes from the reloaded [certs] block, whose
+	// files are watched: a new certificate in them is presented next.
+	if got := routeCert(na.RouteAddr().String()); !got.Equal(reloaded.Cert) {
+		t.Errorf("route certificate after the reload: serial %v, want %v", got.SerialNumber, reloaded.Cert.SerialNumber)
+	}
+	renewed := node("gw-a")
+	apptest.WriteFile(t, reloaded.KeyFile, renewed.KeyPEM)
+	apptest.WriteFile(t, reloaded.CertFile, renewed.CertPEM)
+	smqtest.WaitUntil(t, "the renewed route certificate", func() bool {
+		return routeCert(na.RouteAddr().String()).Equal(renewed.Cert)
+	})
 
 	// Shutting b down closes its node: a loses the route.
 	b.Stop()
