@@ -8,11 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -79,44 +77,21 @@ type ACMEConfig struct {
 // and the account key are kept in CacheDir, so a restart while the CA is
 // unreachable serves the cached certificates.
 type ACME struct {
-	cfg     ACMEConfig
-	log     *slog.Logger
-	m       *autocert.Manager
-	domains map[string]bool
+	cfg ACMEConfig
+	log *slog.Logger
+	m   *autocert.Manager
+	u   *upkeep // its obtain is autocert's
 
 	alpnChallenges atomic.Uint64
 	httpChallenges atomic.Uint64
 
 	transport *http.Transport // to the CA
-
-	mu     sync.Mutex
-	leaves map[string]*x509.Certificate // by domain: what Run last saw
 }
 
 // NewACME checks cfg and returns an ACME source. Nothing is requested until
 // Run, or a client's handshake, asks for a certificate.
 func NewACME(cfg ACMEConfig) (*ACME, error) {
-	var errs []error
-	if len(cfg.Domains) == 0 {
-		errs = append(errs, errors.New("certs: acme: no domains"))
-	}
-	domains := map[string]bool{}
-	var names []string // normalised, in order, once each
-	for _, d := range cfg.Domains {
-		d = strings.ToLower(strings.TrimSuffix(d, "."))
-		if !domains[d] {
-			names = append(names, d)
-		}
-		switch {
-		case strings.HasPrefix(d, "*."):
-			errs = append(errs, fmt.Errorf("certs: acme: domain %q: wildcard certificates need the DNS-01 challenge, which smqgw does not answer", d))
-		case !strings.Contains(d, "."):
-			errs = append(errs, fmt.Errorf("certs: acme: domain %q: not a fully qualified name", d))
-		case net.ParseIP(d) != nil:
-			errs = append(errs, fmt.Errorf("certs: acme: domain %q: an IP address, not a name", d))
-		}
-		domains[d] = true
-	}
+	names, errs := normaliseNames("certs: acme", cfg.Domains, false)
 	if cfg.CacheDir == "" {
 		errs = append(errs, errors.New("certs: acme: no cache directory"))
 	}
@@ -129,15 +104,7 @@ func NewACME(cfg ACMEConfig) (*ACME, error) {
 	}
 	// autocert renews at most 30 days ahead, whatever it is asked.
 	cfg.RenewBefore = min(cfg.RenewBefore, MaxACMERenewBefore)
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
-		}
-	}
-	def(&cfg.Retry, DefaultACMERetry)
-	def(&cfg.RetryMax, DefaultACMERetryMax)
-	def(&cfg.Check, DefaultACMECheck)
-	a := &ACME{cfg: cfg, log: cfg.Logger, domains: domains, leaves: map[string]*x509.Certificate{}}
+	a := &ACME{cfg: cfg, log: cfg.Logger}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -149,6 +116,9 @@ func NewACME(cfg ACMEConfig) (*ACME, error) {
 	if cfg.DirectoryRoots != nil {
 		tr.TLSClientConfig = &tls.Config{RootCAs: cfg.DirectoryRoots, MinVersion: tls.VersionTLS12}
 	}
+	a.u = &upkeep{names: names, retry: cfg.Retry, retryMax: cfg.RetryMax, check: cfg.Check,
+		before: cfg.RenewBefore, log: a.log, obtain: a.obtain, renews: true}
+	a.u.defaults()
 	whitelist := autocert.HostWhitelist(cfg.Domains...)
 	a.m = &autocert.Manager{
 		Prompt: autocert.AcceptTOS,
@@ -192,14 +162,8 @@ func (a *ACME) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, err
 		}
 		return c, err
 	}
-	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
-	if !a.domains[name] {
-		name = a.cfg.Domains[0]
-	}
-	a.mu.Lock()
-	held := a.leaves[name] != nil
-	a.mu.Unlock()
-	if !held {
+	name, held := a.u.choose(hello.ServerName)
+	if held == nil {
 		return nil, fmt.Errorf("certs: acme: no certificate for %q yet", name)
 	}
 	// autocert holds it in memory (and renews it): this returns without
@@ -239,24 +203,14 @@ func (a *ACME) Challenges() (tlsALPN, http01 uint64) {
 }
 
 // Domains returns the configured domains.
-func (a *ACME) Domains() []string { return append([]string(nil), a.cfg.Domains...) }
+func (a *ACME) Domains() []string { return a.u.Domains() }
 
 // Leaves returns the certificates held as of the last check, in the
 // order of the domains.
-func (a *ACME) Leaves() []*x509.Certificate {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	out := make([]*x509.Certificate, 0, len(a.leaves))
-	for _, d := range a.cfg.Domains {
-		if c := a.leaves[d]; c != nil {
-			out = append(out, c)
-		}
-	}
-	return out
-}
+func (a *ACME) Leaves() []*x509.Certificate { return a.u.Leaves() }
 
 // Want is the number of domains.
-func (a *ACME) Want() int { return len(a.cfg.Domains) }
+func (a *ACME) Want() int { return a.u.Want() }
 
 // Run obtains a certificate for every domain now — from the cache when it
 // holds a valid one — and then checks them every Check period until ctx
@@ -270,66 +224,12 @@ func (a *ACME) Want() int { return len(a.cfg.Domains) }
 // background (autocert bounds it by 5 minutes); Run itself returns at once.
 func (a *ACME) Run(ctx context.Context) {
 	defer a.transport.CloseIdleConnections()
-	wait := a.cfg.Retry
-	for {
-		next := jitter(a.cfg.Check)
-		if failed := a.checkAll(ctx); failed > 0 {
-			next = jitter(wait)
-			wait = min(2*wait, a.cfg.RetryMax)
-			a.log.Warn("acme: certificates missing, retrying", "missing", failed, "retry_in", next.Round(time.Second).String())
-		} else {
-			wait = a.cfg.Retry
-		}
-		t := time.NewTimer(next)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// jitter spreads d by up to a tenth, so many gateways do not retry in step.
-func jitter(d time.Duration) time.Duration {
-	return d + rand.N(d/10+1)
-}
-
-// checkAll gets every domain's certificate, returning how many failed.
-func (a *ACME) checkAll(ctx context.Context) int {
-	failed := 0
-	for _, d := range a.cfg.Domains {
-		if ctx.Err() != nil {
-			return 0
-		}
-		leaf, err := a.obtain(ctx, d)
-		if ctx.Err() != nil {
-			return 0 // shutting down: not a failure
-		}
-		if err != nil {
-			failed++
-			a.log.Error("acme: cannot obtain certificate", "domain", d, "err", err)
-			continue
-		}
-		a.mu.Lock()
-		prev := a.leaves[d]
-		a.leaves[d] = leaf
-		a.mu.Unlock()
-		if prev == nil || !prev.Equal(leaf) {
-			a.log.Info("acme: serving certificate", "domain", d, "not_after", leaf.NotAfter.UTC().Format(time.RFC3339),
-				"issuer", leaf.Issuer.CommonName)
-		}
-		if left, renew := time.Until(leaf.NotAfter), a.renewBefore(leaf); left < renew/2 {
-			a.log.Warn("acme: certificate not renewed in time: renewal keeps failing", "domain", d,
-				"expires_in", left.Round(time.Minute).String())
-		}
-	}
-	return failed
+	a.u.Run(ctx)
 }
 
 // obtain asks autocert for domain's certificate as a modern client would
 // (ECDSA), returning early when ctx ends.
-func (a *ACME) obtain(ctx context.Context, domain string) (*x509.Certificate, error) {
+func (a *ACME) obtain(ctx context.Context, domain string) (*tls.Certificate, error) {
 	hello := ecdsaHello(domain)
 	type result struct {
 		c   *tls.Certificate
@@ -344,21 +244,8 @@ func (a *ACME) obtain(ctx context.Context, domain string) (*x509.Certificate, er
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case r := <-done:
-		if r.err != nil {
-			return nil, r.err
-		}
-		if r.c.Leaf != nil {
-			return r.c.Leaf, nil
-		}
-		return x509.ParseCertificate(r.c.Certificate[0])
+		return r.c, r.err
 	}
-}
-
-func (a *ACME) renewBefore(c *x509.Certificate) time.Duration {
-	if a.cfg.RenewBefore > 0 {
-		return a.cfg.RenewBefore
-	}
-	return min(30*24*time.Hour, c.NotAfter.Sub(c.NotBefore)/3)
 }
 
 // logCache is autocert's DirCache, logging each certificate stored: the

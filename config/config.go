@@ -17,6 +17,7 @@ import (
 	"github.com/smqgw/smqgw/access"
 	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/certs"
+	"github.com/smqgw/smqgw/certs/dns01"
 	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/tlsterm"
 	"github.com/smqgw/smqgw/upstream"
@@ -32,6 +33,10 @@ import (
 // DefaultACMEDirectory is Let's Encrypt's production directory, where
 // certificates come from when a [certs] block names no acme_directory.
 const DefaultACMEDirectory = "https://acme-v02.api.letsencrypt.org/directory"
+
+// DefaultDNSPropagationTimeout is how long a DNS-01 record may take to
+// reach every authoritative server (dns_propagation_timeout).
+const DefaultDNSPropagationTimeout = 2 * time.Minute
 
 // Embedded is the upstream name of the in-process broker. No [upstream]
 // block may take it.
@@ -310,6 +315,51 @@ type Certs struct {
 	// certificate is renewed. Default 0: 30 days, or a third of the
 	// certificate's lifetime when that is shorter.
 	ACMERenewBefore time.Duration `toml:"acme_renew_before"`
+	// ACMEChallenge (acme_challenge) is how control of the names is
+	// proven: "tls-alpn-01" (the default, ""), answered on the TLS
+	// listeners serving the block, with HTTP-01 on ACMEHTTPAddress too if
+	// set; "http-01", the same with ACMEHTTPAddress required (autocert
+	// still tries TLS-ALPN-01 first); or "dns-01", a TXT record set with
+	// the dns_* keys, for names the CA cannot reach and for wildcards.
+	ACMEChallenge string `toml:"acme_challenge"`
+
+	// DNSServer (dns_server) is the primary DNS server taking RFC 2136
+	// updates, host or host:port (port 53 when left out). RFC 2136 mode
+	// of DNS-01: with DNSZone, DNSTSIGName and a secret; not with DNSHook.
+	DNSServer string `toml:"dns_server"`
+	// DNSZone (dns_zone) is the zone updated ("example.com"): every
+	// domain must be in it. Required with DNSServer; with DNSHook it
+	// names the zone whose NS records are asked for the record.
+	DNSZone string `toml:"dns_zone"`
+	// DNSTSIGName (dns_tsig_name) is the TSIG key's name as the server
+	// knows it. Required with DNSServer.
+	DNSTSIGName string `toml:"dns_tsig_name"`
+	// DNSTSIGAlgorithm (dns_tsig_algorithm) is the key's algorithm:
+	// "hmac-sha256" (the default), "hmac-sha1", "hmac-sha224",
+	// "hmac-sha384" or "hmac-sha512".
+	DNSTSIGAlgorithm string `toml:"dns_tsig_algorithm"`
+	// DNSTSIGSecret (dns_tsig_secret) is the key's secret, base64 as
+	// tsig-keygen prints it. Never logged. Prefer DNSTSIGSecretFile.
+	DNSTSIGSecret string `toml:"dns_tsig_secret"`
+	// DNSTSIGSecretFile (dns_tsig_secret_file) is a file holding the
+	// secret: the base64 alone, or a BIND key file as tsig-keygen writes
+	// it (its secret "..." line). $CREDENTIALS_DIRECTORY allowed. Read
+	// when the configuration is put in force. Not with DNSTSIGSecret.
+	DNSTSIGSecretFile string `toml:"dns_tsig_secret_file" config:"path"`
+	// DNSHook (dns_hook) is a program that sets and removes the TXT
+	// record, run as "HOOK present FQDN VALUE" and "HOOK cleanup FQDN
+	// VALUE" (lego's exec and acme.sh convention). Exec mode of DNS-01:
+	// not with DNSServer.
+	DNSHook string `toml:"dns_hook" config:"path"`
+	// DNSPropagationTimeout (dns_propagation_timeout) is how long the
+	// record may take to be answered by every authoritative server of the
+	// zone before the attempt fails. Default DefaultDNSPropagationTimeout.
+	DNSPropagationTimeout time.Duration `toml:"dns_propagation_timeout"`
+	// DNSResolvers (dns_resolvers) are the servers asked whether the
+	// record is visible (host or host:port), instead of the zone's NS
+	// records. Default: the NS records of the zone, looked up with the
+	// system resolver, else DNSServer.
+	DNSResolvers []string `toml:"dns_resolvers"`
 
 	// Dev (dev) generates a dev CA and a server certificate and stores
 	// them under StateDir/dev: the zero-configuration demo. Not for
@@ -398,6 +448,17 @@ type CertPair struct {
 // ACME reports whether the block obtains its certificates by ACME.
 func (c *Certs) ACME() bool { return len(c.ACMEDomains) > 0 }
 
+// The values of acme_challenge.
+const (
+	ChallengeTLSALPN = "tls-alpn-01"
+	ChallengeHTTP    = "http-01"
+	ChallengeDNS     = "dns-01"
+)
+
+// DNS01 reports whether the block obtains its certificates by ACME with
+// the DNS-01 challenge.
+func (c *Certs) DNS01() bool { return c.ACME() && c.ACMEChallenge == ChallengeDNS }
+
 // Default returns the zero-configuration demo: listener "tls" with TLS on
 // 127.0.0.1:8443 and listener "lan" without TLS on 127.0.0.1:9000, each
 // with one route "/" to the embedded broker and client_auth off; the TLS
@@ -465,6 +526,12 @@ func (c *Config) setDefaults() {
 		}
 		if ct.ACME() && ct.ACMEDirectory == "" {
 			ct.ACMEDirectory = DefaultACMEDirectory
+		}
+		if ct.DNS01() {
+			setDuration(&ct.DNSPropagationTimeout, DefaultDNSPropagationTimeout)
+			if ct.DNSServer != "" && ct.DNSTSIGAlgorithm == "" {
+				ct.DNSTSIGAlgorithm = dns01.DefaultAlgorithm
+			}
 		}
 	}
 }

@@ -213,7 +213,7 @@ func TestParseProblems(t *testing.T) {
 		{"dev with pair", withListener(`[certs.x]`, `dev = true`, `[[certs.x.pair]]`, `cert_file = "cert.pem"`, `key_file = "key.pem"`),
 			[]want{{9, `pair in [certs.x]: not allowed with dev = true`}}},
 		{"acme domains", withListener(`[certs.x]`, `acme_domains = ["*.example.com", "10.0.0.1", "nodot", "bad name.example", "gw.example.com"]`),
-			[]want{{8, `wildcard "*.example.com": wildcard certificates need the DNS-01 challenge`}, {8, `"10.0.0.1" is an IP address`},
+			[]want{{8, `wildcard "*.example.com" needs the DNS-01 challenge, not tls-alpn-01 (the default): set acme_challenge = "dns-01"`}, {8, `"10.0.0.1" is an IP address`},
 				{8, `invalid domain "nodot"`}, {8, `invalid domain "bad name.example"`}}},
 		{"acme with files", withListener(`[certs.x]`, `acme_domains = ["gw.example.com"]`, `cert_file = "cert.pem"`, `key_file = "key.pem"`),
 			[]want{{8, `acme_domains in [certs.x]: not allowed with cert_file, key_file or [[pair]]`}}},

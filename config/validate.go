@@ -16,6 +16,7 @@ import (
 
 	"github.com/smqgw/smqgw/access"
 	"github.com/smqgw/smqgw/certs"
+	"github.com/smqgw/smqgw/certs/dns01"
 	"github.com/smqgw/smqgw/cluster"
 	"github.com/smqgw/smqgw/limits"
 	"github.com/smqgw/smqgw/proxyclient"
@@ -314,7 +315,9 @@ func (d *decoder) certs(c *Certs, key string) {
 	acmeKeys := []struct{ key, v string }{
 		{"acme_email", c.ACMEEmail}, {"acme_directory", c.ACMEDirectory}, {"acme_directory_ca", c.ACMEDirectoryCA},
 		{"acme_eab_kid", c.ACMEEABKeyID}, {"acme_eab_key", string(c.ACMEEABKey)}, {"acme_http_address", c.ACMEHTTPAddress},
+		{"acme_challenge", c.ACMEChallenge},
 	}
+	acmeKeys = append(acmeKeys, c.dnsKeys()...)
 	if c.ACMERenewBefore != 0 {
 		acmeKeys = append(acmeKeys, struct{ key, v string }{"acme_renew_before", c.ACMERenewBefore.String()})
 	}
@@ -387,12 +390,28 @@ func (d *decoder) certs(c *Certs, key string) {
 
 // acme checks the acme_* keys of a [certs] block with acme_domains.
 func (d *decoder) acme(c *Certs, key string) {
+	switch c.ACMEChallenge {
+	case "", ChallengeTLSALPN, ChallengeHTTP, ChallengeDNS:
+	default:
+		d.keyf(key+".acme_challenge", "invalid value %q (want %s)%s", c.ACMEChallenge, orList(ChallengeTLSALPN, ChallengeHTTP, ChallengeDNS),
+			suggest(c.ACMEChallenge, []string{ChallengeTLSALPN, ChallengeHTTP, ChallengeDNS}))
+		return // which keys apply depends on it
+	}
+	dns := c.ACMEChallenge == ChallengeDNS
 	for i, h := range c.ACMEDomains {
 		k := key + ".acme_domains." + strconv.Itoa(i)
 		_, ipErr := netip.ParseAddr(h)
+		base, wild := strings.CutPrefix(h, "*.")
 		switch {
-		case strings.HasPrefix(h, "*."):
-			d.keyf(k, "wildcard %q: wildcard certificates need the DNS-01 challenge, which smqgw does not answer (list each name)", h)
+		case wild && !dns:
+			ch := c.ACMEChallenge
+			if ch == "" {
+				ch = ChallengeTLSALPN + " (the default)"
+			}
+			d.keyf(k, "wildcard %q needs the DNS-01 challenge, not %s: set acme_challenge = %q and a dns_server or dns_hook (or list each name)", h, ch, ChallengeDNS)
+		case wild && (!validHost(base) || strings.Contains(base, "*") || !strings.Contains(strings.Trim(base, "."), ".")):
+			d.decodeErr(k, "invalid wildcard %q (want \"*.\" and a fully qualified DNS name, like \"*.example.com\")", h)
+		case wild:
 		case ipErr == nil:
 			d.keyf(k, "%q is an IP address: ACME certificates here are for DNS names", h)
 		case !validHost(h) || !strings.Contains(strings.Trim(h, "."), "."):
@@ -419,6 +438,146 @@ func (d *decoder) acme(c *Certs, key string) {
 	}
 	if c.ACMERenewBefore > 30*24*time.Hour {
 		d.keyf(key+".acme_renew_before", "%s is more than 720h: autocert renews at most 30 days before expiry", c.ACMERenewBefore)
+	}
+	switch {
+	case c.ACMEChallenge == ChallengeHTTP && c.ACMEHTTPAddress == "":
+		d.keyf(key+".acme_challenge", "%q needs acme_http_address, the plain listener the CA connects to (usually \":80\")", ChallengeHTTP)
+	case dns && c.ACMEHTTPAddress != "":
+		d.keyf(key+".acme_http_address", "not used with acme_challenge = %q (HTTP-01 only)", ChallengeDNS)
+	}
+	if dns {
+		d.dns01(c, key)
+		return
+	}
+	for _, x := range c.dnsKeys() {
+		if x.v != "" {
+			d.keyf(key+"."+x.key, "only used with acme_challenge = %q", ChallengeDNS)
+		}
+	}
+}
+
+// dnsKeys are the dns_* keys of a [certs] block, with their values ("" if
+// not set).
+func (c *Certs) dnsKeys() []struct{ key, v string } {
+	keys := []struct{ key, v string }{
+		{"dns_server", c.DNSServer}, {"dns_zone", c.DNSZone}, {"dns_tsig_name", c.DNSTSIGName},
+		{"dns_tsig_algorithm", c.DNSTSIGAlgorithm}, {"dns_tsig_secret", c.DNSTSIGSecret},
+		{"dns_tsig_secret_file", c.DNSTSIGSecretFile}, {"dns_hook", c.DNSHook},
+		{"dns_resolvers", strings.Join(c.DNSResolvers, ",")},
+	}
+	if c.DNSPropagationTimeout != 0 {
+		keys = append(keys, struct{ key, v string }{"dns_propagation_timeout", c.DNSPropagationTimeout.String()})
+	}
+	return keys
+}
+
+// dns01 checks the dns_* keys of a [certs] block with acme_challenge =
+// "dns-01": RFC 2136 (dns_server, dns_zone, the TSIG key) or a hook.
+// A secret is never quoted.
+func (d *decoder) dns01(c *Certs, key string) {
+	rfc := []struct{ key, v string }{
+		{"dns_server", c.DNSServer}, {"dns_tsig_name", c.DNSTSIGName}, {"dns_tsig_algorithm", c.DNSTSIGAlgorithm},
+		{"dns_tsig_secret", c.DNSTSIGSecret}, {"dns_tsig_secret_file", c.DNSTSIGSecretFile},
+	}
+	isSet := func(k string) bool { _, ok := d.pos[key+"."+k]; return ok }
+	switch {
+	case c.DNSHook != "" && c.DNSServer != "":
+		d.keyf(key+".dns_hook", "not with dns_server: the TXT record is set either by RFC 2136 (dns_server and a TSIG key) or by the hook, not both")
+		return
+	case c.DNSHook != "":
+		for _, x := range rfc {
+			if x.v != "" && isSet(x.key) {
+				d.keyf(key+"."+x.key, "not used with dns_hook (it is for RFC 2136 with dns_server)")
+			}
+		}
+		d.executable(key+".dns_hook", c.DNSHook)
+	case c.DNSServer == "":
+		d.add(key+".acme_challenge", fmt.Sprintf(`acme_challenge = %q in %s needs a way to set the TXT record: dns_server, dns_zone and a TSIG key (RFC 2136), or dns_hook`, ChallengeDNS, tableName(key)))
+	default:
+		d.rfc2136(c, key)
+	}
+	if c.DNSZone != "" {
+		zone := strings.ToLower(strings.TrimSuffix(c.DNSZone, "."))
+		if _, err := netip.ParseAddr(zone); err == nil || !validHost(zone) || strings.Contains(zone, "*") {
+			d.keyf(key+".dns_zone", "invalid zone %q (want a DNS name, like \"example.com\")", c.DNSZone)
+		} else {
+			for i, h := range c.ACMEDomains {
+				name := strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(h, "*."), "."))
+				if name != zone && !strings.HasSuffix(name, "."+zone) {
+					d.keyf(key+".acme_domains."+strconv.Itoa(i), "%q is not in dns_zone %q: its _acme-challenge record cannot be set there", h, c.DNSZone)
+				}
+			}
+		}
+	}
+	for i, r := range c.DNSResolvers {
+		if !validServer(r) {
+			d.keyf(key+".dns_resolvers."+strconv.Itoa(i), "invalid server %q (want host or host:port, like \"192.0.2.53\" or \"ns1.example.com:53\")", r)
+		}
+	}
+}
+
+// rfc2136 checks the RFC 2136 keys of a dns-01 [certs] block.
+func (d *decoder) rfc2136(c *Certs, key string) {
+	if !validServer(c.DNSServer) {
+		d.keyf(key+".dns_server", "invalid server %q (want host or host:port, like \"192.0.2.53\" or \"ns1.example.com:53\")", c.DNSServer)
+	}
+	d.required(key, "dns_zone", c.DNSZone)
+	d.required(key, "dns_tsig_name", c.DNSTSIGName)
+	if _, ok := dns01.Algorithm(c.DNSTSIGAlgorithm); !ok {
+		d.keyf(key+".dns_tsig_algorithm", "unknown algorithm %q (want %s)", c.DNSTSIGAlgorithm, orList(dns01.Algorithms...))
+	}
+	switch {
+	case c.DNSTSIGSecret != "" && c.DNSTSIGSecretFile != "":
+		d.keyf(key+".dns_tsig_secret", "not with dns_tsig_secret_file: give the secret once")
+	case c.DNSTSIGSecret != "":
+		if err := dns01.CheckSecret(c.DNSTSIGSecret); err != nil {
+			d.keyf(key+".dns_tsig_secret", "%v", err) // never the secret itself
+		}
+	case c.DNSTSIGSecretFile != "":
+		d.readable(key+".dns_tsig_secret_file", c.DNSTSIGSecretFile)
+		if !d.noFiles && !d.bad[key+".dns_tsig_secret_file"] {
+			if _, err := os.Stat(c.DNSTSIGSecretFile); err == nil {
+				if _, err := dns01.ReadSecret(c.DNSTSIGSecretFile); err != nil {
+					d.keyf(key+".dns_tsig_secret_file", "%v", err)
+				}
+			}
+		}
+	default:
+		d.add(key+".dns_tsig_secret", fmt.Sprintf(`missing required key "dns_tsig_secret_file" (or "dns_tsig_secret") in %s: the TSIG key's secret`, tableName(key)))
+	}
+}
+
+// validServer accepts host or host:port, the host a DNS name or an IP
+// address.
+func validServer(s string) bool {
+	host := s
+	if h, port, err := net.SplitHostPort(s); err == nil {
+		if !validPort(port) {
+			return false
+		}
+		host = h
+	}
+	return host != "" && validHost(strings.Trim(host, "[]")) && !strings.HasPrefix(host, "*")
+}
+
+// executable reports a program that cannot be run: missing, a directory,
+// or without execute permission. Skipped without files.
+func (d *decoder) executable(key, name string) {
+	if d.noFiles {
+		return
+	}
+	st, err := os.Stat(name)
+	switch {
+	case err != nil:
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		d.keyf(key, "cannot run %q: %v", name, err)
+	case st.IsDir():
+		d.keyf(key, "%q is a directory, not a program", name)
+	case st.Mode().Perm()&0o111 == 0:
+		d.keyf(key, "%q is not executable (chmod +x it)", name)
 	}
 }
 
