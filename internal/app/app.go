@@ -31,6 +31,7 @@ import (
 	"github.com/smqgw/smqgw/access"
 	"github.com/smqgw/smqgw/broker"
 	"github.com/smqgw/smqgw/certs"
+	"github.com/smqgw/smqgw/certs/dns01"
 	"github.com/smqgw/smqgw/cluster"
 	"github.com/smqgw/smqgw/config"
 	"github.com/smqgw/smqgw/gateway"
@@ -352,6 +353,8 @@ func (b *Built) source(cfg *config.Config, c *config.Certs) (source, error) {
 		}
 		b.DevCAFile = dev.CAFile
 		return (*certs.Static)(&dev.Server), nil
+	case c.DNS01():
+		return b.dns01(cfg, c)
 	case c.ACME():
 		return b.acme(cfg, c)
 	}
@@ -404,6 +407,21 @@ func (b *Built) upstreamTLS(u *config.Upstream) (*tls.Config, error) {
 // from one CA are never served as another's (staging and production, or
 // two provisioners of one private CA).
 func (b *Built) acme(cfg *config.Config, c *config.Certs) (*certs.ACME, error) {
+	ac, err := b.acmeConfig(cfg, c)
+	if err != nil {
+		return nil, err
+	}
+	a, err := certs.NewACME(ac)
+	if err != nil {
+		return nil, err
+	}
+	b.runs = append(b.runs, a.Run)
+	return a, nil
+}
+
+// acmeConfig is the ACME configuration of a [certs] block, whichever its
+// challenge.
+func (b *Built) acmeConfig(cfg *config.Config, c *config.Certs) (certs.ACMEConfig, error) {
 	var err error
 	ac := certs.ACMEConfig{
 		Domains:      c.ACMEDomains,
@@ -415,18 +433,45 @@ func (b *Built) acme(cfg *config.Config, c *config.Certs) (*certs.ACME, error) {
 	}
 	if c.ACMEDirectoryCA != "" {
 		if ac.DirectoryRoots, _, err = certs.LoadCAs(c.ACMEDirectoryCA); err != nil {
-			return nil, err
+			return ac, err
 		}
 	}
 	if c.ACMEEABKeyID != "" {
 		ac.EAB = &acme.ExternalAccountBinding{KID: c.ACMEEABKeyID, Key: c.ACMEEABKey}
 	}
-	a, err := certs.NewACME(ac)
+	return ac, nil
+}
+
+// dns01 makes the DNS-01 ACME source of a [certs] block: the ACME
+// account and cache as acme's, the TXT records set by RFC 2136 (the TSIG
+// secret read from its file now, never logged) or by the hook.
+func (b *Built) dns01(cfg *config.Config, c *config.Certs) (*certs.DNS01, error) {
+	ac, err := b.acmeConfig(cfg, c)
 	if err != nil {
 		return nil, err
 	}
-	b.runs = append(b.runs, a.Run)
-	return a, nil
+	dc := certs.DNS01Config{ACMEConfig: ac}
+	prop := &dns01.Propagation{Zone: c.DNSZone, Servers: c.DNSResolvers, Timeout: c.DNSPropagationTimeout}
+	if c.DNSHook != "" {
+		dc.Solver = &dns01.Hook{Path: c.DNSHook}
+	} else {
+		secret := c.DNSTSIGSecret
+		if c.DNSTSIGSecretFile != "" {
+			if secret, err = dns01.ReadSecret(c.DNSTSIGSecretFile); err != nil {
+				return nil, fmt.Errorf("certs %q: dns_tsig_secret_file: %w", c.Name, err)
+			}
+		}
+		u := &dns01.RFC2136{Server: c.DNSServer, Zone: c.DNSZone, KeyName: c.DNSTSIGName, Algorithm: c.DNSTSIGAlgorithm, Secret: secret}
+		dc.Solver = u
+		prop.Fallback = u.Addr()
+	}
+	dc.Propagation = prop
+	s, err := certs.NewDNS01(dc)
+	if err != nil {
+		return nil, err
+	}
+	b.runs = append(b.runs, s.Run)
+	return s, nil
 }
 
 // ACMECacheName is the directory under StateDir/acme that keeps the
