@@ -333,7 +333,7 @@ func (s *DNS01) issue(ctx context.Context, name string) (*tls.Certificate, error
 	if err != nil {
 		return nil, err
 	}
-	der, _, err := client.CreateOrderCert(ctx, order.FinalizeURL, csr, true)
+	der, _, err := client.CreateCertFromOrder(ctx, order, csr, true)
 	if err != nil {
 		return nil, fmt.Errorf("certs: acme: finalizing the order: %w", err)
 	}
