@@ -49,7 +49,7 @@ func TestClusterAttackSubscribeDuringTakeover(t *testing.T) {
 			subs = append(subs, smq.Subscribe{Topic: fmt.Sprintf("race/%d/%d", r, j)})
 		}
 		_, _ = c1.NetConn.Write(rawFrames(t, subs...)) // pipelined: no acks awaited
-		c2 := smqtest.Connect(t, nodes[r%2].Addr, uid)  // takeover, here or from node 1
+		c2 := smqtest.Connect(t, nodes[r%2].Addr, uid) // takeover, here or from node 1
 		c2.Close()
 		c1.Close()
 	}
