@@ -76,7 +76,7 @@ func TestClusterAttackObserveVsGone(t *testing.T) {
 	// never answered: keep the rounds that wait for it short.
 	nodes := startCluster(t, 2, func(i int, c *broker.Cluster) { c.RequestTimeout = 100 * time.Millisecond })
 	o := smqtest.Connect(t, nodes[0].Addr, "observer-race")
-	const rounds = 2000
+	const rounds = 1000
 	missed := 0
 	start := time.Now()
 	for r := range rounds {
