@@ -74,7 +74,7 @@ func TestClusterAttackObserveVsGone(t *testing.T) {
 	t.Parallel()
 	// A probe that reaches the observed one's node just after it went is
 	// never answered: keep the rounds that wait for it short.
-	nodes := startCluster(t, 2, func(i int, c *broker.Cluster) { c.RequestTimeout = 100 * time.Millisecond })
+	nodes := startCluster(t, 2, func(i int, c *broker.Cluster) { c.RequestTimeout = 20 * time.Millisecond })
 	o := smqtest.Connect(t, nodes[0].Addr, "observer-race")
 	const rounds = 1000
 	missed := 0
