@@ -110,3 +110,113 @@ func TestClusterAttackObserveVsGone(t *testing.T) {
 		t.Errorf("node-0 still watches %d clients of other nodes", m.Watching)
 	}
 }
+
+// TestClusterAttackChurnCounts: Subscribe, Unsubscribe, Subscribe again,
+// a duplicate Subscribe on another node: the observer sees every change of
+// the cluster's count, in order, and none after Unobserve.
+func TestClusterAttackChurnCounts(t *testing.T) {
+	t.Parallel()
+	nodes := startCluster(t, 3, nil)
+	o := smqtest.Connect(t, nodes[0].Addr, "churn-observer")
+	tid := o.Create("churn")
+	o.Send(smq.Observe{ID: tid})
+	o.ExpectRaw(smqtest.ChangeRaw(tid, 0))
+	c := smqtest.Connect(t, nodes[1].Addr, "churn-client")
+	ctid := c.Subscribe("churn")
+	o.ExpectRaw(smqtest.ChangeRaw(tid, 1))
+	c.Send(smq.Unsubscribe{TID: ctid})
+	o.ExpectRaw(smqtest.ChangeRaw(tid, 0))
+	c.Subscribe("churn")
+	o.ExpectRaw(smqtest.ChangeRaw(tid, 1))
+	c.Subscribe("churn") // duplicate: acked again, no Change
+	d := smqtest.Connect(t, nodes[2].Addr, "churn-client-2")
+	d.Subscribe("churn")
+	o.ExpectRaw(smqtest.ChangeRaw(tid, 2))
+	c.Close()
+	o.ExpectRaw(smqtest.ChangeRaw(tid, 1))
+	o.Send(smq.Unobserve{ID: tid})
+	o.Barrier()
+	d.Send(smq.Unsubscribe{TID: d.Subscribe("churn")})
+	waitIdle(t, nodes[1])
+	d.Barrier()
+	o.Barrier() // nothing after Unobserve
+	// Observe again: the count is the cluster's at once.
+	e := smqtest.Connect(t, nodes[1].Addr, "churn-client-3")
+	e.Subscribe("churn")
+	o.Send(smq.Observe{ID: tid})
+	o.ExpectRaw(smqtest.ChangeRaw(tid, 1))
+}
+
+// TestClusterAttackTakeoverToObserversNode: a client of another node,
+// observed, taken over by a connection on the observer's own node: the
+// observer gets Change(etid, 0) as on one broker, and can observe the new
+// session, which then reports its own going.
+func TestClusterAttackTakeoverToObserversNode(t *testing.T) {
+	t.Parallel()
+	nodes := startCluster(t, 2, nil)
+	o := smqtest.Connect(t, nodes[0].Addr, "home-observer")
+	first := smqtest.Connect(t, nodes[1].Addr, "wanderer")
+	o.Send(smq.Observe{ID: first.ETID})
+	o.Barrier()
+	second := smqtest.Connect(t, nodes[0].Addr, "wanderer")
+	if second.ETID != first.ETID {
+		t.Fatalf("ETID %#x after takeover, want %#x", second.ETID, first.ETID)
+	}
+	first.ExpectDisconnect("reconnect")
+	o.ExpectRaw(smqtest.ChangeRaw(first.ETID, 0))
+	o.Send(smq.Observe{ID: second.ETID})
+	o.Barrier()
+	second.Close()
+	o.ExpectRaw(smqtest.ChangeRaw(second.ETID, 0))
+	o.Barrier()
+	waitIdle(t, nodes[1])
+	if m := broker.ClusterMapSizes(nodes[0].Broker); m.Watching != 0 {
+		t.Errorf("node-0 still watches %d clients of other nodes", m.Watching)
+	}
+}
+
+// TestClusterAttackSimultaneousConnects: one UID connecting on two nodes
+// at once: exactly one session is left, as on one broker.
+func TestClusterAttackSimultaneousConnects(t *testing.T) {
+	t.Parallel()
+	nodes := startCluster(t, 2, nil)
+	const rounds = 300
+	early := 0
+	for r := range rounds {
+		uid := fmt.Sprintf("twin-%04d", r)
+		conns := []*smqtest.Conn{smqtest.Dial(t, nodes[0].Addr), smqtest.Dial(t, nodes[1].Addr)}
+		for _, c := range conns {
+			c.Send(smq.Connect{Version: 1, UID: uid})
+		}
+		kicked := make([]bool, 2)
+		for i, c := range conns {
+			switch msg := c.Read(); smq.Type(msg[0]) {
+			case smq.TypeConnack:
+			case smq.TypeDisconnect: // kicked before its Connack
+				kicked[i] = true
+				early++
+			default:
+				t.Fatalf("round %d: got %s, want Connack", r, smqtest.Describe(msg))
+			}
+		}
+		// The older one is told to go once the newer one's announcement
+		// arrives: wait for that, generously.
+		for deadline := time.Now().Add(5 * time.Second); !kicked[0] && !kicked[1] && time.Now().Before(deadline); {
+			for i, c := range conns {
+				f, err := c.ReadFrame(20 * time.Millisecond)
+				if err == nil && smq.Type(f.Msg[0]) == smq.TypeDisconnect {
+					kicked[i] = true
+				}
+			}
+		}
+		if kicked[0] == kicked[1] {
+			t.Fatalf("round %d: uid %s connected on two nodes at once: kicked %v, want exactly one", r, uid, kicked)
+		}
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	if early > 0 {
+		t.Logf("%d sessions got Disconnect \"reconnect\" before (instead of) their Connack", early)
+	}
+}
