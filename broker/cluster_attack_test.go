@@ -180,7 +180,7 @@ func TestClusterAttackTakeoverToObserversNode(t *testing.T) {
 func TestClusterAttackSimultaneousConnects(t *testing.T) {
 	t.Parallel()
 	nodes := startCluster(t, 2, nil)
-	const rounds = 300
+	const rounds = 600
 	early := 0
 	for r := range rounds {
 		uid := fmt.Sprintf("twin-%04d", r)
