@@ -20,9 +20,11 @@
 // tells a wrong key (BADSIG, BADKEY, BADTIME) from a zone named does not
 // serve (NOERROR).
 //
-// When the port is taken between its reservation and named's bind, named
-// logs "address in use" and keeps running without listening; Start then
-// stops it and tries another port.
+// The port is reserved and then released for named to bind, so another
+// program may take it meanwhile. If that one holds the UDP port, named exits
+// with "unable to listen on any configured interfaces"; if it holds the TCP
+// port, named logs "creating TCP socket: address in use" and keeps running
+// on UDP alone. Start tells both from other failures and tries another port.
 package bindtest
 
 import (
@@ -178,6 +180,10 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 }
 
+// portReleased, when set (by a test), is called with the port named will
+// listen on, after it is found free and before named starts.
+var portReleased func(port int)
+
 // errPortTaken marks a start that failed because the port was taken
 // between its reservation and named's bind.
 var errPortTaken = errors.New("the port was taken before named bound it")
@@ -187,6 +193,9 @@ var errPortTaken = errors.New("the port was taken before named bound it")
 func (s *Server) launch(t testing.TB, named string) error {
 	t.Helper()
 	port := freePort(t)
+	if portReleased != nil {
+		portReleased(port)
+	}
 	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	conf := s.writeConfig(t, port)
 
@@ -221,7 +230,7 @@ func (s *Server) launch(t testing.TB, named string) error {
 		s.Stop()
 		tail := s.out.tail(outputTail)
 		err = fmt.Errorf("%w\noutput of named (tail):\n%s", err, tail)
-		if strings.Contains(tail, "address in use") {
+		if strings.Contains(tail, "address in use") || strings.Contains(tail, "unable to listen on any configured interfaces") {
 			err = fmt.Errorf("%w: %w", errPortTaken, err)
 		}
 		// The error says named exited; the cleanup registered above must
@@ -249,7 +258,7 @@ func (s *Server) await(ctx context.Context) error {
 		default:
 		}
 		if s.out.contains("address in use") {
-			return errors.New("named could not bind its port")
+			return errors.New("named could not bind its TCP port")
 		}
 		select {
 		case <-tick.C:

@@ -5,8 +5,11 @@ package bindtest
 import (
 	"bytes"
 	"errors"
+	"io"
+	"net"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -140,6 +143,49 @@ func TestStop(t *testing.T) {
 	}
 	if err := syscall.Kill(-s.cmd.Process.Pid, 0); !errors.Is(err, syscall.ESRCH) {
 		t.Errorf("process group %d: %v, want ESRCH", s.cmd.Process.Pid, err)
+	}
+}
+
+// TestStartRetriesTakenPort: when another program takes the port, UDP or
+// TCP, between its reservation and named's bind, Start tries another port.
+// (Not parallel: the hook is the package's.)
+func TestStartRetriesTakenPort(t *testing.T) {
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			var taken []io.Closer
+			portReleased = func(port int) {
+				if len(taken) > 0 {
+					return // only the first attempt
+				}
+				addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+				var c io.Closer
+				var err error
+				if network == "udp" {
+					c, err = net.ListenPacket("udp", addr)
+				} else {
+					c, err = net.Listen("tcp", addr)
+				}
+				if err != nil {
+					t.Errorf("taking %s port %d: %v", network, port, err)
+					return
+				}
+				taken = append(taken, c)
+			}
+			defer func() {
+				portReleased = nil
+				for _, c := range taken {
+					c.Close()
+				}
+			}()
+			s := Start(t, Options{})
+			if len(taken) != 1 {
+				t.Fatalf("the hook took %d ports, want 1", len(taken))
+			}
+			s.Update(t, "_acme-challenge.example.test.", "v")
+			if got := s.TXT(t, "_acme-challenge.example.test."); !slices.Equal(got, []string{"v"}) {
+				t.Errorf("TXT %q", got)
+			}
+		})
 	}
 }
 
