@@ -230,6 +230,11 @@ func (s *Server) launch(t testing.TB, named string) error {
 		s.Stop()
 		tail := s.out.tail(outputTail)
 		err = fmt.Errorf("%w\noutput of named (tail):\n%s", err, tail)
+		if strings.Contains(tail, "permission denied") {
+			// Debian's AppArmor profile for /usr/sbin/named allows files
+			// under /etc/bind, /var/lib/bind and /var/cache/bind only.
+			err = fmt.Errorf("%w\nhint: if AppArmor confines named, let it read %s: aa-complain /usr/sbin/named", err, s.Dir)
+		}
 		if strings.Contains(tail, "address in use") || strings.Contains(tail, "unable to listen on any configured interfaces") {
 			err = fmt.Errorf("%w: %w", errPortTaken, err)
 		}
