@@ -361,11 +361,15 @@ func (s *Server) mustUpdate(t testing.TB, add bool, name, value string) {
 		t.Fatalf("bindtest: %q is in none of the zones %q", name, s.Zones)
 	}
 	r, err := s.update(zone, s.KeySecret, add, name, value)
+	if r != nil && r.Rcode != dns.RcodeSuccess {
+		rcode := dns.RcodeToString[r.Rcode]
+		if tsig := r.IsTsig(); tsig != nil && tsig.Error != dns.RcodeSuccess {
+			rcode += "(" + dns.RcodeToString[int(tsig.Error)] + ")"
+		}
+		t.Fatalf("bindtest: update of %s TXT %q: %s", name, value, rcode)
+	}
 	if err != nil {
 		t.Fatalf("bindtest: update of %s TXT %q: %v", name, value, err)
-	}
-	if r.Rcode != dns.RcodeSuccess {
-		t.Fatalf("bindtest: update of %s TXT %q: %s", name, value, dns.RcodeToString[r.Rcode])
 	}
 }
 
