@@ -10,14 +10,15 @@
 //   - an update signed with the key for a name in a zone: NOERROR;
 //   - an update signed with a wrong secret: NOTAUTH, with TSIG error BADSIG
 //     in an unsigned TSIG record (nsupdate says "update failed:
-//     NOTAUTH(BADSIG)");
+//     NOTAUTH(BADSIG)"); with a key name named does not know: NOTAUTH,
+//     with TSIG error BADKEY likewise;
 //   - an update for a zone the server does not serve, signed with the key:
 //     NOTAUTH (named logs "not authoritative for update zone");
 //   - a query for a name outside its zones: REFUSED (recursion is off).
 //
 // github.com/miekg/dns returns every NOTAUTH answer with the error ErrAuth,
 // without verifying its TSIG; the answer's TSIG error (r.IsTsig().Error)
-// tells a wrong key (BADSIG, BADKEY, BADTIME) from a zone named does not
+// tells a wrong key (BADSIG, BADKEY) from a zone named does not
 // serve (NOERROR).
 //
 // The port is reserved and then released for named to bind, so another
@@ -29,6 +30,7 @@ package bindtest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -360,7 +362,7 @@ func (s *Server) mustUpdate(t testing.TB, add bool, name, value string) {
 	if zone == "" {
 		t.Fatalf("bindtest: %q is in none of the zones %q", name, s.Zones)
 	}
-	r, err := s.update(zone, s.KeySecret, add, name, value)
+	r, err := s.update(zone, "", s.KeySecret, add, name, value)
 	if r != nil && r.Rcode != dns.RcodeSuccess {
 		rcode := dns.RcodeToString[r.Rcode]
 		if tsig := r.IsTsig(); tsig != nil && tsig.Error != dns.RcodeSuccess {
@@ -385,10 +387,10 @@ func (s *Server) zoneOf(name string) string {
 }
 
 // update sends an RFC 2136 update for zone over TCP, signed with the key
-// under secret, adding (or, when add is false, deleting) the TXT record
-// name with value. The answer comes with the error when its TSIG does not
-// verify, as when named rejects the request's signature.
-func (s *Server) update(zone, secret string, add bool, name, value string) (*dns.Msg, error) {
+// keyName (s.KeyName if empty) and secret, adding (or, when add is false,
+// deleting) the TXT record name with value. A NOTAUTH answer comes with
+// miekg/dns's ErrAuth.
+func (s *Server) update(zone, keyName, secret string, add bool, name, value string) (*dns.Msg, error) {
 	m := new(dns.Msg).SetUpdate(zone)
 	rr := []dns.RR{&dns.TXT{
 		Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60},
@@ -399,7 +401,7 @@ func (s *Server) update(zone, secret string, add bool, name, value string) (*dns
 	} else {
 		m.Remove(rr)
 	}
-	key := dns.Fqdn(s.KeyName)
+	key := dns.Fqdn(cmp.Or(keyName, s.KeyName))
 	m.SetTsig(key, dns.Fqdn(s.KeyAlgorithm), 300, time.Now().Unix())
 	c := &dns.Client{Net: "tcp", Timeout: queryTimeout, TsigSecret: map[string]string{key: secret}}
 	r, _, err := c.Exchange(m, s.Addr)

@@ -65,24 +65,32 @@ func TestUpdateRefused(t *testing.T) {
 	s := Start(t, Options{})
 	const name = "_acme-challenge.example.test."
 
-	t.Run("wrong secret", func(t *testing.T) {
-		r, err := s.update(s.Zone, wrongSecret, true, name, "v")
-		// named answers NOTAUTH with an unsigned TSIG record carrying
-		// BADSIG. miekg/dns returns such an answer with ErrAuth, as it
-		// does every NOTAUTH answer, without verifying its TSIG.
-		if r == nil || !errors.Is(err, dns.ErrAuth) {
-			t.Fatalf("answer %v, error %v; want one with ErrAuth", r, err)
-		}
-		if r.Rcode != dns.RcodeNotAuth {
-			t.Errorf("rcode %s, want NOTAUTH", dns.RcodeToString[r.Rcode])
-		}
-		if tsig := r.IsTsig(); tsig == nil || tsig.Error != dns.RcodeBadSig || tsig.MAC != "" {
-			t.Errorf("TSIG %v, want an unsigned one with error BADSIG", tsig)
-		}
-	})
+	// named answers NOTAUTH with an unsigned TSIG record carrying the
+	// TSIG error. miekg/dns returns such an answer with ErrAuth, as it does
+	// every NOTAUTH answer, without verifying its TSIG.
+	for _, tt := range []struct {
+		name, key, secret string
+		tsigErr           int
+	}{
+		{"wrong secret", "", wrongSecret, dns.RcodeBadSig},
+		{"unknown key name", "no-such-key", s.KeySecret, dns.RcodeBadKey},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := s.update(s.Zone, tt.key, tt.secret, true, name, "v")
+			if r == nil || !errors.Is(err, dns.ErrAuth) {
+				t.Fatalf("answer %v, error %v; want one with ErrAuth", r, err)
+			}
+			if r.Rcode != dns.RcodeNotAuth {
+				t.Errorf("rcode %s, want NOTAUTH", dns.RcodeToString[r.Rcode])
+			}
+			if tsig := r.IsTsig(); tsig == nil || int(tsig.Error) != tt.tsigErr || tsig.MAC != "" {
+				t.Errorf("TSIG %v, want an unsigned one with error %s", tsig, dns.RcodeToString[tt.tsigErr])
+			}
+		})
+	}
 
 	t.Run("unknown zone", func(t *testing.T) {
-		r, err := s.update("other.test.", s.KeySecret, true, "_acme-challenge.other.test.", "v")
+		r, err := s.update("other.test.", "", s.KeySecret, true, "_acme-challenge.other.test.", "v")
 		// NOTAUTH again (so ErrAuth from miekg/dns), but signed with the
 		// key and TSIG error NOERROR: that tells it from a wrong key.
 		if r == nil || !errors.Is(err, dns.ErrAuth) {
