@@ -4,6 +4,7 @@ package bindtest
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"io"
 	"net"
@@ -29,7 +30,7 @@ func TestUpdate(t *testing.T) {
 		t.Run("alg="+alg, func(t *testing.T) {
 			t.Parallel()
 			s := Start(t, Options{Algorithm: alg})
-			if want := cmpOr(alg, "hmac-sha256"); s.KeyAlgorithm != want {
+			if want := cmp.Or(alg, "hmac-sha256"); s.KeyAlgorithm != want {
 				t.Errorf("KeyAlgorithm = %q, want %q", s.KeyAlgorithm, want)
 			}
 			if s.Zone != DefaultZone || !strings.HasPrefix(s.Addr, "127.0.0.1:") {
@@ -59,7 +60,8 @@ func TestUpdate(t *testing.T) {
 }
 
 // TestUpdateRefused records what named answers to the updates an RFC 2136
-// client must report: a wrong secret and a zone it does not serve.
+// client must report: a wrong secret, a key it does not know, and a zone it
+// does not serve.
 func TestUpdateRefused(t *testing.T) {
 	t.Parallel()
 	s := Start(t, Options{})
@@ -263,9 +265,3 @@ func TestHookScript(t *testing.T) {
 // wrongSecret is a well-formed secret that no Server has.
 const wrongSecret = "d3Jvbmcgc2VjcmV0IG9mIDMyIGJ5dGVzLi4uLi4uLi4="
 
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
