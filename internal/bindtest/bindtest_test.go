@@ -264,4 +264,3 @@ func TestHookScript(t *testing.T) {
 
 // wrongSecret is a well-formed secret that no Server has.
 const wrongSecret = "d3Jvbmcgc2VjcmV0IG9mIDMyIGJ5dGVzLi4uLi4uLi4="
-
