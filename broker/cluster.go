@@ -46,20 +46,28 @@ import (
 	"github.com/smqgw/smqgw/smq"
 )
 
-// inboundQueue is how many messages from the other nodes may wait for the
-// dispatcher; more are dropped (and counted) by NATS as a slow consumer.
-const inboundQueue = 1 << 16
+// How many messages from the other nodes may wait: Publish messages for
+// the data dispatcher, the rest (heartbeats, claims, counts, questions) for
+// the control dispatcher, so that a flood of data delays none of them.
+// More are dropped (and counted) by NATS as a slow consumer. A Publish is
+// at most a raw frame, so the data queue holds at most 4 GiB, in practice
+// what the messages weigh (64 B: 6 MiB).
+const (
+	dataQueue    = 1 << 16
+	controlQueue = 1 << 14
+)
 
 // clusterNode is the broker's side of a cluster.
 type clusterNode struct {
 	b     *Broker
 	cfg   Cluster
 	nc    *nats.Conn
-	inc   uint64 // this run of the node: a restarted node is a new peer
-	pfx   string // cfg.Prefix + "."
-	in    chan *nats.Msg
+	inc   uint64         // this run of the node: a restarted node is a new peer
+	pfx   string         // cfg.Prefix + "."
+	in    chan *nats.Msg // Publish messages
+	ctl   chan *nats.Msg // the rest
 	done  chan struct{}
-	ended chan struct{}
+	loops sync.WaitGroup
 
 	mu       sync.Mutex
 	live     map[*nats.Subscription]struct{}
@@ -117,6 +125,7 @@ type clientWatch struct {
 	alive  bool
 	holder uint64
 	ready  chan struct{}
+	gone   []uint64 // holders it went from while the probe was out
 }
 
 // barrierRound is one round of questions to every peer; done is closed
@@ -146,7 +155,7 @@ func newClusterNode(b *Broker, c Cluster) *clusterNode {
 	}
 	cn := &clusterNode{
 		b: b, cfg: c, nc: c.Conn, inc: rand.Uint64() | 1, pfx: c.Prefix + ".",
-		in: make(chan *nats.Msg, inboundQueue), done: make(chan struct{}), ended: make(chan struct{}),
+		in: make(chan *nats.Msg, dataQueue), ctl: make(chan *nats.Msg, controlQueue), done: make(chan struct{}),
 		live:     make(map[*nats.Subscription]struct{}),
 		interest: make(map[string]*interest),
 		watched:  make(map[string]*countWatch),
@@ -155,10 +164,11 @@ func newClusterNode(b *Broker, c Cluster) *clusterNode {
 		peers:    make(map[uint64]*peer),
 	}
 	cn.mu.Lock()
-	cn.subscribe(cn.pfx + "hb")
-	cn.subscribe(cn.pfx + "n." + c.Node)
+	cn.subscribe(cn.pfx+"hb", cn.ctl)
+	cn.subscribe(cn.pfx+"n."+c.Node, cn.ctl)
 	cn.mu.Unlock()
-	go cn.loop()
+	cn.loops.Go(cn.loop)
+	cn.loops.Go(cn.dataLoop)
 	cn.heartbeat('h')
 	return cn
 }
@@ -182,8 +192,8 @@ func (cn *clusterNode) goneSubject(id uint32) string {
 }
 
 // subscribe subscribes the dispatcher to subject. Caller holds mu.
-func (cn *clusterNode) subscribe(subject string) *nats.Subscription {
-	sub, err := cn.nc.ChanSubscribe(subject, cn.in)
+func (cn *clusterNode) subscribe(subject string, ch chan *nats.Msg) *nats.Subscription {
+	sub, err := cn.nc.ChanSubscribe(subject, ch)
 	if err != nil {
 		cn.logErr("cluster subscribe", err)
 		return nil
@@ -284,7 +294,7 @@ func (cn *clusterNode) held(s *session) {
 	h := cn.clients[s.etid]
 	first := h == nil
 	if first {
-		h = &heldClient{esub: cn.subscribe(cn.etidSubject(s.etid)), usub: cn.subscribe(cn.uidSubject(s.uid))}
+		h = &heldClient{esub: cn.subscribe(cn.etidSubject(s.etid), cn.in), usub: cn.subscribe(cn.uidSubject(s.uid), cn.ctl)}
 		cn.clients[s.etid] = h
 	}
 	h.n++
@@ -292,9 +302,15 @@ func (cn *clusterNode) held(s *session) {
 	if first {
 		cn.barrier()
 	}
-	a := binary.BigEndian.AppendUint64(make([]byte, 0, 16+len(s.uid)), uint64(s.since))
+	cn.announce(s.uid, s.since)
+}
+
+// announce tells the other nodes that a session here since since holds
+// uid: an older holder lets go.
+func (cn *clusterNode) announce(uid string, since int64) {
+	a := binary.BigEndian.AppendUint64(make([]byte, 0, 16+len(uid)), uint64(since))
 	a = binary.BigEndian.AppendUint64(a, cn.inc)
-	cn.publish(cn.uidSubject(s.uid), append(a, s.uid...))
+	cn.publish(cn.uidSubject(uid), append(a, uid...))
 }
 
 // release undoes what a dropped session had in the cluster: its client
@@ -351,12 +367,16 @@ func (cn *clusterNode) letGo(uid string, newer func(*session) bool) uint32 {
 // subscribes this node to the topic's messages and waits until the other
 // nodes know (a barrier), so that what they publish after the Suback
 // reaches it.
-func (cn *clusterNode) want(name string) {
+func (cn *clusterNode) want(name string, subscribe func() bool) {
 	cn.mu.Lock()
+	if !subscribe() {
+		cn.mu.Unlock()
+		return
+	}
 	in := cn.interest[name]
 	first := in == nil
 	if first {
-		in = &interest{sub: cn.subscribe(cn.topicSubject(name)), ready: make(chan struct{})}
+		in = &interest{sub: cn.subscribe(cn.topicSubject(name), cn.in), ready: make(chan struct{})}
 		cn.interest[name] = in
 	}
 	in.n++
@@ -449,7 +469,7 @@ func (cn *clusterNode) watch(name string) {
 		<-w.ready
 		return
 	}
-	w = &countWatch{refs: 1, sub: cn.subscribe(cn.countSubject(name)), peers: make(map[uint64]peerCount),
+	w = &countWatch{refs: 1, sub: cn.subscribe(cn.countSubject(name), cn.ctl), peers: make(map[uint64]peerCount),
 		ready: make(chan struct{})}
 	cn.watched[name] = w
 	peers := cn.peerNames()
@@ -518,17 +538,33 @@ func (cn *clusterNode) watchClient(id uint32) bool {
 		defer cn.mu.Unlock()
 		return w.alive
 	}
-	w = &clientWatch{refs: 1, sub: cn.subscribe(cn.goneSubject(id)), ready: make(chan struct{})}
+	w = &clientWatch{refs: 1, sub: cn.subscribe(cn.goneSubject(id), cn.ctl), ready: make(chan struct{})}
 	cn.watching[id] = w
 	cn.mu.Unlock()
 	m := cn.request(cn.etidSubject(id), nil)
 	cn.mu.Lock()
 	defer cn.mu.Unlock()
 	if m != nil && len(m.Data) == 8 {
-		w.alive, w.holder = true, binary.BigEndian.Uint64(m.Data)
+		w.holder = binary.BigEndian.Uint64(m.Data)
+		w.alive = !slices.Contains(w.gone, w.holder) // not gone since it answered
 	}
+	w.gone = nil
 	close(w.ready)
 	return w.alive
+}
+
+// observeClient makes a session an observer of id, a client of another
+// node it found there, with observe, unless id went since (there false).
+// Under mu, so that clientGone either comes after and tells the session,
+// or came before and the session learns it here.
+func (cn *clusterNode) observeClient(id uint32, observe func() (bool, error)) (there, added bool, err error) {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	if w := cn.watching[id]; w == nil || !w.alive {
+		return false, false, nil
+	}
+	added, err = observe()
+	return true, added, err
 }
 
 // unwatchClient counts one observation fewer here of id, a client of
@@ -551,6 +587,13 @@ func (cn *clusterNode) unwatchClient(id uint32) {
 func (cn *clusterNode) clientGone(id uint32, holder uint64) {
 	cn.mu.Lock()
 	w := cn.watching[id]
+	if w != nil && !w.alive {
+		select {
+		case <-w.ready:
+		default: // the probe is out: its answer may predate this
+			w.gone = append(w.gone, holder)
+		}
+	}
 	if w == nil || !w.alive || w.holder != holder {
 		cn.mu.Unlock()
 		return
@@ -590,23 +633,35 @@ func (cn *clusterNode) askAll(peers []string, q []byte, got func(*nats.Msg)) {
 
 // The dispatcher.
 
-// loop takes the messages of the other nodes, in the order NATS received
-// them, and sends heartbeats, until the broker shuts down.
+// loop takes the control messages of the other nodes, in the order NATS
+// received them, and sends heartbeats, until the broker shuts down.
 func (cn *clusterNode) loop() {
-	defer close(cn.ended)
 	tick := time.NewTicker(cn.cfg.Heartbeat)
 	defer tick.Stop()
 	for {
 		select {
-		case m := <-cn.in:
+		case m := <-cn.ctl:
 			cn.dispatch(m)
 		case <-tick.C:
 			cn.heartbeat('h')
-			if len(cn.in) == 0 { // with a backlog, heartbeats may be in it
+			if len(cn.ctl) == 0 { // with a backlog, heartbeats may be in it
 				cn.expire(time.Now())
 			}
 		case <-cn.done:
 			cn.heartbeat('b')
+			return
+		}
+	}
+}
+
+// dataLoop delivers the Publish messages of the other nodes, in the order
+// NATS received them, until the broker shuts down.
+func (cn *clusterNode) dataLoop() {
+	for {
+		select {
+		case m := <-cn.in:
+			cn.dispatch(m)
+		case <-cn.done:
 			return
 		}
 	}
@@ -707,9 +762,19 @@ func (cn *clusterNode) dispatch(m *nats.Msg) {
 			return
 		}
 		since, inc := int64(binary.BigEndian.Uint64(d)), binary.BigEndian.Uint64(d[8:])
+		var keep int64
 		cn.letGo(string(d[16:]), func(s *session) bool {
-			return s.since < since || (s.since == since && cn.inc < inc)
+			if s.since < since || (s.since == since && cn.inc < inc) {
+				return true
+			}
+			keep = s.since
+			return false
 		})
+		if keep != 0 {
+			// The session here is the newer: its own announcement may
+			// have gone out before that node listened; say it again.
+			cn.announce(string(d[16:]), keep)
+		}
 	case "c.":
 		if len(d) >= 20 {
 			cn.applyCount(string(d[20:]), binary.BigEndian.Uint64(d), binary.BigEndian.Uint64(d[8:]),
@@ -777,7 +842,7 @@ func (cn *clusterNode) dispatch(m *nats.Msg) {
 			// Say hello back at once, and learn its counts of what is
 			// observed here.
 			cn.heartbeat('h')
-			go func() {
+			cn.loops.Go(func() { // while loop runs: loops is not at zero
 				for _, topic := range names {
 					cn.askAll([]string{name}, append([]byte{'c'}, topic...), func(m *nats.Msg) {
 						if len(m.Data) == 20 {
@@ -786,7 +851,7 @@ func (cn *clusterNode) dispatch(m *nats.Msg) {
 						}
 					})
 				}
-			}()
+			})
 		}
 	}
 }
@@ -888,7 +953,7 @@ func (cn *clusterNode) stop() {
 	default:
 		close(cn.done)
 	}
-	<-cn.ended
+	cn.loops.Wait()
 	_ = cn.nc.Flush()
 }
 
@@ -907,7 +972,7 @@ func (cn *clusterNode) stats() *ClusterStats {
 	return &ClusterStats{
 		Node: cn.cfg.Node, Peers: names,
 		MessagesOut: cn.out.Load(), MessagesIn: cn.in_.Load(),
-		Dropped: dropped, Pending: len(cn.in),
+		Dropped: dropped, Pending: len(cn.in) + len(cn.ctl),
 		TakeoversOut: cn.takeOut.Load(), TakeoversIn: cn.takeIn.Load(),
 		PeersLost: cn.lost.Load(), RequestTimeouts: cn.timeouts.Load(), Barriers: cn.barriers.Load(),
 	}

@@ -405,10 +405,15 @@ func (s *session) handle(msg []byte) error {
 		if s.nameFits(name, lim) && (cfg.PermitTopic == nil || cfg.PermitTopic(s.client(), t, name)) {
 			var err error
 			if t == smq.TypeSubscribe {
-				var added bool
-				ack.ID, added, err = reg.subscribe(s, name, lim.MaxTopicsPerSession)
-				if added && s.b.cl != nil {
-					s.b.cl.want(name)
+				if cl := s.b.cl; cl != nil {
+					// Counted in the cluster under its lock, so that a
+					// takeover dropping s cannot release it first.
+					cl.want(name, func() (added bool) {
+						ack.ID, added, err = reg.subscribe(s, name, lim.MaxTopicsPerSession)
+						return added
+					})
+				} else {
+					ack.ID, _, err = reg.subscribe(s, name, lim.MaxTopicsPerSession)
 				}
 			} else {
 				ack.ID, err = reg.create(s, name, lim.MaxTopicsPerSession)
@@ -533,7 +538,10 @@ func (s *session) observe(id uint32) error {
 		_, err := reg.observe(s, id, limit, false)
 		return err
 	}
-	added, err := reg.observe(s, id, limit, true)
+	there, added, err := cl.observeClient(id, func() (bool, error) { return reg.observe(s, id, limit, true) })
+	if !there { // it went since the probe: as if never there
+		_, err = reg.observe(s, id, limit, false)
+	}
 	if !added {
 		cl.unwatchClient(id)
 	}

@@ -3,9 +3,12 @@
 // Package pebbletest runs Pebble, Let's Encrypt's ACME test CA, for tests: a
 // real ACME server on loopback that validates HTTP-01 and TLS-ALPN-01
 // challenges by connecting to 127.0.0.1, because pebble-challtestsrv's DNS
-// server answers every name with 127.0.0.1. Both programs come from the tool
-// lines in go.mod, built by "go tool -n" and run as the test's own children,
-// each in its own process group, and stop with the test.
+// server answers every name with 127.0.0.1. Given a DNS server of the test's
+// own instead (Options.DNSServer, such as internal/bindtest's BIND), Pebble
+// resolves against that one and validates DNS-01 challenges by its TXT
+// records. Both programs come from the tool lines in go.mod, built by
+// "go tool -n" and run as the test's own children, each in its own process
+// group, and stop with the test.
 //
 // Pebble makes a fresh root CA on every start: trust Roots, not a fixed file.
 package pebbletest
@@ -81,9 +84,20 @@ type Options struct {
 	// shorter than the MAC's hash (32 bytes for HS256, which
 	// golang.org/x/crypto/acme uses), so Start refuses keys under 32 bytes.
 	EAB map[string][]byte
+
+	// DNSServer, if set, is the DNS server Pebble uses for every lookup
+	// instead of pebble-challtestsrv, which then does not run: host:port,
+	// such as a bindtest.Server's Addr. Pebble asks it over TCP, without
+	// recursion, for the TXT records of _acme-challenge names (DNS-01) and
+	// the addresses of names it connects to (HTTP-01, TLS-ALPN-01), so it
+	// must be authoritative for the names ordered. Empty means
+	// pebble-challtestsrv, which answers every A query with 127.0.0.1 and
+	// serves no TXT records.
+	DNSServer string
 }
 
-// Pebble is a running Pebble and its DNS server, started by Start.
+// Pebble is a running Pebble and, unless Options.DNSServer is set,
+// pebble-challtestsrv as its DNS server, started by Start.
 type Pebble struct {
 	// DirectoryURL is the ACME directory, https://127.0.0.1:PORT/dir. Its
 	// certificate is issued by CAFile / CAPool, not by Roots.
@@ -105,14 +119,16 @@ type Pebble struct {
 	HTTPPort int
 	TLSPort  int
 
-	// DNSAddr is pebble-challtestsrv's DNS server, 127.0.0.1:PORT over UDP
-	// and TCP, which Pebble uses for every lookup. It answers A queries with
-	// 127.0.0.1 and AAAA queries with nothing unless told otherwise.
+	// DNSAddr is the DNS server Pebble uses for every lookup:
+	// Options.DNSServer, or else pebble-challtestsrv's, 127.0.0.1:PORT over
+	// UDP and TCP, which answers A queries with 127.0.0.1 and AAAA queries
+	// with nothing unless told otherwise.
 	DNSAddr string
 
 	// ChallSrvURL is pebble-challtestsrv's management API,
 	// http://127.0.0.1:PORT, for tests that need other DNS answers: POST
-	// /set-txt for DNS-01, /add-a, /set-servfail and so on.
+	// /set-txt for DNS-01, /add-a, /set-servfail and so on. It is empty when
+	// Options.DNSServer is set.
 	ChallSrvURL string
 
 	client   *http.Client // trusts CAPool
@@ -120,8 +136,8 @@ type Pebble struct {
 	stopOnce sync.Once
 }
 
-// Start runs pebble-challtestsrv and Pebble on free loopback ports and
-// returns once both answer, failing t after 90 seconds. Stop is registered
+// Start runs pebble-challtestsrv (unless Options.DNSServer is set) and
+// Pebble on free loopback ports and returns once they answer, failing t after 90 seconds. Stop is registered
 // with t.Cleanup; if t fails, the tail of both programs' output is logged.
 //
 // When "go tool pebble" cannot be built (no go command, no module cache and
@@ -129,6 +145,11 @@ type Pebble struct {
 // "true".
 func Start(t testing.TB, opts Options) *Pebble {
 	t.Helper()
+	if opts.DNSServer != "" {
+		if _, _, err := net.SplitHostPort(opts.DNSServer); err != nil {
+			t.Fatalf("pebbletest: invalid DNSServer %q: want host:port: %v", opts.DNSServer, err)
+		}
+	}
 	tc, err := findToolchain()
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -172,7 +193,12 @@ func launch(t testing.TB, tc toolchain, opts Options, ca *testpki.CA, leaf *test
 
 	var res reservation
 	defer res.release()
-	dnsPort := res.tcpAndUDP(t)
+	dnsAddr := opts.DNSServer
+	if dnsAddr == "" {
+		dnsAddr = loopback(res.tcpAndUDP(t))
+	}
+	// challMgmtPort goes unused with opts.DNSServer; it is reserved anyway
+	// so that portsReleased sees the same list.
 	challMgmtPort, listenPort, mgmtPort := res.tcp(t), res.tcp(t), res.tcp(t)
 	httpPort, tlsPort := opts.HTTPPort, opts.TLSPort
 	if httpPort == 0 {
@@ -193,8 +219,7 @@ func launch(t testing.TB, tc toolchain, opts Options, ca *testpki.CA, leaf *test
 		CAPool:        ca.Pool,
 		HTTPPort:      httpPort,
 		TLSPort:       tlsPort,
-		DNSAddr:       loopback(dnsPort),
-		ChallSrvURL:   "http://" + loopback(challMgmtPort),
+		DNSAddr:       dnsAddr,
 		client: &http.Client{
 			Transport: &http.Transport{
 				TLSClientConfig:   &tls.Config{RootCAs: ca.Pool},
@@ -219,16 +244,28 @@ func launch(t testing.TB, tc toolchain, opts Options, ca *testpki.CA, leaf *test
 		},
 	}})
 
-	chall := p.start(t, tc, "pebble-challtestsrv",
-		"-defaultIPv4", "127.0.0.1",
-		"-defaultIPv6", "",
-		"-http01", "",
-		"-https01", "",
-		"-tlsalpn01", "",
-		"-doh", "",
-		"-dnsserver", p.DNSAddr,
-		"-management", loopback(challMgmtPort),
-	)
+	var probes []probe
+	if opts.DNSServer == "" {
+		p.ChallSrvURL = "http://" + loopback(challMgmtPort)
+		chall := p.start(t, tc, "pebble-challtestsrv",
+			"-defaultIPv4", "127.0.0.1",
+			"-defaultIPv6", "",
+			"-http01", "",
+			"-https01", "",
+			"-tlsalpn01", "",
+			"-doh", "",
+			"-dnsserver", p.DNSAddr,
+			"-management", loopback(challMgmtPort),
+		)
+		probes = append(probes,
+			probe{chall, "DNS server", p.dnsReady},
+			probe{chall, "management API", func(ctx context.Context) error {
+				// It has no page at "/": any answer means it is up.
+				_, _, err := p.get(ctx, p.ChallSrvURL+"/")
+				return err
+			}},
+		)
+	}
 	pebble := p.start(t, tc, "pebble",
 		"-config", config,
 		"-dnsserver", p.DNSAddr,
@@ -237,13 +274,7 @@ func launch(t testing.TB, tc toolchain, opts Options, ca *testpki.CA, leaf *test
 
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	err := p.await(ctx, []probe{
-		{chall, "DNS server", p.dnsReady},
-		{chall, "management API", func(ctx context.Context) error {
-			// It has no page at "/": any answer means it is up.
-			_, _, err := p.get(ctx, p.ChallSrvURL+"/")
-			return err
-		}},
+	err := p.await(ctx, append(probes, []probe{
 		{pebble, "ACME directory", func(ctx context.Context) error {
 			_, err := p.getOK(ctx, p.DirectoryURL)
 			return err
@@ -252,7 +283,7 @@ func launch(t testing.TB, tc toolchain, opts Options, ca *testpki.CA, leaf *test
 			_, err := p.getOK(ctx, p.ManagementURL+"/roots/0")
 			return err
 		}},
-	})
+	}...))
 	if err != nil {
 		p.Stop()
 		taken := false
@@ -301,7 +332,7 @@ func (p *Pebble) Roots(t testing.TB) *x509.CertPool {
 	return pool
 }
 
-// Stop ends both programs and waits for them: SIGTERM to each process group,
+// Stop ends the programs and waits for them: SIGTERM to each process group,
 // then SIGKILL after 3 seconds. It may be called more than once; Start
 // registers it with t.Cleanup.
 func (p *Pebble) Stop() {

@@ -36,6 +36,9 @@ func TestStart(t *testing.T) {
 	}{
 		{"plain", Options{}},
 		{"EAB", Options{EAB: map[string][]byte{"kid-1": []byte("0123456789abcdef0123456789abcdef")}}},
+		// Pebble asks its DNS server only when it validates, so one that
+		// does not answer (the discard port) is enough here.
+		{"DNSServer", Options{DNSServer: "127.0.0.1:9"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -66,6 +69,10 @@ func TestStart(t *testing.T) {
 			}
 			if p.HTTPPort == 0 || p.TLSPort == 0 || p.HTTPPort == p.TLSPort {
 				t.Errorf("validation ports %d and %d", p.HTTPPort, p.TLSPort)
+			}
+			if tt.opts.DNSServer != "" && (p.DNSAddr != tt.opts.DNSServer || p.ChallSrvURL != "" || len(p.procs) != 1) {
+				t.Errorf("with DNSServer %q: DNSAddr %q, ChallSrvURL %q, %d processes; want pebble alone on that server",
+					tt.opts.DNSServer, p.DNSAddr, p.ChallSrvURL, len(p.procs))
 			}
 			if p.Roots(t) == nil {
 				t.Error("no roots")
