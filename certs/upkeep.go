@@ -142,7 +142,7 @@ func (u *upkeep) checkAll(ctx context.Context) int {
 			return 0
 		}
 		c, err := u.obtain(ctx, d)
-		if ctx.Err() != nil {
+		if err != nil && ctx.Err() != nil {
 			return 0 // shutting down: not a failure
 		}
 		if err == nil && c.Leaf == nil {
