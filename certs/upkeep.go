@@ -35,7 +35,7 @@ type upkeep struct {
 	held map[string]*tls.Certificate // by name: what the last check got
 }
 
-// Defaults fills the zero durations.
+// defaults fills the zero durations and makes the map.
 func (u *upkeep) defaults() {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
