@@ -182,6 +182,47 @@ dns_resolvers = [%q]
 // serve, and a record that never appears (a hook that sets nothing) each
 // log the step that failed and why, and /readyz says the certificate is
 // missing (503). No secret is logged.
+// TestDNS01Renewal: a gateway renews a DNS-01 certificate as it nears
+// expiry and serves the new one without a restart: Pebble issues
+// certificates valid for 10 minutes, acme_renew_before is 9m45s, so the
+// renewal is due 15 s after the first issuance.
+func TestDNS01Renewal(t *testing.T) {
+	bind := bindtest.Start(t, bindtest.Options{})
+	pb := pebbletest.Start(t, pebbletest.Options{DNSServer: bind.Addr, Validity: 10 * time.Minute})
+	dir := t.TempDir()
+	r := apptest.Start(t, dir, dns01Gateway(dir, pb, []string{"*.example.test"}, fmt.Sprintf(`dns_server = %q
+dns_zone = %q
+dns_tsig_name = %q
+dns_tsig_algorithm = %q
+dns_tsig_secret = %q
+dns_resolvers = [%q]
+acme_renew_before = "9m45s"
+`, bind.Addr, bind.Zone, bind.KeyName, bind.KeyAlgorithm, bind.KeySecret, bind.Addr)))
+	roots := pb.Roots(t)
+	edge := r.GW.Addr("edge").String()
+	smqtest.WaitUntilWithin(t, dnsWait, "/readyz ready", func() bool { code, _ := readyz(t, r); return code == http.StatusOK })
+	first := servedCert(t, edge, "device.example.test", roots)
+	if life := first.NotAfter.Sub(first.NotBefore); life > 11*time.Minute {
+		t.Fatalf("Pebble issued a certificate valid for %v, want 10 minutes", life)
+	}
+	// The renewal is due 15 s after the first issuance; give it room on a
+	// loaded machine.
+	var next *x509.Certificate
+	smqtest.WaitUntilWithin(t, 15*time.Second+2*dnsWait, "a renewed certificate served", func() bool {
+		next = servedCert(t, edge, "device.example.test", roots)
+		return next.SerialNumber.Cmp(first.SerialNumber) != 0
+	})
+	if !next.NotAfter.After(first.NotAfter) {
+		t.Errorf("renewed certificate expires %v, not after the first's %v", next.NotAfter, first.NotAfter)
+	}
+	if got := strings.Count(r.Logs.String(), `msg="acme: certificate stored"`); got < 2 {
+		t.Errorf("%d certificates stored, want the first and its renewal", got)
+	}
+	if code, body := readyz(t, r); code != http.StatusOK {
+		t.Errorf("/readyz after the renewal: %d %q", code, body)
+	}
+}
+
 func TestDNS01Failures(t *testing.T) {
 	bind := bindtest.Start(t, bindtest.Options{})
 	pb := pebbletest.Start(t, pebbletest.Options{DNSServer: bind.Addr})

@@ -94,6 +94,10 @@ type Options struct {
 	// pebble-challtestsrv, which answers every A query with 127.0.0.1 and
 	// serves no TXT records.
 	DNSServer string
+
+	// Validity is how long the certificates Pebble issues are valid (at
+	// least a few seconds). Zero means 90 days, as Let's Encrypt's.
+	Validity time.Duration
 }
 
 // Pebble is a running Pebble and, unless Options.DNSServer is set,
@@ -240,7 +244,7 @@ func launch(t testing.TB, tc toolchain, opts Options, ca *testpki.CA, leaf *test
 		ExternalAccountMACKeys:         macKeys(t, opts.EAB),
 		KeyAlgorithm:                   "ecdsa",
 		Profiles: map[string]profile{
-			"default": {Description: "pebbletest default profile", ValidityPeriod: 90 * 24 * 60 * 60},
+			"default": {Description: "pebbletest default profile", ValidityPeriod: validity(opts.Validity)},
 		},
 	}})
 
@@ -744,4 +748,12 @@ func (r *reservation) release() {
 		c.Close()
 	}
 	r.held = nil
+}
+
+// validity is Options.Validity in whole seconds, 90 days for zero.
+func validity(d time.Duration) uint64 {
+	if d <= 0 {
+		return 90 * 24 * 60 * 60
+	}
+	return uint64(max(d/time.Second, 5))
 }
