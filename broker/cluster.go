@@ -76,6 +76,7 @@ type clusterNode struct {
 	clients  map[uint32]*heldClient  // the clients here, by ETID
 	watching map[uint32]*clientWatch // clients of other nodes observed here
 	peers    map[uint64]*peer        // by incarnation
+	silent   map[uint64]bool         // peers lost for their silence (bounded): if one speaks again, a partition healed
 	seq      uint64                  // of the count updates this node sends
 	gone     uint64                  // dropped by subscriptions since ended
 
@@ -162,6 +163,7 @@ func newClusterNode(b *Broker, c Cluster) *clusterNode {
 		clients:  make(map[uint32]*heldClient),
 		watching: make(map[uint32]*clientWatch),
 		peers:    make(map[uint64]*peer),
+		silent:   make(map[uint64]bool),
 	}
 	cn.mu.Lock()
 	cn.subscribe(cn.pfx+"hb", cn.ctl)
@@ -169,6 +171,15 @@ func newClusterNode(b *Broker, c Cluster) *clusterNode {
 	cn.mu.Unlock()
 	cn.loops.Go(cn.loop)
 	cn.loops.Go(cn.dataLoop)
+	// Back on NATS after losing it (an external NATS), the others may have
+	// let clients with this node's UIDs in meanwhile: announce them again.
+	prev := cn.nc.Opts.ReconnectedCB
+	cn.nc.SetReconnectHandler(func(nc *nats.Conn) {
+		if prev != nil {
+			prev(nc)
+		}
+		cn.reannounce()
+	})
 	cn.heartbeat('h')
 	return cn
 }
@@ -337,6 +348,29 @@ func (cn *clusterNode) release(note *dropNote) {
 	}
 	for _, id := range note.remoteIDs {
 		cn.unwatchClient(id)
+	}
+}
+
+// maxSilent bounds the peers remembered as lost for their silence.
+const maxSilent = 1024
+
+// reannounce announces every client here again, so that a node that let
+// in another session with one of their UIDs while the two could not talk
+// settles which stays (the newer).
+func (cn *clusterNode) reannounce() {
+	type held struct {
+		uid   string
+		since int64
+	}
+	r := &cn.b.reg
+	r.mu.RLock()
+	all := make([]held, 0, len(r.byUID))
+	for uid, s := range r.byUID {
+		all = append(all, held{uid, s.since})
+	}
+	r.mu.RUnlock()
+	for _, h := range all {
+		cn.announce(h.uid, h.since)
 	}
 }
 
@@ -683,20 +717,27 @@ func (cn *clusterNode) expire(now time.Time) {
 	}
 	cn.mu.Unlock()
 	for _, inc := range dead {
-		cn.peerLost(inc)
+		cn.peerLost(inc, true)
 	}
 }
 
 // peerLost forgets a peer: its clients observed here are gone, its counts
-// are dropped.
-func (cn *clusterNode) peerLost(inc uint64) {
+// are dropped. silent says it went quiet (counted, and remembered in case
+// it speaks again), rather than said goodbye or restarted.
+func (cn *clusterNode) peerLost(inc uint64, silent bool) {
 	cn.mu.Lock()
 	if _, ok := cn.peers[inc]; !ok {
 		cn.mu.Unlock()
 		return
 	}
 	delete(cn.peers, inc)
-	cn.lost.Add(1)
+	if silent {
+		cn.lost.Add(1)
+		if len(cn.silent) >= maxSilent {
+			clear(cn.silent)
+		}
+		cn.silent[inc] = true
+	}
 	var gone []uint32
 	for id, w := range cn.watching {
 		if w.alive && w.holder == inc {
@@ -810,13 +851,15 @@ func (cn *clusterNode) dispatch(m *nats.Msg) {
 		}
 		inc := binary.BigEndian.Uint64(d[1:])
 		if d[0] == 'b' {
-			cn.peerLost(inc)
+			cn.peerLost(inc, false)
 			return
 		}
 		name := string(d[9:])
 		cn.mu.Lock()
 		p := cn.peers[inc]
 		isNew := p == nil || p.name == ""
+		healed := isNew && cn.silent[inc]
+		delete(cn.silent, inc)
 		if p == nil {
 			p = &peer{}
 			cn.peers[inc] = p
@@ -836,7 +879,12 @@ func (cn *clusterNode) dispatch(m *nats.Msg) {
 		}
 		cn.mu.Unlock()
 		for _, i := range old {
-			cn.peerLost(i)
+			cn.peerLost(i, false)
+		}
+		if healed {
+			// Apart, both sides may have let in a client with the same
+			// UID: the announcements settle which stays.
+			cn.loops.Go(cn.reannounce) // while loop runs: loops is not at zero
 		}
 		if isNew {
 			// Say hello back at once, and learn its counts of what is

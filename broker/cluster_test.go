@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/url"
@@ -44,6 +45,14 @@ const (
 // change each node's cluster configuration.
 func startCluster(t *testing.T, n int, edit func(i int, c *broker.Cluster)) []*clusterNode {
 	t.Helper()
+	return startClusterVia(t, n, edit, nil)
+}
+
+// startClusterVia is startCluster with the route addresses the later nodes
+// are given mapped by via (nil: as they are), and no node advertising its
+// own: each node routes only where it is told.
+func startClusterVia(t *testing.T, n int, edit func(i int, c *broker.Cluster), via func(addr string) string) []*clusterNode {
+	t.Helper()
 	var nodes []*clusterNode
 	var routes []*url.URL
 	for i := range n {
@@ -52,7 +61,7 @@ func startCluster(t *testing.T, n int, edit func(i int, c *broker.Cluster)) []*c
 		// loopback, with a password only the node's own connection has.
 		opts := &server.Options{ServerName: name, Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
 			Authorization: fmt.Sprintf("t%x", rand.Uint64()),
-			Cluster:       server.ClusterOpts{Name: "smqgw-test", Host: "127.0.0.1", Port: -1},
+			Cluster:       server.ClusterOpts{Name: "smqgw-test", Host: "127.0.0.1", Port: -1, NoAdvertise: via != nil},
 			Routes:        slices.Clone(routes)}
 		ns, err := server.NewServer(opts)
 		if err != nil {
@@ -62,7 +71,11 @@ func startCluster(t *testing.T, n int, edit func(i int, c *broker.Cluster)) []*c
 		if !ns.ReadyForConnections(10 * time.Second) {
 			t.Fatalf("%s: NATS not ready", name)
 		}
-		routes = append(routes, &url.URL{Scheme: "nats-route", Host: ns.ClusterAddr().String()})
+		addr := ns.ClusterAddr().String()
+		if via != nil {
+			addr = via(addr)
+		}
+		routes = append(routes, &url.URL{Scheme: "nats-route", Host: addr})
 		nc, err := nats.Connect("", nats.InProcessServer(ns), nats.NoEcho(), nats.Name(name),
 			nats.Token(opts.Authorization))
 		if err != nil {
@@ -426,5 +439,100 @@ func TestClusterConnectStorm(t *testing.T) {
 	t.Logf("%d connects and %d first subscriptions took %d rounds", n, n, rounds)
 	if rounds == 0 || rounds > 2*n {
 		t.Errorf("%d rounds for %d connects and %d subscriptions", rounds, n, n)
+	}
+}
+
+// link relays TCP connections to one address, and can be cut (every
+// connection closed, new ones closed at once) and restored: a network
+// partition between two NATS servers.
+type link struct {
+	l      net.Listener
+	target string
+	mu     sync.Mutex
+	cut    bool
+	conns  []net.Conn
+}
+
+func newLink(t *testing.T, target string) *link {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &link{l: l, target: target}
+	t.Cleanup(func() { l.Close(); k.setCut(true) })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go k.relay(c)
+		}
+	}()
+	return k
+}
+
+func (k *link) relay(c net.Conn) {
+	k.mu.Lock()
+	if k.cut {
+		k.mu.Unlock()
+		c.Close()
+		return
+	}
+	u, err := net.Dial("tcp", k.target)
+	if err != nil {
+		k.mu.Unlock()
+		c.Close()
+		return
+	}
+	k.conns = append(k.conns, c, u)
+	k.mu.Unlock()
+	go func() { io.Copy(u, c); u.Close(); c.Close() }()
+	io.Copy(c, u)
+	c.Close()
+	u.Close()
+}
+
+// setCut cuts the link or restores it.
+func (k *link) setCut(cut bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.cut = cut
+	if cut {
+		for _, c := range k.conns {
+			c.Close()
+		}
+		k.conns = nil
+	}
+}
+
+// TestClusterPartitionHeals: two nodes that cannot talk each let in a
+// client with the same UID; when they can again, the older session gets
+// Disconnect "reconnect" and the newer stays, as after a takeover.
+func TestClusterPartitionHeals(t *testing.T) {
+	t.Parallel()
+	var k *link
+	nodes := startClusterVia(t, 2, nil, func(addr string) string {
+		if k != nil {
+			return addr
+		}
+		k = newLink(t, addr) // node 1 reaches node 0 through the link
+		return k.l.Addr().String()
+	})
+	k.setCut(true)
+	waitPeers(t, nodes[0], 0)
+	waitPeers(t, nodes[1], 0)
+	older := smqtest.Connect(t, nodes[0].Addr, "split-brain-uid")
+	newer := smqtest.ConnectWS(t, nodes[1].Addr, "split-brain-uid")
+	older.Barrier()
+	newer.Barrier()
+
+	k.setCut(false)
+	waitPeers(t, nodes[0], 1)
+	waitPeers(t, nodes[1], 1)
+	older.ExpectDisconnect("reconnect")
+	newer.Barrier()
+	if got := nodes[0].Stats().Cluster.TakeoversOut; got != 1 {
+		t.Errorf("node-0 let %d sessions go, want 1", got)
 	}
 }
