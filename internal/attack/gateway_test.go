@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/smqgw/smqgw/client"
+	"github.com/smqgw/smqgw/internal/childproc"
 	"github.com/smqgw/smqgw/internal/testpki"
 )
 
@@ -90,8 +91,8 @@ type gateway struct {
 	addrs     map[string]string // listener name → host:port
 	adminAddr string
 	ca        *testpki.CA
-	logs      *tail
-	http      *http.Client // to the admin endpoint
+	logs      *childproc.Tail // its log, which an attack can make long
+	http      *http.Client    // to the admin endpoint
 }
 
 // startGateway starts smqgw with its certificates from a test CA and waits
@@ -145,7 +146,7 @@ key_file = %q
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &tail{max: 256 << 10}
+	logs := &childproc.Tail{Max: 256 << 10}
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -392,42 +393,6 @@ func kib(n int64) string {
 		return fmt.Sprintf("%.0f MiB", float64(n)/1024)
 	}
 	return fmt.Sprintf("%.1f MiB", float64(n)/1024)
-}
-
-// tail keeps the last max bytes written to it: the gateway's log, which
-// an attack can make long.
-type tail struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-	cut bool
-}
-
-func (w *tail) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.b = append(w.b, p...)
-	if len(w.b) > w.max {
-		w.b = append(w.b[:0], w.b[len(w.b)-w.max/2:]...)
-		w.cut = true
-	}
-	return len(p), nil
-}
-
-func (w *tail) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.cut {
-		return "[...]\n" + string(w.b)
-	}
-	return string(w.b)
-}
-
-// contains reports whether the kept log holds s.
-func (w *tail) contains(s string) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return bytes.Contains(w.b, []byte(s))
 }
 
 // dialer returns a dialer whose connections leave from the loopback
