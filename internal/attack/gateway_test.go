@@ -1,14 +1,12 @@
 package attack
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +23,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/smqgw/smqgw/client"
+	"github.com/smqgw/smqgw/internal/apptest"
 	"github.com/smqgw/smqgw/internal/childproc"
 	"github.com/smqgw/smqgw/internal/testpki"
 )
@@ -88,11 +87,10 @@ func binaries(t *testing.T) (gateway, good string) {
 // Its admin endpoint (metrics, pprof) is on loopback too.
 type gateway struct {
 	pid       int
-	addrs     map[string]string // listener name → host:port
+	addrs     map[string]string // listener name (and "admin") → host:port
 	adminAddr string
 	ca        *testpki.CA
-	logs      *childproc.Tail // its log, which an attack can make long
-	http      *http.Client    // to the admin endpoint
+	http      *http.Client // to the admin endpoint
 }
 
 // startGateway starts smqgw with its certificates from a test CA and waits
@@ -141,71 +139,16 @@ key_file = %q
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-config", file)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &childproc.Tail{Max: 256 << 10}
-	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	gw := &gateway{pid: cmd.Process.Pid, addrs: map[string]string{}, ca: ca, logs: logs}
+	p := apptest.StartProcessWith(t, bin, file, apptest.ProcessOptions{
+		Logs:         &childproc.Tail{Max: 256 << 10},
+		StartTimeout: waitLong,
+	}, "tls", "lan", "mtls")
+	gw := &gateway{pid: p.Pid, addrs: p.Addrs, adminAddr: p.Addrs["admin"], ca: ca}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
 		if gw.http != nil {
 			gw.http.CloseIdleConnections()
 		}
-		if t.Failed() {
-			t.Logf("smqgw log (its end):\n%s", logs)
-		}
 	})
-	// The banner names each listener's address ("  tls    wss://ADDR/smq
-	// ...") and the admin endpoint's ("  admin  http://ADDR/metrics ...").
-	banner := make(chan map[string]string, 1)
-	go func() {
-		found := map[string]string{}
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			if len(f) < 2 {
-				continue
-			}
-			if u, err := url.Parse(f[1]); err == nil && u.Host != "" {
-				found[f[0]] = u.Host
-			}
-			if f[0] == "admin" {
-				banner <- found
-				found = nil
-				break
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-		if found != nil {
-			banner <- nil
-		}
-	}()
-	select {
-	case found := <-banner:
-		if found == nil {
-			t.Fatalf("smqgw printed no banner:\n%s", logs)
-		}
-		for _, name := range []string{"tls", "lan", "mtls"} {
-			if found[name] == "" {
-				t.Fatalf("no address for listener %s in the banner", name)
-			}
-			gw.addrs[name] = found[name]
-		}
-		gw.adminAddr = found["admin"]
-	case <-exited:
-		t.Fatalf("smqgw exited at start:\n%s", logs)
-	case <-time.After(waitLong):
-		t.Fatalf("smqgw did not start within %v:\n%s", waitLong, logs)
-	}
 	// One kept-alive connection to the admin endpoint: one descriptor of
 	// the gateway's, the same before and after an attack.
 	gw.http = &http.Client{Timeout: waitLong, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
