@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/smqgw/smqgw/certs"
+	"github.com/smqgw/smqgw/internal/redact"
 )
 
 // Defaults of Config's zero fields.
@@ -394,24 +395,7 @@ func ParseRoute(r string) (*url.URL, error) {
 
 // RedactURL hides the secret of a URL's user info: the password of
 // user:password@, or the token of token@.
-func RedactURL(s string) string {
-	start := 0
-	if i := strings.Index(s, "://"); i >= 0 {
-		start = i + 3
-	}
-	authority := s[start:]
-	if i := strings.IndexAny(authority, "/?#"); i >= 0 {
-		authority = authority[:i]
-	}
-	at := strings.LastIndex(authority, "@")
-	if at < 0 {
-		return s
-	}
-	if colon := strings.Index(authority[:at], ":"); colon >= 0 {
-		return s[:start+colon+1] + "xxxxx" + s[start+at:]
-	}
-	return s[:start] + "xxxxx" + s[start+at:]
-}
+func RedactURL(s string) string { return redact.Secret(s) }
 
 // IsLoopback reports whether host is a loopback IP address or
 // "localhost".

@@ -30,6 +30,8 @@ import (
 	"time"
 
 	"golang.org/x/net/proxy"
+
+	"github.com/smqgw/smqgw/internal/redact"
 )
 
 // ContextDialer opens network connections: a *net.Dialer, or a dialer of
@@ -301,25 +303,7 @@ func parseProxyURL(s string) (*url.URL, error) {
 // Redact hides the password of a URL that may not parse (a proxy URL, an
 // upstream URL in a message), as url.URL.Redacted does:
 // "http://user:xxxxx@host".
-func Redact(s string) string {
-	start := 0
-	if i := strings.Index(s, "://"); i >= 0 {
-		start = i + 3
-	}
-	authority := s[start:]
-	if i := strings.IndexAny(authority, "/?#"); i >= 0 {
-		authority = authority[:i]
-	}
-	at := strings.LastIndex(authority, "@")
-	if at < 0 {
-		return s
-	}
-	colon := strings.Index(authority[:at], ":")
-	if colon < 0 {
-		return s
-	}
-	return s[:start+colon+1] + "xxxxx" + s[start+at:]
-}
+func Redact(s string) string { return redact.Password(s) }
 
 // direct is the dialer for no proxy at all.
 func direct(opts Options) ContextDialer {

@@ -13,17 +13,17 @@ import (
 	"github.com/smqgw/smqgw/smq"
 )
 
-// brokerMetric returns the value of the smqgw_broker_ metric name with the
+// metric returns the value of the metric name (the full name) with the
 // given label (name=value, or "" for none), failing the test if there is
 // none.
-func brokerMetric(t *testing.T, b *apptest.Running, name, label string) float64 {
+func metric(t *testing.T, b *apptest.Running, name, label string) float64 {
 	t.Helper()
 	fams, err := b.Metrics.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range fams {
-		if f.GetName() != "smqgw_broker_"+name {
+		if f.GetName() != name {
 			continue
 		}
 		for _, m := range f.Metric {
@@ -35,8 +35,14 @@ func brokerMetric(t *testing.T, b *apptest.Running, name, label string) float64 
 			}
 		}
 	}
-	t.Fatalf("no smqgw_broker_%s{%s}", name, label)
+	t.Fatalf("no %s{%s}", name, label)
 	return 0
+}
+
+// brokerMetric returns the value of smqgw_broker_NAME{label}, as metric.
+func brokerMetric(t *testing.T, b *apptest.Running, name, label string) float64 {
+	t.Helper()
+	return metric(t, b, "smqgw_broker_"+name, label)
 }
 
 func hasLabel(m *dto.Metric, label string) bool {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/smqgw/smqgw/client"
 	"github.com/smqgw/smqgw/internal/apptest"
@@ -20,29 +19,10 @@ import (
 	"github.com/smqgw/smqgw/internal/testpki"
 )
 
-// clusterMetric returns the value of smqgw_cluster_NAME{label}, failing
-// the test if there is none.
+// clusterMetric returns the value of smqgw_cluster_NAME{label}, as metric.
 func clusterMetric(t *testing.T, b *apptest.Running, name, label string) float64 {
 	t.Helper()
-	fams, err := b.Metrics.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range fams {
-		if f.GetName() != "smqgw_cluster_"+name {
-			continue
-		}
-		for _, m := range f.Metric {
-			if label == "" || hasLabel(m, label) {
-				if f.GetType() == dto.MetricType_COUNTER {
-					return m.GetCounter().GetValue()
-				}
-				return m.GetGauge().GetValue()
-			}
-		}
-	}
-	t.Fatalf("no smqgw_cluster_%s{%s}", name, label)
-	return 0
+	return metric(t, b, "smqgw_cluster_"+name, label)
 }
 
 // TestCluster: two gateways with [cluster] route to each other with

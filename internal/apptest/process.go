@@ -58,12 +58,33 @@ func Binary(t testing.TB) string {
 }
 
 // Process is smqgw running as a process of its own, for a test that kills
-// it as a crash would.
+// it as a crash would or watches it from outside.
 type Process struct {
-	Addrs  map[string]string   // listener name (and "admin") → host:port, from the banner
-	Logs   *smqtest.SyncBuffer // its standard error: the log
+	Addrs  map[string]string // listener name (and "admin") → host:port, from the banner
+	Pid    int               // its process id
+	Logs   Log               // its standard error: the log
 	cmd    *exec.Cmd
 	exited chan struct{}
+}
+
+// Log is where a Process's standard error goes, read back as a string: a
+// buffer that keeps it all (smqtest.SyncBuffer) or its end
+// (childproc.Tail). It must be safe for concurrent use.
+type Log interface {
+	io.Writer
+	String() string
+}
+
+// ProcessOptions are StartProcessWith's options. The zero value is
+// StartProcess's.
+type ProcessOptions struct {
+	// Logs receives the log. Nil means a new smqtest.SyncBuffer, which keeps
+	// it all: a test that makes the log long wants a childproc.Tail.
+	Logs Log
+
+	// StartTimeout bounds the wait for the banner. Zero means
+	// smqtest.WaitFor.
+	StartTimeout time.Duration
 }
 
 // StartProcess runs bin -config file and waits for its banner, which must
@@ -71,16 +92,29 @@ type Process struct {
 // [admin] block). The process is killed when the test ends.
 func StartProcess(t testing.TB, bin, file string, listeners ...string) *Process {
 	t.Helper()
+	return StartProcessWith(t, bin, file, ProcessOptions{}, listeners...)
+}
+
+// StartProcessWith is StartProcess with opts.
+func StartProcessWith(t testing.TB, bin, file string, opts ProcessOptions, listeners ...string) *Process {
+	t.Helper()
+	if opts.Logs == nil {
+		opts.Logs = &smqtest.SyncBuffer{}
+	}
+	if opts.StartTimeout <= 0 {
+		opts.StartTimeout = smqtest.WaitFor
+	}
 	cmd := exec.Command(bin, "-config", file)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Process{Addrs: map[string]string{}, Logs: &smqtest.SyncBuffer{}, cmd: cmd, exited: make(chan struct{})}
+	p := &Process{Addrs: map[string]string{}, Logs: opts.Logs, cmd: cmd, exited: make(chan struct{})}
 	cmd.Stderr = p.Logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	p.Pid = cmd.Process.Pid
 	go func() { _ = cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() {
 		p.Kill()
@@ -126,8 +160,8 @@ func StartProcess(t testing.TB, bin, file string, listeners ...string) *Process 
 		p.Addrs = found
 	case <-p.exited:
 		t.Fatalf("smqgw exited at start:\n%s", p.Logs)
-	case <-time.After(smqtest.WaitFor):
-		t.Fatalf("smqgw did not start within %v:\n%s", smqtest.WaitFor, p.Logs)
+	case <-time.After(opts.StartTimeout):
+		t.Fatalf("smqgw did not start within %v:\n%s", opts.StartTimeout, p.Logs)
 	}
 	return p
 }

@@ -1,14 +1,12 @@
 package attack
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +23,8 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/smqgw/smqgw/client"
+	"github.com/smqgw/smqgw/internal/apptest"
+	"github.com/smqgw/smqgw/internal/childproc"
 	"github.com/smqgw/smqgw/internal/testpki"
 )
 
@@ -87,10 +87,9 @@ func binaries(t *testing.T) (gateway, good string) {
 // Its admin endpoint (metrics, pprof) is on loopback too.
 type gateway struct {
 	pid       int
-	addrs     map[string]string // listener name → host:port
+	addrs     map[string]string // listener name (and "admin") → host:port
 	adminAddr string
 	ca        *testpki.CA
-	logs      *tail
 	http      *http.Client // to the admin endpoint
 }
 
@@ -140,71 +139,16 @@ key_file = %q
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-config", file)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &tail{max: 256 << 10}
-	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	gw := &gateway{pid: cmd.Process.Pid, addrs: map[string]string{}, ca: ca, logs: logs}
+	p := apptest.StartProcessWith(t, bin, file, apptest.ProcessOptions{
+		Logs:         &childproc.Tail{Max: 256 << 10},
+		StartTimeout: waitLong,
+	}, "tls", "lan", "mtls")
+	gw := &gateway{pid: p.Pid, addrs: p.Addrs, adminAddr: p.Addrs["admin"], ca: ca}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
 		if gw.http != nil {
 			gw.http.CloseIdleConnections()
 		}
-		if t.Failed() {
-			t.Logf("smqgw log (its end):\n%s", logs)
-		}
 	})
-	// The banner names each listener's address ("  tls    wss://ADDR/smq
-	// ...") and the admin endpoint's ("  admin  http://ADDR/metrics ...").
-	banner := make(chan map[string]string, 1)
-	go func() {
-		found := map[string]string{}
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			if len(f) < 2 {
-				continue
-			}
-			if u, err := url.Parse(f[1]); err == nil && u.Host != "" {
-				found[f[0]] = u.Host
-			}
-			if f[0] == "admin" {
-				banner <- found
-				found = nil
-				break
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-		if found != nil {
-			banner <- nil
-		}
-	}()
-	select {
-	case found := <-banner:
-		if found == nil {
-			t.Fatalf("smqgw printed no banner:\n%s", logs)
-		}
-		for _, name := range []string{"tls", "lan", "mtls"} {
-			if found[name] == "" {
-				t.Fatalf("no address for listener %s in the banner", name)
-			}
-			gw.addrs[name] = found[name]
-		}
-		gw.adminAddr = found["admin"]
-	case <-exited:
-		t.Fatalf("smqgw exited at start:\n%s", logs)
-	case <-time.After(waitLong):
-		t.Fatalf("smqgw did not start within %v:\n%s", waitLong, logs)
-	}
 	// One kept-alive connection to the admin endpoint: one descriptor of
 	// the gateway's, the same before and after an attack.
 	gw.http = &http.Client{Timeout: waitLong, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
@@ -392,42 +336,6 @@ func kib(n int64) string {
 		return fmt.Sprintf("%.0f MiB", float64(n)/1024)
 	}
 	return fmt.Sprintf("%.1f MiB", float64(n)/1024)
-}
-
-// tail keeps the last max bytes written to it: the gateway's log, which
-// an attack can make long.
-type tail struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-	cut bool
-}
-
-func (w *tail) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.b = append(w.b, p...)
-	if len(w.b) > w.max {
-		w.b = append(w.b[:0], w.b[len(w.b)-w.max/2:]...)
-		w.cut = true
-	}
-	return len(p), nil
-}
-
-func (w *tail) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.cut {
-		return "[...]\n" + string(w.b)
-	}
-	return string(w.b)
-}
-
-// contains reports whether the kept log holds s.
-func (w *tail) contains(s string) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return bytes.Contains(w.b, []byte(s))
 }
 
 // dialer returns a dialer whose connections leave from the loopback

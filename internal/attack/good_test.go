@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/smqgw/smqgw/client"
+	"github.com/smqgw/smqgw/internal/childproc"
 )
 
 // The well-behaved client runs in a process of its own, as it would on a
@@ -59,7 +60,7 @@ const pubEvery = 5 * time.Millisecond
 type goodProc struct {
 	stdin io.WriteCloser
 	out   *bufio.Scanner
-	logs  *tail
+	logs  *childproc.Tail
 }
 
 // startGood starts the well-behaved client against gw and waits until its
@@ -78,7 +79,7 @@ func startGood(t *testing.T, gw *gateway) *goodProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &goodProc{stdin: stdin, out: bufio.NewScanner(stdout), logs: &tail{max: 64 << 10}}
+	g := &goodProc{stdin: stdin, out: bufio.NewScanner(stdout), logs: &childproc.Tail{Max: 64 << 10}}
 	g.out.Buffer(nil, 1<<20)
 	cmd.Stderr = g.logs
 	if err := cmd.Start(); err != nil {

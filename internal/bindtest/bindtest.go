@@ -29,34 +29,29 @@
 package bindtest
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/smqgw/smqgw/internal/childproc"
 )
 
 const (
 	// startTimeout bounds one start of named, until it answers.
 	startTimeout = 30 * time.Second
-	// killAfter is how long Stop waits after SIGTERM before SIGKILL.
-	killAfter = 3 * time.Second
 	// pollEvery is the readiness polling interval.
 	pollEvery = 25 * time.Millisecond
 	// queryTimeout bounds one DNS exchange with the server.
@@ -122,12 +117,8 @@ type Server struct {
 	// their journals.
 	Dir string
 
-	cmd      *exec.Cmd
-	out      tailBuffer
-	done     chan struct{} // closed when cmd.Wait returns
-	err      error         // cmd.Wait's result, set before done is closed
-	crashed  bool          // set by Stop: named had exited already
-	stopOnce sync.Once
+	proc        *childproc.Process
+	startFailed bool // launch said why named did not start
 }
 
 // Start runs named for opts on a free loopback port and returns once it
@@ -169,7 +160,6 @@ func Start(t testing.TB, opts Options) *Server {
 			KeyAlgorithm: alg,
 			KeySecret:    base64.StdEncoding.EncodeToString(secret),
 			Dir:          t.TempDir(),
-			done:         make(chan struct{}),
 		}
 		err := s.launch(t, named)
 		if err == nil {
@@ -194,35 +184,30 @@ var errPortTaken = errors.New("the port was taken before named bound it")
 // On failure it stops named and says why, with the tail of its output.
 func (s *Server) launch(t testing.TB, named string) error {
 	t.Helper()
-	port := freePort(t)
+	var ports childproc.Ports
+	port := ports.TCPAndUDP(t)
+	ports.Release()
 	if portReleased != nil {
 		portReleased(port)
 	}
 	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	conf := s.writeConfig(t, port)
 
-	s.cmd = exec.Command(named, "-g", "-4", "-n", "2", "-c", conf)
-	s.cmd.Dir = s.Dir
-	s.cmd.Stdout = &s.out
-	s.cmd.Stderr = &s.out
-	s.cmd.WaitDelay = killAfter
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	setParentDeathSignal(s.cmd.SysProcAttr)
-	if err := s.cmd.Start(); err != nil {
+	cmd := exec.Command(named, "-g", "-4", "-n", "2", "-c", conf)
+	cmd.Dir = s.Dir
+	proc, err := childproc.Start(cmd)
+	if err != nil {
 		return fmt.Errorf("starting %s: %w", named, err)
 	}
-	go func() {
-		s.err = s.cmd.Wait()
-		close(s.done)
-	}()
+	s.proc = proc
 	// Registered after t.TempDir, so it runs before the directory goes.
 	t.Cleanup(func() {
 		s.Stop()
-		if s.crashed && !t.Failed() {
-			t.Errorf("bindtest: named exited before Stop: %v", s.err)
+		if s.proc.Crashed() && !s.startFailed && !t.Failed() {
+			t.Errorf("bindtest: named exited before Stop: %v", s.proc.Err())
 		}
 		if t.Failed() {
-			t.Logf("bindtest: output of named (tail):\n%s", s.out.tail(outputTail))
+			t.Logf("bindtest: output of named (tail):\n%s", s.proc.Out.Last(outputTail))
 		}
 	})
 
@@ -230,7 +215,7 @@ func (s *Server) launch(t testing.TB, named string) error {
 	defer cancel()
 	if err := s.await(ctx); err != nil {
 		s.Stop()
-		tail := s.out.tail(outputTail)
+		tail := s.proc.Out.Last(outputTail)
 		err = fmt.Errorf("%w\noutput of named (tail):\n%s", err, tail)
 		if strings.Contains(tail, "permission denied") {
 			// Debian's AppArmor profile for /usr/sbin/named allows files
@@ -242,7 +227,7 @@ func (s *Server) launch(t testing.TB, named string) error {
 		}
 		// The error says named exited; the cleanup registered above must
 		// not say it again (nor fail t when Start tries another port).
-		s.crashed = false
+		s.startFailed = true
 		return err
 	}
 	return nil
@@ -260,11 +245,11 @@ func (s *Server) await(ctx context.Context) error {
 			return nil
 		}
 		select {
-		case <-s.done:
-			return fmt.Errorf("named exited while starting: %v", s.err)
+		case <-s.proc.Done():
+			return fmt.Errorf("named exited while starting: %v", s.proc.Err())
 		default:
 		}
-		if s.out.contains("address in use") {
+		if s.proc.Out.Contains("address in use") {
 			return errors.New("named could not bind its TCP port")
 		}
 		select {
@@ -296,27 +281,7 @@ func (s *Server) ready(ctx context.Context) error {
 
 // Stop ends named and waits for it: SIGTERM, then SIGKILL after 3 seconds.
 // It may be called more than once; Start registers it with t.Cleanup.
-func (s *Server) Stop() {
-	s.stopOnce.Do(func() {
-		select {
-		case <-s.done:
-			s.crashed = true
-			return
-		default:
-		}
-		// named is its process group's leader and starts no children, so
-		// the group is named. It is signalled only while cmd.Wait has not
-		// returned, so the id is still named's.
-		pgid := s.cmd.Process.Pid
-		_ = syscall.Kill(-pgid, syscall.SIGTERM)
-		select {
-		case <-s.done:
-		case <-time.After(killAfter):
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			<-s.done
-		}
-	})
-}
+func (s *Server) Stop() { s.proc.Stop() }
 
 // TXT returns the TXT records of name (made fully qualified) as named
 // answers them over TCP, each record's strings joined, as an ACME server
@@ -482,80 +447,4 @@ func LookPath(t testing.TB, name string) string {
 	}
 	t.Skip(msg + " (or set CI=true to fail instead of skipping)")
 	return ""
-}
-
-// freePort returns a loopback port free for both TCP and UDP when asked.
-func freePort(t testing.TB) int {
-	t.Helper()
-	var lastErr error
-	var held []io.Closer
-	defer func() {
-		for _, c := range held {
-			c.Close()
-		}
-	}()
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("bindtest: finding a free port: %v", err)
-		}
-		held = append(held, l) // also when UDP fails, so the port is not picked again
-		port := l.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		held = append(held, pc)
-		return port
-	}
-	t.Fatalf("bindtest: no port free for both TCP and UDP: %v", lastErr)
-	return 0
-}
-
-// setParentDeathSignal asks Linux to send SIGTERM to named if the test
-// binary dies without running its cleanups (a -timeout panic, a kill). The
-// field exists on Linux and FreeBSD only, hence reflection rather than a
-// file per platform.
-func setParentDeathSignal(attr *syscall.SysProcAttr) {
-	f := reflect.ValueOf(attr).Elem().FieldByName("Pdeathsig")
-	if f.IsValid() && f.Type() == reflect.TypeFor[syscall.Signal]() {
-		f.Set(reflect.ValueOf(syscall.SIGTERM))
-	}
-}
-
-// tailBuffer keeps the last output of named; it is safe for concurrent use.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if len(b.buf) > 4*outputTail {
-		b.buf = append(b.buf[:0], b.buf[len(b.buf)-outputTail:]...)
-	}
-	return len(p), nil
-}
-
-// tail returns about the last n bytes, from a line start when it can.
-func (b *tailBuffer) tail(n int) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.buf
-	if len(s) > n {
-		s = s[len(s)-n:]
-		if i := bytes.IndexByte(s, '\n'); i >= 0 {
-			s = s[i+1:]
-		}
-	}
-	return string(s)
-}
-
-func (b *tailBuffer) contains(sub string) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return bytes.Contains(b.buf, []byte(sub))
 }

@@ -145,14 +145,15 @@ func TestStop(t *testing.T) {
 	s := Start(t, Options{})
 	s.Stop()
 	s.Stop() // idempotent
-	if s.cmd.ProcessState == nil {
-		t.Fatalf("named (pid %d) was not waited for", s.cmd.Process.Pid)
+	cmd := s.proc.Cmd
+	if cmd.ProcessState == nil {
+		t.Fatalf("named (pid %d) was not waited for", cmd.Process.Pid)
 	}
-	if s.crashed {
-		t.Errorf("named exited before Stop: %v", s.err)
+	if s.proc.Crashed() {
+		t.Errorf("named exited before Stop: %v", s.proc.Err())
 	}
-	if err := syscall.Kill(-s.cmd.Process.Pid, 0); !errors.Is(err, syscall.ESRCH) {
-		t.Errorf("process group %d: %v, want ESRCH", s.cmd.Process.Pid, err)
+	if err := syscall.Kill(-cmd.Process.Pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("process group %d: %v, want ESRCH", cmd.Process.Pid, err)
 	}
 }
 

@@ -30,17 +30,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
 
+	"github.com/smqgw/smqgw/internal/childproc"
 	"github.com/smqgw/smqgw/internal/testpki"
 )
 
@@ -48,8 +47,6 @@ const (
 	// startTimeout bounds Start, including the first "go tool -n" run,
 	// which compiles Pebble.
 	startTimeout = 90 * time.Second
-	// killAfter is how long Stop waits after SIGTERM before SIGKILL.
-	killAfter = 3 * time.Second
 	// pollEvery is the readiness polling interval.
 	pollEvery = 25 * time.Millisecond
 	// outputTail is how much of each process's output a failed test logs.
@@ -195,23 +192,23 @@ func launch(t testing.TB, tc toolchain, opts Options, ca *testpki.CA, leaf *test
 	t.Helper()
 	dir := t.TempDir()
 
-	var res reservation
-	defer res.release()
+	var res childproc.Ports
+	defer res.Release()
 	dnsAddr := opts.DNSServer
 	if dnsAddr == "" {
-		dnsAddr = loopback(res.tcpAndUDP(t))
+		dnsAddr = loopback(res.TCPAndUDP(t))
 	}
 	// challMgmtPort goes unused with opts.DNSServer; it is reserved anyway
 	// so that portsReleased sees the same list.
-	challMgmtPort, listenPort, mgmtPort := res.tcp(t), res.tcp(t), res.tcp(t)
+	challMgmtPort, listenPort, mgmtPort := res.TCP(t), res.TCP(t), res.TCP(t)
 	httpPort, tlsPort := opts.HTTPPort, opts.TLSPort
 	if httpPort == 0 {
-		httpPort = res.tcp(t)
+		httpPort = res.TCP(t)
 	}
 	if tlsPort == 0 {
-		tlsPort = res.tcp(t)
+		tlsPort = res.TCP(t)
 	}
-	res.release()
+	res.Release()
 	if portsReleased != nil {
 		portsReleased(challMgmtPort, listenPort, mgmtPort)
 	}
@@ -292,7 +289,7 @@ func launch(t testing.TB, tc toolchain, opts Options, ca *testpki.CA, leaf *test
 		p.Stop()
 		taken := false
 		for _, pr := range p.procs {
-			tail := pr.out.tail(outputTail)
+			tail := pr.Out.Last(outputTail)
 			err = fmt.Errorf("%w\noutput of %s (tail):\n%s", err, pr.name, tail)
 			taken = taken || strings.Contains(tail, "address already in use")
 		}
@@ -305,11 +302,11 @@ func launch(t testing.TB, tc toolchain, opts Options, ca *testpki.CA, leaf *test
 	t.Cleanup(func() {
 		p.Stop()
 		for _, pr := range p.procs {
-			if pr.crashed && !t.Failed() {
-				t.Errorf("pebbletest: %s exited before Stop: %v", pr.name, pr.err)
+			if pr.Crashed() && !t.Failed() {
+				t.Errorf("pebbletest: %s exited before Stop: %v", pr.name, pr.Err())
 			}
 			if t.Failed() {
-				t.Logf("pebbletest: output of %s (tail):\n%s", pr.name, pr.out.tail(outputTail))
+				t.Logf("pebbletest: output of %s (tail):\n%s", pr.name, pr.Out.Last(outputTail))
 			}
 		}
 	})
@@ -343,7 +340,7 @@ func (p *Pebble) Stop() {
 	p.stopOnce.Do(func() {
 		var wg sync.WaitGroup
 		for _, pr := range p.procs {
-			wg.Go(pr.stop)
+			wg.Go(pr.Stop)
 		}
 		wg.Wait()
 		p.client.CloseIdleConnections()
@@ -383,8 +380,8 @@ func (p *Pebble) await(ctx context.Context, probes []probe) error {
 		}
 		for _, pb := range probes {
 			select {
-			case <-pb.proc.done:
-				return fmt.Errorf("%s exited while starting: %v", pb.proc.name, pb.proc.err)
+			case <-pb.proc.Done():
+				return fmt.Errorf("%s exited while starting: %v", pb.proc.name, pb.proc.Err())
 			default:
 			}
 		}
@@ -538,100 +535,23 @@ var findToolchain = sync.OnceValues(func() (toolchain, error) {
 
 // process is one tool, running in its own process group.
 type process struct {
-	name    string
-	cmd     *exec.Cmd
-	out     tailBuffer
-	done    chan struct{} // closed when cmd.Wait returns
-	err     error         // cmd.Wait's result, set before done is closed
-	crashed bool          // set by stop: the process had exited already
+	name string
+	*childproc.Process
 }
 
 // start runs the tool name with args in the module root.
 func (p *Pebble) start(t testing.TB, tc toolchain, name string, args ...string) *process {
 	t.Helper()
-	pr := &process{name: name, done: make(chan struct{})}
-	pr.cmd = exec.Command(tc.bins[name], args...)
-	pr.cmd.Dir = tc.modRoot
-	pr.cmd.Env = append(withoutPebbleEnv(os.Environ()), pebbleEnv...)
-	pr.cmd.Stdout = &pr.out
-	pr.cmd.Stderr = &pr.out
-	pr.cmd.WaitDelay = killAfter // in case a child of the tool holds the output pipe
-	pr.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	setParentDeathSignal(pr.cmd.SysProcAttr)
-	if err := pr.cmd.Start(); err != nil {
+	cmd := exec.Command(tc.bins[name], args...)
+	cmd.Dir = tc.modRoot
+	cmd.Env = append(withoutPebbleEnv(os.Environ()), pebbleEnv...)
+	proc, err := childproc.Start(cmd)
+	if err != nil {
 		t.Fatalf("pebbletest: starting %s: %v", name, err)
 	}
+	pr := &process{name: name, Process: proc}
 	p.procs = append(p.procs, pr)
-	go func() {
-		pr.err = pr.cmd.Wait()
-		close(pr.done)
-	}()
 	return pr
-}
-
-// setParentDeathSignal asks Linux to send SIGTERM to the tool if the test
-// binary dies without running its cleanups (a -timeout panic, a kill). The
-// field exists on Linux and FreeBSD only, hence reflection rather than a
-// file per platform.
-func setParentDeathSignal(attr *syscall.SysProcAttr) {
-	f := reflect.ValueOf(attr).Elem().FieldByName("Pdeathsig")
-	if f.IsValid() && f.Type() == reflect.TypeFor[syscall.Signal]() {
-		f.Set(reflect.ValueOf(syscall.SIGTERM))
-	}
-}
-
-// stop ends the process group and waits for the tool to exit: cmd.Wait
-// has reaped it when stop returns.
-func (pr *process) stop() {
-	pgid := pr.cmd.Process.Pid
-	select {
-	case <-pr.done:
-		pr.crashed = true
-	default:
-		_ = syscall.Kill(-pgid, syscall.SIGTERM)
-		select {
-		case <-pr.done:
-		case <-time.After(killAfter):
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			<-pr.done
-		}
-	}
-	// The tools start no children, so the group should be empty now; sweep
-	// whatever is not. While a member lives, no other group can take the id.
-	if syscall.Kill(-pgid, 0) == nil {
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	}
-}
-
-// tailBuffer keeps the last output of a process; it is safe for concurrent
-// use.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if len(b.buf) > 4*outputTail {
-		b.buf = append(b.buf[:0], b.buf[len(b.buf)-outputTail:]...)
-	}
-	return len(p), nil
-}
-
-// tail returns about the last n bytes, from a line start when it can.
-func (b *tailBuffer) tail(n int) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.buf
-	if len(s) > n {
-		s = s[len(s)-n:]
-		if i := bytes.IndexByte(s, '\n'); i >= 0 {
-			s = s[i+1:]
-		}
-	}
-	return string(s)
 }
 
 // pebbleConfig is Pebble's configuration file (cmd/pebble's config).
@@ -701,53 +621,6 @@ func withoutPebbleEnv(env []string) []string {
 
 func loopback(port int) string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-}
-
-// reservation holds listeners on free loopback ports, so the ports it hands
-// out are distinct, until release; then the programs bind them.
-type reservation struct {
-	held []io.Closer
-}
-
-// tcp returns a free TCP port.
-func (r *reservation) tcp(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("pebbletest: finding a free port: %v", err)
-	}
-	r.held = append(r.held, l)
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// tcpAndUDP returns a port free for both TCP and UDP, as a DNS server needs.
-func (r *reservation) tcpAndUDP(t testing.TB) int {
-	t.Helper()
-	var lastErr error
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("pebbletest: finding a free port: %v", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		r.held = append(r.held, l) // also when UDP fails, so the port is not picked again
-		pc, err := net.ListenPacket("udp", loopback(port))
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		r.held = append(r.held, pc)
-		return port
-	}
-	t.Fatalf("pebbletest: no port free for both TCP and UDP: %v", lastErr)
-	return 0
-}
-
-func (r *reservation) release() {
-	for _, c := range r.held {
-		c.Close()
-	}
-	r.held = nil
 }
 
 // validity is Options.Validity in whole seconds, 90 days for zero.

@@ -257,11 +257,11 @@ func newClient(t *testing.T, p *Pebble) *acme.Client {
 func assertStopped(t *testing.T, p *Pebble) {
 	t.Helper()
 	for _, pr := range p.procs {
-		if pr.cmd.ProcessState == nil {
-			t.Errorf("%s (pid %d) was not waited for", pr.name, pr.cmd.Process.Pid)
+		if pr.Cmd.ProcessState == nil {
+			t.Errorf("%s (pid %d) was not waited for", pr.name, pr.Cmd.Process.Pid)
 		}
-		if err := syscall.Kill(-pr.cmd.Process.Pid, 0); !errors.Is(err, syscall.ESRCH) {
-			t.Errorf("%s process group %d: %v, want ESRCH", pr.name, pr.cmd.Process.Pid, err)
+		if err := syscall.Kill(-pr.Cmd.Process.Pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("%s process group %d: %v, want ESRCH", pr.name, pr.Cmd.Process.Pid, err)
 		}
 	}
 }
