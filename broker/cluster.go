@@ -858,7 +858,9 @@ func (cn *clusterNode) dispatch(m *nats.Msg) {
 		cn.mu.Lock()
 		p := cn.peers[inc]
 		isNew := p == nil || p.name == ""
-		healed := isNew && cn.silent[inc]
+		// A peer back after being lost for its silence, or after missing
+		// a few heartbeats: the two may have been cut apart.
+		healed := (isNew && cn.silent[inc]) || (!isNew && time.Since(p.last) > 3*cn.cfg.Heartbeat)
 		delete(cn.silent, inc)
 		if p == nil {
 			p = &peer{}

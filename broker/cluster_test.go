@@ -508,31 +508,43 @@ func (k *link) setCut(cut bool) {
 
 // TestClusterPartitionHeals: two nodes that cannot talk each let in a
 // client with the same UID; when they can again, the older session gets
-// Disconnect "reconnect" and the newer stays, as after a takeover.
+// Disconnect "reconnect" and the newer stays, as after a takeover. Cut for
+// longer than the peer timeout (each counts the other lost) and for less
+// (a few heartbeats missed).
 func TestClusterPartitionHeals(t *testing.T) {
 	t.Parallel()
-	var k *link
-	nodes := startClusterVia(t, 2, nil, func(addr string) string {
-		if k != nil {
-			return addr
-		}
-		k = newLink(t, addr) // node 1 reaches node 0 through the link
-		return k.l.Addr().String()
-	})
-	k.setCut(true)
-	waitPeers(t, nodes[0], 0)
-	waitPeers(t, nodes[1], 0)
-	older := smqtest.Connect(t, nodes[0].Addr, "split-brain-uid")
-	newer := smqtest.ConnectWS(t, nodes[1].Addr, "split-brain-uid")
-	older.Barrier()
-	newer.Barrier()
+	for _, long := range []bool{true, false} {
+		t.Run(map[bool]string{true: "long", false: "short"}[long], func(t *testing.T) {
+			var k *link
+			nodes := startClusterVia(t, 2, nil, func(addr string) string {
+				if k != nil {
+					return addr
+				}
+				k = newLink(t, addr) // node 1 reaches node 0 through the link
+				return k.l.Addr().String()
+			})
+			k.setCut(true)
+			if long {
+				waitPeers(t, nodes[0], 0)
+				waitPeers(t, nodes[1], 0)
+			} else {
+				waitFor(t, "the route to close on both nodes", func() bool {
+					return nodes[0].ns.NumRoutes() == 0 && nodes[1].ns.NumRoutes() == 0
+				})
+			}
+			older := smqtest.Connect(t, nodes[0].Addr, "split-brain-uid")
+			newer := smqtest.ConnectWS(t, nodes[1].Addr, "split-brain-uid")
+			older.Barrier()
+			newer.Barrier()
 
-	k.setCut(false)
-	waitPeers(t, nodes[0], 1)
-	waitPeers(t, nodes[1], 1)
-	older.ExpectDisconnect("reconnect")
-	newer.Barrier()
-	if got := nodes[0].Stats().Cluster.TakeoversOut; got != 1 {
-		t.Errorf("node-0 let %d sessions go, want 1", got)
+			k.setCut(false)
+			older.ExpectDisconnect("reconnect")
+			newer.Barrier()
+			waitPeers(t, nodes[0], 1)
+			waitPeers(t, nodes[1], 1)
+			if got := nodes[0].Stats().Cluster.TakeoversOut; got != 1 {
+				t.Errorf("node-0 let %d sessions go, want 1", got)
+			}
+		})
 	}
 }
