@@ -2,7 +2,6 @@ package certs
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -75,7 +74,7 @@ type ClientFiles struct {
 // digits, '.', '-', '_' and '@', starting with a letter or digit; it may
 // not end in "-key" nor name a file of the dev PKI itself ("ca", "server").
 func IssueClient(dir, name string, opts ClientOptions) (*ClientFiles, error) {
-	if err := checkClientName(name); err != nil {
+	if err := checkName("client", name); err != nil {
 		return nil, err
 	}
 	for _, ou := range opts.OU {
@@ -83,22 +82,12 @@ func IssueClient(dir, name string, opts ClientOptions) (*ClientFiles, error) {
 			return nil, fmt.Errorf("certs: invalid OU %q: want 1 to %d characters of UTF-8 text", ou, maxClientName)
 		}
 	}
-	validity := opts.Validity
-	if validity == 0 {
-		validity = DefaultClientValidity
+	if opts.Validity < 0 {
+		return nil, fmt.Errorf("certs: invalid validity %v: must be positive", opts.Validity)
 	}
-	if validity < 0 {
-		return nil, fmt.Errorf("certs: invalid validity %v: must be positive", validity)
-	}
-	ca, caKey, err := loadPair(filepath.Join(dir, DevCAFile), filepath.Join(dir, DevCAKeyFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, &hintError{fmt.Sprintf("certs: no dev CA in %s: run `smqgw certs init -dir %s` first", dir, dir), err}
-	}
+	ca, caKey, err := loadDevCA(dir)
 	if err != nil {
-		return nil, fmt.Errorf("certs: dev CA in %s: %w", dir, err)
-	}
-	if !ca.IsCA {
-		return nil, fmt.Errorf("certs: dev CA in %s: %s is not a CA certificate", dir, DevCAFile)
+		return nil, err
 	}
 	f := &ClientFiles{
 		Name:     name,
@@ -109,17 +98,14 @@ func IssueClient(dir, name string, opts ClientOptions) (*ClientFiles, error) {
 		Password: opts.Password,
 	}
 	if !opts.Force {
-		for _, file := range []string{f.CertFile, f.KeyFile, f.P12File} {
-			if _, err := os.Lstat(file); err == nil {
-				return nil, &hintError{fmt.Sprintf("certs: client %q exists in %s (%s): replace it with -force", name, dir, filepath.Base(file)), fs.ErrExist}
-			}
+		if err := checkFree("client", name, dir, f.CertFile, f.KeyFile, f.P12File); err != nil {
+			return nil, err
 		}
 	}
 	now := time.Now()
-	notAfter := now.Add(validity)
-	if notAfter.After(ca.NotAfter) {
-		return nil, fmt.Errorf("certs: validity %v outlives the dev CA in %s (valid until %s)",
-			validity, dir, ca.NotAfter.Format(time.DateOnly))
+	notAfter, err := leafNotAfter(now, opts.Validity, DefaultClientValidity, ca, dir)
+	if err != nil {
+		return nil, err
 	}
 	if f.Password == "" {
 		if f.Password, err = randomPassword(); err != nil {
@@ -128,23 +114,14 @@ func IssueClient(dir, name string, opts ClientOptions) (*ClientFiles, error) {
 		f.GeneratedPassword = true
 	}
 
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("certs: %w", err)
-	}
-	sn, err := serial()
-	if err != nil {
-		return nil, fmt.Errorf("certs: %w", err)
-	}
 	tmpl := &x509.Certificate{
-		SerialNumber: sn,
-		Subject:      pkix.Name{Organization: []string{"smqgw development"}, OrganizationalUnit: opts.OU, CommonName: name},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		Subject:     pkix.Name{Organization: []string{"smqgw development"}, OrganizationalUnit: opts.OU, CommonName: name},
+		NotBefore:   now.Add(-time.Hour),
+		NotAfter:    notAfter,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, key.Public(), caKey)
+	der, key, err := issue(tmpl, ca, caKey)
 	if err != nil {
 		return nil, fmt.Errorf("certs: client %q: %w", name, err)
 	}
@@ -164,11 +141,54 @@ func IssueClient(dir, name string, opts ClientOptions) (*ClientFiles, error) {
 	return f, nil
 }
 
-// checkClientName returns an error unless name is usable both as a file
-// name in the dev PKI directory and as a certificate's common name.
-func checkClientName(name string) error {
+// loadDevCA loads the dev CA in dir (made by EnsureDev) to issue a
+// certificate with; a missing CA is an error with a hint to make one.
+func loadDevCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	ca, caKey, err := loadPair(filepath.Join(dir, DevCAFile), filepath.Join(dir, DevCAKeyFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, &hintError{fmt.Sprintf("certs: no dev CA in %s: run `smqgw certs init -dir %s` first", dir, dir), err}
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("certs: dev CA in %s: %w", dir, err)
+	}
+	if !ca.IsCA {
+		return nil, nil, fmt.Errorf("certs: dev CA in %s: %s is not a CA certificate", dir, DevCAFile)
+	}
+	return ca, caKey, nil
+}
+
+// checkFree returns an error matching fs.ErrExist if any of files exists,
+// so that the files of an existing client or node (kind) called name are
+// not replaced by mistake.
+func checkFree(kind, name, dir string, files ...string) error {
+	for _, file := range files {
+		if _, err := os.Lstat(file); err == nil {
+			return &hintError{fmt.Sprintf("certs: %s %q exists in %s (%s): replace it with -force", kind, name, dir, filepath.Base(file)), fs.ErrExist}
+		}
+	}
+	return nil
+}
+
+// leafNotAfter returns the end of a certificate valid for validity from
+// now (def when zero), which may not outlive the CA.
+func leafNotAfter(now time.Time, validity, def time.Duration, ca *x509.Certificate, dir string) (time.Time, error) {
+	if validity == 0 {
+		validity = def
+	}
+	notAfter := now.Add(validity)
+	if notAfter.After(ca.NotAfter) {
+		return time.Time{}, fmt.Errorf("certs: validity %v outlives the dev CA in %s (valid until %s)",
+			validity, dir, ca.NotAfter.Format(time.DateOnly))
+	}
+	return notAfter, nil
+}
+
+// checkName returns an error unless name, of a client or a node (kind),
+// is usable both as a file name in the dev PKI directory and as a
+// certificate's common name.
+func checkName(kind, name string) error {
 	bad := func(why string) error {
-		return fmt.Errorf("certs: invalid client name %q: %s", name, why)
+		return fmt.Errorf("certs: invalid %s name %q: %s", kind, name, why)
 	}
 	if name == "" {
 		return bad("empty")

@@ -257,13 +257,13 @@ func TestIssueClientWithoutCA(t *testing.T) {
 func TestClientNames(t *testing.T) {
 	t.Parallel()
 	for _, name := range []string{"device-1", "a", "alice@example.com", "node_7.lab", "X", strings.Repeat("n", 64)} {
-		if err := checkClientName(name); err != nil {
+		if err := checkName("client", name); err != nil {
 			t.Errorf("%q: %v", name, err)
 		}
 	}
 	for _, name := range []string{"", ".", "..", ".hidden", "-flag", "_x", "@x", "a/b", "../up", `a\b`, "a b",
 		"é", "a:b", "a*", "ca", "server", "ca-key", "server-key", "device-key", strings.Repeat("n", 65)} {
-		err := checkClientName(name)
+		err := checkName("client", name)
 		if err == nil {
 			t.Errorf("%q accepted", name)
 			continue

@@ -3,8 +3,9 @@
 // PEM files chosen by SNI and reloaded atomically (Files), ACME through
 // autocert (ACME), a fixed certificate (Static) — a polling Watcher for
 // reloads, loaders for client CA bundles and CRLs, and the development PKI
-// (a local CA, a server certificate, client certificates with PKCS#12) that
-// the zero-configuration demo and `smqgw certs` share.
+// (a local CA, a server certificate, client certificates with PKCS#12,
+// cluster node certificates) that the zero-configuration demo and
+// `smqgw certs` share.
 package certs
 
 import (
@@ -167,22 +168,24 @@ func createCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 }
 
 func createServer(certFile, keyFile string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, hosts []string) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	sn, err := serial()
-	if err != nil {
-		return err
-	}
 	tmpl := &x509.Certificate{
-		SerialNumber: sn,
-		Subject:      pkix.Name{Organization: []string{"smqgw development"}, CommonName: "smqgw dev server"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().AddDate(1, 0, 0),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		Subject:     pkix.Name{Organization: []string{"smqgw development"}, CommonName: "smqgw dev server"},
+		NotBefore:   time.Now().Add(-time.Hour),
+		NotAfter:    time.Now().AddDate(1, 0, 0),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
+	addHosts(tmpl, hosts)
+	der, key, err := issue(tmpl, ca, caKey)
+	if err != nil {
+		return err
+	}
+	return writePair(certFile, keyFile, der, key)
+}
+
+// addHosts adds hosts to tmpl's subject alternative names: IP addresses
+// as such, anything else as a DNS name.
+func addHosts(tmpl *x509.Certificate, hosts []string) {
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
@@ -190,11 +193,23 @@ func createServer(certFile, keyFile string, ca *x509.Certificate, caKey *ecdsa.P
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
+}
+
+// issue signs tmpl with the CA for a new ECDSA P-256 key, under a new
+// random serial number, and returns the certificate (DER) and the key.
+func issue(tmpl, ca *x509.Certificate, caKey *ecdsa.PrivateKey) ([]byte, *ecdsa.PrivateKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tmpl.SerialNumber, err = serial(); err != nil {
+		return nil, nil, err
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, key.Public(), caKey)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	return writePair(certFile, keyFile, der, key)
+	return der, key, nil
 }
 
 // writePair writes a certificate (0644) and its key (0600), each through a

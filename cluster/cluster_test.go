@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -244,4 +245,60 @@ func TestRouteTLSBothWays(t *testing.T) {
 	if err != nil || c == nil {
 		t.Fatalf("no client certificate: %v", err)
 	}
+}
+
+// TestDevNodeCertificates: node certificates from the dev PKI (what
+// `smqgw certs node` makes), loaded as a [certs.NAME] block and a ca file
+// are, form mutual-TLS routes; one not issued for the address the other
+// node routes to does not.
+func TestDevNodeCertificates(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if _, err := certs.EnsureDev(dir, []string{"localhost"}); err != nil {
+		t.Fatal(err)
+	}
+	cas, _, err := certs.LoadCAs(filepath.Join(dir, certs.DevCAFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := func(t *testing.T, name string, hosts ...string) certs.Source {
+		t.Helper()
+		f, err := certs.IssueNode(dir, name, certs.NodeOptions{Hosts: hosts})
+		if err != nil {
+			t.Fatal(err)
+		}
+		src, err := certs.NewFiles(certs.Pair{CertFile: f.CertFile, KeyFile: f.KeyFile})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return src
+	}
+
+	t.Run("routes form", func(t *testing.T) {
+		t.Parallel()
+		a := start(t, cluster.Config{Name: "node-a", Listen: "127.0.0.1:0",
+			Certificate: node(t, "node-a", "127.0.0.1", "node-a.test"), CAs: cas}, &smqtest.SyncBuffer{})
+		b := start(t, cluster.Config{Name: "node-b", Listen: "127.0.0.1:0", Routes: []string{a.RouteAddr().String()},
+			Certificate: node(t, "node-b", "127.0.0.1"), CAs: cas}, &smqtest.SyncBuffer{})
+		smqtest.WaitUntil(t, "a route both ways", func() bool { return a.Routes() == 1 && b.Routes() == 1 })
+		crosses(t, a.Conn(), b.Conn())
+		crosses(t, b.Conn(), a.Conn())
+	})
+
+	// node-d routes to 127.0.0.1, which node-c's certificate does not name.
+	t.Run("without the route address", func(t *testing.T) {
+		t.Parallel()
+		c := start(t, cluster.Config{Name: "node-c", Listen: "127.0.0.1:0",
+			Certificate: node(t, "node-c", "10.0.0.3"), CAs: cas}, &smqtest.SyncBuffer{})
+		logsD := &smqtest.SyncBuffer{}
+		d := start(t, cluster.Config{Name: "node-d", Listen: "127.0.0.1:0", Routes: []string{c.RouteAddr().String()},
+			Certificate: node(t, "node-d", "127.0.0.1"), CAs: cas}, logsD)
+		smqtest.WaitUntil(t, "node-d's log of the refused certificate", func() bool {
+			return strings.Contains(logsD.String(), "level=WARN") &&
+				strings.Contains(logsD.String(), "certificate is valid for 10.0.0.3, not 127.0.0.1")
+		})
+		if c.Routes() != 0 || d.Routes() != 0 {
+			t.Fatalf("routes formed: node-c %d, node-d %d", c.Routes(), d.Routes())
+		}
+	})
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"io/fs"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -30,13 +32,14 @@ func certsCmd(args ...string) (stdout string, err error) {
 
 func TestCertsHelp(t *testing.T) {
 	t.Parallel()
-	for _, args := range [][]string{{"-h"}, {"help"}, {"--help"}, {"init", "-h"}, {"client", "-h"}, {"client", "x", "-help"}} {
+	for _, args := range [][]string{{"-h"}, {"help"}, {"--help"}, {"init", "-h"}, {"client", "-h"}, {"client", "x", "-help"}, {"node", "-h"}, {"help", "node"}} {
 		out, err := certsCmd(args...)
 		if err != nil {
 			t.Errorf("%q: %v", args, err)
 			continue
 		}
-		for _, want := range []string{"smqgw certs init [-dir D] [-hosts", "smqgw certs client [-dir D] [-password P] [-days N] [-ou OU]... [-force] NAME", "0600"} {
+		for _, want := range []string{"smqgw certs init [-dir D] [-hosts", "smqgw certs client [-dir D] [-password P] [-days N] [-ou OU]... [-force] NAME",
+			"smqgw certs node [-dir D] -hosts h1,h2,... [-days N] [-force] NAME", "certs node -dir pki -hosts 10.0.0.1 gw-a", "0600"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("%q: help lacks %q:\n%s", args, want, out)
 			}
@@ -63,7 +66,7 @@ func TestCertsErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{nil, "certs: no command given: init or client (see smqgw certs -h)"},
+		{nil, "certs: no command given: init, client or node (see smqgw certs -h)"},
 		{[]string{"nope"}, `certs: unknown command "nope"`},
 		{[]string{"init", "-nope"}, "certs init: flag provided but not defined: -nope (see smqgw certs -h)"},
 		{[]string{"init", "-dir", pki, "extra"}, `certs init: unexpected argument "extra"`},
@@ -76,6 +79,14 @@ func TestCertsErrors(t *testing.T) {
 		{[]string{"client", "-dir", pki, "../a"}, `certs: invalid client name "../a"`},
 		{[]string{"client", "-dir", pki, "ca"}, `certs: invalid client name "ca"`},
 		{[]string{"client", "-dir", empty, "a"}, "certs: no dev CA in " + empty + ": run `smqgw certs init -dir " + empty + "` first"},
+		{[]string{"node", "-dir", pki, "gw-a"}, "certs node: -hosts is missing"},
+		{[]string{"node", "-dir", pki, "-hosts", "10.0.0.1"}, "certs node: NAME is missing"},
+		{[]string{"node", "-dir", pki, "-hosts", "10.0.0.1", "a", "b"}, `certs node: unexpected argument "b" after NAME "a"`},
+		{[]string{"node", "-dir", pki, "-hosts", "10.0.0.1", "-days", "0", "a"}, "certs node: -days 0: must be at least 1"},
+		{[]string{"node", "-dir", pki, "-hosts", "10.0.0.1", "../a"}, `certs: invalid node name "../a"`},
+		{[]string{"node", "-dir", pki, "-hosts", "10.0.0.1", "server"}, `certs: invalid node name "server"`},
+		{[]string{"node", "-dir", pki, "-hosts", "gw.test:6222", "a"}, `certs: invalid host "gw.test:6222"`},
+		{[]string{"node", "-dir", empty, "-hosts", "10.0.0.1", "a"}, "certs: no dev CA in " + empty + ": run `smqgw certs init -dir " + empty + "` first"},
 	} {
 		out, err := certsCmd(tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -178,6 +189,94 @@ func TestCertsInitAndClient(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(filepath.Join(pki, "device-1.pem")); string(after) == string(before) {
 		t.Error("-force did not replace device-1.pem")
+	}
+}
+
+// TestCertsNode issues node certificates: files, output, flags after
+// NAME, -force; the printed [cluster] settings make a valid configuration.
+func TestCertsNode(t *testing.T) {
+	t.Parallel()
+	pki := filepath.Join(t.TempDir(), "pki")
+	if _, err := certsCmd("init", "-dir", pki); err != nil {
+		t.Fatal(err)
+	}
+	out, err := certsCmd("node", "-dir", pki, "-hosts", "127.0.0.1, gw-a.test", "gw-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs := func(f string) string {
+		a, err := filepath.Abs(filepath.Join(pki, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	for _, want := range []string{
+		`Node certificate "gw-a", issued by the dev CA in ` + pki,
+		filepath.Join(pki, "gw-a.pem") + "      certificate: CN=gw-a for 127.0.0.1, gw-a.test, as server and client of cluster routes, until ",
+		filepath.Join(pki, "gw-a-key.pem") + "  its private key (mode 0600)",
+		"[certs.node]\n  cert_file = \"" + abs("gw-a.pem") + "\"\n  key_file = \"" + abs("gw-a-key.pem") + "\"\n",
+		"[cluster]\n  tls = \"node\"\n  ca = \"" + abs("ca.pem") + "\"\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("node output lacks %q:\n%s", want, out)
+		}
+	}
+	checkMode(t, filepath.Join(pki, "gw-a-key.pem"), 0o600)
+	checkMode(t, filepath.Join(pki, "gw-a.pem"), 0o644)
+	pair, err := tls.LoadX509KeyPair(filepath.Join(pki, "gw-a.pem"), filepath.Join(pki, "gw-a-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}; !slices.Equal(pair.Leaf.ExtKeyUsage, want) {
+		t.Errorf("extended key usage %v, want %v", pair.Leaf.ExtKeyUsage, want)
+	}
+	if !slices.Equal(pair.Leaf.DNSNames, []string{"gw-a.test"}) || len(pair.Leaf.IPAddresses) != 1 {
+		t.Errorf("SANs %q %v", pair.Leaf.DNSNames, pair.Leaf.IPAddresses)
+	}
+
+	// The printed settings, with the rest of a node's, pass smqgw -t.
+	snippet := out[strings.Index(out, "  [certs.node]"):]
+	cfg := `[[listener]]
+name = "smq"
+address = "127.0.0.1:0"
+  [[listener.route]]
+  path = "/smq"
+  upstream = "embedded"
+` + strings.Replace(snippet, "  [cluster]\n", "  [cluster]\n  listen = \"127.0.0.1:0\"\n", 1)
+	file := filepath.Join(t.TempDir(), "node.toml")
+	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := cli(t, "-t", "-config", file); r.code != 0 {
+		t.Errorf("smqgw -t with the printed settings: code %d, stderr:\n%s\nconfig:\n%s", r.code, r.stderr, cfg)
+	}
+
+	// Flags after NAME.
+	if _, err := certsCmd("node", "gw-b", "-dir", pki, "-hosts", "10.0.0.2", "-days", "2"); err != nil {
+		t.Fatal(err)
+	}
+	pair, err = tls.LoadX509KeyPair(filepath.Join(pki, "gw-b.pem"), filepath.Join(pki, "gw-b-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if life := time.Until(pair.Leaf.NotAfter); life > 48*time.Hour || life < 47*time.Hour {
+		t.Errorf("-days 2: valid for %v more", life)
+	}
+
+	// No overwriting without -force.
+	before, _ := os.ReadFile(filepath.Join(pki, "gw-a.pem"))
+	if _, err := certsCmd("node", "-dir", pki, "-hosts", "127.0.0.1", "gw-a"); err == nil || !strings.Contains(err.Error(), "-force") {
+		t.Errorf("second node gw-a: %v, want a refusal mentioning -force", err)
+	}
+	if after, _ := os.ReadFile(filepath.Join(pki, "gw-a.pem")); string(after) != string(before) {
+		t.Error("refused command changed gw-a.pem")
+	}
+	if _, err := certsCmd("node", "-dir", pki, "-hosts", "127.0.0.1", "gw-a", "-force"); err != nil {
+		t.Errorf("with -force: %v", err)
+	}
+	if after, _ := os.ReadFile(filepath.Join(pki, "gw-a.pem")); string(after) == string(before) {
+		t.Error("-force did not replace gw-a.pem")
 	}
 }
 

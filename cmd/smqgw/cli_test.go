@@ -55,6 +55,9 @@ func TestCLIConventions(t *testing.T) {
 		{[]string{"help", "certs", "client"}, "smqgw certs client"},
 		{[]string{"certs", "init", "-h"}, "smqgw certs init"},
 		{[]string{"certs", "client", "-help"}, "smqgw certs client"},
+		{[]string{"certs", "node", "-h"}, "smqgw certs node"},
+		{[]string{"certs", "node", "gw-a", "-help"}, "smqgw certs node"},
+		{[]string{"help", "certs", "node"}, "smqgw certs node"},
 		{[]string{"completion", "-h"}, "completions/smqgw"},
 		{[]string{"completion", "help"}, "completions/smqgw"},
 	}
@@ -80,16 +83,24 @@ func TestCLIConventions(t *testing.T) {
 		{[]string{"version", "x"}, 2, `smqgw: error: version: unexpected argument "x" (see smqgw help version)`},
 		{[]string{"completion"}, 2, "smqgw: error: completion: want one shell, bash or zsh (see smqgw help completion)"},
 		{[]string{"completion", "fish"}, 2, `smqgw: error: completion: unknown shell "fish": bash or zsh (see smqgw help completion)`},
-		{[]string{"certs"}, 2, "smqgw: error: certs: no command given: init or client (see smqgw certs -h)"},
-		{[]string{"certs", "nope"}, 2, `smqgw: error: certs: unknown command "nope": init or client (see smqgw certs -h)`},
-		{[]string{"certs", "help", "nope"}, 2, `smqgw: error: certs: unknown command "nope": init or client (see smqgw certs -h)`},
+		{[]string{"certs"}, 2, "smqgw: error: certs: no command given: init, client or node (see smqgw certs -h)"},
+		{[]string{"certs", "nope"}, 2, `smqgw: error: certs: unknown command "nope": init, client or node (see smqgw certs -h)`},
+		{[]string{"certs", "help", "nope"}, 2, `smqgw: error: certs: unknown command "nope": init, client or node (see smqgw certs -h)`},
 		{[]string{"certs", "init", "-nope"}, 2, "smqgw: error: certs init: flag provided but not defined: -nope (see smqgw certs -h)"},
 		{[]string{"certs", "init", "-dir", empty, "x"}, 2, `smqgw: error: certs init: unexpected argument "x" (see smqgw certs -h)`},
 		{[]string{"certs", "client", "-dir", empty}, 2, "smqgw: error: certs client: NAME is missing: smqgw certs client [-dir D] NAME (see smqgw certs -h)"},
 		{[]string{"certs", "client", "-dir", empty, "-days", "0", "a"}, 2, "smqgw: error: certs client: -days 0: must be at least 1 (see smqgw certs -h)"},
+		{[]string{"certs", "node", "-dir", empty, "-hosts", "10.0.0.1"}, 2, "smqgw: error: certs node: NAME is missing: smqgw certs node [-dir D] -hosts h1,h2,... NAME (see smqgw certs -h)"},
+		{[]string{"certs", "node", "-dir", empty, "gw-a"}, 2, "smqgw: error: certs node: -hosts is missing: the node's route address (IP or name) must be in its certificate (see smqgw certs -h)"},
+		{[]string{"certs", "node", "-dir", empty, "-hosts", "10.0.0.1", "gw-a", "x"}, 2, `smqgw: error: certs node: unexpected argument "x" after NAME "gw-a" (see smqgw certs -h)`},
+		{[]string{"certs", "node", "-dir", empty, "-hosts", "10.0.0.1", "-days", "0", "gw-a"}, 2, "smqgw: error: certs node: -days 0: must be at least 1 (see smqgw certs -h)"},
+		{[]string{"certs", "node", "-dir", empty, "-hosts", "a,,b", "gw-a"}, 2, `smqgw: error: certs node: invalid value "a,,b" for flag -hosts: empty host name (see smqgw certs -h)`},
+		{[]string{"certs", "node", "-nope"}, 2, "smqgw: error: certs node: flag provided but not defined: -nope (see smqgw certs -h)"},
 		// At run time.
 		{[]string{"-config", "/does/not/exist.toml"}, 1, "smqgw: error: config: open /does/not/exist.toml: no such file or directory"},
 		{[]string{"certs", "client", "-dir", empty, "a"}, 1, "smqgw: error: certs: no dev CA in " + empty + ": run `smqgw certs init -dir " + empty + "` first"},
+		{[]string{"certs", "node", "-dir", empty, "-hosts", "10.0.0.1", "gw-a"}, 1, "smqgw: error: certs: no dev CA in " + empty + ": run `smqgw certs init -dir " + empty + "` first"},
+		{[]string{"certs", "node", "-dir", empty, "-hosts", "10.0.0.1:6222", "gw-a"}, 1, `smqgw: error: certs: invalid host "10.0.0.1:6222": want a DNS name or an IP address, without the port`},
 	}
 	for _, tc := range errs {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -181,7 +192,7 @@ func TestCompletion(t *testing.T) {
 			if r.code != 0 || r.stderr != "" {
 				t.Fatalf("code %d, stderr %q", r.code, r.stderr)
 			}
-			for _, w := range []string{"certs", "init", "client", "version", "completion", "-config", "-t", "-no-files", "-dir", "-hosts", "-password", "-days", "-ou", "-force"} {
+			for _, w := range []string{"certs", "init", "client", "node", "version", "completion", "-config", "-t", "-no-files", "-dir", "-hosts", "-password", "-days", "-ou", "-force"} {
 				if !strings.Contains(r.stdout, w) {
 					t.Errorf("the script does not name %q", w)
 				}
@@ -205,8 +216,9 @@ func TestCompletionInBash(t *testing.T) {
 		want string
 	}{
 		{"smqgw ce", "certs"},
-		{"smqgw certs ", "init client help"},
+		{"smqgw certs ", "init client node help"},
 		{"smqgw certs init -h", "-hosts -h"},
+		{"smqgw certs node -h", "-hosts -h"},
 		{"smqgw -no", "-no-files"},
 		{"smqgw completion ", "bash zsh"},
 		{"smqgw -config ", ""},
@@ -247,8 +259,9 @@ func TestCompletionInZsh(t *testing.T) {
 		want string
 	}{
 		{"smqgw ", "certs version completion help -config -no-files -t -version -h"},
-		{"smqgw certs ", "init client help"},
+		{"smqgw certs ", "init client node help"},
 		{"smqgw certs client -", "-days -dir -force -ou -password -h"},
+		{"smqgw certs node -", "-days -dir -force -hosts -h"},
 		{"smqgw help ", "certs version completion help"},
 		{"smqgw -config ", "FILES"},
 		{"smqgw certs init -dir ", "FILES"},

@@ -12,11 +12,13 @@ func commands() complete.Command {
 	var f rootFlags
 	var i initFlags
 	var c clientFlags
+	var n nodeFlags
 	names := []string{"certs", "version", "completion", "help"}
 	return complete.Command{Name: "smqgw", Flags: newRootFlags(&f), Sub: []complete.Command{
 		{Name: "certs", Sub: []complete.Command{
 			{Name: "init", Flags: newInitFlags(&i)},
 			{Name: "client", Flags: newClientFlags(&c)},
+			{Name: "node", Flags: newNodeFlags(&n)},
 			{Name: "help", Words: certsCommands},
 		}},
 		{Name: "version"},

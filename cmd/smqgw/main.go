@@ -7,8 +7,9 @@
 //	smqgw -t -config FILE      check a configuration file and exit
 //	smqgw -t -no-files -config FILE
 //	                           check it without reading the files it names
-//	smqgw certs init|client    make a dev CA, server and client certificates
-//	                           (see smqgw help certs)
+//	smqgw certs init|client|node
+//	                           make a dev CA, server, client and cluster node
+//	                           certificates (see smqgw help certs)
 //	smqgw version              print the version and build details
 //	smqgw completion bash|zsh  print a shell completion script
 //	smqgw help [COMMAND]       print usage
@@ -51,8 +52,9 @@ Usage:
   smqgw [-config FILE]             serve: the zero-configuration demo, or FILE
   smqgw -t [-no-files] -config FILE
                                    check a configuration and exit
-  smqgw certs init|client ...      make a dev CA, server and client certificates
-                                   (see smqgw help certs)
+  smqgw certs init|client|node ...
+                                   make a dev CA, server, client and cluster
+                                   node certificates (see smqgw help certs)
   smqgw version                    print the version and build details
   smqgw completion bash|zsh        print a shell completion script
   smqgw help [COMMAND]             show this help, or a command's
