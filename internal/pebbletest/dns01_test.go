@@ -4,9 +4,6 @@ package pebbletest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"slices"
@@ -97,36 +94,7 @@ func TestIssueDNS01WithBIND(t *testing.T) {
 	if err != nil {
 		t.Fatalf("answered DNS-01 challenges: %v", err)
 	}
-	order, err = cl.WaitOrder(ctx, order.URI)
-	if err != nil {
-		t.Fatalf("order not ready: %v", err)
-	}
-	certKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: names}, certKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Not CreateOrderCert: Pebble finalizes asynchronously and answers
-	// without a Location, so that loses the order URL to poll.
-	chain, _, err := cl.CreateCertFromOrder(ctx, order, csr, true)
-	if err != nil {
-		t.Fatalf("finalize: %v", err)
-	}
-	leaf, err := x509.ParseCertificate(chain[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	inter := x509.NewCertPool()
-	for _, der := range chain[1:] {
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		inter.AddCert(c)
-	}
+	leaf, inter := finalize(t, ctx, cl, order, names...)
 	got := slices.Clone(leaf.DNSNames)
 	slices.Sort(got)
 	if want := []string{"*.example.test", "host.example.test"}; !slices.Equal(got, want) {

@@ -189,36 +189,7 @@ func TestIssueHTTP01(t *testing.T) {
 				return err
 			}
 		}
-		order, err = cl.WaitOrder(ctx, order.URI)
-		if err != nil {
-			t.Fatalf("order not ready: %v", err)
-		}
-		certKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{domain}}, certKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Not CreateOrderCert: Pebble finalizes asynchronously and answers
-		// without a Location, so that loses the order URL to poll.
-		chain, _, err := cl.CreateCertFromOrder(ctx, order, csr, true)
-		if err != nil {
-			t.Fatalf("finalize: %v", err)
-		}
-		leaf, err := x509.ParseCertificate(chain[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		inter := x509.NewCertPool()
-		for _, der := range chain[1:] {
-			c, err := x509.ParseCertificate(der)
-			if err != nil {
-				t.Fatal(err)
-			}
-			inter.AddCert(c)
-		}
+		leaf, inter := finalize(t, ctx, cl, order, domain)
 		opts := x509.VerifyOptions{DNSName: domain, Roots: p.Roots(t), Intermediates: inter}
 		if _, err := leaf.Verify(opts); err != nil {
 			t.Errorf("issued certificate does not verify against Roots: %v", err)
@@ -264,4 +235,41 @@ func assertStopped(t *testing.T, p *Pebble) {
 			t.Errorf("%s process group %d: %v, want ESRCH", pr.name, pr.Cmd.Process.Pid, err)
 		}
 	}
+}
+
+// finalize waits for order to be ready, finalizes it with a new ECDSA key
+// for names, and returns the leaf and the intermediates of the chain.
+func finalize(t *testing.T, ctx context.Context, cl *acme.Client, order *acme.Order, names ...string) (*x509.Certificate, *x509.CertPool) {
+	t.Helper()
+	order, err := cl.WaitOrder(ctx, order.URI)
+	if err != nil {
+		t.Fatalf("order not ready: %v", err)
+	}
+	certKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: names}, certKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not CreateOrderCert: Pebble finalizes asynchronously and answers
+	// without a Location, so that loses the order URL to poll.
+	chain, _, err := cl.CreateCertFromOrder(ctx, order, csr, true)
+	if err != nil {
+		t.Fatalf("finalize: %v", err)
+	}
+	leaf, err := x509.ParseCertificate(chain[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	inter := x509.NewCertPool()
+	for _, der := range chain[1:] {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inter.AddCert(c)
+	}
+	return leaf, inter
 }
